@@ -1,0 +1,85 @@
+/* tokenizer.h - SentencePiece BPE tokenization as Grok-1 uses it
+ * (../shared/docs/grok-architecture.md A4): byte fallback, user-defined
+ * symbols matched whole, dummy prefix, whitespace kept as U+2581 ("▁"),
+ * control tokens, digits split. Loaded from GGUF metadata
+ * (tokenizer.ggml.*), from a SentencePiece .model protobuf, or synthesized
+ * for random test models. Decoding streams valid UTF-8. */
+#ifndef GROK_TOKENIZER_H
+#define GROK_TOKENIZER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common.h"
+#include "gguf.h"
+
+/* Token types: the SentencePiece piece types, which GGUF uses unchanged. */
+enum {
+    TOKEN_NORMAL = 1,
+    TOKEN_UNKNOWN = 2,
+    TOKEN_CONTROL = 3,
+    TOKEN_USER_DEFINED = 4,
+    TOKEN_UNUSED = 5,
+    TOKEN_BYTE = 6,
+};
+
+typedef struct Tokenizer Tokenizer;
+
+/* From tokenizer.ggml.{model="llama",tokens,scores,token_type,bos/eos/unk/
+ * padding_token_id} (+ tokenizer.ggml.add_space_prefix, default true). */
+Tokenizer *tokenizer_from_gguf(const GGUFFile *f, Error *err);
+/* From a SentencePiece ModelProto (.model file, BPE type). */
+Tokenizer *tokenizer_from_spm_file(const char *path, Error *err);
+Tokenizer *tokenizer_from_spm_memory(const void *data, size_t size, Error *err);
+/* A working vocabulary of n_vocab (>= 300) pieces for random models:
+ * 0 [PAD], 1 [BOS], 2 [EOS], 3 [UNK] (control/unknown), 256 byte pieces
+ * <0x00>..<0xFF>, then deterministic normal pieces ("▁", "▁a", "e", ...)
+ * with decreasing scores. */
+Tokenizer *tokenizer_synthetic(int n_vocab, Error *err);
+void tokenizer_free(Tokenizer *t);
+
+int tokenizer_n_vocab(const Tokenizer *t);
+int tokenizer_bos(const Tokenizer *t);  /* -1 if none */
+int tokenizer_eos(const Tokenizer *t);
+int tokenizer_unk(const Tokenizer *t);
+int tokenizer_pad(const Tokenizer *t);
+/* The raw piece (with "▁" for spaces); *len gets its length. */
+const char *tokenizer_piece(const Tokenizer *t, int id, size_t *len);
+float tokenizer_score(const Tokenizer *t, int id);
+int tokenizer_type(const Tokenizer *t, int id);
+/* Id of a piece given exactly, -1 if none. */
+int tokenizer_find(const Tokenizer *t, const char *piece, size_t len);
+
+/* Writes tokenizer.ggml.* (model "llama", pre "default", tokens, scores,
+ * token_type, special ids, add_bos_token=false) into a GGUF writer. */
+int tokenizer_to_gguf(const Tokenizer *t, GGUFWriter *w, Error *err);
+
+/* Encodes text (any bytes; invalid UTF-8 is handled like spm_encode does:
+ * each invalid byte goes through byte fallback). Adds BOS first if add_bos.
+ * *ids_out is malloc'd (caller frees); returns the count, or -1. */
+int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, bool add_bos, int **ids_out,
+                     Error *err);
+
+/* Streaming decoder: feed ids one at a time, get the bytes that are now
+ * complete UTF-8. A multi-byte character split across byte tokens is
+ * emitted once it is complete; an invalid sequence becomes U+FFFD. The
+ * leading space of the dummy prefix is dropped at the start. */
+typedef struct {
+    unsigned char pending[8];
+    int n_pending;
+    bool started;   /* false until the first visible text was emitted */
+} TokenDecoder;
+
+void token_decoder_init(TokenDecoder *d);
+/* Appends the completed text for `id` to out (cap bytes incl. NUL; 64 is
+ * always enough for one token plus pending bytes... use >= 128) and returns
+ * its length. Control tokens produce nothing. */
+size_t token_decoder_push(const Tokenizer *t, TokenDecoder *d, int id, char *out, size_t cap);
+/* Flushes incomplete pending bytes (as U+FFFD). */
+size_t token_decoder_flush(TokenDecoder *d, char *out, size_t cap);
+
+/* Whole-sequence decode; malloc'd NUL-terminated string, NULL on OOM. */
+char *tokenizer_decode(const Tokenizer *t, const int *ids, int n);
+
+#endif

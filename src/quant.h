@@ -81,6 +81,15 @@ uint32_t vec_dot_type(uint32_t weight_type);
 /* dot(w_row, x) over n values; x is already in vec_dot_type(type). */
 float vec_dot(uint32_t type, const void *w_row, const void *x, int64_t n);
 
+/* The matrix kernel: for rows r in [r0, r1) of W (rows of w_row_bytes
+ * bytes, n values each) and activation rows t in [0, n_tok) (x_row_bytes
+ * apart, already in vec_dot_type(type)):
+ *   out[t * out_stride + r] = dot(W[r], x[t]).
+ * Rows are visited in small tiles so a tile of W stays in cache while every
+ * activation row passes over it (prompt processing reads W once). */
+void matmul_rows(uint32_t type, const void *w, size_t w_row_bytes, const void *x, size_t x_row_bytes,
+                 int64_t n, int n_tok, float *out, int64_t out_stride, int64_t r0, int64_t r1);
+
 /* Which SIMD path the kernels use ("avx2", "scalar", ...). */
 const char *quant_simd_name(void);
 

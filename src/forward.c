@@ -1,0 +1,573 @@
+/* forward.c - the Grok forward pass (../shared/docs/grok-architecture.md A5,
+ * B3). One layer, for every token of the batch:
+ *
+ *   u = rmsnorm(x) * attn_norm
+ *   q, k, v = Wq u, Wk u, Wv u;  q, k = rope_neox(q, k, pos)
+ *   s_j = softcap(q . k_j * attn_scale)          (30 * tanh(s / 30))
+ *   o = softmax(s) . V;  x += rmsnorm(Wo o) * attn_out_norm
+ *   u = rmsnorm(x) * ffn_norm
+ *   P = softmax(router u) over all experts;  top-k experts by P
+ *   m = sum_e P[e] * Wdown_e(gelu_tanh(Wgate_e u) * Wup_e u)   (no renormalising)
+ *   [Grok-2: m = (m + dense_mlp(u)) / sqrt(2)]
+ *   x += rmsnorm(m) * out_norm
+ *
+ * then logits = (Wout . rmsnorm(x) * output_norm) * logit_scale. The math
+ * stays in this file; the matrix kernels are in quant.c. */
+#include "forward.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "quant.h"
+#include "threadpool.h"
+
+#define DEFAULT_CTX_CAP 4096   /* default context: min(model's, this) */
+#define DEFAULT_BATCH 512
+#define MATMUL_CHUNK_ROWS 16   /* rows per work item handed to a thread */
+#define GELU_COEF_A 0.044715f  /* tanh-GELU (jax.nn.gelu approximate=True) */
+#define SQRT_2_OVER_PI 0.79788456080286535588f
+
+struct Context {
+    const Model *m;
+    ContextParams p;
+    ThreadPool *tp;
+    int kv_dim;            /* n_head_kv * head_dim */
+    int q_dim;             /* n_head * head_dim */
+    size_t kv_elt;         /* bytes per cached value */
+    uint8_t *k_cache;      /* (n_layer, n_seq, n_ctx, kv_dim) keys after RoPE */
+    uint8_t *v_cache;      /* (n_layer, n_seq, n_ctx, kv_dim) */
+    float *inv_freq;       /* (head_dim/2) RoPE inverse frequencies */
+    /* scratch for one chunk of up to n_batch tokens */
+    float *x;              /* (n_batch, n_embd) residual stream */
+    float *u;              /* (n_batch, n_embd) normed input of a block */
+    float *q, *k, *v;      /* (n_batch, q_dim), (n_batch, kv_dim) x2 */
+    float *qkv;            /* (n_batch, q_dim + 2 kv_dim) fused projection output */
+    float *att;            /* (n_batch, q_dim) attention output before Wo */
+    float *proj;           /* (n_batch, n_embd) */
+    float *moe;            /* (n_batch, n_embd) MoE sum */
+    float *router;         /* (n_batch, n_expert) */
+    int *sel;              /* (n_batch, n_expert_used) chosen experts */
+    float *gate_w;         /* (n_batch, n_expert_used) their probabilities */
+    int *order;            /* (n_batch * n_expert_used) assignments grouped by expert */
+    int *ex_start;         /* (n_expert + 1) */
+    int *ex_fill;          /* (n_expert) */
+    float *hg, *hu;        /* (n_batch * max(used, 1), max(n_ff, n_ff_dense)) expert hidden */
+    float *down;           /* (n_batch * n_expert_used, n_embd) expert outputs */
+    float *gathered;       /* (n_batch * n_expert_used, n_embd) routed inputs */
+    uint8_t *act;          /* activations in a weight's vec_dot_type */
+    uint8_t *act2;
+    float *scores;         /* (n_threads, n_ctx) attention scratch */
+    float *out_rows;       /* (n_batch, n_embd) normed rows that want logits */
+};
+
+/* ---- small kernels ----------------------------------------------------- */
+
+static void rmsnorm(float *y, const float *x, const float *w, int n, float eps) {
+    double ss = 0.0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    const float r = (float)(1.0 / sqrt(ss / n + (double)eps));
+    for (int i = 0; i < n; i++) y[i] = w[i] * (x[i] * r);
+}
+
+static inline float softcap(float x, float c) { return c > 0.0f ? c * tanhf(x / c) : x; }
+
+static inline float gelu_tanh(float x) {
+    return 0.5f * x * (1.0f + tanhf(SQRT_2_OVER_PI * x * (1.0f + GELU_COEF_A * x * x)));
+}
+
+static void softmax(float *x, int n) {
+    float mx = x[0];
+    for (int i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        sum += x[i];
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
+/* NeoX RoPE: pairs (d, d + hd/2), theta_d = pos * inv_freq[d]. */
+static void rope(float *v, int hd, int pos, const float *inv_freq) {
+    const int half = hd / 2;
+    for (int d = 0; d < half; d++) {
+        const float th = (float)pos * inv_freq[d];
+        const float c = cosf(th), s = sinf(th);
+        const float a = v[d], b = v[d + half];
+        v[d] = a * c - b * s;
+        v[d + half] = b * c + a * s;
+    }
+}
+
+/* ---- matrix jobs ------------------------------------------------------- */
+
+/* out[t * out_stride + r] = W[r] . x[t] for the rows of one weight slice. */
+typedef struct {
+    uint32_t type;
+    const uint8_t *w;      /* first row */
+    size_t w_row_bytes;
+    int64_t rows, n;
+    const void *x;         /* activations in vec_dot_type(type) */
+    size_t x_row_bytes;
+    int n_tok;
+    float *out;
+    int64_t out_stride;
+} MatJob;
+
+#define MAX_JOBS 64
+
+typedef struct {
+    MatJob jobs[MAX_JOBS];
+    int n_jobs;
+    int64_t first_chunk[MAX_JOBS + 1];
+    atomic_int_fast64_t next;
+} MatTask;
+
+static void mat_task_fn(void *ctx, int ith, int nth) {
+    MatTask *t = ctx;
+    const int64_t total = t->first_chunk[t->n_jobs];
+    int j = 0;
+    for (;;) {
+        int64_t c = atomic_fetch_add_explicit(&t->next, 1, memory_order_relaxed);
+        if (c >= total) break;
+        while (c >= t->first_chunk[j + 1]) j++;
+        const MatJob *m = &t->jobs[j];
+        int64_t r0 = (c - t->first_chunk[j]) * MATMUL_CHUNK_ROWS;
+        int64_t r1 = r0 + MATMUL_CHUNK_ROWS < m->rows ? r0 + MATMUL_CHUNK_ROWS : m->rows;
+        matmul_rows(m->type, m->w, m->w_row_bytes, m->x, m->x_row_bytes, m->n, m->n_tok, m->out, m->out_stride, r0,
+                    r1);
+    }
+    (void)ith;
+    (void)nth;
+}
+
+static void mat_add(MatTask *t, const Tensor *w, int64_t row0, int64_t rows, const void *x, size_t x_row_bytes,
+                    int n_tok, float *out, int64_t out_stride) {
+    if (rows <= 0 || n_tok <= 0) return;
+    MatJob *j = &t->jobs[t->n_jobs++];
+    j->type = w->type;
+    j->w = (const uint8_t *)w->data + (size_t)row0 * w->row_bytes;
+    j->w_row_bytes = w->row_bytes;
+    j->rows = rows;
+    j->n = w->cols;
+    j->x = x;
+    j->x_row_bytes = x_row_bytes;
+    j->n_tok = n_tok;
+    j->out = out;
+    j->out_stride = out_stride;
+}
+
+static void mat_run(Context *c, MatTask *t) {
+    t->first_chunk[0] = 0;
+    for (int j = 0; j < t->n_jobs; j++)
+        t->first_chunk[j + 1] = t->first_chunk[j] + (t->jobs[j].rows + MATMUL_CHUNK_ROWS - 1) / MATMUL_CHUNK_ROWS;
+    atomic_store(&t->next, 0);
+    if (t->n_jobs) tp_run(c->tp, mat_task_fn, t);
+    t->n_jobs = 0;
+}
+
+/* Converts n_tok rows of n floats (stride n) into the activation format the
+ * weight type wants; returns the buffer and its row size. */
+static const void *prep_act(uint8_t *buf, uint32_t wtype, const float *x, int n_tok, int64_t n, size_t *row_bytes) {
+    const uint32_t vt = vec_dot_type(wtype);
+    *row_bytes = type_row_size(vt, n);
+    if (vt == GGML_TYPE_F32) return x;
+    for (int t = 0; t < n_tok; t++) quantize_row(vt, x + (int64_t)t * n, buf + (size_t)t * *row_bytes, n);
+    return buf;
+}
+
+/* ---- attention --------------------------------------------------------- */
+
+typedef struct {
+    Context *c;
+    int layer, n_tok;
+    const int *pos, *seq;
+} AttnTask;
+
+static inline float kv_load(const uint8_t *p, uint32_t type, int i) {
+    if (type == GGML_TYPE_F32) {
+        float f;
+        memcpy(&f, p + 4 * (size_t)i, 4);
+        return f;
+    }
+    uint16_t h;
+    memcpy(&h, p + 2 * (size_t)i, 2);
+    return fp16_to_f32(h);
+}
+
+static void attn_fn(void *ctx, int ith, int nth) {
+    AttnTask *a = ctx;
+    Context *c = a->c;
+    const ModelConfig *cfg = &c->m->cfg;
+    const int hd = cfg->head_dim, group = cfg->n_head / cfg->n_head_kv;
+    const size_t row = (size_t)c->kv_dim * c->kv_elt;
+    float *s = c->scores + (size_t)ith * c->p.n_ctx;
+    const uint32_t kt = c->p.kv_type;
+    for (int w = ith; w < a->n_tok * cfg->n_head; w += nth) {
+        const int t = w / cfg->n_head, h = w % cfg->n_head, g = h / group;
+        const int pos = a->pos[t];
+        const float *q = c->q + (size_t)t * c->q_dim + (size_t)h * hd;
+        const size_t base = (((size_t)a->layer * c->p.n_seq + (size_t)a->seq[t]) * c->p.n_ctx) * row;
+        const uint8_t *K = c->k_cache + base + (size_t)g * hd * c->kv_elt;
+        const uint8_t *V = c->v_cache + base + (size_t)g * hd * c->kv_elt;
+        /* Grok-2 attention temperature (B4): log2(pos)/log2(len) past len. */
+        const float temp = (cfg->attn_temp_len > 0 && pos > cfg->attn_temp_len)
+                               ? (float)(log2((double)pos) / log2((double)cfg->attn_temp_len))
+                               : 1.0f;
+        for (int j = 0; j <= pos; j++) {
+            const float d = kt == GGML_TYPE_F32 ? vec_dot(GGML_TYPE_F32, K + j * row, q, hd)
+                                                : vec_dot(GGML_TYPE_F16, K + j * row, q, hd);
+            s[j] = softcap(d * cfg->attn_scale, cfg->attn_softcap) * temp;
+        }
+        softmax(s, pos + 1);
+        float *o = c->att + (size_t)t * c->q_dim + (size_t)h * hd;
+        memset(o, 0, (size_t)hd * sizeof(float));
+        for (int j = 0; j <= pos; j++) {
+            const uint8_t *vr = V + j * row;
+            const float pj = s[j];
+            if (kt == GGML_TYPE_F32) {
+                const float *vf = (const float *)(const void *)vr;
+                for (int d = 0; d < hd; d++) o[d] += pj * vf[d];
+            } else {
+                for (int d = 0; d < hd; d++) o[d] += pj * kv_load(vr, kt, d);
+            }
+        }
+    }
+}
+
+static void kv_store(Context *c, int layer, int seq, int pos, const float *k, const float *v) {
+    const size_t row = (size_t)c->kv_dim * c->kv_elt;
+    const size_t off = ((((size_t)layer * c->p.n_seq + (size_t)seq) * c->p.n_ctx) + (size_t)pos) * row;
+    if (c->p.kv_type == GGML_TYPE_F32) {
+        memcpy(c->k_cache + off, k, row);
+        memcpy(c->v_cache + off, v, row);
+    } else {
+        quantize_row(GGML_TYPE_F16, k, c->k_cache + off, c->kv_dim);
+        quantize_row(GGML_TYPE_F16, v, c->v_cache + off, c->kv_dim);
+    }
+}
+
+/* ---- one chunk of tokens through the model ---------------------------- */
+
+static void attention_block(Context *c, int il, int nt, const int *pos, const int *seq, MatTask *mt) {
+    const ModelConfig *cfg = &c->m->cfg;
+    const Layer *L = &c->m->layers[il];
+    const int E = cfg->n_embd, hd = cfg->head_dim;
+    size_t rb;
+    for (int t = 0; t < nt; t++) rmsnorm(c->u + (size_t)t * E, c->x + (size_t)t * E, L->attn_norm, E, cfg->eps);
+    if (L->wqkv.data) {
+        const int all = c->q_dim + 2 * c->kv_dim;
+        const void *a = prep_act(c->act, L->wqkv.type, c->u, nt, E, &rb);
+        mat_add(mt, &L->wqkv, 0, all, a, rb, nt, c->qkv, all);
+        mat_run(c, mt);
+        for (int t = 0; t < nt; t++) {
+            const float *r = c->qkv + (size_t)t * all;
+            memcpy(c->q + (size_t)t * c->q_dim, r, (size_t)c->q_dim * sizeof(float));
+            memcpy(c->k + (size_t)t * c->kv_dim, r + c->q_dim, (size_t)c->kv_dim * sizeof(float));
+            memcpy(c->v + (size_t)t * c->kv_dim, r + c->q_dim + c->kv_dim, (size_t)c->kv_dim * sizeof(float));
+        }
+    } else {
+        const void *aq = prep_act(c->act, L->wq.type, c->u, nt, E, &rb);
+        mat_add(mt, &L->wq, 0, c->q_dim, aq, rb, nt, c->q, c->q_dim);
+        size_t rb2;
+        const void *ak = L->wk.type == L->wq.type ? aq : prep_act(c->act2, L->wk.type, c->u, nt, E, &rb2);
+        if (L->wk.type == L->wq.type) rb2 = rb;
+        mat_add(mt, &L->wk, 0, c->kv_dim, ak, rb2, nt, c->k, c->kv_dim);
+        mat_run(c, mt); /* V may need a third activation format: run after */
+        const void *av = prep_act(c->act, L->wv.type, c->u, nt, E, &rb);
+        mat_add(mt, &L->wv, 0, c->kv_dim, av, rb, nt, c->v, c->kv_dim);
+        mat_run(c, mt);
+    }
+    for (int t = 0; t < nt; t++) {
+        for (int h = 0; h < cfg->n_head; h++) rope(c->q + (size_t)t * c->q_dim + (size_t)h * hd, hd, pos[t], c->inv_freq);
+        for (int h = 0; h < cfg->n_head_kv; h++)
+            rope(c->k + (size_t)t * c->kv_dim + (size_t)h * hd, hd, pos[t], c->inv_freq);
+        kv_store(c, il, seq[t], pos[t], c->k + (size_t)t * c->kv_dim, c->v + (size_t)t * c->kv_dim);
+    }
+    AttnTask at = {c, il, nt, pos, seq};
+    tp_run(c->tp, attn_fn, &at);
+    const void *ao = prep_act(c->act, L->wo.type, c->att, nt, c->q_dim, &rb);
+    mat_add(mt, &L->wo, 0, E, ao, rb, nt, c->proj, E);
+    mat_run(c, mt);
+    for (int t = 0; t < nt; t++) {
+        float *x = c->x + (size_t)t * E, *pr = c->proj + (size_t)t * E;
+        rmsnorm(pr, pr, L->attn_out_norm, E, cfg->eps);
+        for (int i = 0; i < E; i++) x[i] += pr[i];
+    }
+}
+
+/* Chooses each token's experts: softmax over all, top-k by probability
+ * (ties to the lower index), gates = those probabilities. */
+static void route(Context *c, const Layer *L, int nt) {
+    const ModelConfig *cfg = &c->m->cfg;
+    const int E = cfg->n_embd, X = cfg->n_expert, K = cfg->n_expert_used;
+    for (int t = 0; t < nt; t++) {
+        float *r = c->router + (size_t)t * X;
+        const float *u = c->u + (size_t)t * E;
+        for (int e = 0; e < X; e++) r[e] = softcap(vec_dot(GGML_TYPE_F32, L->router + (size_t)e * E, u, E), cfg->router_softcap);
+        softmax(r, X);
+        for (int k = 0; k < K; k++) {
+            int best = -1;
+            for (int e = 0; e < X; e++) {
+                bool taken = false;
+                for (int j = 0; j < k; j++) taken |= c->sel[t * K + j] == e;
+                if (!taken && (best < 0 || r[e] > r[best])) best = e;
+            }
+            c->sel[t * K + k] = best;
+            c->gate_w[t * K + k] = r[best];
+        }
+    }
+    /* group the (token, slot) assignments by expert */
+    memset(c->ex_start, 0, (size_t)(X + 1) * sizeof(int));
+    for (int a = 0; a < nt * K; a++) c->ex_start[c->sel[a] + 1]++;
+    for (int e = 0; e < X; e++) c->ex_start[e + 1] += c->ex_start[e];
+    int *fill = c->ex_fill;
+    for (int e = 0; e < X; e++) fill[e] = c->ex_start[e];
+    for (int a = 0; a < nt * K; a++) c->order[fill[c->sel[a]]++] = a;
+}
+
+static void moe_block(Context *c, int il, int nt, MatTask *mt) {
+    const ModelConfig *cfg = &c->m->cfg;
+    const Layer *L = &c->m->layers[il];
+    const int E = cfg->n_embd, F = cfg->n_ff, X = cfg->n_expert, K = cfg->n_expert_used;
+    for (int t = 0; t < nt; t++) rmsnorm(c->u + (size_t)t * E, c->x + (size_t)t * E, L->ffn_norm, E, cfg->eps);
+    route(c, L, nt);
+
+    /* Gather each assignment's input row in expert order, then one batch of
+     * matrix jobs: for every used expert, gate and up over its tokens. */
+    const int na = nt * K;
+    for (int i = 0; i < na; i++)
+        memcpy(c->gathered + (size_t)i * E, c->u + (size_t)(c->order[i] / K) * E, (size_t)E * sizeof(float));
+    size_t rb_g, rb_u;
+    const void *ag = prep_act(c->act, L->gate_exps.type, c->gathered, na, E, &rb_g);
+    const void *au = L->up_exps.type == L->gate_exps.type ? ag : prep_act(c->act2, L->up_exps.type, c->gathered, na, E, &rb_u);
+    if (L->up_exps.type == L->gate_exps.type) rb_u = rb_g;
+    for (int e = 0; e < X; e++) {
+        const int s = c->ex_start[e], n = c->ex_start[e + 1] - s;
+        mat_add(mt, &L->gate_exps, (int64_t)e * F, F, (const uint8_t *)ag + (size_t)s * rb_g, rb_g, n,
+                c->hg + (size_t)s * F, F);
+        mat_add(mt, &L->up_exps, (int64_t)e * F, F, (const uint8_t *)au + (size_t)s * rb_u, rb_u, n,
+                c->hu + (size_t)s * F, F);
+    }
+    mat_run(c, mt);
+    for (size_t i = 0; i < (size_t)na * F; i++) c->hg[i] = gelu_tanh(c->hg[i]) * c->hu[i];
+    size_t rb_d;
+    const void *ad = prep_act(c->act, L->down_exps.type, c->hg, na, F, &rb_d);
+    for (int e = 0; e < X; e++) {
+        const int s = c->ex_start[e], n = c->ex_start[e + 1] - s;
+        mat_add(mt, &L->down_exps, (int64_t)e * E, E, (const uint8_t *)ad + (size_t)s * rb_d, rb_d, n,
+                c->down + (size_t)s * E, E);
+    }
+    mat_run(c, mt);
+    memset(c->moe, 0, (size_t)nt * E * sizeof(float));
+    for (int i = 0; i < na; i++) {
+        const int a = c->order[i], t = a / K;
+        const float g = c->gate_w[a];
+        const float *d = c->down + (size_t)i * E;
+        float *m = c->moe + (size_t)t * E;
+        for (int j = 0; j < E; j++) m[j] += g * d[j];
+    }
+
+    if (cfg->n_ff_dense > 0) { /* Grok-2 shared MLP, combined as (mlp + moe) / sqrt(2) */
+        const int D = cfg->n_ff_dense;
+        const void *a1 = prep_act(c->act, L->ffn_gate.type, c->u, nt, E, &rb_g);
+        mat_add(mt, &L->ffn_gate, 0, D, a1, rb_g, nt, c->hg, D);
+        mat_run(c, mt);
+        const void *a2 = prep_act(c->act, L->ffn_up.type, c->u, nt, E, &rb_u);
+        mat_add(mt, &L->ffn_up, 0, D, a2, rb_u, nt, c->hu, D);
+        mat_run(c, mt);
+        for (size_t i = 0; i < (size_t)nt * D; i++) c->hg[i] = gelu_tanh(c->hg[i]) * c->hu[i];
+        const void *a3 = prep_act(c->act, L->ffn_down.type, c->hg, nt, D, &rb_d);
+        mat_add(mt, &L->ffn_down, 0, E, a3, rb_d, nt, c->proj, E);
+        mat_run(c, mt);
+        for (size_t i = 0; i < (size_t)nt * E; i++) c->moe[i] = (c->moe[i] + c->proj[i]) * GROK2_MOE_COMBINE;
+    }
+
+    for (int t = 0; t < nt; t++) {
+        float *x = c->x + (size_t)t * E, *m = c->moe + (size_t)t * E;
+        rmsnorm(m, m, L->out_norm, E, cfg->eps);
+        for (int i = 0; i < E; i++) x[i] += m[i];
+    }
+}
+
+static int forward_chunk(Context *c, const int *tok, const int *pos, const int *seq, const bool *want, int nt,
+                         float *logits) {
+    const Model *m = c->m;
+    const ModelConfig *cfg = &m->cfg;
+    const int E = cfg->n_embd;
+    MatTask mt;
+    mt.n_jobs = 0;
+    for (int t = 0; t < nt; t++) {
+        float *x = c->x + (size_t)t * E;
+        dequantize_row(m->tok_embd.type, (const uint8_t *)m->tok_embd.data + (size_t)tok[t] * m->tok_embd.row_bytes, x,
+                       E);
+        for (int i = 0; i < E; i++) x[i] *= cfg->embedding_scale;
+    }
+    for (int il = 0; il < cfg->n_layer; il++) {
+        attention_block(c, il, nt, pos, seq, &mt);
+        moe_block(c, il, nt, &mt);
+    }
+    int n_out = 0;
+    for (int t = 0; t < nt; t++)
+        if (!want || want[t]) rmsnorm(c->out_rows + (size_t)n_out++ * E, c->x + (size_t)t * E, m->output_norm, E, cfg->eps);
+    if (n_out == 0) return 0;
+    size_t rb;
+    const void *a = prep_act(c->act, m->output.type, c->out_rows, n_out, E, &rb);
+    mat_add(&mt, &m->output, 0, cfg->n_vocab, a, rb, n_out, logits, cfg->n_vocab);
+    mat_run(c, &mt);
+    for (size_t i = 0; i < (size_t)n_out * cfg->n_vocab; i++)
+        logits[i] = softcap(logits[i] * cfg->logit_scale, cfg->final_softcap);
+    return n_out;
+}
+
+int forward(Context *c, const Batch *b, float *logits, Error *err) {
+    const ModelConfig *cfg = &c->m->cfg;
+    for (int t = 0; t < b->n_tokens; t++) {
+        const int s = b->seq ? b->seq[t] : 0;
+        if (b->token[t] < 0 || b->token[t] >= cfg->n_vocab)
+            return err_set(err, "token id %d is outside the vocabulary (0..%d)", b->token[t], cfg->n_vocab - 1);
+        if (b->pos[t] < 0 || b->pos[t] >= c->p.n_ctx)
+            return err_set(err, "position %d is outside the context of %d tokens", b->pos[t], c->p.n_ctx);
+        if (s < 0 || s >= c->p.n_seq) return err_set(err, "sequence %d does not exist (%d slots)", s, c->p.n_seq);
+    }
+    int zero_seq[DEFAULT_BATCH];
+    int done = 0;
+    size_t out_row = 0;
+    while (done < b->n_tokens) {
+        int nt = b->n_tokens - done;
+        if (nt > c->p.n_batch) nt = c->p.n_batch;
+        const int *seq = b->seq ? b->seq + done : NULL;
+        if (!seq) { /* sequence 0 for every token, in pieces of DEFAULT_BATCH */
+            if (nt > DEFAULT_BATCH) nt = DEFAULT_BATCH;
+            memset(zero_seq, 0, sizeof zero_seq);
+            seq = zero_seq;
+        }
+        int n = forward_chunk(c, b->token + done, b->pos + done, seq, b->output ? b->output + done : NULL, nt,
+                              logits ? logits + out_row * (size_t)cfg->n_vocab : NULL);
+        out_row += (size_t)n;
+        done += nt;
+    }
+    return 0;
+}
+
+int forward_tokens(Context *c, int seq, const int *tokens, int n, int pos0, float *logits, bool all_logits,
+                   Error *err) {
+    if (n <= 0) return err_set(err, "no tokens to process");
+    if (pos0 + n > c->p.n_ctx)
+        return err_set(err, "%d tokens at position %d do not fit in the context of %d tokens (use --ctx)", n, pos0,
+                       c->p.n_ctx);
+    int *pos = malloc((size_t)n * sizeof(int)), *sq = malloc((size_t)n * sizeof(int));
+    bool *out = malloc((size_t)n * sizeof(bool));
+    if (!pos || !sq || !out) {
+        free(pos), free(sq), free(out);
+        return err_set(err, "out of memory");
+    }
+    for (int i = 0; i < n; i++) {
+        pos[i] = pos0 + i;
+        sq[i] = seq;
+        out[i] = all_logits || i == n - 1;
+    }
+    Batch b = {n, tokens, pos, sq, out};
+    int r = forward(c, &b, logits, err);
+    free(pos), free(sq), free(out);
+    return r;
+}
+
+/* ---- context ----------------------------------------------------------- */
+
+int context_n_ctx(const Context *c) { return c->p.n_ctx; }
+int context_n_threads(const Context *c) { return tp_size(c->tp); }
+size_t context_kv_bytes(const Context *c) {
+    return 2 * (size_t)c->m->cfg.n_layer * c->p.n_seq * c->p.n_ctx * c->kv_dim * c->kv_elt;
+}
+
+void context_free(Context *c) {
+    if (!c) return;
+    if (c->tp) tp_free(c->tp);
+    free(c->k_cache), free(c->v_cache), free(c->inv_freq);
+    free(c->x), free(c->u), free(c->q), free(c->k), free(c->v), free(c->qkv), free(c->att), free(c->proj);
+    free(c->moe), free(c->router), free(c->sel), free(c->gate_w), free(c->order), free(c->ex_start), free(c->ex_fill);
+    free(c->hg), free(c->hu), free(c->down), free(c->gathered), free(c->act), free(c->act2), free(c->scores);
+    free(c->out_rows);
+    free(c);
+}
+
+static void *zalloc(size_t n, size_t size, bool *ok) {
+    void *p = calloc(n ? n : 1, size);
+    if (!p) *ok = false;
+    return p;
+}
+
+Context *context_new(const Model *m, const ContextParams *pp, Error *err) {
+    const ModelConfig *cfg = &m->cfg;
+    Context *c = calloc(1, sizeof *c);
+    if (!c) {
+        err_set(err, "out of memory");
+        return NULL;
+    }
+    c->m = m;
+    c->p = *pp;
+    if (c->p.n_ctx <= 0) c->p.n_ctx = cfg->n_ctx_train < DEFAULT_CTX_CAP ? cfg->n_ctx_train : DEFAULT_CTX_CAP;
+    if (c->p.n_seq <= 0) c->p.n_seq = 1;
+    if (c->p.n_batch <= 0) c->p.n_batch = DEFAULT_BATCH;
+    if (c->p.n_threads <= 0) c->p.n_threads = cpu_count();
+    if (c->p.kv_type != GGML_TYPE_F32 && c->p.kv_type != GGML_TYPE_F16) {
+        err_set(err, "the KV cache type must be f32 or f16");
+        goto fail;
+    }
+    if (c->p.n_ctx <= 0) {
+        err_set(err, "context size must be positive");
+        goto fail;
+    }
+    c->kv_dim = cfg->n_head_kv * cfg->head_dim;
+    c->q_dim = cfg->n_head * cfg->head_dim;
+    c->kv_elt = c->p.kv_type == GGML_TYPE_F32 ? 4 : 2;
+    const size_t cache = (size_t)cfg->n_layer * c->p.n_seq * c->p.n_ctx * c->kv_dim * c->kv_elt;
+    const size_t B = (size_t)c->p.n_batch, K = (size_t)cfg->n_expert_used, E = (size_t)cfg->n_embd;
+    const size_t F = (size_t)(cfg->n_ff > cfg->n_ff_dense ? cfg->n_ff : cfg->n_ff_dense);
+    size_t widest = E > F ? E : F;
+    if ((size_t)c->q_dim > widest) widest = (size_t)c->q_dim;
+    const size_t rows_k = B * (K > 1 ? K : 1);
+    bool ok = true;
+    c->tp = tp_create(c->p.n_threads, err);
+    if (!c->tp) goto fail;
+    c->k_cache = zalloc(cache, 1, &ok);
+    c->v_cache = zalloc(cache, 1, &ok);
+    c->inv_freq = zalloc((size_t)cfg->head_dim / 2, sizeof(float), &ok);
+    c->x = zalloc(B * E, sizeof(float), &ok);
+    c->u = zalloc(B * E, sizeof(float), &ok);
+    c->q = zalloc(B * c->q_dim, sizeof(float), &ok);
+    c->k = zalloc(B * c->kv_dim, sizeof(float), &ok);
+    c->v = zalloc(B * c->kv_dim, sizeof(float), &ok);
+    c->qkv = zalloc(B * (c->q_dim + 2 * (size_t)c->kv_dim), sizeof(float), &ok);
+    c->att = zalloc(B * c->q_dim, sizeof(float), &ok);
+    c->proj = zalloc(B * E, sizeof(float), &ok);
+    c->moe = zalloc(B * E, sizeof(float), &ok);
+    c->router = zalloc(B * cfg->n_expert, sizeof(float), &ok);
+    c->sel = zalloc(B * K, sizeof(int), &ok);
+    c->gate_w = zalloc(B * K, sizeof(float), &ok);
+    c->order = zalloc(B * K, sizeof(int), &ok);
+    c->ex_start = zalloc((size_t)cfg->n_expert + 1, sizeof(int), &ok);
+    c->ex_fill = zalloc((size_t)cfg->n_expert, sizeof(int), &ok);
+    c->hg = zalloc(rows_k * F, sizeof(float), &ok);
+    c->hu = zalloc(rows_k * F, sizeof(float), &ok);
+    c->down = zalloc(rows_k * E, sizeof(float), &ok);
+    c->gathered = zalloc(rows_k * E, sizeof(float), &ok);
+    c->act = zalloc(rows_k * widest, sizeof(float), &ok);
+    c->act2 = zalloc(rows_k * widest, sizeof(float), &ok);
+    c->scores = zalloc((size_t)c->p.n_threads * c->p.n_ctx, sizeof(float), &ok);
+    c->out_rows = zalloc(B * E, sizeof(float), &ok);
+    if (!ok) {
+        err_set(err, "out of memory allocating the context (KV cache %.1f MiB)", 2.0 * cache / 1048576.0);
+        goto fail;
+    }
+    /* inv_freq[d] = 1 / base^(2d/hd), in f32 as model.py RotaryEmbedding */
+    for (int d = 0; d < cfg->head_dim / 2; d++)
+        c->inv_freq[d] = (float)(1.0 / pow((double)cfg->rope_base, (2.0 * d) / cfg->head_dim));
+    return c;
+fail:
+    context_free(c);
+    return NULL;
+}

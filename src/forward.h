@@ -1,0 +1,50 @@
+/* forward.h - the Grok transformer forward pass on the CPU, with its KV
+ * cache and scratch memory (a Context). A batch holds tokens of one or more
+ * sequences (server slots); each token is routed to its own experts, and the
+ * matrix work of the whole batch is done as matrix x matrix products. */
+#ifndef GROK_FORWARD_H
+#define GROK_FORWARD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common.h"
+#include "model.h"
+
+typedef struct {
+    int n_ctx;         /* KV positions per sequence; 0 = min(model context, 4096) */
+    int n_seq;         /* independent sequences (slots); 0 = 1 */
+    int n_batch;       /* most tokens computed together; 0 = 512 */
+    int n_threads;     /* 0 = all cores */
+    uint32_t kv_type;  /* GGML_TYPE_F32 or GGML_TYPE_F16 */
+} ContextParams;
+
+typedef struct Context Context;
+
+Context *context_new(const Model *m, const ContextParams *p, Error *err);
+void context_free(Context *c);
+int context_n_ctx(const Context *c);
+int context_n_threads(const Context *c);
+size_t context_kv_bytes(const Context *c);
+
+typedef struct {
+    int n_tokens;
+    const int *token;   /* (n_tokens) token ids */
+    const int *pos;     /* (n_tokens) position of each token in its sequence */
+    const int *seq;     /* (n_tokens) sequence of each token; NULL = all 0 */
+    const bool *output; /* (n_tokens) rows that want logits; NULL = all */
+} Batch;
+
+/* Runs a batch. Tokens of one sequence must come at consecutive positions
+ * whose earlier positions are already in the cache. Logits of the rows with
+ * output set are written to `logits` in batch order, n_vocab floats each.
+ * Bad token ids, positions outside the context or bad sequences are errors
+ * (nothing is computed). */
+int forward(Context *c, const Batch *b, float *logits, Error *err);
+
+/* One sequence, tokens at positions pos0.. : logits of every position
+ * (all_logits) or of the last one only. */
+int forward_tokens(Context *c, int seq, const int *tokens, int n, int pos0, float *logits, bool all_logits,
+                   Error *err);
+
+#endif

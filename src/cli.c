@@ -1,0 +1,906 @@
+/* cli.c - the `grok` command: run, info, tokenize, detokenize, eval, new.
+ * Each command parses its own flags, prints errors as "grok CMD: message"
+ * and returns a non-zero exit status on failure. */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "forward.h"
+#include "gguf.h"
+#include "model.h"
+#include "quant.h"
+#include "sampler.h"
+#include "threadpool.h"
+#include "tokenizer.h"
+
+#define GROK_VERSION "0.1.0"
+#define MAX_STOPS 8
+
+static int fail(const char *cmd, const char *msg) {
+    fprintf(stderr, "grok %s: %s\n", cmd, msg);
+    return 1;
+}
+
+/* ---- flag parsing ------------------------------------------------------ */
+
+typedef struct {
+    const char *cmd;
+    int argc, i;
+    char **argv;
+    int bad;
+} Args;
+
+/* The value after flag argv[i]; sets a->bad on a missing value. */
+static const char *arg_value(Args *a) {
+    if (a->i + 1 >= a->argc) {
+        fprintf(stderr, "grok %s: %s needs a value\n", a->cmd, a->argv[a->i]);
+        a->bad = 1;
+        return NULL;
+    }
+    return a->argv[++a->i];
+}
+
+static long long arg_int(Args *a, long long lo, long long hi) {
+    const char *flag = a->argv[a->i], *v = arg_value(a);
+    if (!v) return lo;
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || *end || end == v || x < lo || x > hi) {
+        fprintf(stderr, "grok %s: %s expects an integer in %lld..%lld, got '%s'\n", a->cmd, flag, lo, hi, v);
+        a->bad = 1;
+        return lo;
+    }
+    return x;
+}
+
+static double arg_float(Args *a, double lo, double hi) {
+    const char *flag = a->argv[a->i], *v = arg_value(a);
+    if (!v) return lo;
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || *end || end == v || !(x >= lo && x <= hi)) {
+        fprintf(stderr, "grok %s: %s expects a number in %g..%g, got '%s'\n", a->cmd, flag, lo, hi, v);
+        a->bad = 1;
+        return lo;
+    }
+    return x;
+}
+
+static int is_flag(const Args *a, const char *s1, const char *s2) {
+    const char *f = a->argv[a->i];
+    return strcmp(f, s1) == 0 || (s2 && strcmp(f, s2) == 0);
+}
+
+static int unknown_flag(Args *a) {
+    fprintf(stderr, "grok %s: unknown option '%s' (see grok %s --help)\n", a->cmd, a->argv[a->i], a->cmd);
+    a->bad = 1;
+    return 0;
+}
+
+/* Parses "1,2,3" (commas and/or spaces). Returns the count or -1. */
+static int parse_ids(const char *s, int **out) {
+    int cap = 16, n = 0;
+    int *ids = malloc((size_t)cap * sizeof(int));
+    if (!ids) return -1;
+    while (*s) {
+        while (*s == ',' || *s == ' ' || *s == '\n' || *s == '\t') s++;
+        if (!*s) break;
+        char *end;
+        errno = 0;
+        long v = strtol(s, &end, 10);
+        if (end == s || errno || v < 0 || v > INT_MAX) {
+            free(ids);
+            return -1;
+        }
+        if (n == cap) {
+            int *t = realloc(ids, (size_t)(cap *= 2) * sizeof(int));
+            if (!t) {
+                free(ids);
+                return -1;
+            }
+            ids = t;
+        }
+        ids[n++] = (int)v;
+        s = end;
+    }
+    *out = ids;
+    return n;
+}
+
+static int kv_type_from(const char *s) {
+    if (strcmp(s, "f32") == 0) return GGML_TYPE_F32;
+    if (strcmp(s, "f16") == 0) return GGML_TYPE_F16;
+    return -1;
+}
+
+/* ---- shared loading ---------------------------------------------------- */
+
+typedef struct {
+    const char *model_path;
+    int n_threads, n_ctx, n_batch;
+    int kv_type;
+} LoadOpts;
+
+static int load(const char *cmd, const LoadOpts *o, Model **mp, Context **cp_out, Tokenizer **tp, double *load_s) {
+    Error err = {{0}};
+    double t0 = time_now();
+    Model *m = model_load(o->model_path, &err);
+    if (!m) return fail(cmd, err.msg);
+    if (tp) {
+        *tp = tokenizer_from_gguf(m->file, &err);
+        if (!*tp) {
+            model_free(m);
+            return fail(cmd, err.msg);
+        }
+        if (tokenizer_n_vocab(*tp) > m->cfg.n_vocab) {
+            tokenizer_free(*tp);
+            model_free(m);
+            return fail(cmd, "the tokenizer has more tokens than the model's embedding table");
+        }
+    }
+    if (o->n_ctx > m->cfg.n_ctx_train)
+        fprintf(stderr, "grok %s: warning: --ctx %d exceeds the model's trained context %d\n", cmd, o->n_ctx,
+                m->cfg.n_ctx_train);
+    ContextParams cp = {o->n_ctx, 1, o->n_batch, o->n_threads, (uint32_t)o->kv_type};
+    Context *c = context_new(m, &cp, &err);
+    if (!c) {
+        if (tp) tokenizer_free(*tp);
+        model_free(m);
+        return fail(cmd, err.msg);
+    }
+    *mp = m;
+    *cp_out = c;
+    if (load_s) *load_s = time_now() - t0;
+    return 0;
+}
+
+/* ---- grok run ---------------------------------------------------------- */
+
+static const char RUN_USAGE[] =
+    "usage: grok run -m MODEL.gguf -p PROMPT [options]\n"
+    "Generates text from a prompt, streaming it to stdout; timings go to stderr.\n"
+    "  -m, --model FILE        GGUF model\n"
+    "  -p, --prompt TEXT       prompt (no BOS is added, as in the Grok-1 reference)\n"
+    "  -f, --file FILE         read the prompt from a file\n"
+    "  -n, --n-predict N       tokens to generate (default 128; stops early at EOS)\n"
+    "  --temp T                temperature, 0 = greedy (default 0.8)\n"
+    "  --top-k K               (default 40, 0 = off)\n"
+    "  --top-p P               (default 0.95, 1 = off)\n"
+    "  --min-p P               (default 0.05, 0 = off)\n"
+    "  --repeat-penalty R      (default 1.0 = off)  --repeat-last-n N (default 64)\n"
+    "  --presence-penalty P    --frequency-penalty P (default 0)\n"
+    "  --seed S                random seed (default 42); same seed and settings, same text\n"
+    "  --stop TEXT             stop when TEXT is generated (up to 8)\n"
+    "  -t, --threads N         threads (default: all cores)\n"
+    "  --ctx N                 context size (default: min(model's, 4096))\n"
+    "  --kv f16|f32            KV cache type (default f16)\n"
+    "  --batch N               prompt tokens per forward pass (default 512)\n"
+    "  --no-stats              do not print timings\n";
+
+static int read_file(const char *path, char **out, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    size_t cap = 4096, n = 0;
+    char *b = malloc(cap + 1);
+    if (!b) {
+        fclose(f);
+        return -1;
+    }
+    size_t r;
+    while ((r = fread(b + n, 1, cap - n, f)) > 0) {
+        n += r;
+        if (n == cap) {
+            char *t = realloc(b, (cap *= 2) + 1);
+            if (!t) {
+                free(b);
+                fclose(f);
+                return -1;
+            }
+            b = t;
+        }
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(b);
+        return -1;
+    }
+    b[n] = 0;
+    *out = b;
+    *len = n;
+    return 0;
+}
+
+static int cmd_run(int argc, char **argv) {
+    Args a = {"run", argc, 0, argv, 0};
+    LoadOpts o = {NULL, 0, 0, 0, GGML_TYPE_F16};
+    SamplerParams sp = sampler_defaults();
+    const char *prompt = NULL, *prompt_file = NULL, *stops[MAX_STOPS];
+    int n_stops = 0, n_predict = 128, stats = 1;
+    for (a.i = 1; a.i < argc && !a.bad; a.i++) {
+        if (is_flag(&a, "-h", "--help")) {
+            fputs(RUN_USAGE, stdout);
+            return 0;
+        } else if (is_flag(&a, "-m", "--model")) o.model_path = arg_value(&a);
+        else if (is_flag(&a, "-p", "--prompt")) prompt = arg_value(&a);
+        else if (is_flag(&a, "-f", "--file")) prompt_file = arg_value(&a);
+        else if (is_flag(&a, "-n", "--n-predict")) n_predict = (int)arg_int(&a, 0, INT_MAX);
+        else if (is_flag(&a, "--temp", "--temperature")) sp.temperature = (float)arg_float(&a, 0, 100);
+        else if (is_flag(&a, "--top-k", NULL)) sp.top_k = (int)arg_int(&a, 0, INT_MAX);
+        else if (is_flag(&a, "--top-p", NULL)) sp.top_p = (float)arg_float(&a, 0, 1);
+        else if (is_flag(&a, "--min-p", NULL)) sp.min_p = (float)arg_float(&a, 0, 1);
+        else if (is_flag(&a, "--repeat-penalty", NULL)) sp.repeat_penalty = (float)arg_float(&a, 0.01, 100);
+        else if (is_flag(&a, "--repeat-last-n", NULL)) sp.repeat_last_n = (int)arg_int(&a, 0, INT_MAX);
+        else if (is_flag(&a, "--presence-penalty", NULL)) sp.presence_penalty = (float)arg_float(&a, -2, 2);
+        else if (is_flag(&a, "--frequency-penalty", NULL)) sp.frequency_penalty = (float)arg_float(&a, -2, 2);
+        else if (is_flag(&a, "--seed", "-s")) sp.seed = (uint64_t)arg_int(&a, 0, LLONG_MAX);
+        else if (is_flag(&a, "--stop", NULL)) {
+            const char *v = arg_value(&a);
+            if (v && n_stops == MAX_STOPS) return fail("run", "at most 8 --stop strings");
+            if (v) stops[n_stops++] = v;
+        } else if (is_flag(&a, "-t", "--threads")) o.n_threads = (int)arg_int(&a, 1, 1024);
+        else if (is_flag(&a, "-c", "--ctx")) o.n_ctx = (int)arg_int(&a, 1, 1 << 24);
+        else if (is_flag(&a, "--batch", "-b")) o.n_batch = (int)arg_int(&a, 1, 1 << 16);
+        else if (is_flag(&a, "--kv", NULL)) {
+            const char *v = arg_value(&a);
+            if (v && (o.kv_type = kv_type_from(v)) < 0) return fail("run", "--kv must be f16 or f32");
+        } else if (is_flag(&a, "--no-stats", NULL)) stats = 0;
+        else unknown_flag(&a);
+    }
+    if (a.bad) return 2;
+    if (!o.model_path) return fail("run", "no model given (-m MODEL.gguf); see grok run --help");
+    char *file_text = NULL;
+    size_t prompt_len = 0;
+    if (prompt_file) {
+        if (read_file(prompt_file, &file_text, &prompt_len)) {
+            fprintf(stderr, "grok run: cannot read %s: %s\n", prompt_file, strerror(errno));
+            return 1;
+        }
+        prompt = file_text;
+    } else if (prompt) {
+        prompt_len = strlen(prompt);
+    } else {
+        return fail("run", "no prompt given (-p TEXT or -f FILE)");
+    }
+    if (prompt_len == 0) {
+        free(file_text);
+        return fail("run", "the prompt is empty");
+    }
+
+    Model *m = NULL;
+    Context *c = NULL;
+    Tokenizer *tok = NULL;
+    double load_s = 0;
+    if (load("run", &o, &m, &c, &tok, &load_s)) {
+        free(file_text);
+        return 1;
+    }
+    Error err = {{0}};
+    int rc = 1, *ids = NULL;
+    float *logits = NULL;
+    Sampler *smp = NULL;
+    StopMatcher sm = {0};
+    int n_prompt = tokenizer_encode(tok, prompt, prompt_len, false, &ids, &err);
+    const int n_ctx = context_n_ctx(c), V = m->cfg.n_vocab;
+    if (n_prompt < 0) {
+        fail("run", err.msg);
+        goto out;
+    }
+    if (n_prompt >= n_ctx) {
+        fprintf(stderr, "grok run: the prompt has %d tokens but the context holds %d (raise --ctx, up to the model's %d)\n",
+                n_prompt, n_ctx, m->cfg.n_ctx_train);
+        goto out;
+    }
+    logits = malloc((size_t)V * sizeof(float));
+    smp = sampler_new(&sp, V, &err);
+    if (!logits || !smp || stop_matcher_init(&sm, stops, n_stops, &err)) {
+        fail("run", smp ? err.msg : "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < n_prompt; i++) sampler_accept(smp, ids[i]);
+    double t0 = time_now();
+    if (forward_tokens(c, 0, ids, n_prompt, 0, logits, false, &err)) {
+        fail("run", err.msg);
+        goto out;
+    }
+    double t_prompt = time_now() - t0;
+    TokenDecoder dec;
+    token_decoder_init(&dec);
+    char piece[256];
+    const char *emit;
+    size_t emit_len;
+    int n_gen = 0, pos = n_prompt, stopped = 0;
+    const char *why = "length";
+    double t1 = time_now();
+    while (n_gen < n_predict) {
+        int next = sampler_sample(smp, logits);
+        if (next == tokenizer_eos(tok)) {
+            why = "eos";
+            break;
+        }
+        sampler_accept(smp, next);
+        n_gen++;
+        size_t len = token_decoder_push(tok, &dec, next, piece, sizeof piece);
+        if (stop_matcher_push(&sm, piece, len, &emit, &emit_len)) stopped = 1;
+        fwrite(emit, 1, emit_len, stdout);
+        fflush(stdout);
+        if (stopped) {
+            why = "stop string";
+            break;
+        }
+        if (n_gen == n_predict) break;
+        if (pos >= n_ctx) {
+            why = "context full";
+            break;
+        }
+        if (forward_tokens(c, 0, &next, 1, pos, logits, false, &err)) {
+            fail("run", err.msg);
+            goto out;
+        }
+        pos++;
+    }
+    if (!stopped) {
+        size_t len = token_decoder_flush(&dec, piece, sizeof piece);
+        stop_matcher_push(&sm, piece, len, &emit, &emit_len);
+        fwrite(emit, 1, emit_len, stdout);
+        stop_matcher_flush(&sm, &emit, &emit_len);
+        fwrite(emit, 1, emit_len, stdout);
+    }
+    fputc('\n', stdout);
+    fflush(stdout);
+    double t_gen = time_now() - t1;
+    if (stats) {
+        fprintf(stderr, "\n[grok] load %.2f s | prompt %d tok, %.1f tok/s | generated %d tok, %.1f tok/s | stop: %s | %d threads, %s\n",
+                load_s, n_prompt, n_prompt / (t_prompt > 0 ? t_prompt : 1e-9), n_gen,
+                n_gen > 1 ? (n_gen - 1) / (t_gen > 0 ? t_gen : 1e-9) : 0.0, why, context_n_threads(c),
+                quant_simd_name());
+    }
+    rc = 0;
+out:
+    stop_matcher_free(&sm);
+    sampler_free(smp);
+    free(logits);
+    free(ids);
+    free(file_text);
+    tokenizer_free(tok);
+    context_free(c);
+    model_free(m);
+    return rc;
+}
+
+/* ---- grok eval --------------------------------------------------------- */
+
+static const char EVAL_USAGE[] =
+    "usage: grok eval -m MODEL.gguf --tokens 1,2,3 --logits OUT.f32 [options]\n"
+    "Runs the tokens as one prompt from position 0 and writes the logits of every\n"
+    "position as little-endian float32, row after row (n_tokens x n_vocab).\n"
+    "  --batch N     tokens per forward pass (default 512; 1 = one token at a time)\n"
+    "  -t N          threads        --ctx N    context (default: max(n_tokens, 4096 cap))\n"
+    "  --kv f16|f32  KV cache type (default f32)\n";
+
+static int cmd_eval(int argc, char **argv) {
+    Args a = {"eval", argc, 0, argv, 0};
+    LoadOpts o = {NULL, 0, 0, 0, GGML_TYPE_F32};
+    const char *tokens_s = NULL, *out_path = NULL;
+    for (a.i = 1; a.i < argc && !a.bad; a.i++) {
+        if (is_flag(&a, "-h", "--help")) {
+            fputs(EVAL_USAGE, stdout);
+            return 0;
+        } else if (is_flag(&a, "-m", "--model")) o.model_path = arg_value(&a);
+        else if (is_flag(&a, "--tokens", NULL)) tokens_s = arg_value(&a);
+        else if (is_flag(&a, "--logits", "-o")) out_path = arg_value(&a);
+        else if (is_flag(&a, "-t", "--threads")) o.n_threads = (int)arg_int(&a, 1, 1024);
+        else if (is_flag(&a, "-c", "--ctx")) o.n_ctx = (int)arg_int(&a, 1, 1 << 24);
+        else if (is_flag(&a, "--batch", "-b")) o.n_batch = (int)arg_int(&a, 1, 1 << 16);
+        else if (is_flag(&a, "--kv", NULL)) {
+            const char *v = arg_value(&a);
+            if (v && (o.kv_type = kv_type_from(v)) < 0) return fail("eval", "--kv must be f16 or f32");
+        } else unknown_flag(&a);
+    }
+    if (a.bad) return 2;
+    if (!o.model_path || !tokens_s || !out_path) return fail("eval", "needs -m MODEL, --tokens IDS and --logits FILE");
+    int *ids = NULL;
+    int n = parse_ids(tokens_s, &ids);
+    if (n <= 0) {
+        free(ids);
+        return fail("eval", "--tokens must be a comma-separated list of token ids");
+    }
+    if (o.n_ctx == 0 && n > 4096) o.n_ctx = n;
+    Model *m = NULL;
+    Context *c = NULL;
+    if (load("eval", &o, &m, &c, NULL, NULL)) {
+        free(ids);
+        return 1;
+    }
+    Error err = {{0}};
+    int rc = 1;
+    const int V = m->cfg.n_vocab;
+    float *logits = malloc((size_t)n * V * sizeof(float));
+    FILE *f = NULL;
+    if (!logits) {
+        fail("eval", "out of memory");
+        goto out;
+    }
+    if (n > context_n_ctx(c)) {
+        fprintf(stderr, "grok eval: %d tokens do not fit in the context of %d (use --ctx)\n", n, context_n_ctx(c));
+        goto out;
+    }
+    if (forward_tokens(c, 0, ids, n, 0, logits, true, &err)) {
+        fail("eval", err.msg);
+        goto out;
+    }
+    f = fopen(out_path, "wb");
+    if (!f || fwrite(logits, sizeof(float), (size_t)n * V, f) != (size_t)n * V || fclose(f) != 0) {
+        f = NULL;
+        fprintf(stderr, "grok eval: cannot write %s: %s\n", out_path, strerror(errno));
+        goto out;
+    }
+    f = NULL;
+    rc = 0;
+out:
+    if (f) fclose(f);
+    free(logits);
+    free(ids);
+    context_free(c);
+    model_free(m);
+    return rc;
+}
+
+/* ---- grok info --------------------------------------------------------- */
+
+static void print_kv(const GGUFKV *kv) {
+    printf("  %-44s ", kv->key);
+    switch (kv->type) {
+    case GGUF_TYPE_STRING: {
+        uint64_t n = kv->str.len > 200 ? 200 : kv->str.len;
+        printf("\"");
+        for (uint64_t i = 0; i < n; i++) {
+            unsigned char ch = (unsigned char)kv->str.data[i];
+            if (ch == '\n') printf("\\n");
+            else if (ch < 32) printf("\\x%02x", ch);
+            else putchar(ch);
+        }
+        printf("\"%s\n", kv->str.len > n ? "..." : "");
+        break;
+    }
+    case GGUF_TYPE_ARRAY:
+        printf("[%s x %llu]", gguf_type_name(kv->arr_type), (unsigned long long)kv->arr_n);
+        if (kv->arr_type == GGUF_TYPE_STRING && kv->arr_n > 0) {
+            printf(" \"%.*s\"%s", (int)(kv->arr_str[0].len > 40 ? 40 : kv->arr_str[0].len), kv->arr_str[0].data,
+                   kv->arr_n > 1 ? ", ..." : "");
+        }
+        printf("\n");
+        break;
+    case GGUF_TYPE_FLOAT32:
+    case GGUF_TYPE_FLOAT64: printf("%.9g\n", kv->num.f64); break;
+    case GGUF_TYPE_BOOL: printf("%s\n", kv->num.u64 ? "true" : "false"); break;
+    case GGUF_TYPE_INT8:
+    case GGUF_TYPE_INT16:
+    case GGUF_TYPE_INT32:
+    case GGUF_TYPE_INT64: printf("%lld\n", (long long)kv->num.i64); break;
+    default: printf("%llu\n", (unsigned long long)kv->num.u64); break;
+    }
+}
+
+static int cmd_info(int argc, char **argv) {
+    const char *path = NULL;
+    int show_tensors = 1;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            printf("usage: grok info MODEL.gguf [--no-tensors]\n"
+                   "Prints the metadata, hyper-parameters, tensor table and parameter counts.\n");
+            return 0;
+        } else if (!strcmp(argv[i], "--no-tensors")) show_tensors = 0;
+        else if (!strcmp(argv[i], "-m") && i + 1 < argc) path = argv[++i];
+        else if (argv[i][0] == '-') return fail("info", "unknown option (see grok info --help)");
+        else path = argv[i];
+    }
+    if (!path) return fail("info", "no model given (grok info MODEL.gguf)");
+    Error err = {{0}};
+    GGUFFile *f = gguf_open(path, &err);
+    if (!f) return fail("info", err.msg);
+    printf("file: %s (GGUF v%u, %d file%s, %.2f MiB, alignment %u)\n", path, gguf_version(f), gguf_n_files(f),
+           gguf_n_files(f) > 1 ? "s" : "", gguf_total_size(f) / 1048576.0, gguf_alignment(f));
+    printf("metadata (%llu keys):\n", (unsigned long long)gguf_n_kv(f));
+    for (uint64_t i = 0; i < gguf_n_kv(f); i++) print_kv(gguf_kv(f, i));
+    if (show_tensors) {
+        printf("tensors (%llu):\n", (unsigned long long)gguf_n_tensors(f));
+        printf("  %-36s %-6s %-28s %12s\n", "name", "type", "shape (ne)", "bytes");
+        for (uint64_t i = 0; i < gguf_n_tensors(f); i++) {
+            const GGUFTensor *t = gguf_tensor(f, i);
+            char shape[96] = "[";
+            for (uint32_t d = 0; d < t->n_dims; d++) {
+                char tmp[32];
+                snprintf(tmp, sizeof tmp, "%s%lld", d ? ", " : "", (long long)t->ne[d]);
+                strncat(shape, tmp, sizeof shape - strlen(shape) - 2);
+            }
+            strcat(shape, "]");
+            const TypeInfo *ti = type_info(t->type);
+            printf("  %-36s %-6s %-28s %12llu\n", t->name, ti ? ti->name : "?", shape, (unsigned long long)t->nbytes);
+        }
+    }
+    Model *m = model_from_gguf(f, &err);
+    if (!m) {
+        fprintf(stderr, "grok info: %s: not a loadable grok model: %s\n", path, err.msg);
+        gguf_close(f);
+        return 1;
+    }
+    const ModelConfig *c = &m->cfg;
+    uint64_t total, active;
+    model_param_counts(m, &total, &active);
+    printf("model: %s\n", m->name);
+    printf("  architecture      grok (%s)\n", c->n_ff_dense ? "Grok-2 layout: shared dense MLP" : "Grok-1 layout");
+    printf("  vocab             %d\n  embedding         %d\n  layers            %d\n", c->n_vocab, c->n_embd, c->n_layer);
+    printf("  heads             %d query, %d key/value (GQA %d), head dim %d\n", c->n_head, c->n_head_kv,
+           c->n_head / c->n_head_kv, c->head_dim);
+    printf("  experts           %d, %d used per token, FFN %d\n", c->n_expert, c->n_expert_used, c->n_ff);
+    if (c->n_ff_dense) printf("  dense MLP         %d\n", c->n_ff_dense);
+    printf("  context (trained) %d\n  rope base         %g\n  rms eps           %g\n", c->n_ctx_train,
+           (double)c->rope_base, (double)c->eps);
+    printf("  embedding scale   %.9g\n  logit scale       %.9g\n  attn logit scale  %.9g\n",
+           (double)c->embedding_scale, (double)c->logit_scale, (double)c->attn_scale);
+    printf("  attn softcap      %g\n  router softcap    %s%g\n  final softcap     %g\n", (double)c->attn_softcap,
+           c->router_softcap > 0 ? "" : "off (Grok-1 reference has none) ", (double)c->router_softcap,
+           (double)c->final_softcap);
+    printf("  output            %s\n", m->tied_output ? "tied to token_embd" : "separate output.weight");
+    printf("  parameters        %.3f M total, %.3f M active per token\n", total / 1e6, active / 1e6);
+    model_free(m);
+    return 0;
+}
+
+/* ---- grok tokenize / detokenize --------------------------------------- */
+
+/* A GGUF model's tokenizer, or a SentencePiece .model file. */
+static Tokenizer *open_tokenizer(const char *cmd, const char *path) {
+    Error err = {{0}};
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        fprintf(stderr, "grok %s: cannot open %s: %s\n", cmd, path, strerror(errno));
+        return NULL;
+    }
+    char magic[4] = {0};
+    size_t got = fread(magic, 1, 4, fp);
+    fclose(fp);
+    Tokenizer *t = NULL;
+    if (got == 4 && memcmp(magic, GGUF_MAGIC, 4) == 0) {
+        GGUFFile *f = gguf_open(path, &err);
+        if (f) {
+            t = tokenizer_from_gguf(f, &err);
+            gguf_close(f);
+        }
+    } else {
+        t = tokenizer_from_spm_file(path, &err);
+    }
+    if (!t) fprintf(stderr, "grok %s: %s\n", cmd, err.msg);
+    return t;
+}
+
+static int cmd_tokenize(int argc, char **argv) {
+    const char *model = NULL, *text = NULL, *file = NULL;
+    int pieces = 0, bos = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            printf("usage: grok tokenize -m MODEL.gguf|tokenizer.model [--pieces] [--bos] TEXT | -f FILE\n"
+                   "Prints the token ids of TEXT on one line, space-separated (--pieces: id:piece).\n");
+            return 0;
+        } else if ((!strcmp(argv[i], "-m") || !strcmp(argv[i], "--model")) && i + 1 < argc) model = argv[++i];
+        else if (!strcmp(argv[i], "-f") && i + 1 < argc) file = argv[++i];
+        else if (!strcmp(argv[i], "--pieces")) pieces = 1;
+        else if (!strcmp(argv[i], "--bos")) bos = 1;
+        else if (!strcmp(argv[i], "--")) {
+            if (i + 1 < argc) text = argv[++i];
+        } else if (argv[i][0] == '-' && argv[i][1] && !text) {
+            fprintf(stderr, "grok tokenize: unknown option '%s' (use -- before a text that starts with '-')\n", argv[i]);
+            return 2;
+        } else text = argv[i];
+    }
+    if (!model) return fail("tokenize", "no tokenizer given (-m MODEL.gguf or -m tokenizer.model)");
+    char *buf = NULL;
+    size_t len = 0;
+    if (file) {
+        if (read_file(file, &buf, &len)) {
+            fprintf(stderr, "grok tokenize: cannot read %s: %s\n", file, strerror(errno));
+            return 1;
+        }
+        text = buf;
+    } else if (!text) {
+        return fail("tokenize", "no text given");
+    } else {
+        len = strlen(text);
+    }
+    Tokenizer *t = open_tokenizer("tokenize", model);
+    if (!t) {
+        free(buf);
+        return 1;
+    }
+    Error err = {{0}};
+    int *ids = NULL;
+    int n = tokenizer_encode(t, text, len, bos, &ids, &err);
+    int rc = 0;
+    if (n < 0) rc = fail("tokenize", err.msg);
+    for (int i = 0; i < n; i++) {
+        if (pieces) {
+            size_t pl;
+            const char *p = tokenizer_piece(t, ids[i], &pl);
+            printf("%s%d:%.*s", i ? " " : "", ids[i], (int)pl, p);
+        } else {
+            printf("%s%d", i ? " " : "", ids[i]);
+        }
+    }
+    if (n >= 0) printf("\n");
+    free(ids);
+    free(buf);
+    tokenizer_free(t);
+    return rc;
+}
+
+static int cmd_detokenize(int argc, char **argv) {
+    const char *model = NULL;
+    int *ids = NULL, n = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            printf("usage: grok detokenize -m MODEL.gguf|tokenizer.model ID [ID ...]  (or 1,2,3)\n"
+                   "Prints the text of the token ids.\n");
+            free(ids);
+            return 0;
+        } else if ((!strcmp(argv[i], "-m") || !strcmp(argv[i], "--model")) && i + 1 < argc) model = argv[++i];
+        else {
+            int *more = NULL;
+            int k = parse_ids(argv[i], &more);
+            if (k < 0) {
+                free(ids);
+                fprintf(stderr, "grok detokenize: '%s' is not a token id list\n", argv[i]);
+                return 2;
+            }
+            int *t = realloc(ids, (size_t)(n + k + 1) * sizeof(int));
+            if (!t) {
+                free(ids), free(more);
+                return fail("detokenize", "out of memory");
+            }
+            ids = t;
+            memcpy(ids + n, more, (size_t)k * sizeof(int));
+            n += k;
+            free(more);
+        }
+    }
+    if (!model) {
+        free(ids);
+        return fail("detokenize", "no tokenizer given (-m MODEL.gguf or -m tokenizer.model)");
+    }
+    Tokenizer *t = open_tokenizer("detokenize", model);
+    if (!t) {
+        free(ids);
+        return 1;
+    }
+    for (int i = 0; i < n; i++)
+        if (ids[i] >= tokenizer_n_vocab(t)) {
+            fprintf(stderr, "grok detokenize: token id %d is outside the vocabulary (%d tokens)\n", ids[i],
+                    tokenizer_n_vocab(t));
+            free(ids);
+            tokenizer_free(t);
+            return 1;
+        }
+    char *s = tokenizer_decode(t, ids, n);
+    int rc = s ? 0 : fail("detokenize", "out of memory");
+    if (s) printf("%s\n", s);
+    free(s);
+    free(ids);
+    tokenizer_free(t);
+    return rc;
+}
+
+/* ---- grok new: a random Grok-architecture model ------------------------ */
+
+typedef struct {
+    uint64_t seed;      /* per-tensor stream */
+    uint32_t type;
+    int64_t cols, rows;
+    float mean, std;    /* values are mean + uniform with this std */
+} RandTensor;
+
+static uint64_t splitmix64(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static int fill_random(void *ctx, void *dst, uint64_t nbytes, Error *err) {
+    const RandTensor *r = ctx;
+    float *row = malloc((size_t)r->cols * sizeof(float));
+    if (!row) return err_set(err, "out of memory");
+    uint64_t s = r->seed;
+    const float half = r->std * 1.7320508f; /* uniform on [-h, h] has std h/sqrt(3) */
+    const size_t rb = type_row_size(r->type, r->cols);
+    for (int64_t i = 0; i < r->rows; i++) {
+        for (int64_t j = 0; j < r->cols; j++) {
+            double u = (double)(splitmix64(&s) >> 11) * (1.0 / 9007199254740992.0);
+            row[j] = r->mean + (float)((2.0 * u - 1.0) * half);
+        }
+        quantize_row(r->type, row, (uint8_t *)dst + (size_t)i * rb, r->cols);
+    }
+    free(row);
+    (void)nbytes;
+    return 0;
+}
+
+static const char NEW_USAGE[] =
+    "usage: grok new OUT.gguf --embd E --layers L --heads H --kv-heads K --ff F --experts X\n"
+    "                --experts-used U --ctx C (--vocab V | --tokenizer tokenizer.model)\n"
+    "                [--seed S] [--type f32|f16|bf16|q8_0] [--untied] [--fused-qkv]\n"
+    "Writes a Grok-architecture GGUF with random weights, deterministic for a seed,\n"
+    "loadable by llama.cpp. Norms and the router are always f32. Defaults: the small\n"
+    "benchmark model (E 512, L 4, H 8, K 2, F 1024, X 8, U 2, C 4096, V 4096, f32).\n";
+
+static int cmd_new(int argc, char **argv) {
+    Args a = {"new", argc, 0, argv, 0};
+    const char *out = NULL, *tok_path = NULL, *type_s = "f32";
+    int E = 512, L = 4, H = 8, K = 2, F = 1024, X = 8, U = 2, C = 4096, V = 4096, untied = 0, fused = 0;
+    uint64_t seed = 1;
+    for (a.i = 1; a.i < argc && !a.bad; a.i++) {
+        if (is_flag(&a, "-h", "--help")) {
+            fputs(NEW_USAGE, stdout);
+            return 0;
+        } else if (is_flag(&a, "--embd", NULL)) E = (int)arg_int(&a, 2, 1 << 16);
+        else if (is_flag(&a, "--layers", NULL)) L = (int)arg_int(&a, 1, 1024);
+        else if (is_flag(&a, "--heads", NULL)) H = (int)arg_int(&a, 1, 1024);
+        else if (is_flag(&a, "--kv-heads", NULL)) K = (int)arg_int(&a, 1, 1024);
+        else if (is_flag(&a, "--ff", NULL)) F = (int)arg_int(&a, 1, 1 << 20);
+        else if (is_flag(&a, "--experts", NULL)) X = (int)arg_int(&a, 1, 256);
+        else if (is_flag(&a, "--experts-used", NULL)) U = (int)arg_int(&a, 1, 256);
+        else if (is_flag(&a, "--ctx", NULL)) C = (int)arg_int(&a, 1, 1 << 24);
+        else if (is_flag(&a, "--vocab", NULL)) V = (int)arg_int(&a, 300, 1 << 24);
+        else if (is_flag(&a, "--tokenizer", NULL)) tok_path = arg_value(&a);
+        else if (is_flag(&a, "--seed", NULL)) seed = (uint64_t)arg_int(&a, 0, LLONG_MAX);
+        else if (is_flag(&a, "--type", NULL)) type_s = arg_value(&a);
+        else if (is_flag(&a, "--untied", NULL)) untied = 1;
+        else if (is_flag(&a, "--fused-qkv", NULL)) fused = 1;
+        else if (a.argv[a.i][0] == '-') unknown_flag(&a);
+        else if (!out) out = a.argv[a.i];
+        else unknown_flag(&a);
+    }
+    if (a.bad) return 2;
+    if (!out) return fail("new", "no output file given (grok new OUT.gguf ...)");
+    int type = type_s ? type_from_name(type_s) : -1;
+    if (type != GGML_TYPE_F32 && type != GGML_TYPE_F16 && type != GGML_TYPE_BF16 && type != GGML_TYPE_Q8_0)
+        return fail("new", "--type must be f32, f16, bf16 or q8_0");
+    if (E % H) return fail("new", "--embd must be a multiple of --heads");
+    if (H % K) return fail("new", "--heads must be a multiple of --kv-heads");
+    if ((E / H) % 2) return fail("new", "the head dimension (embd/heads) must be even");
+    if (U > X) return fail("new", "--experts-used cannot exceed --experts");
+    const int bs = type_info((uint32_t)type)->block_size;
+    if (E % bs || F % bs) {
+        fprintf(stderr, "grok new: --embd and --ff must be multiples of %d for %s\n", bs, type_s);
+        return 1;
+    }
+    Error err = {{0}};
+    Tokenizer *tok = tok_path ? tokenizer_from_spm_file(tok_path, &err) : tokenizer_synthetic(V, &err);
+    if (!tok) return fail("new", err.msg);
+    V = tokenizer_n_vocab(tok);
+    const int hd = E / H;
+
+    GGUFWriter *w = gguf_writer_new();
+    const int max_tensors = 4 + 12 * L;
+    RandTensor *rt = calloc((size_t)max_tensors, sizeof *rt);
+    int rc = 1, nt = 0;
+    if (!w || !rt) {
+        fail("new", "out of memory");
+        goto out;
+    }
+    char name[64];
+    snprintf(name, sizeof name, "grok-random-e%d-l%d-x%d-%s", E, L, X, type_s);
+    int ftype = type == GGML_TYPE_F32 ? 0 : type == GGML_TYPE_F16 ? 1 : type == GGML_TYPE_Q8_0 ? 7 : 32;
+    int ok = !gguf_set_str(w, "general.architecture", "grok") && !gguf_set_str(w, "general.name", name) &&
+             !gguf_set_u32(w, "general.file_type", (uint32_t)ftype) &&
+             !gguf_set_u32(w, "general.alignment", GGUF_DEFAULT_ALIGNMENT) &&
+             !gguf_set_u32(w, "grok.context_length", (uint32_t)C) && !gguf_set_u32(w, "grok.embedding_length", (uint32_t)E) &&
+             !gguf_set_u32(w, "grok.block_count", (uint32_t)L) && !gguf_set_u32(w, "grok.feed_forward_length", (uint32_t)F) &&
+             !gguf_set_u32(w, "grok.attention.head_count", (uint32_t)H) &&
+             !gguf_set_u32(w, "grok.attention.head_count_kv", (uint32_t)K) &&
+             !gguf_set_u32(w, "grok.expert_count", (uint32_t)X) && !gguf_set_u32(w, "grok.expert_used_count", (uint32_t)U) &&
+             !gguf_set_f32(w, "grok.rope.freq_base", GROK1_ROPE_BASE) &&
+             !gguf_set_f32(w, "grok.attention.layer_norm_rms_epsilon", 1e-5f) &&
+             !gguf_set_f32(w, "grok.embedding_scale", sqrtf((float)E)) &&
+             !gguf_set_f32(w, "grok.logit_scale", GROK1_LOGIT_SCALE) &&
+             !gguf_set_f32(w, "grok.attention.output_scale", 1.0f / sqrtf((float)hd)) &&
+             !gguf_set_f32(w, "grok.attn_logit_softcapping", GROK1_ATTN_SOFTCAP);
+    if (!ok || tokenizer_to_gguf(tok, w, &err)) {
+        fail("new", ok ? err.msg : "out of memory");
+        goto out;
+    }
+    /* std of each kind of tensor: inputs of unit RMS give outputs of unit
+     * RMS; norms near 1; the router a little sharper so routing is clear. */
+    const float se = 1.0f / sqrtf((float)E), sf = 1.0f / sqrtf((float)F), sq = 1.0f / sqrtf((float)(H * hd));
+#define ADD(NAME, TYPE, NE0, NE1, NE2, MEAN, STD)                                                              \
+    do {                                                                                                       \
+        int64_t ne_[3] = {(NE0), (NE1), (NE2)};                                                                \
+        uint32_t nd_ = ne_[2] > 1 ? 3u : ne_[1] > 1 ? 2u : 1u;                                                 \
+        RandTensor *r_ = &rt[nt];                                                                              \
+        r_->seed = seed * 0x100000001b3ull + (uint64_t)nt * 0x9e3779b97f4a7c15ull;                              \
+        r_->type = (TYPE), r_->cols = ne_[0], r_->rows = ne_[1] * ne_[2], r_->mean = (MEAN), r_->std = (STD);  \
+        nt++;                                                                                                  \
+        if (gguf_add_tensor(w, (NAME), (TYPE), nd_, ne_, NULL, fill_random, r_, &err)) {                       \
+            fail("new", err.msg);                                                                              \
+            goto out;                                                                                          \
+        }                                                                                                      \
+    } while (0)
+    const uint32_t T = (uint32_t)type;
+    ADD("token_embd.weight", T, E, V, 1, 0.0f, se);
+    ADD("output_norm.weight", GGML_TYPE_F32, E, 1, 1, 1.0f, 0.1f);
+    if (untied) ADD("output.weight", T, E, V, 1, 0.0f, se);
+    for (int il = 0; il < L; il++) {
+        char n[64];
+#define BLK(s) (snprintf(n, sizeof n, "blk.%d.%s.weight", il, s), n)
+        ADD(BLK("attn_norm"), GGML_TYPE_F32, E, 1, 1, 1.0f, 0.1f);
+        if (fused) {
+            ADD(BLK("attn_qkv"), T, E, H * hd + 2 * K * hd, 1, 0.0f, se);
+        } else {
+            ADD(BLK("attn_q"), T, E, H * hd, 1, 0.0f, se);
+            ADD(BLK("attn_k"), T, E, K * hd, 1, 0.0f, se);
+            ADD(BLK("attn_v"), T, E, K * hd, 1, 0.0f, se);
+        }
+        ADD(BLK("attn_output"), T, H * hd, E, 1, 0.0f, sq);
+        ADD(BLK("attn_output_norm"), GGML_TYPE_F32, E, 1, 1, 1.0f, 0.1f);
+        ADD(BLK("ffn_norm"), GGML_TYPE_F32, E, 1, 1, 1.0f, 0.1f);
+        ADD(BLK("ffn_gate_inp"), GGML_TYPE_F32, E, X, 1, 0.0f, 2.0f * se);
+        ADD(BLK("ffn_gate_exps"), T, E, F, X, 0.0f, se);
+        ADD(BLK("ffn_up_exps"), T, E, F, X, 0.0f, se);
+        ADD(BLK("ffn_down_exps"), T, F, E, X, 0.0f, sf);
+        ADD(BLK("layer_output_norm"), GGML_TYPE_F32, E, 1, 1, 1.0f, 0.1f);
+#undef BLK
+    }
+#undef ADD
+    if (gguf_write(w, out, &err)) {
+        fail("new", err.msg);
+        goto out;
+    }
+    rc = 0;
+out:
+    free(rt);
+    gguf_writer_free(w);
+    tokenizer_free(tok);
+    return rc;
+}
+
+/* ---- main -------------------------------------------------------------- */
+
+static const char USAGE[] =
+    "grok " GROK_VERSION " - run xAI's Grok models (GGUF) on the CPU\n"
+    "usage: grok COMMAND [options]   (grok COMMAND --help for each)\n"
+    "  run         generate text from a prompt\n"
+    "  info        show a model's metadata, hyper-parameters and tensors\n"
+    "  tokenize    text -> token ids\n"
+    "  detokenize  token ids -> text\n"
+    "  eval        write the logits of every position of a token sequence\n"
+    "  new         write a random Grok-architecture model (tests, benchmarks)\n";
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fputs(USAGE, stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        fputs(USAGE, stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
+        printf("grok %s (%s kernels)\n", GROK_VERSION, quant_simd_name());
+        return 0;
+    }
+    static const struct {
+        const char *name;
+        int (*fn)(int, char **);
+    } cmds[] = {{"run", cmd_run},   {"info", cmd_info}, {"tokenize", cmd_tokenize}, {"detokenize", cmd_detokenize},
+                {"eval", cmd_eval}, {"new", cmd_new}};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (!strcmp(cmd, cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "grok: unknown command '%s'\n%s", cmd, USAGE);
+    return 2;
+}

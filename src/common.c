@@ -19,13 +19,21 @@ int err_set(Error *err, const char *fmt, ...) {
 
 int err_prefix(Error *err, const char *fmt, ...) {
     if (err) {
-        char prefix[GROK_ERR_LEN], old[GROK_ERR_LEN];
+        char old[GROK_ERR_LEN];
+        memcpy(old, err->msg, sizeof old);
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(prefix, sizeof prefix, fmt, ap);
+        int n = vsnprintf(err->msg, sizeof err->msg, fmt, ap);
         va_end(ap);
-        memcpy(old, err->msg, sizeof old);
-        snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+        size_t used = n < 0 ? 0 : (size_t)n < sizeof err->msg ? (size_t)n : sizeof err->msg - 1;
+        size_t room = sizeof err->msg - used;
+        if (room > 3) {
+            memcpy(err->msg + used, ": ", 2);
+            size_t len = strnlen(old, sizeof old - 1);
+            if (len > room - 3) len = room - 3;
+            memcpy(err->msg + used + 2, old, len);
+            err->msg[used + 2 + len] = 0;
+        }
     }
     return -1;
 }

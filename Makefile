@@ -1,8 +1,14 @@
-# Thin front end to CMake. `make` builds build/grok, `make test` runs ctest.
+# Thin front end to CMake.
+#   make          build build/grok
+#   make test     unit + end-to-end tests (ctest)
+#   make asan     the same tests built with AddressSanitizer + UBSan
+#   make fuzz     build the libFuzzer targets and run each briefly
+#   make check    all of the above (what CI runs)
 BUILD ?= build
 JOBS ?= $(shell nproc)
+FUZZ_SECONDS ?= 30
 
-.PHONY: all test asan fuzz clean
+.PHONY: all test asan fuzz check clean
 all:
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
@@ -13,11 +19,14 @@ test: all
 asan:
 	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DGROK_SANITIZE=ON >/dev/null
 	@cmake --build build-asan -j $(JOBS)
-	cd build-asan && ctest --output-on-failure -j $(JOBS)
+	cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS)
 
 fuzz:
-	@CC=clang cmake -S . -B build-fuzz -DGROK_FUZZ=ON >/dev/null
+	@CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Release -DGROK_FUZZ=ON >/dev/null
 	@cmake --build build-fuzz -j $(JOBS)
+	bash scripts/fuzz-smoke.sh build-fuzz $(FUZZ_SECONDS)
+
+check: test asan fuzz
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz

@@ -181,6 +181,7 @@ static const char RUN_USAGE[] =
     "  --ctx N                 context size (default: min(model's, 4096))\n"
     "  --kv f16|f32            KV cache type (default f16)\n"
     "  --batch N               prompt tokens per forward pass (default 512)\n"
+    "  --ignore-eos            keep generating after EOS (benchmarks)\n"
     "  --no-stats              do not print timings\n";
 
 static int read_file(const char *path, char **out, size_t *len) {
@@ -222,7 +223,7 @@ static int cmd_run(int argc, char **argv) {
     LoadOpts o = {NULL, 0, 0, 0, GGML_TYPE_F16};
     SamplerParams sp = sampler_defaults();
     const char *prompt = NULL, *prompt_file = NULL, *stops[MAX_STOPS];
-    int n_stops = 0, n_predict = 128, stats = 1;
+    int n_stops = 0, n_predict = 128, stats = 1, ignore_eos = 0;
     for (a.i = 1; a.i < argc && !a.bad; a.i++) {
         if (is_flag(&a, "-h", "--help")) {
             fputs(RUN_USAGE, stdout);
@@ -251,6 +252,7 @@ static int cmd_run(int argc, char **argv) {
             const char *v = arg_value(&a);
             if (v && (o.kv_type = kv_type_from(v)) < 0) return fail("run", "--kv must be f16 or f32");
         } else if (is_flag(&a, "--no-stats", NULL)) stats = 0;
+        else if (is_flag(&a, "--ignore-eos", NULL)) ignore_eos = 1;
         else unknown_flag(&a);
     }
     if (a.bad) return 2;
@@ -320,7 +322,7 @@ static int cmd_run(int argc, char **argv) {
     double t1 = time_now();
     while (n_gen < n_predict) {
         int next = sampler_sample(smp, logits);
-        if (next == tokenizer_eos(tok)) {
+        if (next == tokenizer_eos(tok) && !ignore_eos) {
             why = "eos";
             break;
         }

@@ -186,17 +186,6 @@ typedef struct {
     const int *pos, *seq;
 } AttnTask;
 
-static inline float kv_load(const uint8_t *p, uint32_t type, int i) {
-    if (type == GGML_TYPE_F32) {
-        float f;
-        memcpy(&f, p + 4 * (size_t)i, 4);
-        return f;
-    }
-    uint16_t h;
-    memcpy(&h, p + 2 * (size_t)i, 2);
-    return fp16_to_f32(h);
-}
-
 static void attn_fn(void *ctx, int ith, int nth) {
     AttnTask *a = ctx;
     Context *c = a->c;
@@ -217,23 +206,13 @@ static void attn_fn(void *ctx, int ith, int nth) {
                                ? (float)(log2((double)pos) / log2((double)cfg->attn_temp_len))
                                : 1.0f;
         for (int j = 0; j <= pos; j++) {
-            const float d = kt == GGML_TYPE_F32 ? vec_dot(GGML_TYPE_F32, K + j * row, q, hd)
-                                                : vec_dot(GGML_TYPE_F16, K + j * row, q, hd);
+            const float d = vec_dot(kt, K + j * row, q, hd);
             s[j] = softcap(d * cfg->attn_scale, cfg->attn_softcap) * temp;
         }
         softmax(s, pos + 1);
         float *o = c->att + (size_t)t * c->q_dim + (size_t)h * hd;
         memset(o, 0, (size_t)hd * sizeof(float));
-        for (int j = 0; j <= pos; j++) {
-            const uint8_t *vr = V + j * row;
-            const float pj = s[j];
-            if (kt == GGML_TYPE_F32) {
-                const float *vf = (const float *)(const void *)vr;
-                for (int d = 0; d < hd; d++) o[d] += pj * vf[d];
-            } else {
-                for (int d = 0; d < hd; d++) o[d] += pj * kv_load(vr, kt, d);
-            }
-        }
+        for (int j = 0; j <= pos; j++) vec_mad(kt, o, s[j], V + j * row, hd);
     }
 }
 

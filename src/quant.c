@@ -300,13 +300,66 @@ AVX2 static float dot_q8_0_avx2(const BlockQ8_0 *w, const BlockQ8_0 *x, int64_t 
     return hsum256(_mm256_add_ps(acc0, acc1));
 }
 
+AVX2 static void mad_f16_avx2(float *y, float a, const uint16_t *x, int64_t n) {
+    const __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 xv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i)));
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, xv, _mm256_loadu_ps(y + i)));
+    }
+    for (; i < n; i++) y[i] += a * fp16_to_f32(x[i]);
+}
+
+AVX2 static void mad_f32_avx2(float *y, float a, const float *x, int64_t n) {
+    const __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
 static int have_avx2(void) {
     /* __builtin_cpu_supports is cheap (reads a cached table). */
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 }
 #else
+AVX2 static void mad_f16_avx2(float *y, float a, const uint16_t *x, int64_t n) {
+    const __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 xv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i)));
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, xv, _mm256_loadu_ps(y + i)));
+    }
+    for (; i < n; i++) y[i] += a * fp16_to_f32(x[i]);
+}
+
+AVX2 static void mad_f32_avx2(float *y, float a, const float *x, int64_t n) {
+    const __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
 static int have_avx2(void) { return 0; }
 #endif
+
+void vec_mad(uint32_t type, float *y, float a, const void *x, int64_t n) {
+#ifdef GROK_X86
+    if (have_avx2()) {
+        if (type == GGML_TYPE_F16) mad_f16_avx2(y, a, x, n);
+        else mad_f32_avx2(y, a, x, n);
+        return;
+    }
+#endif
+    if (type == GGML_TYPE_F16) {
+        const uint16_t *h = x;
+        for (int64_t i = 0; i < n; i++) y[i] += a * fp16_to_f32(h[i]);
+    } else {
+        const float *f = x;
+        for (int64_t i = 0; i < n; i++) y[i] += a * f[i];
+    }
+}
 
 const char *quant_simd_name(void) { return have_avx2() ? "avx2" : "scalar"; }
 
@@ -362,22 +415,6 @@ void matmul_rows(uint32_t type, const void *w, size_t w_row_bytes, const void *x
 }
 
 float vec_dot(uint32_t type, const void *w, const void *x, int64_t n) {
-#ifdef GROK_X86
-    if (have_avx2()) {
-        switch (type) {
-        case GGML_TYPE_F32: return dot_f32_avx2(w, x, n);
-        case GGML_TYPE_F16: return dot_f16_avx2(w, x, n);
-        case GGML_TYPE_BF16: return dot_bf16_avx2(w, x, n);
-        case GGML_TYPE_Q8_0: return dot_q8_0_avx2(w, x, n);
-        default: return 0.0f;
-        }
-    }
-#endif
-    switch (type) {
-    case GGML_TYPE_F32: return dot_f32_scalar(w, x, n);
-    case GGML_TYPE_F16: return dot_f16_scalar(w, x, n);
-    case GGML_TYPE_BF16: return dot_bf16_scalar(w, x, n);
-    case GGML_TYPE_Q8_0: return dot_q8_0_scalar(w, x, n);
-    default: return 0.0f;
-    }
+    DotFn dot = dot_fn(type);
+    return dot ? dot(w, x, n) : 0.0f;
 }

@@ -81,6 +81,10 @@ uint32_t vec_dot_type(uint32_t weight_type);
 /* dot(w_row, x) over n values; x is already in vec_dot_type(type). */
 float vec_dot(uint32_t type, const void *w_row, const void *x, int64_t n);
 
+/* y[i] += a * x[i] for n values of x in F32 or F16 (the V side of
+ * attention over the KV cache). */
+void vec_mad(uint32_t type, float *y, float a, const void *x, int64_t n);
+
 /* The matrix kernel: for rows r in [r0, r1) of W (rows of w_row_bytes
  * bytes, n values each) and activation rows t in [0, n_tok) (x_row_bytes
  * apart, already in vec_dot_type(type)):

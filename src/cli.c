@@ -14,6 +14,7 @@
 #include "model.h"
 #include "quant.h"
 #include "sampler.h"
+#include "synth.h"
 #include "threadpool.h"
 #include "tokenizer.h"
 
@@ -699,39 +700,6 @@ static int cmd_detokenize(int argc, char **argv) {
 
 /* ---- grok new: a random Grok-architecture model ------------------------ */
 
-typedef struct {
-    uint64_t seed;      /* per-tensor stream */
-    uint32_t type;
-    int64_t cols, rows;
-    float mean, std;    /* values are mean + uniform with this std */
-} RandTensor;
-
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static int fill_random(void *ctx, void *dst, uint64_t nbytes, Error *err) {
-    const RandTensor *r = ctx;
-    float *row = malloc((size_t)r->cols * sizeof(float));
-    if (!row) return err_set(err, "out of memory");
-    uint64_t s = r->seed;
-    const float half = r->std * 1.7320508f; /* uniform on [-h, h] has std h/sqrt(3) */
-    const size_t rb = type_row_size(r->type, r->cols);
-    for (int64_t i = 0; i < r->rows; i++) {
-        for (int64_t j = 0; j < r->cols; j++) {
-            double u = (double)(splitmix64(&s) >> 11) * (1.0 / 9007199254740992.0);
-            row[j] = r->mean + (float)((2.0 * u - 1.0) * half);
-        }
-        quantize_row(r->type, row, (uint8_t *)dst + (size_t)i * rb, r->cols);
-    }
-    free(row);
-    (void)nbytes;
-    return 0;
-}
-
 static const char NEW_USAGE[] =
     "usage: grok new OUT.gguf --embd E --layers L --heads H --kv-heads K --ff F --experts X\n"
     "                --experts-used U --ctx C (--vocab V | --tokenizer tokenizer.model)\n"
@@ -770,104 +738,11 @@ static int cmd_new(int argc, char **argv) {
     if (a.bad) return 2;
     if (!out) return fail("new", "no output file given (grok new OUT.gguf ...)");
     int type = type_s ? type_from_name(type_s) : -1;
-    if (type != GGML_TYPE_F32 && type != GGML_TYPE_F16 && type != GGML_TYPE_BF16 && type != GGML_TYPE_Q8_0)
-        return fail("new", "--type must be f32, f16, bf16 or q8_0");
-    if (E % H) return fail("new", "--embd must be a multiple of --heads");
-    if (H % K) return fail("new", "--heads must be a multiple of --kv-heads");
-    if ((E / H) % 2) return fail("new", "the head dimension (embd/heads) must be even");
-    if (U > X) return fail("new", "--experts-used cannot exceed --experts");
-    const int bs = type_info((uint32_t)type)->block_size;
-    if (E % bs || F % bs) {
-        fprintf(stderr, "grok new: --embd and --ff must be multiples of %d for %s\n", bs, type_s);
-        return 1;
-    }
+    if (type < 0) return fail("new", "--type must be f32, f16, bf16 or q8_0");
+    SynthParams sp = {E, L, H, K, F, X, U, C, V, (uint32_t)type, untied, fused, seed, tok_path};
     Error err = {{0}};
-    Tokenizer *tok = tok_path ? tokenizer_from_spm_file(tok_path, &err) : tokenizer_synthetic(V, &err);
-    if (!tok) return fail("new", err.msg);
-    V = tokenizer_n_vocab(tok);
-    const int hd = E / H;
-
-    GGUFWriter *w = gguf_writer_new();
-    const int max_tensors = 4 + 12 * L;
-    RandTensor *rt = calloc((size_t)max_tensors, sizeof *rt);
-    int rc = 1, nt = 0;
-    if (!w || !rt) {
-        fail("new", "out of memory");
-        goto out;
-    }
-    char name[64];
-    snprintf(name, sizeof name, "grok-random-e%d-l%d-x%d-%s", E, L, X, type_s);
-    int ftype = type == GGML_TYPE_F32 ? 0 : type == GGML_TYPE_F16 ? 1 : type == GGML_TYPE_Q8_0 ? 7 : 32;
-    int ok = !gguf_set_str(w, "general.architecture", "grok") && !gguf_set_str(w, "general.name", name) &&
-             !gguf_set_u32(w, "general.file_type", (uint32_t)ftype) &&
-             !gguf_set_u32(w, "general.alignment", GGUF_DEFAULT_ALIGNMENT) &&
-             !gguf_set_u32(w, "grok.context_length", (uint32_t)C) && !gguf_set_u32(w, "grok.embedding_length", (uint32_t)E) &&
-             !gguf_set_u32(w, "grok.block_count", (uint32_t)L) && !gguf_set_u32(w, "grok.feed_forward_length", (uint32_t)F) &&
-             !gguf_set_u32(w, "grok.attention.head_count", (uint32_t)H) &&
-             !gguf_set_u32(w, "grok.attention.head_count_kv", (uint32_t)K) &&
-             !gguf_set_u32(w, "grok.expert_count", (uint32_t)X) && !gguf_set_u32(w, "grok.expert_used_count", (uint32_t)U) &&
-             !gguf_set_f32(w, "grok.rope.freq_base", GROK1_ROPE_BASE) &&
-             !gguf_set_f32(w, "grok.attention.layer_norm_rms_epsilon", 1e-5f) &&
-             !gguf_set_f32(w, "grok.embedding_scale", sqrtf((float)E)) &&
-             !gguf_set_f32(w, "grok.logit_scale", GROK1_LOGIT_SCALE) &&
-             !gguf_set_f32(w, "grok.attention.output_scale", 1.0f / sqrtf((float)hd)) &&
-             !gguf_set_f32(w, "grok.attn_logit_softcapping", GROK1_ATTN_SOFTCAP);
-    if (!ok || tokenizer_to_gguf(tok, w, &err)) {
-        fail("new", ok ? err.msg : "out of memory");
-        goto out;
-    }
-    /* std of each kind of tensor: inputs of unit RMS give outputs of unit
-     * RMS; norms near 1; the router a little sharper so routing is clear. */
-    const float se = 1.0f / sqrtf((float)E), sf = 1.0f / sqrtf((float)F), sq = 1.0f / sqrtf((float)(H * hd));
-#define ADD(NAME, TYPE, NE0, NE1, NE2, MEAN, STD)                                                              \
-    do {                                                                                                       \
-        int64_t ne_[3] = {(NE0), (NE1), (NE2)};                                                                \
-        uint32_t nd_ = ne_[2] > 1 ? 3u : ne_[1] > 1 ? 2u : 1u;                                                 \
-        RandTensor *r_ = &rt[nt];                                                                              \
-        r_->seed = seed * 0x100000001b3ull + (uint64_t)nt * 0x9e3779b97f4a7c15ull;                              \
-        r_->type = (TYPE), r_->cols = ne_[0], r_->rows = ne_[1] * ne_[2], r_->mean = (MEAN), r_->std = (STD);  \
-        nt++;                                                                                                  \
-        if (gguf_add_tensor(w, (NAME), (TYPE), nd_, ne_, NULL, fill_random, r_, &err)) {                       \
-            fail("new", err.msg);                                                                              \
-            goto out;                                                                                          \
-        }                                                                                                      \
-    } while (0)
-    const uint32_t T = (uint32_t)type;
-    ADD("token_embd.weight", T, E, V, 1, 0.0f, se);
-    ADD("output_norm.weight", GGML_TYPE_F32, E, 1, 1, 1.0f, 0.1f);
-    if (untied) ADD("output.weight", T, E, V, 1, 0.0f, se);
-    for (int il = 0; il < L; il++) {
-        char n[64];
-#define BLK(s) (snprintf(n, sizeof n, "blk.%d.%s.weight", il, s), n)
-        ADD(BLK("attn_norm"), GGML_TYPE_F32, E, 1, 1, 1.0f, 0.1f);
-        if (fused) {
-            ADD(BLK("attn_qkv"), T, E, H * hd + 2 * K * hd, 1, 0.0f, se);
-        } else {
-            ADD(BLK("attn_q"), T, E, H * hd, 1, 0.0f, se);
-            ADD(BLK("attn_k"), T, E, K * hd, 1, 0.0f, se);
-            ADD(BLK("attn_v"), T, E, K * hd, 1, 0.0f, se);
-        }
-        ADD(BLK("attn_output"), T, H * hd, E, 1, 0.0f, sq);
-        ADD(BLK("attn_output_norm"), GGML_TYPE_F32, E, 1, 1, 1.0f, 0.1f);
-        ADD(BLK("ffn_norm"), GGML_TYPE_F32, E, 1, 1, 1.0f, 0.1f);
-        ADD(BLK("ffn_gate_inp"), GGML_TYPE_F32, E, X, 1, 0.0f, 2.0f * se);
-        ADD(BLK("ffn_gate_exps"), T, E, F, X, 0.0f, se);
-        ADD(BLK("ffn_up_exps"), T, E, F, X, 0.0f, se);
-        ADD(BLK("ffn_down_exps"), T, F, E, X, 0.0f, sf);
-        ADD(BLK("layer_output_norm"), GGML_TYPE_F32, E, 1, 1, 1.0f, 0.1f);
-#undef BLK
-    }
-#undef ADD
-    if (gguf_write(w, out, &err)) {
-        fail("new", err.msg);
-        goto out;
-    }
-    rc = 0;
-out:
-    free(rt);
-    gguf_writer_free(w);
-    tokenizer_free(tok);
-    return rc;
+    if (synth_write_model(&sp, out, &err)) return fail("new", err.msg);
+    return 0;
 }
 
 /* ---- main -------------------------------------------------------------- */

@@ -414,6 +414,16 @@ void matmul_rows(uint32_t type, const void *w, size_t w_row_bytes, const void *x
     }
 }
 
+float vec_dot_ref(uint32_t type, const void *w, const void *x, int64_t n) {
+    switch (type) {
+    case GGML_TYPE_F32: return dot_f32_s(w, x, n);
+    case GGML_TYPE_F16: return dot_f16_s(w, x, n);
+    case GGML_TYPE_BF16: return dot_bf16_s(w, x, n);
+    case GGML_TYPE_Q8_0: return dot_q8_0_s(w, x, n);
+    default: return 0.0f;
+    }
+}
+
 float vec_dot(uint32_t type, const void *w, const void *x, int64_t n) {
     DotFn dot = dot_fn(type);
     return dot ? dot(w, x, n) : 0.0f;

@@ -80,6 +80,9 @@ uint32_t vec_dot_type(uint32_t weight_type);
 
 /* dot(w_row, x) over n values; x is already in vec_dot_type(type). */
 float vec_dot(uint32_t type, const void *w_row, const void *x, int64_t n);
+/* The same with the portable scalar code: the reference the SIMD paths are
+ * tested against. */
+float vec_dot_ref(uint32_t type, const void *w_row, const void *x, int64_t n);
 
 /* y[i] += a * x[i] for n values of x in F32 or F16 (the V side of
  * attention over the KV cache). */

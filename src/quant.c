@@ -9,6 +9,7 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define GROK_X86 1
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -319,8 +320,11 @@ AVX2 static void mad_f32_avx2(float *y, float a, const float *x, int64_t n) {
 }
 
 static int have_avx2(void) {
-    /* __builtin_cpu_supports is cheap (reads a cached table). */
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    /* AVX2 and FMA from the compiler's cached CPU table; F16C from CPUID
+     * leaf 1 (ECX bit 29), which clang's __builtin_cpu_supports lacks. */
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 29))) return 0;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 #else
 AVX2 static void mad_f16_avx2(float *y, float a, const uint16_t *x, int64_t n) {

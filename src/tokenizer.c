@@ -21,12 +21,14 @@
  *   - a final symbol that is an unused piece is split back into the pieces
  *     it was merged from;
  *   - a final symbol with no piece (or the unknown piece) is emitted as its
- *     UTF-8 bytes <0xXX> when byte fallback is on, else as the unknown id.
+ *     UTF-8 bytes <0xXX> when byte fallback is on, else as the unknown id
+ *     (a run of such symbols gives a single unknown id).
  * Decoding: control ids give nothing; unknown ids give the unk surface
  * ("[UNK]" for Grok-1, which stores it in the trainer spec); consecutive
  * byte pieces are decoded as UTF-8 with each invalid byte -> U+FFFD (a
  * non-byte token, control ones included, ends the run); "▁" -> ' ', and the
- * first non-control token loses one leading "▁" (the dummy prefix). */
+ * first token with visible text loses one leading "▁" (the dummy prefix;
+ * control tokens before it do not count). */
 #include "tokenizer.h"
 
 #include <errno.h>
@@ -1076,6 +1078,7 @@ typedef struct {
     uint32_t *rev_split; /* unused piece id -> length of the left part it was merged from (0: none) */
     int *ids;
     int n_ids;
+    bool prev_unk; /* the last piece emitted was the unknown id */
 } Enc;
 
 static bool pair_before(const Pair *a, const Pair *b) {
@@ -1143,7 +1146,13 @@ static int emit_piece(Enc *e, const char *s, size_t n, Error *err) {
         }
         if (id < 0) id = t->unk;
         if (id < 0) return err_set(err, "tokenizer: text has no piece and the vocabulary has no unknown token");
+        /* without byte fallback, a run of unknown pieces becomes one */
+        if (e->prev_unk) return 0;
+        e->prev_unk = true;
+        e->ids[e->n_ids++] = id;
+        return 0;
     }
+    e->prev_unk = false;
     e->ids[e->n_ids++] = id;
     return 0;
 }
@@ -1350,17 +1359,27 @@ static void dec_step(const Tokenizer *t, TokenDecoder *d, int id, Sink *s) {
     dec_drain(d, s, true);
     if (type == TOKEN_CONTROL) return;
     if (type == TOKEN_UNKNOWN) {
-        if (t->unk_surface) sink_put(s, t->unk_surface, t->unk_surface_len);
-        else sink_put(s, p, n);
-        d->started = true;
+        if (t->unk_surface) {
+            sink_put(s, t->unk_surface, t->unk_surface_len);
+            if (t->unk_surface_len) d->started = true;
+        } else {
+            sink_put(s, p, n);
+            d->started = true;
+        }
         return;
     }
+    /* At the start, one leading "▁" (the dummy prefix) is dropped. The start
+     * is over once something visible came out, or once that "▁" was dropped
+     * - except with remove_extra_whitespaces, where further empty pieces
+     * ("▁" alone) are still at the start. */
+    bool dropped = false;
     if (!d->started && (t->add_dummy_prefix || t->remove_extra_ws) && n >= SPACE_SYM_LEN &&
         memcmp(p, SPACE_SYM, SPACE_SYM_LEN) == 0) {
         p += SPACE_SYM_LEN;
         n -= SPACE_SYM_LEN;
+        dropped = !t->remove_extra_ws;
     }
-    d->started = true;
+    if (n > 0 || dropped) d->started = true;
     size_t i = 0, run = 0;
     while (i < n) {
         if (n - i >= SPACE_SYM_LEN && memcmp(p + i, SPACE_SYM, SPACE_SYM_LEN) == 0) {

@@ -4,6 +4,7 @@
 #include "quant.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <strings.h>
 
@@ -319,32 +320,23 @@ AVX2 static void mad_f32_avx2(float *y, float a, const float *x, int64_t n) {
     for (; i < n; i++) y[i] += a * x[i];
 }
 
+/* CPU features do not change while the process runs: probe once. The
+ * cache is a single word written with the same value by whichever thread
+ * gets there first (CPUID traps to the hypervisor in a VM, so it must not
+ * run per call). */
 static int have_avx2(void) {
-    /* AVX2 and FMA from the compiler's cached CPU table; F16C from CPUID
-     * leaf 1 (ECX bit 29), which clang's __builtin_cpu_supports lacks. */
+    static _Atomic int cached = -1;
+    int v = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (v >= 0) return v;
+    /* AVX2 and FMA from the compiler's CPU table; F16C from CPUID leaf 1
+     * (ECX bit 29), which clang's __builtin_cpu_supports lacks. */
     unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 29))) return 0;
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    v = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) && __builtin_cpu_supports("avx2") &&
+        __builtin_cpu_supports("fma");
+    atomic_store_explicit(&cached, v, memory_order_relaxed);
+    return v;
 }
 #else
-AVX2 static void mad_f16_avx2(float *y, float a, const uint16_t *x, int64_t n) {
-    const __m256 va = _mm256_set1_ps(a);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 xv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i)));
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, xv, _mm256_loadu_ps(y + i)));
-    }
-    for (; i < n; i++) y[i] += a * fp16_to_f32(x[i]);
-}
-
-AVX2 static void mad_f32_avx2(float *y, float a, const float *x, int64_t n) {
-    const __m256 va = _mm256_set1_ps(a);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * x[i];
-}
-
 static int have_avx2(void) { return 0; }
 #endif
 

@@ -14,6 +14,7 @@
 #include "model.h"
 #include "quant.h"
 #include "sampler.h"
+#include "server.h"
 #include "synth.h"
 #include "threadpool.h"
 #include "tokenizer.h"
@@ -755,7 +756,8 @@ static const char USAGE[] =
     "  tokenize    text -> token ids\n"
     "  detokenize  token ids -> text\n"
     "  eval        write the logits of every position of a token sequence\n"
-    "  new         write a random Grok-architecture model (tests, benchmarks)\n";
+    "  new         write a random Grok-architecture model (tests, benchmarks)\n"
+    "  serve       OpenAI/xAI-compatible HTTP API and web chat page\n";
 
 int main(int argc, char **argv) {
     if (argc < 2) {
@@ -775,7 +777,8 @@ int main(int argc, char **argv) {
         const char *name;
         int (*fn)(int, char **);
     } cmds[] = {{"run", cmd_run},   {"info", cmd_info}, {"tokenize", cmd_tokenize}, {"detokenize", cmd_detokenize},
-                {"eval", cmd_eval}, {"new", cmd_new}};
+                {"eval", cmd_eval}, {"new", cmd_new},
+                {"serve", cmd_serve}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(cmd, cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);
     fprintf(stderr, "grok: unknown command '%s'\n%s", cmd, USAGE);

@@ -5,7 +5,8 @@ set -euo pipefail
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(build-essential cmake clang libclang-rt-14-dev python3 python3-numpy sentencepiece)
+pkgs=(build-essential cmake clang libclang-rt-14-dev python3 python3-numpy sentencepiece
+      pkg-config libmicrohttpd-dev libcjson-dev chromium)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

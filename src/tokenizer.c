@@ -662,6 +662,46 @@ static int gguf_special(const GGUFFile *f, const char *key, int n, int def, int 
     return 0;
 }
 
+/* llama.cpp's convert_hf_to_gguf.py types SentencePiece's user-defined
+ * pieces as NORMAL (it only tells unknown/control/unused/byte apart), so a
+ * Grok-1 GGUF made by it would lose what makes digits, newline/tab runs and
+ * <|separator|> etc. whole symbols. When the vocabulary is exactly Grok-1's
+ * (131072 pieces, ids 4..68 holding its 65 user-defined symbols, typed
+ * NORMAL or CONTROL) and nothing is typed USER_DEFINED, restore the type. */
+static void grok1_restore_user_defined(Tokenizer *t) {
+    if (t->n != 131072) return;
+    for (int i = 0; i < t->n; i++)
+        if (t->type[i] == TOKEN_USER_DEFINED) return;
+    for (int id = 4; id <= 68; id++) {
+        char want[24];
+        size_t wl;
+        if (id <= 13) { /* "\n" x 1..10 */
+            wl = (size_t)(id - 3);
+            memset(want, '\n', wl);
+        } else if (id <= 23) { /* digits */
+            want[0] = (char)('0' + id - 14);
+            wl = 1;
+        } else if (id <= 31) { /* "\t" x 1..8 */
+            wl = (size_t)(id - 23);
+            memset(want, '\t', wl);
+        } else if (id <= 46) { /* spaces x 2..16 */
+            wl = (size_t)(id - 30);
+            memset(want, ' ', wl);
+        } else if (id == 47) {
+            wl = 13;
+            memcpy(want, "<|separator|>", wl);
+        } else if (id == 48) {
+            wl = 8;
+            memcpy(want, "<|mask|>", wl);
+        } else {
+            wl = (size_t)snprintf(want, sizeof want, "<|control%d|>", id - 48);
+        }
+        if (t->len[id] != wl || memcmp(piece_ptr(t, id), want, wl) != 0) return;
+        if (t->type[id] != TOKEN_NORMAL && t->type[id] != TOKEN_CONTROL) return;
+    }
+    for (int id = 4; id <= 68; id++) t->type[id] = TOKEN_USER_DEFINED;
+}
+
 Tokenizer *tokenizer_from_gguf(const GGUFFile *f, Error *err) {
     GGUFString model;
     int r = gguf_get_str(f, "tokenizer.ggml.model", &model, err);
@@ -736,6 +776,7 @@ Tokenizer *tokenizer_from_gguf(const GGUFFile *f, Error *err) {
         }
         if (tok_set(t, i, s->data, (size_t)s->len, score, type, err) < 0) goto fail;
     }
+    grok1_restore_user_defined(t);
     if (tok_finish(t, "tokenizer.ggml.tokens", err) < 0) goto fail;
     if (gguf_special(f, "tokenizer.ggml.bos_token_id", n, 1, &t->bos, err) < 0 ||
         gguf_special(f, "tokenizer.ggml.eos_token_id", n, 2, &t->eos, err) < 0 ||

@@ -773,6 +773,60 @@ static void test_gguf_roundtrip(const Tokenizer *t, const Str *cases, int n_case
     gguf_close(f);
 }
 
+/* A Grok-1 GGUF as llama.cpp's converter writes it: user-defined pieces
+ * typed NORMAL. Loading must restore them, so that encoding still matches. */
+static void test_gguf_llamacpp_types(const Tokenizer *t, const Str *cases, int n_cases) {
+    int n = tokenizer_n_vocab(t);
+    const char **toks = xmalloc((size_t)n * sizeof *toks);
+    uint64_t *lens = xmalloc((size_t)n * sizeof *lens);
+    float *scores = xmalloc((size_t)n * sizeof *scores);
+    int32_t *types = xmalloc((size_t)n * sizeof *types);
+    for (int i = 0; i < n; i++) {
+        size_t l;
+        toks[i] = tokenizer_piece(t, i, &l);
+        lens[i] = l;
+        scores[i] = tokenizer_score(t, i);
+        types[i] = tokenizer_type(t, i) == TOKEN_USER_DEFINED ? TOKEN_NORMAL : tokenizer_type(t, i);
+    }
+    Error err = {{0}};
+    GGUFWriter *w = gguf_writer_new();
+    gguf_set_str(w, "general.architecture", "grok");
+    gguf_set_str(w, "tokenizer.ggml.model", "llama");
+    gguf_set_arr_str(w, "tokenizer.ggml.tokens", toks, lens, (uint64_t)n);
+    gguf_set_arr(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, scores, (uint64_t)n);
+    gguf_set_arr(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types, (uint64_t)n);
+    gguf_set_u32(w, "tokenizer.ggml.bos_token_id", 1);
+    gguf_set_u32(w, "tokenizer.ggml.eos_token_id", 2);
+    gguf_set_u32(w, "tokenizer.ggml.unknown_token_id", 3);
+    gguf_set_u32(w, "tokenizer.ggml.padding_token_id", 0);
+    GGUFFile *f = write_and_open(w, "tok_llamacpp", &err);
+    gguf_writer_free(w);
+    CHECK(f != NULL, "open: %s", err.msg);
+    Tokenizer *g = f ? tokenizer_from_gguf(f, &err) : NULL;
+    CHECK(g != NULL, "tokenizer_from_gguf (llama.cpp-style types): %s", err.msg);
+    if (g) {
+        CHECK(tokenizer_type(g, 4) == TOKEN_USER_DEFINED && tokenizer_type(g, 47) == TOKEN_USER_DEFINED &&
+                  tokenizer_type(g, 68) == TOKEN_USER_DEFINED && tokenizer_type(g, 69) == TOKEN_BYTE,
+              "user-defined types restored");
+        int agree = 0;
+        for (int i = 0; i < n_cases; i++) {
+            int *i1 = NULL, *i2 = NULL;
+            int n1 = tokenizer_encode(t, cases[i].s, cases[i].len, false, &i1, &err);
+            int n2 = tokenizer_encode(g, cases[i].s, cases[i].len, false, &i2, &err);
+            if (n1 >= 0 && ids_equal(i1, n1, i2, n2)) agree++;
+            free(i1);
+            free(i2);
+        }
+        CHECK(agree == n_cases, "llama.cpp-style GGUF encodes like the .model: %d/%d", agree, n_cases);
+        tokenizer_free(g);
+    }
+    gguf_close(f);
+    free(toks);
+    free(lens);
+    free(scores);
+    free(types);
+}
+
 /* A GGUF with hand-set tokenizer keys; expects tokenizer_from_gguf to fail
  * with a message containing `needle`. */
 static void gguf_expect_error(const char *model, int n_tok, int n_scores, int n_types, int bos, const char *needle) {
@@ -1227,6 +1281,7 @@ int main(void) {
         test_corpus_vs_spm(t, model_path, cases, n_cases);
         test_corpus_decode(t, model_path, cases, n_cases);
         test_gguf_roundtrip(t, cases, n_cases, "grok-1");
+        test_gguf_llamacpp_types(t, cases, n_cases);
         test_speed(t, cases, n_cases);
     }
     if (cases) {

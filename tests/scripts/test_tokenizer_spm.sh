@@ -20,6 +20,9 @@
 # first two ids ("▁", "0": the digit is a user-defined symbol too, so the
 # "▁" before it stays alone). The script checks those two ids.
 #
+# The text is passed after "--" (`grok tokenize -m MODEL -- TEXT`) so that
+# cases starting with '-' are not taken for options.
+#
 # Environment (from ctest): GROK (the grok binary), GROK_SRC (repo root),
 # GROK_SHARED (the shared folder), GROK_TMP (scratch). Exit 77 = skipped
 # (only when spm_encode is not installed).
@@ -187,7 +190,7 @@ for ((i = 0; i < n_cases; i++)); do
         esac
     done
     want=${want# }
-    got=$("$GROK" tokenize -m "$MODEL" "${texts[i]}" 2>"$WORK/stderr")
+    got=$("$GROK" tokenize -m "$MODEL" -- "${texts[i]}" 2>"$WORK/stderr")
     rc=$?
     got=$(printf '%s' "$got" | tr -s ' \n' '  ')
     got=${got# }

@@ -287,8 +287,11 @@ static size_t user_match(const Tokenizer *t, const char *s, size_t n) {
 }
 
 /* Validates the pieces and builds the lookup structures. `what` names the
- * source in messages. */
-static int tok_finish(Tokenizer *t, const char *what, Error *err) {
+ * source in messages. Strict (SentencePiece's own rules): no empty or
+ * duplicate pieces. Lenient (GGUF, whose converters may pad or repeat
+ * entries): such pieces are kept for decoding but never produced by
+ * encoding (the first of equal pieces wins). */
+static int tok_finish(Tokenizer *t, const char *what, bool strict, Error *err) {
     int trie_cap = 0;
     t->max_merge_len = 0;
     t->has_unused = false;
@@ -296,9 +299,15 @@ static int tok_finish(Tokenizer *t, const char *what, Error *err) {
         int ty = t->type[i];
         if (ty < TOKEN_NORMAL || ty > TOKEN_BYTE)
             return err_set(err, "%s: piece %d has invalid type %d", what, i, ty);
-        if (t->len[i] == 0) return err_set(err, "%s: piece %d is empty", what, i);
+        if (t->len[i] == 0) {
+            if (strict) return err_set(err, "%s: piece %d is empty", what, i);
+            continue;
+        }
         int dup = table_insert(t, i);
-        if (dup >= 0) return err_set(err, "%s: piece %d duplicates piece %d", what, i, dup);
+        if (dup >= 0) {
+            if (strict) return err_set(err, "%s: piece %d duplicates piece %d", what, i, dup);
+            continue;
+        }
         if (ty == TOKEN_BYTE) {
             int b = parse_byte_piece(piece_ptr(t, i), t->len[i]);
             if (b < 0) return err_set(err, "%s: byte piece %d is not of the form <0xXX>", what, i);
@@ -556,7 +565,10 @@ Tokenizer *tokenizer_from_spm_memory(const void *data, size_t size, Error *err) 
     b.p = buf;
     int i = 0;
     while (b.p < b.end) {
-        if (pb_next(&b, &f) < 0) goto fail; /* cannot happen: pass 1 accepted it */
+        if (pb_next(&b, &f) < 0) { /* cannot happen: pass 1 accepted it */
+            err_set(err, "tokenizer.model: malformed protobuf");
+            goto fail;
+        }
         if (f.field != 1) continue;
         const unsigned char *str;
         size_t len;
@@ -566,7 +578,7 @@ Tokenizer *tokenizer_from_spm_memory(const void *data, size_t size, Error *err) 
         if (tok_set(t, i, (const char *)str, len, score, type, err) < 0) goto fail;
         i++;
     }
-    if (tok_finish(t, "tokenizer.model", err) < 0) goto fail;
+    if (tok_finish(t, "tokenizer.model", true, err) < 0) goto fail;
     t->byte_fallback = s.byte_fallback;
     t->add_dummy_prefix = s.add_dummy_prefix;
     t->remove_extra_ws = s.remove_extra_ws;
@@ -777,7 +789,7 @@ Tokenizer *tokenizer_from_gguf(const GGUFFile *f, Error *err) {
         if (tok_set(t, i, s->data, (size_t)s->len, score, type, err) < 0) goto fail;
     }
     grok1_restore_user_defined(t);
-    if (tok_finish(t, "tokenizer.ggml.tokens", err) < 0) goto fail;
+    if (tok_finish(t, "tokenizer.ggml.tokens", false, err) < 0) goto fail;
     if (gguf_special(f, "tokenizer.ggml.bos_token_id", n, 1, &t->bos, err) < 0 ||
         gguf_special(f, "tokenizer.ggml.eos_token_id", n, 2, &t->eos, err) < 0 ||
         gguf_special(f, "tokenizer.ggml.unknown_token_id", n, 0, &t->unk, err) < 0 ||
@@ -970,7 +982,7 @@ Tokenizer *tokenizer_synthetic(int n_vocab, Error *err) {
     }
     /* rebuild the lookup structures from scratch (validates everything) */
     memset(t->table, 0xFF, ((size_t)t->mask + 1) * sizeof *t->table);
-    if (tok_finish(t, "tokenizer_synthetic", err) < 0) goto fail;
+    if (tok_finish(t, "tokenizer_synthetic", true, err) < 0) goto fail;
     t->pad = 0;
     t->bos = 1;
     t->eos = 2;

@@ -864,7 +864,36 @@ static void gguf_expect_error(const char *model, int n_tok, int n_scores, int n_
     gguf_close(f);
 }
 
+/* GGUF vocabularies may repeat or leave empty entries: they load, and the
+ * first of equal pieces is the one encoding produces. */
+static void test_gguf_lenient(void) {
+    Error err = {{0}};
+    GGUFWriter *w = gguf_writer_new();
+    if (!w) return;
+    const char *toks[] = {"<unk>", "<s>", "</s>", "a", "", "a", "\xe2\x96\x81" "a", "\xe2\x96\x81"};
+    gguf_set_str(w, "general.architecture", "grok");
+    gguf_set_str(w, "tokenizer.ggml.model", "llama");
+    gguf_set_arr_str(w, "tokenizer.ggml.tokens", toks, NULL, 8);
+    GGUFFile *f = write_and_open(w, "tok_lenient", &err);
+    gguf_writer_free(w);
+    CHECK(f != NULL, "open: %s", err.msg);
+    Tokenizer *t = f ? tokenizer_from_gguf(f, &err) : NULL;
+    CHECK(t != NULL, "lenient GGUF vocabulary: %s", err.msg);
+    if (t) {
+        CHECK(tokenizer_find(t, "a", 1) == 3, "first duplicate wins");
+        CHECK(tokenizer_unk(t) == 0 && tokenizer_bos(t) == 1 && tokenizer_eos(t) == 2 && tokenizer_pad(t) == -1,
+              "llama.cpp SPM defaults for the special ids");
+        int *ids = NULL;
+        int n = tokenizer_encode(t, "a a", 3, false, &ids, &err);
+        CHECK(n == 2 && ids[0] == 6 && ids[1] == 6, "encode with the lenient vocabulary (%d)", n);
+        free(ids);
+    }
+    tokenizer_free(t);
+    gguf_close(f);
+}
+
 static void test_gguf_errors(void) {
+    test_gguf_lenient();
     gguf_expect_error("gpt2", 5, 5, 5, -1, "not supported yet");
     gguf_expect_error("bert", 5, 5, 5, -1, "bert");
     gguf_expect_error(NULL, 5, 5, 5, -1, "tokenizer.ggml.model");

@@ -12,7 +12,7 @@
  *     step it admits queued jobs into free slots (picking the slot whose
  *     cached tokens share the longest prefix with the prompt), builds one
  *     Batch with the next token of every decoding slot plus a chunk of at
- *     most PREFILL_CHUNK prompt tokens of slots still prefilling, runs
+ *     most --prefill-chunk prompt tokens of slots still prefilling, runs
  *     forward(), samples one token per slot that wants one, and appends the
  *     text to the jobs. A slot's KV cache is reused from position 0 (or from
  *     the end of the shared prefix) by the next job: it is simply
@@ -57,7 +57,7 @@
 #define MAX_STOPS 8            /* user stop strings per request */
 #define MAX_STOP_LEN 256       /* bytes per stop string */
 #define MAX_TOP_LOGPROBS 20
-#define PREFILL_CHUNK 256      /* prompt tokens per engine step, over all slots */
+#define PREFILL_CHUNK 256      /* default prompt tokens per engine step, over all slots */
 #define WAIT_POLL_MS 100       /* how often a waiting connection looks at its socket */
 #define RATE_BUCKETS 16        /* per-second buckets for the tok/s gauges */
 #define RATE_WINDOW 10         /* seconds the tok/s gauges average over */
@@ -130,11 +130,12 @@ typedef struct {
 typedef struct Job {
     /* set by the connection thread before queueing, then read-only */
     int kind;
-    bool stream, include_usage, echo;
+    bool stream, include_usage, echo, ignore_eos;
     int logprobs;          /* -1: none; else how many top alternatives (0..20) */
     int *prompt;
     int n_prompt;
     int max_tokens;
+    int stop_token;        /* a token that ends the reply like EOS (the template's separator), -1 if none */
     char id[48];
     long long created;
     double t_queued;
@@ -186,6 +187,7 @@ typedef struct Server {
     int n_threads;
     int kv_type;
     int max_queue;
+    int chunk;               /* prompt tokens per engine step */
     size_t max_body;
     const char *api_key;
     const char *alias;
@@ -196,6 +198,7 @@ typedef struct Server {
     Context *ctx;
     ChatTemplate tmpl;
     int n_vocab, eos;
+    int sep_token;           /* the chat template's stop string as one token, or -1 */
     char model_id[160];
     char file_id[160];       /* file name, also accepted as a model id */
     char file_id_noext[160];
@@ -413,10 +416,11 @@ static void engine_token(Server *s, Slot *sl, float *lg) {
     const char *finish = NULL, *emit;
     size_t emit_len;
     char piece[256];
-    bool oom = false, hit = false;
+    bool oom = false, hit = false, eot = false;
     sl->scratch.len = 0;
-    if (tok == s->eos) {
+    if ((tok == s->eos && !j->ignore_eos) || tok == j->stop_token) { /* end of text: not part of the reply */
         finish = "stop";
+        eot = true;
     } else {
         if (j->logprobs >= 0) {
             logprob_entry(s, sl->raw, tok, j->logprobs, &lpe);
@@ -446,7 +450,7 @@ static void engine_token(Server *s, Slot *sl, float *lg) {
     sl->scratch.len = w;
     const double now = time_now();
     pthread_mutex_lock(&s->mu);
-    if (tok != s->eos) {
+    if (!eot) {
         j->completion_tokens++;
         s->gen_tokens++;
         rate_add(&s->gen_rate, now, 1);
@@ -493,7 +497,7 @@ static void engine_step(Server *s) {
         nb++;
     }
     const int n_decode = nb;
-    int budget = PREFILL_CHUNK;
+    int budget = s->chunk;
     for (int k = 0; k < s->n_slots && budget > 0; k++) {
         const int i = (s->rr + k) % s->n_slots;
         Slot *sl = &s->slots[i];
@@ -776,7 +780,7 @@ typedef struct {
     SamplerParams sp;
     bool seed_given;
     int max_tokens;           /* -1: not given */
-    bool stream, include_usage, echo;
+    bool stream, include_usage, echo, ignore_eos;
     int logprobs;             /* -1: none */
     const char *stops[MAX_STOPS];
     int n_stops;
@@ -853,6 +857,7 @@ static int parse_gen(Server *s, const cJSON *root, bool chat, GenOpts *g, ApiErr
     if ((r = get_number(root, "n", 1, 128, true, &x, e)) < 0) return -1;
     if (r && x != 1) return api_err(e, 400, "unsupported_value", "n", "Invalid 'n': only n = 1 is supported");
     if (get_bool(root, "stream", &g->stream, e) < 0) return -1;
+    if (get_bool(root, "ignore_eos", &g->ignore_eos, e) < 0) return -1;
     cJSON *so = field(root, "stream_options");
     if (so) {
         if (!cJSON_IsObject(so))
@@ -946,6 +951,8 @@ static Job *make_job(Server *s, int kind, const GenOpts *g, int *ids, int n, con
     j->stream = g->stream;
     j->include_usage = g->include_usage;
     j->echo = g->echo;
+    j->ignore_eos = g->ignore_eos;
+    j->stop_token = kind == KIND_CHAT ? s->sep_token : -1;
     j->logprobs = g->logprobs;
     j->max_tokens = g->max_tokens >= 0 ? g->max_tokens : s->n_ctx;
     j->created = (long long)time(NULL);
@@ -975,13 +982,13 @@ static Job *make_job(Server *s, int kind, const GenOpts *g, int *ids, int n, con
 static const char *const CHAT_FIELDS[] = {
     "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "min_p", "seed",
     "stop", "stream", "stream_options", "presence_penalty", "frequency_penalty", "repeat_penalty", "logprobs",
-    "top_logprobs", "n", "user", "store", "metadata", "service_tier", "parallel_tool_calls", "response_format",
+    "top_logprobs", "n", "user", "ignore_eos", "store", "metadata", "service_tier", "parallel_tool_calls", "response_format",
     "logit_bias", "modalities", NULL};
 
 static const char *const COMPLETION_FIELDS[] = {
     "model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "stream",
     "stream_options", "presence_penalty", "frequency_penalty", "repeat_penalty", "logprobs", "echo", "n",
-    "best_of", "user", "logit_bias", NULL};
+    "best_of", "user", "logit_bias", "ignore_eos", NULL};
 
 /* Text of one message's content: a string or an array of text parts
  * (malloc'd). */
@@ -1930,6 +1937,7 @@ static const char SERVE_USAGE[] =
     "  --kv f16|f32            KV cache type (default f16)\n"
     "  --max-body BYTES        largest request body (default 4194304)\n"
     "  --max-queue N           most requests waiting for a slot (default 1024)\n"
+    "  --prefill-chunk N       prompt tokens per step, between decode steps (default 256)\n"
     "  -v, --verbose           log each request\n";
 
 static int parse_int(const char *flag, const char *v, long lo, long hi, long *out) {
@@ -1979,7 +1987,7 @@ static int server_init(Server *s, Error *err) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     s->rng = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ ((uint64_t)getpid() << 40);
-    const size_t S = (size_t)s->n_slots, nb = S + PREFILL_CHUNK;
+    const size_t S = (size_t)s->n_slots, nb = S + (size_t)s->chunk;
     s->slots = calloc(S, sizeof *s->slots);
     s->b_tok = malloc(nb * sizeof(int));
     s->b_pos = malloc(nb * sizeof(int));
@@ -2025,6 +2033,7 @@ int cmd_serve(int argc, char **argv) {
     s->n_slots = 4;
     s->kv_type = GGML_TYPE_F16;
     s->max_queue = 1024;
+    s->chunk = PREFILL_CHUNK;
     s->max_body = 4u << 20;
     s->api_key = getenv("GROK_API_KEY");
     if (s->api_key && !s->api_key[0]) s->api_key = NULL;
@@ -2070,6 +2079,10 @@ int cmd_serve(int argc, char **argv) {
             NEED();
             if (parse_int(f, v, 1024, 1L << 30, &x)) return 2;
             s->max_body = (size_t)x;
+        } else if (FLAG("--prefill-chunk", NULL)) {
+            NEED();
+            if (parse_int(f, v, 1, 1 << 16, &x)) return 2;
+            s->chunk = (int)x;
         } else if (FLAG("--max-queue", NULL)) {
             NEED();
             if (parse_int(f, v, 1, 1 << 20, &x)) return 2;
@@ -2132,6 +2145,8 @@ int cmd_serve(int argc, char **argv) {
         goto out;
     }
     s->tmpl = tmpl >= 0 ? (ChatTemplate)tmpl : chat_template_detect(s->m->file);
+    const char *sep = chat_stop_string(s->tmpl);
+    s->sep_token = tokenizer_find(s->tok, sep, strlen(sep));
     if (s->n_ctx > s->m->cfg.n_ctx_train)
         fprintf(stderr, "grok serve: warning: --ctx %d exceeds the model's trained context %d\n", s->n_ctx,
                 s->m->cfg.n_ctx_train);

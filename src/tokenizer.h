@@ -56,7 +56,8 @@ int tokenizer_find(const Tokenizer *t, const char *piece, size_t len);
 int tokenizer_to_gguf(const Tokenizer *t, GGUFWriter *w, Error *err);
 
 /* Encodes text (any bytes; invalid UTF-8 is handled like spm_encode does:
- * each invalid byte goes through byte fallback). Adds BOS first if add_bos.
+ * each invalid byte becomes U+FFFD, which is then an ordinary character).
+ * Adds BOS first if add_bos.
  * *ids_out is malloc'd (caller frees); returns the count, or -1. */
 int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, bool add_bos, int **ids_out,
                      Error *err);

@@ -13,6 +13,7 @@
 #include "gguf.h"
 #include "model.h"
 #include "quant.h"
+#include "quantize.h"
 #include "sampler.h"
 #include "server.h"
 #include "synth.h"
@@ -552,6 +553,24 @@ static int cmd_info(int argc, char **argv) {
     printf("  attn softcap      %g\n  router softcap    %s%g\n  final softcap     %g\n", (double)c->attn_softcap,
            c->router_softcap > 0 ? "" : "off (Grok-1 reference has none) ", (double)c->router_softcap,
            (double)c->final_softcap);
+    if (c->n_ff_dense) { /* Grok-2: where grok.c follows the reference (SGLang) and llama.cpp does not */
+        printf("  Grok-2 behaviours (reference = SGLang; llama.cpp v0.5.0 differs where noted):\n");
+        printf("    router cap      %s\n", c->router_softcap > 0 ? "on, c*tanh(logit/c) before the softmax "
+                                                                   "(llama.cpp reads the key but skips it)"
+                                                                 : "off (grok.router_logit_softcapping = 0)");
+        if (c->attn_temp_len > 0)
+            printf("    attn temperature on, logits * log2(pos)/log2(%d) at positions > %d (llama.cpp skips it)\n",
+                   c->attn_temp_len, c->attn_temp_len);
+        else
+            printf("    attn temperature off (no grok.attention.temperature_length)\n");
+        printf("    expert gates    top-%d softmax probabilities, not renormalised (llama.cpp renormalises;\n"
+               "                    with the dense MLP beside the MoE that changes the output)\n",
+               c->n_expert_used);
+        printf("    rope            plain NeoX, base %.9g%s\n", (double)c->rope_base,
+               gguf_find_kv(f, "grok.rope.scaling.type") ? "; rope.scaling (YaRN) keys ignored as SGLang does "
+                                                          "(llama.cpp applies YaRN)"
+                                                        : "");
+    }
     printf("  output            %s\n", m->tied_output ? "tied to token_embd" : "separate output.weight");
     printf("  parameters        %.3f M total, %.3f M active per token\n", total / 1e6, active / 1e6);
     model_free(m);
@@ -705,14 +724,20 @@ static const char NEW_USAGE[] =
     "usage: grok new OUT.gguf --embd E --layers L --heads H --kv-heads K --ff F --experts X\n"
     "                --experts-used U --ctx C (--vocab V | --tokenizer tokenizer.model)\n"
     "                [--seed S] [--type f32|f16|bf16|q8_0] [--untied] [--fused-qkv]\n"
+    "                [--grok2 [--dense-ff D] [--temp-len N] [--router-cap C] [--final-cap C]]\n"
     "Writes a Grok-architecture GGUF with random weights, deterministic for a seed,\n"
     "loadable by llama.cpp. Norms and the router are always f32. Defaults: the small\n"
-    "benchmark model (E 512, L 4, H 8, K 2, F 1024, X 8, U 2, C 4096, V 4096, f32).\n";
+    "benchmark model (E 512, L 4, H 8, K 2, F 1024, X 8, U 2, C 4096, V 4096, f32).\n"
+    "--grok2 writes the Grok-2 layout: shared dense MLP of width D (default 2F),\n"
+    "output.weight, router cap C (30), final-logit cap C (50), attention temperature\n"
+    "length N (1024; 0 = no key), RoPE base 208533496, logit scale 0.5.\n";
 
 static int cmd_new(int argc, char **argv) {
     Args a = {"new", argc, 0, argv, 0};
     const char *out = NULL, *tok_path = NULL, *type_s = "f32";
     int E = 512, L = 4, H = 8, K = 2, F = 1024, X = 8, U = 2, C = 4096, V = 4096, untied = 0, fused = 0;
+    int grok2 = 0, dense_ff = 0, temp_len = 1024;
+    double router_cap = 30.0, final_cap = 50.0;
     uint64_t seed = 1;
     for (a.i = 1; a.i < argc && !a.bad; a.i++) {
         if (is_flag(&a, "-h", "--help")) {
@@ -732,6 +757,11 @@ static int cmd_new(int argc, char **argv) {
         else if (is_flag(&a, "--type", NULL)) type_s = arg_value(&a);
         else if (is_flag(&a, "--untied", NULL)) untied = 1;
         else if (is_flag(&a, "--fused-qkv", NULL)) fused = 1;
+        else if (is_flag(&a, "--grok2", NULL)) grok2 = 1;
+        else if (is_flag(&a, "--dense-ff", NULL)) dense_ff = (int)arg_int(&a, 1, 1 << 20);
+        else if (is_flag(&a, "--temp-len", NULL)) temp_len = (int)arg_int(&a, 0, 1 << 24);
+        else if (is_flag(&a, "--router-cap", NULL)) router_cap = arg_float(&a, 0, 1e6);
+        else if (is_flag(&a, "--final-cap", NULL)) final_cap = arg_float(&a, 0, 1e6);
         else if (a.argv[a.i][0] == '-') unknown_flag(&a);
         else if (!out) out = a.argv[a.i];
         else unknown_flag(&a);
@@ -742,7 +772,13 @@ static int cmd_new(int argc, char **argv) {
     if (type < 0) return fail("new", "--type must be f32, f16, bf16 or q8_0");
     SynthParams sp = {E, L, H, K, F, X, U, C, V, (uint32_t)type, untied, fused, seed, tok_path};
     Error err = {{0}};
-    if (synth_write_model(&sp, out, &err)) return fail("new", err.msg);
+    SynthGrok2 g2;
+    synth_grok2_defaults(&g2, &sp);
+    if (dense_ff) g2.n_ff_dense = dense_ff;
+    g2.attn_temp_len = temp_len;
+    g2.router_softcap = (float)router_cap;
+    g2.final_softcap = (float)final_cap;
+    if (synth_write_model_ex(&sp, grok2 ? &g2 : NULL, out, &err)) return fail("new", err.msg);
     return 0;
 }
 
@@ -757,7 +793,8 @@ static const char USAGE[] =
     "  detokenize  token ids -> text\n"
     "  eval        write the logits of every position of a token sequence\n"
     "  new         write a random Grok-architecture model (tests, benchmarks)\n"
-    "  serve       OpenAI/xAI-compatible HTTP API and web chat page\n";
+    "  serve       OpenAI/xAI-compatible HTTP API and web chat page\n"
+    "  quantize    convert a model's weights to another type (q8_0, q4_K, Q4_K_M, ...)\n";
 
 int main(int argc, char **argv) {
     if (argc < 2) {
@@ -778,7 +815,7 @@ int main(int argc, char **argv) {
         int (*fn)(int, char **);
     } cmds[] = {{"run", cmd_run},   {"info", cmd_info}, {"tokenize", cmd_tokenize}, {"detokenize", cmd_detokenize},
                 {"eval", cmd_eval}, {"new", cmd_new},
-                {"serve", cmd_serve}};
+                {"serve", cmd_serve},   {"quantize", cmd_quantize}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(cmd, cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);
     fprintf(stderr, "grok: unknown command '%s'\n%s", cmd, USAGE);

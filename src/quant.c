@@ -1,10 +1,30 @@
-/* quant.c - see quant.h. Scalar code is the reference; the AVX2 paths are
- * compiled with target attributes and chosen at run time, so one binary runs
- * on any x86-64 CPU. */
+/* quant.c - see quant.h.
+ *
+ * Layout of this file:
+ *   1. type table, fp16/bf16
+ *   2. dequantization, written from the block definitions (quant.h)
+ *   3. activation quantizers (ggml's reference rounding) and the weight
+ *      quantizers (grok.c's own least-squares search, documented there)
+ *   4. "canonical" integer forms: every quantized weight row is unpacked,
+ *      a chunk at a time, into one of two integer layouts (CanonA for the
+ *      32-value block types, CanonK for the K-quants) which the shared SIMD
+ *      kernels consume. Unpacking costs a few operations per value and is
+ *      done once per row per call, so a prompt's tokens all reuse it.
+ *   5. scalar reference dot products
+ *   6. AVX2 and AVX-512 code (target attributes; chosen at run time)
+ *   7. the matrix driver, vec_dot, vec_mad.
+ *
+ * Reduction order: for the quantized types every (row, token) pair is
+ * computed by the same sequence of operations whatever the tile it falls
+ * in, and partial sums are reduced every CHUNK values in a fixed pattern,
+ * so vec_dot and matmul_rows agree bit for bit at a given SIMD level. The
+ * integer parts are exact at every level; levels differ only in how the
+ * float block scales are summed. */
 #include "quant.h"
 
 #include <math.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -14,22 +34,35 @@
 #include <immintrin.h>
 #endif
 
-/* ---- type table ------------------------------------------------------- */
+_Static_assert(sizeof(BlockQ8_0) == 34, "q8_0 layout");
+_Static_assert(sizeof(BlockQ4_0) == 18, "q4_0 layout");
+_Static_assert(sizeof(BlockQ4_1) == 20, "q4_1 layout");
+_Static_assert(sizeof(BlockQ5_0) == 22, "q5_0 layout");
+_Static_assert(sizeof(BlockQ5_1) == 24, "q5_1 layout");
+_Static_assert(sizeof(BlockQ8_1) == 36, "q8_1 layout");
+_Static_assert(sizeof(BlockQ2_K) == 84, "q2_K layout");
+_Static_assert(sizeof(BlockQ3_K) == 110, "q3_K layout");
+_Static_assert(sizeof(BlockQ4_K) == 144, "q4_K layout");
+_Static_assert(sizeof(BlockQ5_K) == 176, "q5_K layout");
+_Static_assert(sizeof(BlockQ6_K) == 210, "q6_K layout");
+_Static_assert(sizeof(BlockQ8_K) == 292, "q8_K layout");
+
+/* ---- 1. type table ----------------------------------------------------- */
 
 static const TypeInfo TYPES[GGML_TYPE_COUNT] = {
     [GGML_TYPE_F32] = {"f32", 1, 4, true},
     [GGML_TYPE_F16] = {"f16", 1, 2, true},
-    [GGML_TYPE_Q4_0] = {"q4_0", 32, 18, false},
-    [GGML_TYPE_Q4_1] = {"q4_1", 32, 20, false},
-    [GGML_TYPE_Q5_0] = {"q5_0", 32, 22, false},
-    [GGML_TYPE_Q5_1] = {"q5_1", 32, 24, false},
+    [GGML_TYPE_Q4_0] = {"q4_0", 32, 18, true},
+    [GGML_TYPE_Q4_1] = {"q4_1", 32, 20, true},
+    [GGML_TYPE_Q5_0] = {"q5_0", 32, 22, true},
+    [GGML_TYPE_Q5_1] = {"q5_1", 32, 24, true},
     [GGML_TYPE_Q8_0] = {"q8_0", 32, 34, true},
     [GGML_TYPE_Q8_1] = {"q8_1", 32, 36, false},
-    [GGML_TYPE_Q2_K] = {"q2_K", 256, 84, false},
-    [GGML_TYPE_Q3_K] = {"q3_K", 256, 110, false},
-    [GGML_TYPE_Q4_K] = {"q4_K", 256, 144, false},
-    [GGML_TYPE_Q5_K] = {"q5_K", 256, 176, false},
-    [GGML_TYPE_Q6_K] = {"q6_K", 256, 210, false},
+    [GGML_TYPE_Q2_K] = {"q2_K", 256, 84, true},
+    [GGML_TYPE_Q3_K] = {"q3_K", 256, 110, true},
+    [GGML_TYPE_Q4_K] = {"q4_K", 256, 144, true},
+    [GGML_TYPE_Q5_K] = {"q5_K", 256, 176, true},
+    [GGML_TYPE_Q6_K] = {"q6_K", 256, 210, true},
     [GGML_TYPE_Q8_K] = {"q8_K", 256, 292, false},
     [GGML_TYPE_I8] = {"i8", 1, 1, false},
     [GGML_TYPE_I16] = {"i16", 1, 2, false},
@@ -56,7 +89,13 @@ size_t type_row_size(uint32_t type, int64_t n) {
     return (size_t)(n / ti->block_size) * ti->type_size;
 }
 
-/* ---- scalar conversions ------------------------------------------------ */
+static bool is_k_type(uint32_t t) { return t >= GGML_TYPE_Q2_K && t <= GGML_TYPE_Q6_K; }
+static bool is_a_type(uint32_t t) {
+    return t == GGML_TYPE_Q4_0 || t == GGML_TYPE_Q4_1 || t == GGML_TYPE_Q5_0 || t == GGML_TYPE_Q5_1 ||
+           t == GGML_TYPE_Q8_0;
+}
+
+/* ---- fp16 / bf16 ------------------------------------------------------- */
 
 static inline float f32_from_bits(uint32_t u) {
     float f;
@@ -109,84 +148,759 @@ uint16_t f32_to_bf16(float f) {
     return (uint16_t)(x >> 16);
 }
 
-/* ---- rows ------------------------------------------------------------- */
+#define H2F(h) fp16_to_f32(h)
+
+/* ---- 2. dequantization ------------------------------------------------- */
+
+/* The 6-bit (scale, min) of sub-block j of a Q4_K / Q5_K super-block. */
+static inline void k4_scale_min(const uint8_t *s, int j, int *sc, int *m) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
+        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+/* The 6-bit stored scale (0..63, meaning scale - 32) of sub-block j of Q3_K. */
+static inline int k3_scale(const uint8_t *s, int j) {
+    int lo = j < 8 ? (s[j] & 0xF) : (s[j - 8] >> 4);
+    int hi = (s[8 + (j & 3)] >> (2 * (j >> 2))) & 3;
+    return lo | (hi << 4);
+}
+
+static void dequant_q4_0(const BlockQ4_0 *b, float *y) {
+    const float d = H2F(b->d);
+    for (int j = 0; j < 16; j++) {
+        y[j] = (float)((b->qs[j] & 0xF) - 8) * d;
+        y[j + 16] = (float)((b->qs[j] >> 4) - 8) * d;
+    }
+}
+
+static void dequant_q4_1(const BlockQ4_1 *b, float *y) {
+    const float d = H2F(b->d), m = H2F(b->m);
+    for (int j = 0; j < 16; j++) {
+        y[j] = (float)(b->qs[j] & 0xF) * d + m;
+        y[j + 16] = (float)(b->qs[j] >> 4) * d + m;
+    }
+}
+
+static inline uint32_t load_u32le(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void dequant_q5_0(const BlockQ5_0 *b, float *y) {
+    const float d = H2F(b->d);
+    const uint32_t qh = load_u32le(b->qh);
+    for (int j = 0; j < 16; j++) {
+        int x0 = (int)((b->qs[j] & 0xF) | (((qh >> j) & 1) << 4)) - 16;
+        int x1 = (int)((b->qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - 16;
+        y[j] = (float)x0 * d;
+        y[j + 16] = (float)x1 * d;
+    }
+}
+
+static void dequant_q5_1(const BlockQ5_1 *b, float *y) {
+    const float d = H2F(b->d), m = H2F(b->m);
+    const uint32_t qh = load_u32le(b->qh);
+    for (int j = 0; j < 16; j++) {
+        int x0 = (int)((b->qs[j] & 0xF) | (((qh >> j) & 1) << 4));
+        int x1 = (int)((b->qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4));
+        y[j] = (float)x0 * d + m;
+        y[j + 16] = (float)x1 * d + m;
+    }
+}
+
+static void dequant_q8_0(const BlockQ8_0 *b, float *y) {
+    const float d = H2F(b->d);
+    for (int j = 0; j < 32; j++) y[j] = (float)b->qs[j] * d;
+}
+
+static void dequant_q8_1(const BlockQ8_1 *b, float *y) {
+    const float d = H2F(b->d);
+    for (int j = 0; j < 32; j++) y[j] = (float)b->qs[j] * d;
+}
+
+static void dequant_q2_K(const BlockQ2_K *b, float *y) {
+    const float d = H2F(b->d), dmin = H2F(b->dmin);
+    for (int n = 0; n < 2; n++)
+        for (int k = 0; k < 4; k++)
+            for (int h = 0; h < 2; h++) {
+                const uint8_t sc = b->scales[8 * n + 2 * k + h];
+                const float dl = d * (float)(sc & 0xF), ml = dmin * (float)(sc >> 4);
+                for (int l = 16 * h; l < 16 * h + 16; l++)
+                    y[128 * n + 32 * k + l] = dl * (float)((b->qs[32 * n + l] >> (2 * k)) & 3) - ml;
+            }
+}
+
+static void dequant_q3_K(const BlockQ3_K *b, float *y) {
+    const float d = H2F(b->d);
+    for (int n = 0; n < 2; n++)
+        for (int k = 0; k < 4; k++)
+            for (int h = 0; h < 2; h++) {
+                const float dl = d * (float)(k3_scale(b->scales, 8 * n + 2 * k + h) - 32);
+                for (int l = 16 * h; l < 16 * h + 16; l++) {
+                    int q = (b->qs[32 * n + l] >> (2 * k)) & 3;
+                    if (!((b->hmask[l] >> (4 * n + k)) & 1)) q -= 4;
+                    y[128 * n + 32 * k + l] = dl * (float)q;
+                }
+            }
+}
+
+static void dequant_q4_K(const BlockQ4_K *b, float *y) {
+    const float d = H2F(b->d), dmin = H2F(b->dmin);
+    for (int c = 0; c < 4; c++) {
+        int sc, m;
+        k4_scale_min(b->scales, 2 * c, &sc, &m);
+        const float d1 = d * (float)sc, m1 = dmin * (float)m;
+        k4_scale_min(b->scales, 2 * c + 1, &sc, &m);
+        const float d2 = d * (float)sc, m2 = dmin * (float)m;
+        const uint8_t *q = b->qs + 32 * c;
+        for (int l = 0; l < 32; l++) y[64 * c + l] = d1 * (float)(q[l] & 0xF) - m1;
+        for (int l = 0; l < 32; l++) y[64 * c + 32 + l] = d2 * (float)(q[l] >> 4) - m2;
+    }
+}
+
+static void dequant_q5_K(const BlockQ5_K *b, float *y) {
+    const float d = H2F(b->d), dmin = H2F(b->dmin);
+    for (int c = 0; c < 4; c++) {
+        int sc, m;
+        k4_scale_min(b->scales, 2 * c, &sc, &m);
+        const float d1 = d * (float)sc, m1 = dmin * (float)m;
+        k4_scale_min(b->scales, 2 * c + 1, &sc, &m);
+        const float d2 = d * (float)sc, m2 = dmin * (float)m;
+        const uint8_t *q = b->qs + 32 * c;
+        for (int l = 0; l < 32; l++)
+            y[64 * c + l] = d1 * (float)((q[l] & 0xF) + (((b->qh[l] >> (2 * c)) & 1) << 4)) - m1;
+        for (int l = 0; l < 32; l++)
+            y[64 * c + 32 + l] = d2 * (float)((q[l] >> 4) + (((b->qh[l] >> (2 * c + 1)) & 1) << 4)) - m2;
+    }
+}
+
+/* The 6-bit level (0..63) of value v of a Q6_K super-block. */
+static inline int q6_level(const BlockQ6_K *b, int v) {
+    const int n = v >> 7, k = (v >> 5) & 3, l = v & 31;
+    const uint8_t lo = b->ql[64 * n + l + 32 * (k & 1)];
+    const int low = (k >> 1) ? (lo >> 4) : (lo & 0xF);
+    return low | (((b->qh[32 * n + l] >> (2 * k)) & 3) << 4);
+}
+
+static void dequant_q6_K(const BlockQ6_K *b, float *y) {
+    const float d = H2F(b->d);
+    for (int v = 0; v < QK_K; v++) y[v] = d * (float)b->scales[v >> 4] * (float)(q6_level(b, v) - 32);
+}
+
+static void dequant_q8_K(const BlockQ8_K *b, float *y) {
+    for (int j = 0; j < QK_K; j++) y[j] = b->d * (float)b->qs[j];
+}
 
 void dequantize_row(uint32_t type, const void *src, float *dst, int64_t n) {
+    const uint8_t *p = src;
+    const TypeInfo *ti = type_info(type);
     switch (type) {
-    case GGML_TYPE_F32: memcpy(dst, src, (size_t)n * sizeof(float)); break;
-    case GGML_TYPE_F16: {
-        const uint8_t *p = src;
-        for (int64_t i = 0; i < n; i++) {
-            uint16_t h;
-            memcpy(&h, p + 2 * i, 2);
-            dst[i] = fp16_to_f32(h);
-        }
-        break;
-    }
-    case GGML_TYPE_BF16: {
-        const uint8_t *p = src;
-        for (int64_t i = 0; i < n; i++) {
-            uint16_t h;
-            memcpy(&h, p + 2 * i, 2);
-            dst[i] = bf16_to_f32(h);
-        }
-        break;
-    }
-    case GGML_TYPE_Q8_0: {
-        const uint8_t *p = src;
-        for (int64_t b = 0; b < n / QK8_0; b++, p += sizeof(BlockQ8_0)) {
-            uint16_t dh;
-            memcpy(&dh, p, 2);
-            float d = fp16_to_f32(dh);
-            const int8_t *qs = (const int8_t *)(p + 2);
-            for (int j = 0; j < QK8_0; j++) dst[b * QK8_0 + j] = d * (float)qs[j];
-        }
-        break;
-    }
-    default: memset(dst, 0, (size_t)n * sizeof(float)); break; /* callers check type_info()->compute */
-    }
-}
-
-static void quantize_row_q8_0(const float *x, void *dst, int64_t n) {
-    uint8_t *p = dst;
-    for (int64_t b = 0; b < n / QK8_0; b++, p += sizeof(BlockQ8_0)) {
-        const float *xb = x + b * QK8_0;
-        float amax = 0.0f;
-        for (int j = 0; j < QK8_0; j++) amax = fmaxf(amax, fabsf(xb[j]));
-        const float d = amax / 127.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        uint16_t dh = f32_to_fp16(d);
-        memcpy(p, &dh, 2);
-        int8_t *qs = (int8_t *)(p + 2);
-        for (int j = 0; j < QK8_0; j++) qs[j] = (int8_t)roundf(xb[j] * id);
-    }
-}
-
-int quantize_row(uint32_t type, const float *src, void *dst, int64_t n) {
-    switch (type) {
-    case GGML_TYPE_F32: memcpy(dst, src, (size_t)n * sizeof(float)); return 0;
+    case GGML_TYPE_F32: memcpy(dst, src, (size_t)n * sizeof(float)); return;
     case GGML_TYPE_F16:
-        for (int64_t i = 0; i < n; i++) {
-            uint16_t h = f32_to_fp16(src[i]);
-            memcpy((uint8_t *)dst + 2 * i, &h, 2);
-        }
-        return 0;
     case GGML_TYPE_BF16:
         for (int64_t i = 0; i < n; i++) {
-            uint16_t h = f32_to_bf16(src[i]);
-            memcpy((uint8_t *)dst + 2 * i, &h, 2);
+            uint16_t h;
+            memcpy(&h, p + 2 * i, 2);
+            dst[i] = type == GGML_TYPE_F16 ? fp16_to_f32(h) : bf16_to_f32(h);
         }
-        return 0;
-    case GGML_TYPE_Q8_0: quantize_row_q8_0(src, dst, n); return 0;
-    default: return -1;
+        return;
+    default: break;
+    }
+    if (!ti || ti->block_size <= 1) {
+        memset(dst, 0, (size_t)n * sizeof(float));
+        return;
+    }
+    const int64_t bs = ti->block_size, nb = n / bs;
+    for (int64_t b = 0; b < nb; b++, p += ti->type_size) {
+        float *y = dst + b * bs;
+        switch (type) {
+        case GGML_TYPE_Q4_0: dequant_q4_0((const BlockQ4_0 *)p, y); break;
+        case GGML_TYPE_Q4_1: dequant_q4_1((const BlockQ4_1 *)p, y); break;
+        case GGML_TYPE_Q5_0: dequant_q5_0((const BlockQ5_0 *)p, y); break;
+        case GGML_TYPE_Q5_1: dequant_q5_1((const BlockQ5_1 *)p, y); break;
+        case GGML_TYPE_Q8_0: dequant_q8_0((const BlockQ8_0 *)p, y); break;
+        case GGML_TYPE_Q8_1: dequant_q8_1((const BlockQ8_1 *)p, y); break;
+        case GGML_TYPE_Q2_K: dequant_q2_K((const BlockQ2_K *)p, y); break;
+        case GGML_TYPE_Q3_K: dequant_q3_K((const BlockQ3_K *)p, y); break;
+        case GGML_TYPE_Q4_K: dequant_q4_K((const BlockQ4_K *)p, y); break;
+        case GGML_TYPE_Q5_K: dequant_q5_K((const BlockQ5_K *)p, y); break;
+        case GGML_TYPE_Q6_K: dequant_q6_K((const BlockQ6_K *)p, y); break;
+        case GGML_TYPE_Q8_K: dequant_q8_K((const BlockQ8_K *)p, y); break;
+        default: memset(y, 0, (size_t)bs * sizeof(float)); break;
+        }
     }
 }
 
-uint32_t vec_dot_type(uint32_t weight_type) {
-    return weight_type == GGML_TYPE_Q8_0 ? GGML_TYPE_Q8_0 : GGML_TYPE_F32;
+/* ---- 3. quantization --------------------------------------------------- */
+
+/* Rounds v to the nearest integer (ties to even) after clamping it to
+ * [lo, hi]; NaN gives lo. Never converts an out-of-range float. */
+static inline int qround(float v, int lo, int hi) {
+    v = fmaxf(v, (float)lo); /* fmaxf(NaN, lo) == lo */
+    v = fminf(v, (float)hi);
+    return (int)lrintf(v);
 }
 
-/* ---- scalar dot products (the reference for the SIMD paths) ------------ */
+static inline void store_h(uint16_t *dst, float v) { *dst = f32_to_fp16(v); }
+
+/* -- activations: ggml's reference rounding, so logits agree with llama.cpp */
+
+static void quantize_q8_0_scalar(const float *x, BlockQ8_0 *y, int64_t nb) {
+    for (int64_t b = 0; b < nb; b++, x += QK8_0) {
+        float amax = 0.0f;
+        for (int j = 0; j < QK8_0; j++) amax = fmaxf(amax, fabsf(x[j]));
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        store_h(&y[b].d, d);
+        for (int j = 0; j < QK8_0; j++) y[b].qs[j] = (int8_t)roundf(x[j] * id);
+    }
+}
+
+static void quantize_q8_1_scalar(const float *x, BlockQ8_1 *y, int64_t nb) {
+    for (int64_t b = 0; b < nb; b++, x += QK8_0) {
+        float amax = 0.0f;
+        for (int j = 0; j < QK8_0; j++) amax = fmaxf(amax, fabsf(x[j]));
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        int sum = 0;
+        for (int j = 0; j < QK8_0; j++) {
+            y[b].qs[j] = (int8_t)roundf(x[j] * id);
+            sum += y[b].qs[j];
+        }
+        store_h(&y[b].d, d);
+        store_h(&y[b].s, (float)sum * d);
+    }
+}
+
+static void quantize_q8_K_scalar(const float *x, BlockQ8_K *y, int64_t nb) {
+    for (int64_t b = 0; b < nb; b++, x += QK_K) {
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < QK_K; j++) {
+            const float ax = fabsf(x[j]);
+            if (ax > amax) amax = ax, max = x[j];
+        }
+        if (amax == 0.0f) {
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
+        const float iscale = -127.0f / max;
+        for (int j = 0; j < QK_K; j++) y[b].qs[j] = (int8_t)qround(iscale * x[j], -128, 127);
+        for (int j = 0; j < QK_K / 16; j++) {
+            int s = 0;
+            for (int i = 0; i < 16; i++) s += y[b].qs[16 * j + i];
+            y[b].bsums[j] = (int16_t)s;
+        }
+        y[b].d = 1.0f / iscale;
+    }
+}
+
+/* -- weight quantizers ---------------------------------------------------
+ *
+ * Written from the format definitions, not from ggml. Every format is "a
+ * few integer levels per value, one scale (and maybe an offset) per small
+ * block". For each small block we pick the scale (and offset) that
+ * minimises the squared error sum((x - s*q)^2), q the rounded levels:
+ *   - candidate scales map the block's largest-magnitude value to the
+ *     end of the level range, or slightly inside it (letting the extreme
+ *     value clip a little buys resolution for the rest);
+ *   - for each candidate the levels are rounded, then the scale (and
+ *     offset) is re-fitted by least squares for those levels, and the
+ *     candidate with the smallest error wins.
+ * Plain (unweighted) squared error: it is what minimises the expected error
+ * of a dot product with an isotropic activation. The small-block scales of
+ * the K-quants are then themselves quantized (to 4, 6 or 8 bits) against
+ * the super-block scale, and the levels are re-rounded with the final
+ * scales, which is what the file will hold. llama.cpp's own search weighs
+ * values differently and searches differently; the files are equally valid
+ * (the format does not prescribe the search), the errors are comparable
+ * (see the unit tests' bounds and README's quality table). */
+
+#define FIT_MAXN 32
+
+/* x ~ s*q with integer q in [qlo, qhi]. Returns s, fills q. */
+static float fit_sym(const float *x, int n, int qlo, int qhi, int nstep, int8_t *q) {
+    float amax = 0.0f, vmax = 0.0f;
+    for (int i = 0; i < n; i++)
+        if (fabsf(x[i]) > amax) amax = fabsf(x[i]), vmax = x[i];
+    if (!(amax > 1e-30f)) { /* zero (or NaN) block */
+        memset(q, 0, (size_t)n);
+        return 0.0f;
+    }
+    float best_s = 0.0f, best_score = -1.0f;
+    int8_t tq[FIT_MAXN];
+    /* map vmax to the negative end, or to the positive end */
+    const int ends[2] = {qlo, qhi};
+    for (int e = 0; e < 2; e++) {
+        const float end = (float)ends[e];
+        for (int k = -nstep; k <= nstep; k++) {
+            /* |level of vmax| = |end| + 0.1 k (k > 0: vmax clips) */
+            const float lev = end + (end < 0 ? -0.1f : 0.1f) * (float)k;
+            if (fabsf(lev) < 0.5f) continue;
+            const float iscale = lev / vmax;
+            float sxq = 0.0f, sqq = 0.0f;
+            for (int i = 0; i < n; i++) {
+                tq[i] = (int8_t)qround(x[i] * iscale, qlo, qhi);
+                sxq += x[i] * tq[i];
+                sqq += (float)tq[i] * tq[i];
+            }
+            if (sqq <= 0.0f) continue;
+            /* least-squares s = sxq/sqq; error = sum x^2 - sxq^2/sqq */
+            const float score = sxq * sxq / sqq;
+            if (score > best_score) {
+                best_score = score, best_s = sxq / sqq;
+                memcpy(q, tq, (size_t)n);
+            }
+        }
+    }
+    if (best_score < 0.0f) {
+        memset(q, 0, (size_t)n);
+        return 0.0f;
+    }
+    return best_s;
+}
+
+/* x ~ s*q + b with integer q in [0, qmax], s >= 0. If b_nonpos, b <= 0 is
+ * enforced (the K-quants store -b as an unsigned "min"). */
+static void fit_affine(const float *x, int n, int qmax, bool b_nonpos, int nstep, uint8_t *q, float *s_out,
+                       float *b_out) {
+    float mn = x[0], mx = x[0];
+    for (int i = 1; i < n; i++) mn = fminf(mn, x[i]), mx = fmaxf(mx, x[i]);
+    if (b_nonpos && mn > 0.0f) mn = 0.0f;
+    if (!(mx - mn > 1e-30f)) { /* constant block (or NaN) */
+        memset(q, 0, (size_t)n);
+        *s_out = 0.0f;
+        *b_out = (b_nonpos && !(mn <= 0.0f)) ? 0.0f : (isfinite(mn) ? mn : 0.0f);
+        return;
+    }
+    float best_err = INFINITY, best_s = 0.0f, best_b = mn;
+    uint8_t tq[FIT_MAXN];
+    for (int k = -nstep; k <= nstep; k++) {
+        const float iscale = ((float)qmax + 0.1f * (float)k) / (mx - mn);
+        float sq = 0, sx = 0, sqq = 0, sqx = 0;
+        for (int i = 0; i < n; i++) {
+            tq[i] = (uint8_t)qround((x[i] - mn) * iscale, 0, qmax);
+            sq += tq[i];
+            sx += x[i];
+            sqq += (float)tq[i] * tq[i];
+            sqx += (float)tq[i] * x[i];
+        }
+        const float det = (float)n * sqq - sq * sq;
+        float s, b;
+        if (det > 0.0f) {
+            s = ((float)n * sqx - sq * sx) / det;
+            b = (sqq * sx - sq * sqx) / det;
+        } else {
+            continue;
+        }
+        if (b_nonpos && b > 0.0f) {
+            b = 0.0f;
+            s = sqq > 0.0f ? sqx / sqq : 0.0f;
+        }
+        if (s < 0.0f) continue;
+        float err = 0.0f;
+        for (int i = 0; i < n; i++) {
+            const float e = s * tq[i] + b - x[i];
+            err += e * e;
+        }
+        if (err < best_err) {
+            best_err = err, best_s = s, best_b = b;
+            memcpy(q, tq, (size_t)n);
+        }
+    }
+    if (!(best_err < INFINITY)) { /* fall back to plain min/max */
+        const float s = (mx - mn) / (float)qmax;
+        for (int i = 0; i < n; i++) q[i] = (uint8_t)qround((x[i] - mn) / s, 0, qmax);
+        best_s = s, best_b = mn;
+    }
+    *s_out = best_s;
+    *b_out = best_b;
+}
+
+/* The level of x for a fixed scale and offset: nearest, clamped. s == 0
+ * gives the level of 0 (clamped into range). */
+static inline int level_for(float x, float s, float b, int lo, int hi) {
+    return s != 0.0f ? qround((x - b) / s, lo, hi) : qround(0.0f, lo, hi);
+}
+
+static void quantize_q4_0(const float *x, BlockQ4_0 *y, int64_t nb) {
+    int8_t q[32];
+    for (int64_t b = 0; b < nb; b++, x += 32) {
+        store_h(&y[b].d, fit_sym(x, 32, -8, 7, 6, q));
+        const float d = H2F(y[b].d);
+        for (int j = 0; j < 32; j++) q[j] = (int8_t)level_for(x[j], d, 0.0f, -8, 7);
+        for (int j = 0; j < 16; j++) y[b].qs[j] = (uint8_t)((q[j] + 8) | ((q[j + 16] + 8) << 4));
+    }
+}
+
+static void quantize_q5_0(const float *x, BlockQ5_0 *y, int64_t nb) {
+    int8_t q[32];
+    for (int64_t b = 0; b < nb; b++, x += 32) {
+        store_h(&y[b].d, fit_sym(x, 32, -16, 15, 5, q));
+        const float d = H2F(y[b].d);
+        uint32_t qh = 0;
+        for (int j = 0; j < 32; j++) {
+            const int l = level_for(x[j], d, 0.0f, -16, 15) + 16;
+            q[j] = (int8_t)(l & 0xF);
+            qh |= (uint32_t)(l >> 4) << j;
+        }
+        for (int j = 0; j < 16; j++) y[b].qs[j] = (uint8_t)(q[j] | (q[j + 16] << 4));
+        for (int i = 0; i < 4; i++) y[b].qh[i] = (uint8_t)(qh >> (8 * i));
+    }
+}
+
+static void quantize_q4_1(const float *x, BlockQ4_1 *y, int64_t nb) {
+    uint8_t q[32];
+    for (int64_t b = 0; b < nb; b++, x += 32) {
+        float s, off;
+        fit_affine(x, 32, 15, false, 6, q, &s, &off);
+        store_h(&y[b].d, s);
+        store_h(&y[b].m, off);
+        const float d = H2F(y[b].d), m = H2F(y[b].m);
+        for (int j = 0; j < 32; j++) q[j] = (uint8_t)level_for(x[j], d, m, 0, 15);
+        for (int j = 0; j < 16; j++) y[b].qs[j] = (uint8_t)(q[j] | (q[j + 16] << 4));
+    }
+}
+
+static void quantize_q5_1(const float *x, BlockQ5_1 *y, int64_t nb) {
+    uint8_t q[32];
+    for (int64_t b = 0; b < nb; b++, x += 32) {
+        float s, off;
+        fit_affine(x, 32, 31, false, 5, q, &s, &off);
+        store_h(&y[b].d, s);
+        store_h(&y[b].m, off);
+        const float d = H2F(y[b].d), m = H2F(y[b].m);
+        uint32_t qh = 0;
+        for (int j = 0; j < 32; j++) {
+            const int l = level_for(x[j], d, m, 0, 31);
+            q[j] = (uint8_t)(l & 0xF);
+            qh |= (uint32_t)(l >> 4) << j;
+        }
+        for (int j = 0; j < 16; j++) y[b].qs[j] = (uint8_t)(q[j] | (q[j + 16] << 4));
+        for (int i = 0; i < 4; i++) y[b].qh[i] = (uint8_t)(qh >> (8 * i));
+    }
+}
+
+/* The largest value of a[0..n), and the sub-block scales quantized against
+ * it: sc[j] = round(a[j] / (max/levels)). Returns the stored super-scale. */
+static uint16_t quantize_scales_unsigned(const float *a, int n, int levels, uint8_t *sc) {
+    float mx = 0.0f;
+    for (int j = 0; j < n; j++) mx = fmaxf(mx, a[j]);
+    const uint16_t dh = f32_to_fp16(mx / (float)levels);
+    const float d = H2F(dh);
+    for (int j = 0; j < n; j++) sc[j] = (uint8_t)(d > 0.0f ? qround(a[j] / d, 0, levels) : 0);
+    return dh;
+}
+
+/* Signed sub-block scales: the one of largest magnitude maps to -levels
+ * (the longer side of a two's-complement range [-levels, levels-1]). */
+static uint16_t quantize_scales_signed(const float *a, int n, int levels, int *sc) {
+    float amax = 0.0f, vmax = 0.0f;
+    for (int j = 0; j < n; j++)
+        if (fabsf(a[j]) > amax) amax = fabsf(a[j]), vmax = a[j];
+    const uint16_t dh = f32_to_fp16(amax > 0.0f ? vmax / (float)-levels : 0.0f);
+    const float d = H2F(dh);
+    for (int j = 0; j < n; j++) sc[j] = d != 0.0f ? qround(a[j] / d, -levels, levels - 1) : 0;
+    return dh;
+}
+
+static void quantize_q2_K(const float *x, BlockQ2_K *y, int64_t nb) {
+    uint8_t L[QK_K], sc[16], mi[16];
+    float s[16], m[16];
+    for (int64_t b = 0; b < nb; b++, x += QK_K) {
+        for (int j = 0; j < 16; j++) {
+            float off;
+            fit_affine(x + 16 * j, 16, 3, true, 10, L + 16 * j, &s[j], &off);
+            m[j] = -off;
+        }
+        y[b].d = quantize_scales_unsigned(s, 16, 15, sc);
+        y[b].dmin = quantize_scales_unsigned(m, 16, 15, mi);
+        const float d = H2F(y[b].d), dmin = H2F(y[b].dmin);
+        for (int j = 0; j < 16; j++) {
+            y[b].scales[j] = (uint8_t)(sc[j] | (mi[j] << 4));
+            for (int i = 0; i < 16; i++)
+                L[16 * j + i] = (uint8_t)level_for(x[16 * j + i], d * sc[j], -dmin * mi[j], 0, 3);
+        }
+        for (int n = 0; n < 2; n++)
+            for (int l = 0; l < 32; l++) {
+                const uint8_t *q = L + 128 * n + l;
+                y[b].qs[32 * n + l] = (uint8_t)(q[0] | (q[32] << 2) | (q[64] << 4) | (q[96] << 6));
+            }
+    }
+}
+
+static void quantize_q3_K(const float *x, BlockQ3_K *y, int64_t nb) {
+    int8_t q[16];
+    uint8_t L[QK_K];
+    float s[16];
+    int sc[16];
+    for (int64_t b = 0; b < nb; b++, x += QK_K) {
+        for (int j = 0; j < 16; j++) s[j] = fit_sym(x + 16 * j, 16, -4, 3, 8, q);
+        y[b].d = quantize_scales_signed(s, 16, 32, sc);
+        const float d = H2F(y[b].d);
+        memset(y[b].scales, 0, sizeof y[b].scales);
+        memset(y[b].hmask, 0, sizeof y[b].hmask);
+        for (int j = 0; j < 16; j++) {
+            const int st = sc[j] + 32; /* 0..63 */
+            if (j < 8) y[b].scales[j] = (uint8_t)(st & 0xF);
+            else y[b].scales[j - 8] |= (uint8_t)((st & 0xF) << 4);
+            y[b].scales[8 + (j & 3)] |= (uint8_t)((st >> 4) << (2 * (j >> 2)));
+            for (int i = 0; i < 16; i++) L[16 * j + i] = (uint8_t)(level_for(x[16 * j + i], d * sc[j], 0.0f, -4, 3) + 4);
+        }
+        for (int v = 0; v < QK_K; v++)
+            if (L[v] > 3) y[b].hmask[v & 31] |= (uint8_t)(1u << (v >> 5));
+        for (int n = 0; n < 2; n++)
+            for (int l = 0; l < 32; l++) {
+                const uint8_t *p = L + 128 * n + l;
+                y[b].qs[32 * n + l] = (uint8_t)((p[0] & 3) | ((p[32] & 3) << 2) | ((p[64] & 3) << 4) | ((p[96] & 3) << 6));
+            }
+    }
+}
+
+/* Q4_K / Q5_K share the scale packing: 8 (scale, min) pairs of 6 bits. */
+static void pack_k4_scales(const uint8_t *sc, const uint8_t *mi, uint8_t *out) {
+    for (int j = 0; j < 4; j++) {
+        out[j] = (uint8_t)(sc[j] | ((sc[j + 4] >> 4) << 6));
+        out[j + 4] = (uint8_t)(mi[j] | ((mi[j + 4] >> 4) << 6));
+        out[j + 8] = (uint8_t)((sc[j + 4] & 0xF) | ((mi[j + 4] & 0xF) << 4));
+    }
+}
+
+static void quantize_k45(const float *x, int qmax, int nstep, uint16_t *dh, uint16_t *dminh, uint8_t *scales,
+                         uint8_t *L) {
+    uint8_t sc[8], mi[8];
+    float s[8], m[8];
+    for (int j = 0; j < 8; j++) {
+        float off;
+        fit_affine(x + 32 * j, 32, qmax, true, nstep, L + 32 * j, &s[j], &off);
+        m[j] = -off;
+    }
+    *dh = quantize_scales_unsigned(s, 8, 63, sc);
+    *dminh = quantize_scales_unsigned(m, 8, 63, mi);
+    pack_k4_scales(sc, mi, scales);
+    const float d = H2F(*dh), dmin = H2F(*dminh);
+    for (int j = 0; j < 8; j++)
+        for (int i = 0; i < 32; i++)
+            L[32 * j + i] = (uint8_t)level_for(x[32 * j + i], d * sc[j], -dmin * mi[j], 0, qmax);
+}
+
+static void quantize_q4_K(const float *x, BlockQ4_K *y, int64_t nb) {
+    uint8_t L[QK_K];
+    for (int64_t b = 0; b < nb; b++, x += QK_K) {
+        quantize_k45(x, 15, 6, &y[b].d, &y[b].dmin, y[b].scales, L);
+        for (int c = 0; c < 4; c++)
+            for (int l = 0; l < 32; l++) y[b].qs[32 * c + l] = (uint8_t)(L[64 * c + l] | (L[64 * c + 32 + l] << 4));
+    }
+}
+
+static void quantize_q5_K(const float *x, BlockQ5_K *y, int64_t nb) {
+    uint8_t L[QK_K];
+    for (int64_t b = 0; b < nb; b++, x += QK_K) {
+        quantize_k45(x, 31, 5, &y[b].d, &y[b].dmin, y[b].scales, L);
+        memset(y[b].qh, 0, sizeof y[b].qh);
+        for (int c = 0; c < 4; c++)
+            for (int l = 0; l < 32; l++) {
+                const uint8_t a = L[64 * c + l], h = L[64 * c + 32 + l];
+                y[b].qs[32 * c + l] = (uint8_t)((a & 0xF) | ((h & 0xF) << 4));
+                y[b].qh[l] |= (uint8_t)(((a >> 4) << (2 * c)) | ((h >> 4) << (2 * c + 1)));
+            }
+    }
+}
+
+static void quantize_q6_K(const float *x, BlockQ6_K *y, int64_t nb) {
+    int8_t q[16];
+    uint8_t L[QK_K];
+    float s[16];
+    int sc[16];
+    for (int64_t b = 0; b < nb; b++, x += QK_K) {
+        for (int j = 0; j < 16; j++) s[j] = fit_sym(x + 16 * j, 16, -32, 31, 3, q);
+        y[b].d = quantize_scales_signed(s, 16, 128, sc);
+        const float d = H2F(y[b].d);
+        for (int j = 0; j < 16; j++) {
+            y[b].scales[j] = (int8_t)sc[j];
+            for (int i = 0; i < 16; i++)
+                L[16 * j + i] = (uint8_t)(level_for(x[16 * j + i], d * sc[j], 0.0f, -32, 31) + 32);
+        }
+        for (int n = 0; n < 2; n++)
+            for (int l = 0; l < 32; l++) {
+                const uint8_t *p = L + 128 * n + l;
+                y[b].ql[64 * n + l] = (uint8_t)((p[0] & 0xF) | ((p[64] & 0xF) << 4));
+                y[b].ql[64 * n + l + 32] = (uint8_t)((p[32] & 0xF) | ((p[96] & 0xF) << 4));
+                y[b].qh[32 * n + l] = (uint8_t)((p[0] >> 4) | ((p[32] >> 4) << 2) | ((p[64] >> 4) << 4) | ((p[96] >> 4) << 6));
+            }
+    }
+}
+
+bool type_can_quantize(uint32_t type) {
+    switch (type) {
+    case GGML_TYPE_F32:
+    case GGML_TYPE_F16:
+    case GGML_TYPE_BF16:
+    case GGML_TYPE_Q4_0:
+    case GGML_TYPE_Q4_1:
+    case GGML_TYPE_Q5_0:
+    case GGML_TYPE_Q5_1:
+    case GGML_TYPE_Q8_0:
+    case GGML_TYPE_Q8_1:
+    case GGML_TYPE_Q2_K:
+    case GGML_TYPE_Q3_K:
+    case GGML_TYPE_Q4_K:
+    case GGML_TYPE_Q5_K:
+    case GGML_TYPE_Q6_K:
+    case GGML_TYPE_Q8_K: return true;
+    default: return false;
+    }
+}
+
+/* ---- 4. canonical integer forms ----------------------------------------
+ *
+ * CanonA: a chunk of a row of a 32-value block type as signed int8 levels
+ * and a float scale (and offset) per block: x = d*q (+ m). Q4_0: q-8, Q5_0:
+ * q-16, Q8_0: q, Q4_1/Q5_1: q in 0..31 with m. The AVX-512 kernel also wants
+ * negcorr/dv (see its comment).
+ *
+ * CanonK: one K-quant super-block as unsigned levels q (0..63), one int16
+ * scale per 16 values (stored 8 times: scv[8j..8j+7], the lane pattern of
+ * maddubs output) and one int16 "min" per 16 values:
+ *   x[v] = d * sc[v/16] * q[v] - dmin * mn[v/16]
+ * Q2_K: sc, mn = the 4-bit scale and min.   Q4_K/Q5_K: the 6-bit ones, each
+ * repeated for both halves of a 32-value sub-block.  Q3_K: q + 4 (0..7),
+ * sc = scale - 32, mn = 4*sc, dmin = d.  Q6_K: q (0..63), sc = the int8
+ * scale, mn = 32*sc, dmin = d.
+ * With Q8_K activations (x = dx * qx, bsums = sums of 16 qx):
+ *   dot = d*dx * sum_v sc*q*qx  -  dmin*dx * sum_j mn[j]*bsums[j]
+ * where both sums are exact integers. */
+
+#define CHUNK 512  /* values per (row, token) partial sum */
+#define RGROUP 16  /* weight rows unpacked together */
+#define TTILE 8    /* activation rows canonicalised together */
+
+typedef struct {
+    _Alignas(64) int8_t q[CHUNK];
+    _Alignas(64) int32_t negcorr[CHUNK / 4];
+    _Alignas(64) float dv[CHUNK / 4];
+    float d[CHUNK / 32], m[CHUNK / 32];
+} CanonA;
+
+typedef struct {
+    _Alignas(64) uint8_t b1[CHUNK]; /* AVX-512: qx ^ 0x80 (qx + 128); AVX2: qx */
+    _Alignas(64) uint8_t b2[CHUNK]; /* AVX2: |qx| */
+    _Alignas(64) float dxv[CHUNK / 4];
+    float dx[CHUNK / 32], sx[CHUNK / 32];
+} ActA;
+
+typedef struct {
+    _Alignas(64) uint8_t q[QK_K];
+    _Alignas(64) int16_t scv[128];
+    int16_t mn[16];
+    float d, dmin;
+} CanonK;
+
+/* Levels of one 32-value block: q[32] (signed), scale d, offset m. */
+static void unpack_a_block(uint32_t type, const uint8_t *p, int8_t *q, float *d, float *m) {
+    *m = 0.0f;
+    switch (type) {
+    case GGML_TYPE_Q4_0: {
+        const BlockQ4_0 *b = (const BlockQ4_0 *)p;
+        for (int j = 0; j < 16; j++) q[j] = (int8_t)((b->qs[j] & 0xF) - 8), q[j + 16] = (int8_t)((b->qs[j] >> 4) - 8);
+        *d = H2F(b->d);
+        break;
+    }
+    case GGML_TYPE_Q4_1: {
+        const BlockQ4_1 *b = (const BlockQ4_1 *)p;
+        for (int j = 0; j < 16; j++) q[j] = (int8_t)(b->qs[j] & 0xF), q[j + 16] = (int8_t)(b->qs[j] >> 4);
+        *d = H2F(b->d), *m = H2F(b->m);
+        break;
+    }
+    case GGML_TYPE_Q5_0: {
+        const BlockQ5_0 *b = (const BlockQ5_0 *)p;
+        const uint32_t qh = load_u32le(b->qh);
+        for (int j = 0; j < 16; j++) {
+            q[j] = (int8_t)(((b->qs[j] & 0xF) | (((qh >> j) & 1) << 4)) - 16);
+            q[j + 16] = (int8_t)(((b->qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - 16);
+        }
+        *d = H2F(b->d);
+        break;
+    }
+    case GGML_TYPE_Q5_1: {
+        const BlockQ5_1 *b = (const BlockQ5_1 *)p;
+        const uint32_t qh = load_u32le(b->qh);
+        for (int j = 0; j < 16; j++) {
+            q[j] = (int8_t)((b->qs[j] & 0xF) | (((qh >> j) & 1) << 4));
+            q[j + 16] = (int8_t)((b->qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4));
+        }
+        *d = H2F(b->d), *m = H2F(b->m);
+        break;
+    }
+    default: { /* Q8_0 */
+        const BlockQ8_0 *b = (const BlockQ8_0 *)p;
+        memcpy(q, b->qs, 32);
+        *d = H2F(b->d);
+        break;
+    }
+    }
+}
+
+static void unpack_k_scalar(uint32_t type, const uint8_t *p, CanonK *c) {
+    int sc[16], mn[16];
+    switch (type) {
+    case GGML_TYPE_Q2_K: {
+        const BlockQ2_K *b = (const BlockQ2_K *)p;
+        for (int v = 0; v < QK_K; v++) c->q[v] = (uint8_t)((b->qs[32 * (v >> 7) + (v & 31)] >> (2 * ((v >> 5) & 3))) & 3);
+        for (int j = 0; j < 16; j++) sc[j] = b->scales[j] & 0xF, mn[j] = b->scales[j] >> 4;
+        c->d = H2F(b->d), c->dmin = H2F(b->dmin);
+        break;
+    }
+    case GGML_TYPE_Q3_K: {
+        const BlockQ3_K *b = (const BlockQ3_K *)p;
+        for (int v = 0; v < QK_K; v++) {
+            const int lo = (b->qs[32 * (v >> 7) + (v & 31)] >> (2 * ((v >> 5) & 3))) & 3;
+            const int hi = (b->hmask[v & 31] >> (v >> 5)) & 1;
+            c->q[v] = (uint8_t)(lo | (hi << 2));
+        }
+        for (int j = 0; j < 16; j++) sc[j] = k3_scale(b->scales, j) - 32, mn[j] = 4 * sc[j];
+        c->d = c->dmin = H2F(b->d);
+        break;
+    }
+    case GGML_TYPE_Q4_K:
+    case GGML_TYPE_Q5_K: {
+        const bool five = type == GGML_TYPE_Q5_K;
+        const BlockQ4_K *b4 = (const BlockQ4_K *)p;
+        const BlockQ5_K *b5 = (const BlockQ5_K *)p;
+        const uint8_t *qs = five ? b5->qs : b4->qs, *scales = five ? b5->scales : b4->scales;
+        for (int v = 0; v < QK_K; v++) {
+            const int cc = v >> 6, h = (v >> 5) & 1, l = v & 31;
+            int q = h ? qs[32 * cc + l] >> 4 : qs[32 * cc + l] & 0xF;
+            if (five) q |= ((b5->qh[l] >> (2 * cc + h)) & 1) << 4;
+            c->q[v] = (uint8_t)q;
+        }
+        for (int j = 0; j < 8; j++) {
+            int s, m;
+            k4_scale_min(scales, j, &s, &m);
+            sc[2 * j] = sc[2 * j + 1] = s;
+            mn[2 * j] = mn[2 * j + 1] = m;
+        }
+        c->d = H2F(five ? b5->d : b4->d), c->dmin = H2F(five ? b5->dmin : b4->dmin);
+        break;
+    }
+    default: { /* Q6_K */
+        const BlockQ6_K *b = (const BlockQ6_K *)p;
+        for (int v = 0; v < QK_K; v++) c->q[v] = (uint8_t)q6_level(b, v);
+        for (int j = 0; j < 16; j++) sc[j] = b->scales[j], mn[j] = 32 * sc[j];
+        c->d = c->dmin = H2F(b->d);
+        break;
+    }
+    }
+    for (int j = 0; j < 16; j++) {
+        for (int i = 0; i < 8; i++) c->scv[8 * j + i] = (int16_t)sc[j];
+        c->mn[j] = (int16_t)mn[j];
+    }
+}
+
+/* ---- 5. scalar reference dot products --------------------------------- */
 
 static float dot_f32_scalar(const float *w, const float *x, int64_t n) {
     float s = 0.0f;
@@ -206,22 +920,87 @@ static float dot_bf16_scalar(const uint16_t *w, const float *x, int64_t n) {
     return s;
 }
 
-static float dot_q8_0_scalar(const BlockQ8_0 *w, const BlockQ8_0 *x, int64_t n) {
+/* 32-value block types against Q8_0 / Q8_1 activations. */
+static float dot_a_scalar(uint32_t type, const uint8_t *w, const uint8_t *x, int64_t n) {
+    const size_t wsz = TYPES[type].type_size;
+    const bool q81 = vec_dot_type(type) == GGML_TYPE_Q8_1;
     float s = 0.0f;
-    for (int64_t b = 0; b < n / QK8_0; b++) {
+    int8_t q[32];
+    for (int64_t b = 0; b < n / 32; b++) {
+        float d, m;
+        unpack_a_block(type, w + (size_t)b * wsz, q, &d, &m);
+        const int8_t *qx;
+        float dx, sx = 0.0f;
+        if (q81) {
+            const BlockQ8_1 *xb = (const BlockQ8_1 *)x + b;
+            qx = xb->qs, dx = H2F(xb->d), sx = H2F(xb->s);
+        } else {
+            const BlockQ8_0 *xb = (const BlockQ8_0 *)x + b;
+            qx = xb->qs, dx = H2F(xb->d);
+        }
         int32_t isum = 0;
-        for (int j = 0; j < QK8_0; j++) isum += (int32_t)w[b].qs[j] * (int32_t)x[b].qs[j];
-        s += (float)isum * (fp16_to_f32(w[b].d) * fp16_to_f32(x[b].d));
+        for (int j = 0; j < 32; j++) isum += (int32_t)q[j] * qx[j];
+        s += (d * dx) * (float)isum + m * sx;
     }
     return s;
 }
 
-/* ---- AVX2 ------------------------------------------------------------- */
+static float dot_k_scalar(uint32_t type, const uint8_t *w, const BlockQ8_K *x, int64_t n) {
+    const size_t wsz = TYPES[type].type_size;
+    float s = 0.0f;
+    CanonK c;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        unpack_k_scalar(type, w + (size_t)b * wsz, &c);
+        int32_t isum = 0, imin = 0;
+        for (int j = 0; j < 16; j++) {
+            int32_t t = 0;
+            for (int i = 0; i < 16; i++) t += (int32_t)c.q[16 * j + i] * x[b].qs[16 * j + i];
+            isum += c.scv[8 * j] * t;
+            imin += c.mn[j] * x[b].bsums[j];
+        }
+        s += (c.d * x[b].d) * (float)isum - (c.dmin * x[b].d) * (float)imin;
+    }
+    return s;
+}
+
+float vec_dot_ref(uint32_t type, const void *w, const void *x, int64_t n) {
+    switch (type) {
+    case GGML_TYPE_F32: return dot_f32_scalar(w, x, n);
+    case GGML_TYPE_F16: return dot_f16_scalar(w, x, n);
+    case GGML_TYPE_BF16: return dot_bf16_scalar(w, x, n);
+    default: break;
+    }
+    if (is_a_type(type)) return dot_a_scalar(type, w, x, n);
+    if (is_k_type(type)) return dot_k_scalar(type, w, x, n);
+    return 0.0f;
+}
+
+uint32_t vec_dot_type(uint32_t weight_type) {
+    switch (weight_type) {
+    case GGML_TYPE_Q4_0:
+    case GGML_TYPE_Q5_0:
+    case GGML_TYPE_Q8_0: return GGML_TYPE_Q8_0;
+    case GGML_TYPE_Q4_1:
+    case GGML_TYPE_Q5_1: return GGML_TYPE_Q8_1;
+    case GGML_TYPE_Q2_K:
+    case GGML_TYPE_Q3_K:
+    case GGML_TYPE_Q4_K:
+    case GGML_TYPE_Q5_K:
+    case GGML_TYPE_Q6_K: return GGML_TYPE_Q8_K;
+    default: return GGML_TYPE_F32;
+    }
+}
+
+/* ---- 6. SIMD ------------------------------------------------------------ */
 
 #ifdef GROK_X86
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
+#define AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+#define INL inline __attribute__((always_inline))
 
-AVX2 static inline float hsum256(__m256 v) {
+/* -- AVX2: float types (F32/F16/BF16 weights, KV cache) -------------------- */
+
+AVX2 static INL float hsum256(__m256 v) {
     __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
     lo = _mm_add_ps(lo, hi);
     lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
@@ -274,34 +1053,6 @@ AVX2 static float dot_bf16_avx2(const uint16_t *w, const float *x, int64_t n) {
     return s;
 }
 
-/* Sum of the 32 int8 products of one block as 8 int32 lanes. maddubs needs
- * an unsigned operand: use |x| and move x's sign onto w. */
-AVX2 static inline __m256i dot_i8x32(const int8_t *w, const int8_t *x) {
-    __m256i vw = _mm256_loadu_si256((const __m256i *)w);
-    __m256i vx = _mm256_loadu_si256((const __m256i *)x);
-    __m256i ax = _mm256_sign_epi8(vx, vx);
-    __m256i sw = _mm256_sign_epi8(vw, vx);
-    __m256i p16 = _mm256_maddubs_epi16(ax, sw);
-    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
-}
-
-AVX2 static float dot_q8_0_avx2(const BlockQ8_0 *w, const BlockQ8_0 *x, int64_t n) {
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    const int64_t nb = n / QK8_0;
-    int64_t b = 0;
-    for (; b + 2 <= nb; b += 2) {
-        __m256 d0 = _mm256_set1_ps(_cvtsh_ss(w[b].d) * _cvtsh_ss(x[b].d));
-        __m256 d1 = _mm256_set1_ps(_cvtsh_ss(w[b + 1].d) * _cvtsh_ss(x[b + 1].d));
-        acc0 = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(dot_i8x32(w[b].qs, x[b].qs)), acc0);
-        acc1 = _mm256_fmadd_ps(d1, _mm256_cvtepi32_ps(dot_i8x32(w[b + 1].qs, x[b + 1].qs)), acc1);
-    }
-    for (; b < nb; b++) {
-        __m256 d0 = _mm256_set1_ps(_cvtsh_ss(w[b].d) * _cvtsh_ss(x[b].d));
-        acc0 = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(dot_i8x32(w[b].qs, x[b].qs)), acc0);
-    }
-    return hsum256(_mm256_add_ps(acc0, acc1));
-}
-
 AVX2 static void mad_f16_avx2(float *y, float a, const uint16_t *x, int64_t n) {
     const __m256 va = _mm256_set1_ps(a);
     int64_t i = 0;
@@ -320,29 +1071,612 @@ AVX2 static void mad_f32_avx2(float *y, float a, const float *x, int64_t n) {
     for (; i < n; i++) y[i] += a * x[i];
 }
 
-/* CPU features do not change while the process runs: probe once. The
- * cache is a single word written with the same value by whichever thread
- * gets there first (CPUID traps to the hypervisor in a VM, so it must not
- * run per call). */
-static int have_avx2(void) {
-    static _Atomic int cached = -1;
-    int v = atomic_load_explicit(&cached, memory_order_relaxed);
-    if (v >= 0) return v;
-    /* AVX2 and FMA from the compiler's CPU table; F16C from CPUID leaf 1
-     * (ECX bit 29), which clang's __builtin_cpu_supports lacks. */
+/* -- AVX2: unpacking to the canonical forms ------------------------------- */
+
+/* 32 values from 16 bytes of nibbles: low nibbles first, then high. */
+AVX2 static INL __m256i nibbles32(const uint8_t *qs) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)qs);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
+}
+
+/* byte j = 0xFF if bit j of x is set, else 0 */
+AVX2 static INL __m256i bits_to_bytes(uint32_t x) {
+    const __m256i shuf = _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101, 0x0202020202020202,
+                                            0x0303030303030303);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x), shuf);
+    v = _mm256_or_si256(v, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    return _mm256_cmpeq_epi8(v, _mm256_set1_epi64x(-1));
+}
+
+/* Blocks [b0, b0+nb) of a row into c (q, d, m), zero-padded to an even
+ * number of blocks. */
+AVX2 static void unpack_a_avx2(uint32_t type, const uint8_t *row, int64_t b0, int nb, CanonA *c) {
+    const size_t sz = TYPES[type].type_size;
+    const uint8_t *p = row + (size_t)b0 * sz;
+    for (int b = 0; b < nb; b++, p += sz) {
+        __m256i q;
+        float m = 0.0f, d;
+        switch (type) {
+        case GGML_TYPE_Q8_0:
+            q = _mm256_loadu_si256((const __m256i *)(p + 2));
+            d = H2F(((const BlockQ8_0 *)p)->d);
+            break;
+        case GGML_TYPE_Q4_0:
+            q = _mm256_sub_epi8(nibbles32(p + 2), _mm256_set1_epi8(8));
+            d = H2F(((const BlockQ4_0 *)p)->d);
+            break;
+        case GGML_TYPE_Q4_1:
+            q = nibbles32(p + 4);
+            d = H2F(((const BlockQ4_1 *)p)->d), m = H2F(((const BlockQ4_1 *)p)->m);
+            break;
+        case GGML_TYPE_Q5_0: {
+            const __m256i hb = _mm256_and_si256(bits_to_bytes(load_u32le(p + 2)), _mm256_set1_epi8(0x10));
+            q = _mm256_sub_epi8(_mm256_or_si256(nibbles32(p + 6), hb), _mm256_set1_epi8(16));
+            d = H2F(((const BlockQ5_0 *)p)->d);
+            break;
+        }
+        default: { /* Q5_1 */
+            const __m256i hb = _mm256_and_si256(bits_to_bytes(load_u32le(p + 4)), _mm256_set1_epi8(0x10));
+            q = _mm256_or_si256(nibbles32(p + 8), hb);
+            d = H2F(((const BlockQ5_1 *)p)->d), m = H2F(((const BlockQ5_1 *)p)->m);
+            break;
+        }
+        }
+        _mm256_store_si256((__m256i *)(c->q + 32 * b), q);
+        c->d[b] = d, c->m[b] = m;
+    }
+    if (nb & 1) {
+        _mm256_store_si256((__m256i *)(c->q + 32 * nb), _mm256_setzero_si256());
+        c->d[nb] = c->m[nb] = 0.0f;
+    }
+}
+
+/* scv from 16 per-16-value scales */
+AVX2 static INL void store_scv(int16_t *scv, const int16_t *sc) {
+    for (int k = 0; k < 8; k++)
+        _mm256_store_si256((__m256i *)(scv + 16 * k),
+                           _mm256_set_m128i(_mm_set1_epi16(sc[2 * k + 1]), _mm_set1_epi16(sc[2 * k])));
+}
+
+AVX2 static void unpack_k_avx2(uint32_t type, const uint8_t *p, CanonK *c) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
+    switch (type) {
+    case GGML_TYPE_Q4_K:
+    case GGML_TYPE_Q5_K: {
+        const bool five = type == GGML_TYPE_Q5_K;
+        const uint8_t *scales = p + 4, *qs = p + (five ? 48 : 16);
+        const __m256i qh = five ? _mm256_loadu_si256((const __m256i *)(p + 16)) : _mm256_setzero_si256();
+        for (int cc = 0; cc < 4; cc++) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * cc));
+            __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            if (five) {
+                const __m256i b1 = _mm256_set1_epi8((char)(1 << (2 * cc))), b2 = _mm256_set1_epi8((char)(2 << (2 * cc)));
+                const __m256i s16 = _mm256_set1_epi8(16);
+                lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b1), b1), s16));
+                hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b2), b2), s16));
+            }
+            _mm256_store_si256((__m256i *)(c->q + 64 * cc), lo);
+            _mm256_store_si256((__m256i *)(c->q + 64 * cc + 32), hi);
+        }
+        const uint32_t a0 = load_u32le(scales), a1 = load_u32le(scales + 4), a2 = load_u32le(scales + 8);
+        const uint32_t w[4] = {a0 & 0x3f3f3f3fu, (a2 & 0x0f0f0f0fu) | ((a0 >> 2) & 0x30303030u), a1 & 0x3f3f3f3fu,
+                               ((a2 >> 4) & 0x0f0f0f0fu) | ((a1 >> 2) & 0x30303030u)};
+        uint8_t sm[16]; /* sc[0..7], m[0..7] */
+        memcpy(sm, w, 16);
+        for (int k = 0; k < 8; k++) _mm256_store_si256((__m256i *)(c->scv + 16 * k), _mm256_set1_epi16(sm[k]));
+        const __m128i mm = _mm_loadl_epi64((const __m128i *)(sm + 8));
+        _mm256_storeu_si256((__m256i *)c->mn, _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mm, mm)));
+        uint16_t dh, mh;
+        memcpy(&dh, p, 2), memcpy(&mh, p + 2, 2);
+        c->d = H2F(dh), c->dmin = H2F(mh);
+        break;
+    }
+    case GGML_TYPE_Q6_K: {
+        const BlockQ6_K *b = (const BlockQ6_K *)p;
+        for (int n = 0; n < 2; n++) {
+            const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * n));
+            const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * n + 32));
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * n));
+            const __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4);
+            const __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4);
+            const __m256i h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4);
+            const __m256i h3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4);
+            uint8_t *q = c->q + 128 * n;
+            _mm256_store_si256((__m256i *)q, _mm256_or_si256(_mm256_and_si256(ql0, m4), h0));
+            _mm256_store_si256((__m256i *)(q + 32), _mm256_or_si256(_mm256_and_si256(ql1, m4), h1));
+            _mm256_store_si256((__m256i *)(q + 64), _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), h2));
+            _mm256_store_si256((__m256i *)(q + 96), _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), h3));
+        }
+        const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
+        int16_t s16[16];
+        _mm256_storeu_si256((__m256i *)s16, sc);
+        store_scv(c->scv, s16);
+        _mm256_storeu_si256((__m256i *)c->mn, _mm256_slli_epi16(sc, 5));
+        c->d = c->dmin = H2F(b->d);
+        break;
+    }
+    case GGML_TYPE_Q3_K: {
+        const BlockQ3_K *b = (const BlockQ3_K *)p;
+        const __m256i hm = _mm256_loadu_si256((const __m256i *)b->hmask);
+        for (int n = 0; n < 2; n++) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * n));
+            for (int k = 0; k < 4; k++) {
+                const __m256i bit = _mm256_set1_epi8((char)(1 << (4 * n + k)));
+                const __m256i hi = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, bit), bit), _mm256_set1_epi8(4));
+                const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(v, 2 * k), m2);
+                _mm256_store_si256((__m256i *)(c->q + 128 * n + 32 * k), _mm256_or_si256(lo, hi));
+            }
+        }
+        int16_t s16[16];
+        for (int j = 0; j < 16; j++) s16[j] = (int16_t)(k3_scale(b->scales, j) - 32);
+        store_scv(c->scv, s16);
+        _mm256_storeu_si256((__m256i *)c->mn, _mm256_slli_epi16(_mm256_loadu_si256((const __m256i *)s16), 2));
+        c->d = c->dmin = H2F(b->d);
+        break;
+    }
+    default: { /* Q2_K */
+        const BlockQ2_K *b = (const BlockQ2_K *)p;
+        for (int n = 0; n < 2; n++) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * n));
+            for (int k = 0; k < 4; k++)
+                _mm256_store_si256((__m256i *)(c->q + 128 * n + 32 * k), _mm256_and_si256(_mm256_srli_epi16(v, 2 * k), m2));
+        }
+        const __m128i s8 = _mm_loadu_si128((const __m128i *)b->scales);
+        int16_t s16[16];
+        _mm256_storeu_si256((__m256i *)s16, _mm256_cvtepu8_epi16(_mm_and_si128(s8, _mm_set1_epi8(0x0F))));
+        store_scv(c->scv, s16);
+        _mm256_storeu_si256((__m256i *)c->mn, _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s8, 4), _mm_set1_epi8(0x0F))));
+        c->d = H2F(b->d), c->dmin = H2F(b->dmin);
+        break;
+    }
+    }
+}
+
+/* Activations of 32-value blocks [b0, b0+nb) (Q8_0 or Q8_1) for AVX2:
+ * b1 = qx, b2 = |qx|. */
+AVX2 static void prep_act_a_avx2(bool q81, const uint8_t *xrow, int64_t b0, int nb, ActA *a) {
+    const size_t sz = q81 ? sizeof(BlockQ8_1) : sizeof(BlockQ8_0);
+    const uint8_t *p = xrow + (size_t)b0 * sz;
+    for (int b = 0; b < nb; b++, p += sz) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(p + (q81 ? 4 : 2)));
+        _mm256_store_si256((__m256i *)(a->b1 + 32 * b), v);
+        _mm256_store_si256((__m256i *)(a->b2 + 32 * b), _mm256_sign_epi8(v, v));
+        uint16_t h;
+        memcpy(&h, p, 2);
+        a->dx[b] = H2F(h);
+        if (q81) memcpy(&h, p + 2, 2);
+        a->sx[b] = q81 ? H2F(h) : 0.0f;
+    }
+}
+
+/* -- AVX2 kernels: one R x T tile of (row, token) pairs over a chunk ------- */
+
+#define TILE_MAX_R 2
+#define TILE_MAX_T 4
+
+AVX2 static INL void tile_a_avx2(const CanonA *const *W, const ActA *const *X, int nb, bool has_m, const int R,
+                                 const int T, float *res) {
+    __m256 acc[TILE_MAX_R][TILE_MAX_T];
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        __m256i w[TILE_MAX_R];
+        for (int r = 0; r < R; r++) w[r] = _mm256_load_si256((const __m256i *)(W[r]->q + 32 * b));
+        for (int t = 0; t < T; t++) {
+            const __m256i x = _mm256_load_si256((const __m256i *)(X[t]->b1 + 32 * b));
+            const __m256i ax = _mm256_load_si256((const __m256i *)(X[t]->b2 + 32 * b));
+            for (int r = 0; r < R; r++) {
+                const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(w[r], x)), ones);
+                const __m256 s = _mm256_set1_ps(W[r]->d[b] * X[t]->dx[b]);
+                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), s, acc[r][t]);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) {
+            float ms = 0.0f;
+            if (has_m)
+                for (int b = 0; b < nb; b++) ms += W[r]->m[b] * X[t]->sx[b];
+            res[r * TILE_MAX_T + t] = hsum256(acc[r][t]) + ms;
+        }
+}
+
+AVX2 static INL void tile_k_avx2(const CanonK *const *W, const BlockQ8_K *const *X, int nsb, const int R, const int T,
+                                 float *res) {
+    __m256 acc[TILE_MAX_R][TILE_MAX_T];
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps();
+    for (int s = 0; s < nsb; s++) {
+        __m256i ai[TILE_MAX_R][TILE_MAX_T];
+        for (int r = 0; r < R; r++)
+            for (int t = 0; t < T; t++) ai[r][t] = _mm256_setzero_si256();
+        for (int k = 0; k < 8; k++) {
+            __m256i q[TILE_MAX_R], sv[TILE_MAX_R];
+            for (int r = 0; r < R; r++) {
+                q[r] = _mm256_load_si256((const __m256i *)(W[r][s].q + 32 * k));
+                sv[r] = _mm256_load_si256((const __m256i *)(W[r][s].scv + 16 * k));
+            }
+            for (int t = 0; t < T; t++) {
+                const __m256i x = _mm256_loadu_si256((const __m256i *)(X[t][s].qs + 32 * k));
+                for (int r = 0; r < R; r++)
+                    ai[r][t] = _mm256_add_epi32(ai[r][t], _mm256_madd_epi16(_mm256_maddubs_epi16(q[r], x), sv[r]));
+            }
+        }
+        for (int r = 0; r < R; r++)
+            for (int t = 0; t < T; t++) {
+                const __m256i im = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)W[r][s].mn),
+                                                     _mm256_loadu_si256((const __m256i *)X[t][s].bsums));
+                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ai[r][t]), _mm256_set1_ps(W[r][s].d * X[t][s].d), acc[r][t]);
+                acc[r][t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(im), _mm256_set1_ps(W[r][s].dmin * X[t][s].d), acc[r][t]);
+            }
+    }
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) res[r * TILE_MAX_T + t] = hsum256(acc[r][t]);
+}
+
+/* -- AVX-512 --------------------------------------------------------------- */
+
+/* The AVX-512 A kernel multiplies unsigned by signed bytes with VNNI
+ * (vpdpbusd): qx + 128 (b1 = qx ^ 0x80) times the signed weight levels,
+ * minus 128 * sum(w) for each 4-byte lane (negcorr, computed once per row
+ * chunk). The int32 lanes are then exact sums of 4 products. */
+AVX512 static void prep_weights_a_avx512(CanonA *c, int nb) {
+    const int ng = (nb + 1) / 2;
+    const __m512i k80 = _mm512_set1_epi8((char)0x80);
+    for (int g = 0; g < ng; g++) {
+        const __m512i q = _mm512_load_si512((const void *)(c->q + 64 * g));
+        const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), k80, q);
+        _mm512_store_si512((void *)(c->negcorr + 16 * g), _mm512_sub_epi32(_mm512_setzero_si512(), s));
+        const __m512 dv = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(c->d[2 * g])),
+                                             _mm256_set1_ps(c->d[2 * g + 1]), 1);
+        _mm512_store_ps(c->dv + 16 * g, dv);
+    }
+}
+
+AVX512 static void prep_act_a_avx512(bool q81, const uint8_t *xrow, int64_t b0, int nb, ActA *a) {
+    const size_t sz = q81 ? sizeof(BlockQ8_1) : sizeof(BlockQ8_0);
+    const uint8_t *p = xrow + (size_t)b0 * sz;
+    const __m256i k80 = _mm256_set1_epi8((char)0x80);
+    for (int b = 0; b < nb; b++, p += sz) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(p + (q81 ? 4 : 2)));
+        _mm256_store_si256((__m256i *)(a->b1 + 32 * b), _mm256_xor_si256(v, k80));
+        uint16_t h;
+        memcpy(&h, p, 2);
+        a->dx[b] = H2F(h);
+        if (q81) memcpy(&h, p + 2, 2);
+        a->sx[b] = q81 ? H2F(h) : 0.0f;
+    }
+    if (nb & 1) {
+        _mm256_store_si256((__m256i *)(a->b1 + 32 * nb), k80);
+        a->dx[nb] = a->sx[nb] = 0.0f;
+    }
+    for (int g = 0; g < (nb + 1) / 2; g++)
+        _mm512_store_ps(a->dxv + 16 * g, _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(a->dx[2 * g])),
+                                                            _mm256_set1_ps(a->dx[2 * g + 1]), 1));
+}
+
+AVX512 static INL void tile_a_avx512(const CanonA *const *W, const ActA *const *X, int nb, bool has_m, const int R,
+                                     const int T, float *res) {
+    __m512 acc[TILE_MAX_R][TILE_MAX_T];
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
+    const int ng = (nb + 1) / 2;
+    for (int g = 0; g < ng; g++) {
+        __m512i w[TILE_MAX_R], nc[TILE_MAX_R];
+        __m512 dv[TILE_MAX_R];
+        for (int r = 0; r < R; r++) {
+            w[r] = _mm512_load_si512((const void *)(W[r]->q + 64 * g));
+            nc[r] = _mm512_load_si512((const void *)(W[r]->negcorr + 16 * g));
+            dv[r] = _mm512_load_ps(W[r]->dv + 16 * g);
+        }
+        for (int t = 0; t < T; t++) {
+            const __m512i xu = _mm512_load_si512((const void *)(X[t]->b1 + 64 * g));
+            const __m512 dx = _mm512_load_ps(X[t]->dxv + 16 * g);
+            for (int r = 0; r < R; r++) {
+                const __m512i p = _mm512_dpbusd_epi32(nc[r], xu, w[r]);
+                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dv[r], dx), acc[r][t]);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) {
+            float ms = 0.0f;
+            if (has_m)
+                for (int b = 0; b < nb; b++) ms += W[r]->m[b] * X[t]->sx[b];
+            res[r * TILE_MAX_T + t] = _mm512_reduce_add_ps(acc[r][t]) + ms;
+        }
+}
+
+AVX512 static INL void tile_k_avx512(const CanonK *const *W, const BlockQ8_K *const *X, int nsb, const int R,
+                                     const int T, float *res) {
+    __m512 acc[TILE_MAX_R][TILE_MAX_T];
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
+    for (int s = 0; s < nsb; s++) {
+        __m512i ai[TILE_MAX_R][TILE_MAX_T];
+        for (int r = 0; r < R; r++)
+            for (int t = 0; t < T; t++) ai[r][t] = _mm512_setzero_si512();
+        for (int k = 0; k < 4; k++) {
+            __m512i q[TILE_MAX_R], sv[TILE_MAX_R];
+            for (int r = 0; r < R; r++) {
+                q[r] = _mm512_load_si512((const void *)(W[r][s].q + 64 * k));
+                sv[r] = _mm512_load_si512((const void *)(W[r][s].scv + 32 * k));
+            }
+            for (int t = 0; t < T; t++) {
+                const __m512i x = _mm512_loadu_si512((const void *)(X[t][s].qs + 64 * k));
+                for (int r = 0; r < R; r++) ai[r][t] = _mm512_dpwssd_epi32(ai[r][t], _mm512_maddubs_epi16(q[r], x), sv[r]);
+            }
+        }
+        for (int r = 0; r < R; r++)
+            for (int t = 0; t < T; t++) {
+                const __m256i im = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)W[r][s].mn),
+                                                     _mm256_loadu_si256((const __m256i *)X[t][s].bsums));
+                const __m512 fm = _mm512_insertf32x8(_mm512_setzero_ps(), _mm256_cvtepi32_ps(im), 0);
+                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ai[r][t]), _mm512_set1_ps(W[r][s].d * X[t][s].d), acc[r][t]);
+                acc[r][t] = _mm512_fnmadd_ps(fm, _mm512_set1_ps(W[r][s].dmin * X[t][s].d), acc[r][t]);
+            }
+    }
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) res[r * TILE_MAX_T + t] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+/* Tile entry points: each call below has constant R and T, so the
+ * compiler unrolls it into register-resident accumulators. */
+#define TILE_SWITCH(F, ...)                                              \
+    do {                                                                 \
+        if (R == 2) {                                                    \
+            if (T == 4) F(__VA_ARGS__, 2, 4, res);                       \
+            else if (T == 2) F(__VA_ARGS__, 2, 2, res);                  \
+            else F(__VA_ARGS__, 2, 1, res);                              \
+        } else {                                                         \
+            if (T == 4) F(__VA_ARGS__, 1, 4, res);                       \
+            else if (T == 2) F(__VA_ARGS__, 1, 2, res);                  \
+            else F(__VA_ARGS__, 1, 1, res);                              \
+        }                                                                \
+    } while (0)
+
+AVX2 static void run_tile_a_avx2(const CanonA *const *W, const ActA *const *X, int nb, bool has_m, int R, int T,
+                                 float *res) {
+    TILE_SWITCH(tile_a_avx2, W, X, nb, has_m);
+}
+AVX2 static void run_tile_k_avx2(const CanonK *const *W, const BlockQ8_K *const *X, int nsb, int R, int T,
+                                 float *res) {
+    TILE_SWITCH(tile_k_avx2, W, X, nsb);
+}
+AVX512 static void run_tile_a_avx512(const CanonA *const *W, const ActA *const *X, int nb, bool has_m, int R, int T,
+                                     float *res) {
+    TILE_SWITCH(tile_a_avx512, W, X, nb, has_m);
+}
+AVX512 static void run_tile_k_avx512(const CanonK *const *W, const BlockQ8_K *const *X, int nsb, int R, int T,
+                                     float *res) {
+    TILE_SWITCH(tile_k_avx512, W, X, nsb);
+}
+
+static int detect_level(void) {
+    int lvl = SIMD_SCALAR;
     unsigned a, b, c, d;
-    v = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) && __builtin_cpu_supports("avx2") &&
-        __builtin_cpu_supports("fma");
-    atomic_store_explicit(&cached, v, memory_order_relaxed);
-    return v;
+    /* AVX2 and FMA from the compiler's cached CPU table (which also checks
+     * that the OS saves the registers); F16C from CPUID leaf 1 (ECX bit
+     * 29), which clang's __builtin_cpu_supports lacks. */
+    if (__get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) && __builtin_cpu_supports("avx2") &&
+        __builtin_cpu_supports("fma"))
+        lvl = SIMD_AVX2;
+    if (lvl == SIMD_AVX2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vnni"))
+        lvl = SIMD_AVX512;
+    return lvl;
 }
 #else
-static int have_avx2(void) { return 0; }
+static int detect_level(void) { return SIMD_SCALAR; }
+#endif /* GROK_X86 */
+
+/* ---- 7. levels, the matrix driver, vec_dot ------------------------------ */
+
+static int hw_level(void) {
+    /* computed once; a race only stores the same value twice */
+    static atomic_int cached = -1;
+    int l = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (l < 0) {
+        l = detect_level();
+        atomic_store_explicit(&cached, l, memory_order_relaxed);
+    }
+    return l;
+}
+
+bool quant_simd_supported(int level) { return level >= SIMD_SCALAR && level <= hw_level(); }
+
+int quant_simd_level(void) {
+    static atomic_int cached = -1;
+    int l = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (l < 0) {
+        l = hw_level();
+        const char *e = getenv("GROK_SIMD");
+        if (e && strcmp(e, "scalar") == 0) l = SIMD_SCALAR;
+        else if (e && strcmp(e, "avx2") == 0 && l > SIMD_AVX2) l = SIMD_AVX2;
+        atomic_store_explicit(&cached, l, memory_order_relaxed);
+    }
+    return l;
+}
+
+const char *quant_simd_level_name(int level) {
+    return level == SIMD_AVX512 ? "avx512" : level == SIMD_AVX2 ? "avx2" : "scalar";
+}
+
+const char *quant_simd_name(void) { return quant_simd_level_name(quant_simd_level()); }
+
+static inline int imin(int64_t a, int64_t b) { return (int)(a < b ? a : b); }
+
+static inline void put(float *o, float v, bool first) { *o = first ? v : *o + v; }
+
+#ifdef GROK_X86
+static void matmul_a(int level, uint32_t type, const uint8_t *w, size_t wrb, const uint8_t *x, size_t xrb, int64_t n,
+                     int n_tok, float *out, int64_t os, int64_t r0, int64_t r1) {
+    CanonA cw[RGROUP];
+    ActA ca[TTILE];
+    const bool q81 = vec_dot_type(type) == GGML_TYPE_Q8_1;
+    const bool v512 = level == SIMD_AVX512;
+    const int tmax = v512 ? 4 : 2;
+    const int64_t nbt = n / 32;
+    for (int64_t rs = r0; rs < r1; rs += RGROUP) {
+        const int nr = imin(RGROUP, r1 - rs);
+        for (int64_t b0 = 0; b0 < nbt; b0 += CHUNK / 32) {
+            const int nb = imin(CHUNK / 32, nbt - b0);
+            for (int r = 0; r < nr; r++) {
+                unpack_a_avx2(type, w + (size_t)(rs + r) * wrb, b0, nb, &cw[r]);
+                if (v512) prep_weights_a_avx512(&cw[r], nb);
+            }
+            for (int t0 = 0; t0 < n_tok; t0 += TTILE) {
+                const int nt = imin(TTILE, n_tok - t0);
+                for (int t = 0; t < nt; t++) {
+                    const uint8_t *xr = x + (size_t)(t0 + t) * xrb;
+                    if (v512) prep_act_a_avx512(q81, xr, b0, nb, &ca[t]);
+                    else prep_act_a_avx2(q81, xr, b0, nb, &ca[t]);
+                }
+                for (int t = 0; t < nt;) {
+                    const int T = nt - t >= tmax ? tmax : nt - t >= 2 ? 2 : 1;
+                    const ActA *X[TILE_MAX_T];
+                    for (int i = 0; i < T; i++) X[i] = &ca[t + i];
+                    for (int r = 0; r < nr;) {
+                        const int R = nr - r >= 2 ? 2 : 1;
+                        const CanonA *W[TILE_MAX_R] = {&cw[r], &cw[r + R - 1]};
+                        float res[TILE_MAX_R * TILE_MAX_T];
+                        if (v512) run_tile_a_avx512(W, X, nb, q81, R, T, res);
+                        else run_tile_a_avx2(W, X, nb, q81, R, T, res);
+                        for (int i = 0; i < R; i++)
+                            for (int j = 0; j < T; j++)
+                                put(out + (int64_t)(t0 + t + j) * os + rs + r + i, res[i * TILE_MAX_T + j], b0 == 0);
+                        r += R;
+                    }
+                    t += T;
+                }
+            }
+        }
+    }
+}
+
+static void matmul_k(int level, uint32_t type, const uint8_t *w, size_t wrb, const uint8_t *x, size_t xrb, int64_t n,
+                     int n_tok, float *out, int64_t os, int64_t r0, int64_t r1) {
+    CanonK cw[RGROUP][CHUNK / QK_K];
+    const size_t wsz = TYPES[type].type_size;
+    const bool v512 = level == SIMD_AVX512;
+    const int tmax = v512 ? 4 : 2;
+    const int rg = n_tok < 4 ? 1 : RGROUP; /* decode: stream one row at a time */
+    const int64_t nst = n / QK_K;
+    for (int64_t rs = r0; rs < r1; rs += rg) {
+        const int nr = imin(rg, r1 - rs);
+        for (int64_t s0 = 0; s0 < nst; s0 += CHUNK / QK_K) {
+            const int ns = imin(CHUNK / QK_K, nst - s0);
+            for (int r = 0; r < nr; r++)
+                for (int s = 0; s < ns; s++)
+                    unpack_k_avx2(type, w + (size_t)(rs + r) * wrb + (size_t)(s0 + s) * wsz, &cw[r][s]);
+            for (int t = 0; t < n_tok;) {
+                const int T = n_tok - t >= tmax ? tmax : n_tok - t >= 2 ? 2 : 1;
+                const BlockQ8_K *X[TILE_MAX_T];
+                for (int i = 0; i < T; i++) X[i] = (const BlockQ8_K *)(x + (size_t)(t + i) * xrb) + s0;
+                for (int r = 0; r < nr;) {
+                    const int R = nr - r >= 2 ? 2 : 1;
+                    const CanonK *W[TILE_MAX_R] = {cw[r], cw[r + R - 1]};
+                    float res[TILE_MAX_R * TILE_MAX_T];
+                    if (v512) run_tile_k_avx512(W, X, ns, R, T, res);
+                    else run_tile_k_avx2(W, X, ns, R, T, res);
+                    for (int i = 0; i < R; i++)
+                        for (int j = 0; j < T; j++)
+                            put(out + (int64_t)(t + j) * os + rs + r + i, res[i * TILE_MAX_T + j], s0 == 0);
+                    r += R;
+                }
+                t += T;
+            }
+        }
+    }
+}
 #endif
+
+typedef float (*DotFn)(const void *w, const void *x, int64_t n);
+
+static float dot_f32_s(const void *w, const void *x, int64_t n) { return dot_f32_scalar(w, x, n); }
+static float dot_f16_s(const void *w, const void *x, int64_t n) { return dot_f16_scalar(w, x, n); }
+static float dot_bf16_s(const void *w, const void *x, int64_t n) { return dot_bf16_scalar(w, x, n); }
+#ifdef GROK_X86
+static float dot_f32_v(const void *w, const void *x, int64_t n) { return dot_f32_avx2(w, x, n); }
+static float dot_f16_v(const void *w, const void *x, int64_t n) { return dot_f16_avx2(w, x, n); }
+static float dot_bf16_v(const void *w, const void *x, int64_t n) { return dot_bf16_avx2(w, x, n); }
+#endif
+
+static DotFn float_dot_fn(int level, uint32_t type) {
+#ifdef GROK_X86
+    if (level >= SIMD_AVX2) {
+        switch (type) {
+        case GGML_TYPE_F32: return dot_f32_v;
+        case GGML_TYPE_F16: return dot_f16_v;
+        case GGML_TYPE_BF16: return dot_bf16_v;
+        default: return NULL;
+        }
+    }
+#endif
+    switch (type) {
+    case GGML_TYPE_F32: return dot_f32_s;
+    case GGML_TYPE_F16: return dot_f16_s;
+    case GGML_TYPE_BF16: return dot_bf16_s;
+    default: return NULL;
+    }
+}
+
+#define MATMUL_TILE_ROWS 16 /* rows of W kept hot while all activation rows pass */
+
+void matmul_rows_level(int level, uint32_t type, const void *w, size_t w_row_bytes, const void *x, size_t x_row_bytes,
+                       int64_t n, int n_tok, float *out, int64_t out_stride, int64_t r0, int64_t r1) {
+    const uint8_t *wb = w, *xb = x;
+    if (!quant_simd_supported(level)) level = SIMD_SCALAR;
+#ifdef GROK_X86
+    if (level >= SIMD_AVX2 && is_a_type(type)) {
+        matmul_a(level, type, wb, w_row_bytes, xb, x_row_bytes, n, n_tok, out, out_stride, r0, r1);
+        return;
+    }
+    if (level >= SIMD_AVX2 && is_k_type(type)) {
+        matmul_k(level, type, wb, w_row_bytes, xb, x_row_bytes, n, n_tok, out, out_stride, r0, r1);
+        return;
+    }
+#endif
+    DotFn dot = float_dot_fn(level, type);
+    const bool quant = is_a_type(type) || is_k_type(type);
+    if (!dot && !quant) return;
+    for (int64_t rt = r0; rt < r1; rt += MATMUL_TILE_ROWS) {
+        int64_t re = rt + MATMUL_TILE_ROWS < r1 ? rt + MATMUL_TILE_ROWS : r1;
+        for (int t = 0; t < n_tok; t++) {
+            const void *xr = xb + (size_t)t * x_row_bytes;
+            float *o = out + (int64_t)t * out_stride;
+            for (int64_t r = rt; r < re; r++)
+                o[r] = dot ? dot(wb + (size_t)r * w_row_bytes, xr, n) : vec_dot_ref(type, wb + (size_t)r * w_row_bytes, xr, n);
+        }
+    }
+}
+
+void matmul_rows(uint32_t type, const void *w, size_t w_row_bytes, const void *x, size_t x_row_bytes, int64_t n,
+                 int n_tok, float *out, int64_t out_stride, int64_t r0, int64_t r1) {
+    matmul_rows_level(quant_simd_level(), type, w, w_row_bytes, x, x_row_bytes, n, n_tok, out, out_stride, r0, r1);
+}
+
+float vec_dot_level(int level, uint32_t type, const void *w, const void *x, int64_t n) {
+    if (!quant_simd_supported(level)) level = SIMD_SCALAR;
+    if (is_a_type(type) || is_k_type(type)) {
+        if (level == SIMD_SCALAR) return vec_dot_ref(type, w, x, n);
+        float o = 0.0f;
+        matmul_rows_level(level, type, w, 0, x, 0, n, 1, &o, 1, 0, 1);
+        return o;
+    }
+    DotFn dot = float_dot_fn(level, type);
+    return dot ? dot(w, x, n) : 0.0f;
+}
+
+float vec_dot(uint32_t type, const void *w, const void *x, int64_t n) {
+    return vec_dot_level(quant_simd_level(), type, w, x, n);
+}
 
 void vec_mad(uint32_t type, float *y, float a, const void *x, int64_t n) {
 #ifdef GROK_X86
-    if (have_avx2()) {
+    if (quant_simd_level() >= SIMD_AVX2) {
         if (type == GGML_TYPE_F16) mad_f16_avx2(y, a, x, n);
         else mad_f32_avx2(y, a, x, n);
         return;
@@ -357,70 +1691,38 @@ void vec_mad(uint32_t type, float *y, float a, const void *x, int64_t n) {
     }
 }
 
-const char *quant_simd_name(void) { return have_avx2() ? "avx2" : "scalar"; }
+/* ---- quantize_row ------------------------------------------------------- */
 
-typedef float (*DotFn)(const void *w, const void *x, int64_t n);
-
-static float dot_f32_s(const void *w, const void *x, int64_t n) { return dot_f32_scalar(w, x, n); }
-static float dot_f16_s(const void *w, const void *x, int64_t n) { return dot_f16_scalar(w, x, n); }
-static float dot_bf16_s(const void *w, const void *x, int64_t n) { return dot_bf16_scalar(w, x, n); }
-static float dot_q8_0_s(const void *w, const void *x, int64_t n) { return dot_q8_0_scalar(w, x, n); }
-#ifdef GROK_X86
-static float dot_f32_v(const void *w, const void *x, int64_t n) { return dot_f32_avx2(w, x, n); }
-static float dot_f16_v(const void *w, const void *x, int64_t n) { return dot_f16_avx2(w, x, n); }
-static float dot_bf16_v(const void *w, const void *x, int64_t n) { return dot_bf16_avx2(w, x, n); }
-static float dot_q8_0_v(const void *w, const void *x, int64_t n) { return dot_q8_0_avx2(w, x, n); }
-#endif
-
-static DotFn dot_fn(uint32_t type) {
-#ifdef GROK_X86
-    if (have_avx2()) {
-        switch (type) {
-        case GGML_TYPE_F32: return dot_f32_v;
-        case GGML_TYPE_F16: return dot_f16_v;
-        case GGML_TYPE_BF16: return dot_bf16_v;
-        case GGML_TYPE_Q8_0: return dot_q8_0_v;
-        default: return NULL;
-        }
-    }
-#endif
+int quantize_row_level(int level, uint32_t type, const float *src, void *dst, int64_t n) {
+    (void)level;
+    const TypeInfo *ti = type_info(type);
+    if (!ti || !type_can_quantize(type) || n % ti->block_size) return -1;
+    const int64_t nb = n / ti->block_size;
     switch (type) {
-    case GGML_TYPE_F32: return dot_f32_s;
-    case GGML_TYPE_F16: return dot_f16_s;
-    case GGML_TYPE_BF16: return dot_bf16_s;
-    case GGML_TYPE_Q8_0: return dot_q8_0_s;
-    default: return NULL;
-    }
-}
-
-#define MATMUL_TILE_ROWS 16 /* rows of W kept hot while all activation rows pass */
-
-void matmul_rows(uint32_t type, const void *w, size_t w_row_bytes, const void *x, size_t x_row_bytes,
-                 int64_t n, int n_tok, float *out, int64_t out_stride, int64_t r0, int64_t r1) {
-    DotFn dot = dot_fn(type);
-    if (!dot) return;
-    const uint8_t *wb = w, *xb = x;
-    for (int64_t rt = r0; rt < r1; rt += MATMUL_TILE_ROWS) {
-        int64_t re = rt + MATMUL_TILE_ROWS < r1 ? rt + MATMUL_TILE_ROWS : r1;
-        for (int t = 0; t < n_tok; t++) {
-            const void *xr = xb + (size_t)t * x_row_bytes;
-            float *o = out + (int64_t)t * out_stride;
-            for (int64_t r = rt; r < re; r++) o[r] = dot(wb + (size_t)r * w_row_bytes, xr, n);
+    case GGML_TYPE_F32: memcpy(dst, src, (size_t)n * sizeof(float)); return 0;
+    case GGML_TYPE_F16:
+    case GGML_TYPE_BF16:
+        for (int64_t i = 0; i < n; i++) {
+            uint16_t h = type == GGML_TYPE_F16 ? f32_to_fp16(src[i]) : f32_to_bf16(src[i]);
+            memcpy((uint8_t *)dst + 2 * i, &h, 2);
         }
+        return 0;
+    case GGML_TYPE_Q8_0: quantize_q8_0_scalar(src, dst, nb); return 0;
+    case GGML_TYPE_Q8_1: quantize_q8_1_scalar(src, dst, nb); return 0;
+    case GGML_TYPE_Q8_K: quantize_q8_K_scalar(src, dst, nb); return 0;
+    case GGML_TYPE_Q4_0: quantize_q4_0(src, dst, nb); return 0;
+    case GGML_TYPE_Q4_1: quantize_q4_1(src, dst, nb); return 0;
+    case GGML_TYPE_Q5_0: quantize_q5_0(src, dst, nb); return 0;
+    case GGML_TYPE_Q5_1: quantize_q5_1(src, dst, nb); return 0;
+    case GGML_TYPE_Q2_K: quantize_q2_K(src, dst, nb); return 0;
+    case GGML_TYPE_Q3_K: quantize_q3_K(src, dst, nb); return 0;
+    case GGML_TYPE_Q4_K: quantize_q4_K(src, dst, nb); return 0;
+    case GGML_TYPE_Q5_K: quantize_q5_K(src, dst, nb); return 0;
+    case GGML_TYPE_Q6_K: quantize_q6_K(src, dst, nb); return 0;
+    default: return -1;
     }
 }
 
-float vec_dot_ref(uint32_t type, const void *w, const void *x, int64_t n) {
-    switch (type) {
-    case GGML_TYPE_F32: return dot_f32_s(w, x, n);
-    case GGML_TYPE_F16: return dot_f16_s(w, x, n);
-    case GGML_TYPE_BF16: return dot_bf16_s(w, x, n);
-    case GGML_TYPE_Q8_0: return dot_q8_0_s(w, x, n);
-    default: return 0.0f;
-    }
-}
-
-float vec_dot(uint32_t type, const void *w, const void *x, int64_t n) {
-    DotFn dot = dot_fn(type);
-    return dot ? dot(w, x, n) : 0.0f;
+int quantize_row(uint32_t type, const float *src, void *dst, int64_t n) {
+    return quantize_row_level(quant_simd_level(), type, src, dst, n);
 }

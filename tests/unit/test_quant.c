@@ -1,4 +1,6 @@
-/* test_quant.c - type table, fp16/bf16 conversion, Q8_0 rows, SIMD == scalar. */
+/* test_quant.c - type table, fp16/bf16 conversion, every quantized type's
+ * round trip, dot products against dequantization, SIMD == scalar (exact
+ * for integer sums), matmul == vec_dot bit for bit, activation rounding. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +35,22 @@ static void test_table(void) {
     CHECK(type_from_name("Q8_0") == GGML_TYPE_Q8_0 && type_from_name("bf16") == GGML_TYPE_BF16, "names");
     CHECK(type_from_name("q9") == -1, "unknown name");
     CHECK(type_row_size(GGML_TYPE_Q8_0, 64) == 68, "row size");
+    static const struct {
+        uint32_t t;
+        int bs;
+        size_t sz;
+    } L[] = {{GGML_TYPE_Q4_0, 32, 18}, {GGML_TYPE_Q4_1, 32, 20}, {GGML_TYPE_Q5_0, 32, 22}, {GGML_TYPE_Q5_1, 32, 24},
+             {GGML_TYPE_Q8_1, 32, 36}, {GGML_TYPE_Q2_K, 256, 84}, {GGML_TYPE_Q3_K, 256, 110},
+             {GGML_TYPE_Q4_K, 256, 144}, {GGML_TYPE_Q5_K, 256, 176}, {GGML_TYPE_Q8_K, 256, 292}};
+    for (size_t i = 0; i < sizeof L / sizeof L[0]; i++)
+        CHECK(type_info(L[i].t)->block_size == L[i].bs && type_info(L[i].t)->type_size == L[i].sz, "%s layout",
+              type_info(L[i].t)->name);
+    CHECK(type_from_name("Q4_K") == GGML_TYPE_Q4_K && type_from_name("q6_k") == GGML_TYPE_Q6_K, "K names");
+    CHECK(vec_dot_type(GGML_TYPE_Q4_0) == GGML_TYPE_Q8_0 && vec_dot_type(GGML_TYPE_Q5_0) == GGML_TYPE_Q8_0 &&
+              vec_dot_type(GGML_TYPE_Q4_1) == GGML_TYPE_Q8_1 && vec_dot_type(GGML_TYPE_Q5_1) == GGML_TYPE_Q8_1 &&
+              vec_dot_type(GGML_TYPE_Q4_K) == GGML_TYPE_Q8_K && vec_dot_type(GGML_TYPE_Q2_K) == GGML_TYPE_Q8_K &&
+              vec_dot_type(GGML_TYPE_F16) == GGML_TYPE_F32,
+          "vec_dot_type as llama.cpp");
 }
 
 static void test_fp16(void) {
@@ -136,6 +154,317 @@ static void test_simd_equals_scalar(void) {
     CHECK(vec_dot(GGML_TYPE_Q8_0, &a, &b, 32) == vec_dot_ref(GGML_TYPE_Q8_0, &a, &b, 32), "q8_0 extremes");
 }
 
+
+/* ---- every quantized weight type --------------------------------------- */
+
+static const uint32_t WTYPES[] = {GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q5_0, GGML_TYPE_Q5_1, GGML_TYPE_Q8_0,
+                                  GGML_TYPE_Q2_K, GGML_TYPE_Q3_K, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K};
+#define NWT (sizeof WTYPES / sizeof WTYPES[0])
+
+static float gauss(void) { /* Irwin-Hall approximation of N(0, 1) */
+    float s = 0;
+    for (int i = 0; i < 12; i++) s += 0.5f * (frand() + 1.0f);
+    return s - 6.0f;
+}
+
+/* Relative RMS error bounds of quantize -> dequantize on N(0,1) data with
+ * a few outliers. Measured values (grok.c's quantizers) are printed; the
+ * bounds leave ~30% margin. */
+static double rt_bound(uint32_t t) {
+    switch (t) {
+    case GGML_TYPE_Q4_0: return 0.12;
+    case GGML_TYPE_Q4_1: return 0.11;
+    case GGML_TYPE_Q5_0: return 0.06;
+    case GGML_TYPE_Q5_1: return 0.055;
+    case GGML_TYPE_Q8_0: return 0.008;
+    case GGML_TYPE_Q2_K: return 0.36;
+    case GGML_TYPE_Q3_K: return 0.20;
+    case GGML_TYPE_Q4_K: return 0.11;
+    case GGML_TYPE_Q5_K: return 0.055;
+    default: return 0.03; /* q6_K */
+    }
+}
+
+static void test_roundtrip_all(void) {
+    enum { N = 8192 };
+    static float x[N], y[N];
+    static uint8_t q[N * 2];
+    for (int i = 0; i < N; i++) x[i] = gauss() * (i % 997 == 0 ? 6.0f : 1.0f);
+    for (size_t k = 0; k < NWT; k++) {
+        const uint32_t t = WTYPES[k];
+        CHECK(quantize_row(t, x, q, N) == 0, "%s quantize", type_info(t)->name);
+        dequantize_row(t, q, y, N);
+        double e = 0, s = 0;
+        for (int i = 0; i < N; i++) e += (double)(x[i] - y[i]) * (x[i] - y[i]), s += (double)x[i] * x[i];
+        const double rel = sqrt(e / s);
+        printf("  round trip %-5s rel rms error %.4f (bound %.3f)\n", type_info(t)->name, rel, rt_bound(t));
+        CHECK(rel <= rt_bound(t), "%s round trip error %.4f > %.3f", type_info(t)->name, rel, rt_bound(t));
+        /* zeros stay exact zeros; large and constant rows stay finite */
+        static float z[512], zb[512], big[512];
+        memset(z, 0, sizeof z);
+        quantize_row(t, z, q, 512);
+        dequantize_row(t, q, zb, 512);
+        int nz = 0;
+        for (int i = 0; i < 512; i++) nz += zb[i] != 0.0f;
+        CHECK(nz == 0, "%s: zero row gives %d non-zeros", type_info(t)->name, nz);
+        for (int i = 0; i < 512; i++) big[i] = i < 256 ? 3.0f : 1000.0f * frand();
+        quantize_row(t, big, q, 512);
+        dequantize_row(t, q, zb, 512);
+        int bad = 0;
+        for (int i = 0; i < 512; i++) bad += !isfinite(zb[i]) || fabsf(zb[i] - big[i]) > (i < 256 ? 0.5f : 600.0f);
+        CHECK(bad == 0, "%s: constant / large rows: %d bad values", type_info(t)->name, bad);
+        /* NaN input must not crash (the output is unspecified) */
+        big[7] = NAN;
+        quantize_row(t, big, q, 512);
+    }
+    CHECK(quantize_row(GGML_TYPE_Q4_K, x, q, 100) == -1, "q4_K needs a multiple of 256");
+    CHECK(quantize_row(GGML_TYPE_I8, x, q, 32) == -1, "i8 cannot be produced");
+}
+
+/* Hand-made blocks, values from the format definitions (doc §3). */
+static void test_known_blocks(void) {
+    float y[256];
+    BlockQ4_0 b4 = {f32_to_fp16(0.5f), {0}};
+    b4.qs[0] = 0x1F; /* value 0: 15-8 = 7, value 16: 1-8 = -7 */
+    dequantize_row(GGML_TYPE_Q4_0, &b4, y, 32);
+    CHECK(y[0] == 3.5f && y[16] == -3.5f && y[1] == -4.0f, "q4_0 nibble order %g %g %g", y[0], y[16], y[1]);
+    BlockQ5_0 b5 = {f32_to_fp16(1.0f), {0, 0, 2, 0}, {0}}; /* qh bit 17 -> value 17 gets +16 */
+    dequantize_row(GGML_TYPE_Q5_0, &b5, y, 32);
+    CHECK(y[17] == 0.0f && y[16] == -16.0f && y[1] == -16.0f, "q5_0 high bits %g %g", y[17], y[16]);
+    BlockQ4_K k4;
+    memset(&k4, 0, sizeof k4);
+    k4.d = f32_to_fp16(1.0f), k4.dmin = f32_to_fp16(0.5f);
+    /* sub-block 5: scale = (scales[9] & 15) | (scales[1] >> 6) << 4 = 3 | 1<<4 = 19,
+     *              min = (scales[9] >> 4) | (scales[5] >> 6) << 4 = 2 | 2<<4 = 34 */
+    k4.scales[9] = 0x23, k4.scales[1] = 0x40, k4.scales[5] = 0x80;
+    k4.qs[32 * 2 + 3] = 0x70; /* value 64*2+32+3 = 163 (sub-block 5) has level 7 */
+    dequantize_row(GGML_TYPE_Q4_K, &k4, y, 256);
+    CHECK(y[163] == 19.0f * 7 - 0.5f * 34 && y[160] == -0.5f * 34, "q4_K packed scales: %g %g", y[163], y[160]);
+    BlockQ6_K k6;
+    memset(&k6, 0, sizeof k6);
+    k6.d = f32_to_fp16(0.25f);
+    k6.scales[12] = -3; /* value 200 = 128 + 64 + 8: n=1, k=2 (high nibble of ql[64+8]), qh[32+8] bits 4-5 */
+    k6.ql[64 + 8] = 0x50, k6.qh[32 + 8] = 0x20; /* level 5 | 2<<4 = 37 -> q = 5 */
+    dequantize_row(GGML_TYPE_Q6_K, &k6, y, 256);
+    CHECK(y[200] == 0.25f * -3 * 5, "q6_K layout: %g", y[200]);
+    BlockQ3_K k3;
+    memset(&k3, 0, sizeof k3);
+    k3.d = f32_to_fp16(1.0f);
+    /* sub-block 13 (values 208..223): low 4 bits in scales[5] >> 4, high 2 in scales[9] bits 6-7 */
+    k3.scales[5] = 0x90, k3.scales[9] = 0x80; /* stored 9 | 2<<4 = 41 -> scale 9 */
+    k3.qs[32 + 16] = 0x80; /* n=1, l=16, bits 6-7 (k=3): value 128 + 96 + 16 = 240 has low bits 2 */
+    k3.hmask[16] = 0x80;   /* its high bit (bit 4n+k = 7) set: q = 2 (else 2 - 4) */
+    dequantize_row(GGML_TYPE_Q3_K, &k3, y, 256);
+    const int sc15 = 0; /* value 240 is in sub-block 15, whose stored scale is 0 -> -32 */
+    CHECK(y[240] == (float)(sc15 - 32) * 2, "q3_K high bit: %g", y[240]);
+    CHECK(y[208] == 9.0f * -4, "q3_K scale of sub-block 13: %g", y[208]);
+}
+
+/* Random activations of the type a weight type consumes. */
+static void make_act(uint32_t wt, const float *x, void *xq, int n) { quantize_row(vec_dot_type(wt), x, xq, n); }
+
+static void test_dot_vs_dequant(void) {
+    enum { N = 2048 };
+    static float w[N], x[N], wd[N], xd[N];
+    static uint8_t wq[N * 2], xq[N * 2];
+    for (size_t k = 0; k < NWT; k++) {
+        const uint32_t t = WTYPES[k];
+        for (int i = 0; i < N; i++) w[i] = gauss(), x[i] = gauss();
+        quantize_row(t, w, wq, N);
+        make_act(t, x, xq, N);
+        dequantize_row(t, wq, wd, N);
+        dequantize_row(vec_dot_type(t), xq, xd, N);
+        double ex = 0, mag = 0;
+        for (int i = 0; i < N; i++) ex += (double)wd[i] * xd[i], mag += fabs((double)wd[i] * xd[i]);
+        if (vec_dot_type(t) == GGML_TYPE_Q8_1) {
+            /* Q8_1 carries s = fp16(d * sum(q)); the offset m of the weight
+             * block multiplies s, not the exact sum of the dequantized x */
+            const size_t sz = type_info(t)->type_size;
+            const BlockQ8_1 *xb = (const BlockQ8_1 *)xq;
+            for (int b = 0; b < N / 32; b++) {
+                uint16_t mh;
+                memcpy(&mh, wq + b * sz + 2, 2);
+                double sx = 0;
+                for (int j = 0; j < 32; j++) sx += xd[32 * b + j];
+                ex += fp16_to_f32(mh) * (fp16_to_f32(xb[b].s) - sx);
+            }
+        }
+        const float r = vec_dot_ref(t, wq, xq, N);
+        CHECK(fabs(r - ex) <= 2e-6 * mag + 1e-6, "%s: reference dot %g vs dequantized %g", type_info(t)->name, r, ex);
+    }
+}
+
+/* All integer: unit scales, small activations; every level must give the
+ * exact integer dot product. */
+static void make_integer_case(uint32_t t, uint8_t *wq, uint8_t *xq, int n, double *expect) {
+    static float w[4096], x[4096], wd[4096];
+    for (int i = 0; i < n; i++) w[i] = gauss(), x[i] = (float)((int)(frand() * 2.5f));
+    quantize_row(t, w, wq, n);
+    const int bs = type_info(t)->block_size;
+    const size_t sz = type_info(t)->type_size;
+    for (int b = 0; b < n / bs; b++) { /* set the scales (fp16 fields) to 1 */
+        uint8_t *p = wq + (size_t)b * sz;
+        const uint16_t one = f32_to_fp16(1.0f);
+        switch (t) {
+        case GGML_TYPE_Q4_1:
+        case GGML_TYPE_Q5_1:
+        case GGML_TYPE_Q4_K:
+        case GGML_TYPE_Q5_K: memcpy(p, &one, 2), memcpy(p + 2, &one, 2); break;
+        case GGML_TYPE_Q2_K: memcpy(p + 80, &one, 2), memcpy(p + 82, &one, 2); break;
+        case GGML_TYPE_Q3_K: memcpy(p + 108, &one, 2); break;
+        case GGML_TYPE_Q6_K: memcpy(p + 208, &one, 2); break;
+        default: memcpy(p, &one, 2); break;
+        }
+    }
+    const uint32_t vt = vec_dot_type(t);
+    if (vt == GGML_TYPE_Q8_K) {
+        BlockQ8_K *xb = (BlockQ8_K *)xq;
+        for (int b = 0; b < n / 256; b++) {
+            xb[b].d = 1.0f;
+            for (int j = 0; j < 256; j++) xb[b].qs[j] = (int8_t)x[256 * b + j];
+            for (int j = 0; j < 16; j++) {
+                int s = 0;
+                for (int i = 0; i < 16; i++) s += xb[b].qs[16 * j + i];
+                xb[b].bsums[j] = (int16_t)s;
+            }
+        }
+    } else if (vt == GGML_TYPE_Q8_1) {
+        BlockQ8_1 *xb = (BlockQ8_1 *)xq;
+        for (int b = 0; b < n / 32; b++) {
+            int s = 0;
+            for (int j = 0; j < 32; j++) s += xb[b].qs[j] = (int8_t)x[32 * b + j];
+            xb[b].d = f32_to_fp16(1.0f), xb[b].s = f32_to_fp16((float)s);
+        }
+    } else {
+        BlockQ8_0 *xb = (BlockQ8_0 *)xq;
+        for (int b = 0; b < n / 32; b++) {
+            for (int j = 0; j < 32; j++) xb[b].qs[j] = (int8_t)x[32 * b + j];
+            xb[b].d = f32_to_fp16(1.0f);
+        }
+    }
+    dequantize_row(t, wq, wd, n); /* now small integers, exactly */
+    double e = 0;
+    for (int i = 0; i < n; i++) e += (double)wd[i] * x[i];
+    *expect = e;
+}
+
+static void test_simd_levels(void) {
+    static uint8_t wq[8192], xq[8192];
+    static float w[4096], x[4096];
+    const int sizes_a[] = {32, 96, 512, 544, 1056}, sizes_k[] = {256, 512, 768, 2816};
+    for (int level = SIMD_SCALAR; level <= SIMD_AVX512; level++) {
+        if (!quant_simd_supported(level)) {
+            printf("  (level %s not supported here: skipped)\n", quant_simd_level_name(level));
+            continue;
+        }
+        for (size_t k = 0; k < NWT; k++) {
+            const uint32_t t = WTYPES[k];
+            const bool kq = type_info(t)->block_size == 256;
+            const int *sizes = kq ? sizes_k : sizes_a;
+            const int ns = kq ? 4 : 5;
+            int bad_rand = 0, bad_int = 0;
+            for (int si = 0; si < ns; si++) {
+                const int n = sizes[si];
+                for (int i = 0; i < n; i++) w[i] = gauss(), x[i] = gauss() * 3.0f;
+                quantize_row(t, w, wq, n);
+                make_act(t, x, xq, n);
+                const float a = vec_dot_level(level, t, wq, xq, n), b = vec_dot_ref(t, wq, xq, n);
+                float wd[4096], xd[4096];
+                dequantize_row(t, wq, wd, n);
+                dequantize_row(vec_dot_type(t), xq, xd, n);
+                double mag = 0;
+                for (int i = 0; i < n; i++) mag += fabs((double)wd[i] * xd[i]);
+                if (fabs((double)a - b) > 2e-6 * mag + 1e-6) {
+                    bad_rand++;
+                    printf("    %s %s n=%d: %.9g vs scalar %.9g (mag %g)\n", quant_simd_level_name(level),
+                           type_info(t)->name, n, a, b, mag);
+                }
+                if (n <= 2048) {
+                    double ex;
+                    make_integer_case(t, wq, xq, n, &ex);
+                    const float ai = vec_dot_level(level, t, wq, xq, n), bi = vec_dot_ref(t, wq, xq, n);
+                    if (ai != (float)ex || bi != (float)ex) {
+                        bad_int++;
+                        printf("    %s %s n=%d integer case: %.9g / scalar %.9g / exact %.9g\n",
+                               quant_simd_level_name(level), type_info(t)->name, n, ai, bi, ex);
+                    }
+                }
+            }
+            CHECK(bad_rand == 0 && bad_int == 0, "%s %s: simd vs scalar (%d random, %d integer cases differ)",
+                  quant_simd_level_name(level), type_info(t)->name, bad_rand, bad_int);
+        }
+    }
+}
+
+/* matmul_rows gives exactly vec_dot for every (row, token), whatever the
+ * tile the pair falls in (rows > RGROUP, tokens > TTILE, odd counts). */
+static void test_matmul_exact(void) {
+    enum { ROWS = 37, T = 11, N = 768 };
+    static float w[ROWS * N], x[T * N], out[T * ROWS];
+    static uint8_t wq[ROWS * N * 2], xq[T * N * 2];
+    for (int i = 0; i < ROWS * N; i++) w[i] = gauss();
+    for (int i = 0; i < T * N; i++) x[i] = gauss();
+    for (int level = SIMD_AVX2; level <= SIMD_AVX512; level++) {
+        if (!quant_simd_supported(level)) continue;
+        for (size_t k = 0; k < NWT; k++) {
+            const uint32_t t = WTYPES[k];
+            const size_t wrb = type_row_size(t, N), xrb = type_row_size(vec_dot_type(t), N);
+            for (int r = 0; r < ROWS; r++) quantize_row(t, w + r * N, wq + r * wrb, N);
+            for (int j = 0; j < T; j++) make_act(t, x + j * N, xq + j * xrb, N);
+            const int ntoks[] = {1, 2, 3, 5, T};
+            int bad = 0;
+            for (int c = 0; c < 5; c++) {
+                const int nt = ntoks[c];
+                memset(out, 0, sizeof out);
+                matmul_rows_level(level, t, wq, wrb, xq, xrb, N, nt, out, ROWS, 3, ROWS);
+                for (int j = 0; j < nt; j++)
+                    for (int r = 3; r < ROWS; r++)
+                        bad += out[j * ROWS + r] != vec_dot_level(level, t, wq + r * wrb, xq + j * xrb, N);
+                for (int r = 0; r < 3; r++) bad += out[r] != 0.0f; /* rows outside [r0, r1) untouched */
+            }
+            CHECK(bad == 0, "%s %s: matmul_rows != vec_dot for %d entries", quant_simd_level_name(level),
+                  type_info(t)->name, bad);
+        }
+    }
+}
+
+static void test_act_quant(void) {
+    float x[256];
+    BlockQ8_K k;
+    for (int i = 0; i < 256; i++) x[i] = 0.0f;
+    x[0] = -127.0f, x[1] = 0.5f, x[2] = 1.5f, x[3] = 2.5f, x[4] = -3.5f, x[17] = 100.0f;
+    quantize_row(GGML_TYPE_Q8_K, x, &k, 256);
+    /* d = max / -127 with max the value of largest magnitude (-127): d = 1;
+     * q = nearest-even(x / d) */
+    CHECK(k.d == 1.0f && k.qs[0] == -127 && k.qs[1] == 0 && k.qs[2] == 2 && k.qs[3] == 2 && k.qs[4] == -4 &&
+              k.qs[17] == 100,
+          "q8_K rounding: d %g q %d %d %d %d %d", k.d, k.qs[0], k.qs[1], k.qs[2], k.qs[3], k.qs[4]);
+    CHECK(k.bsums[0] == -127 + 0 + 2 + 2 - 4 && k.bsums[1] == 100, "q8_K bsums %d %d", k.bsums[0], k.bsums[1]);
+    x[0] = 127.0f; /* positive max: d = -1, signs flip */
+    quantize_row(GGML_TYPE_Q8_K, x, &k, 256);
+    CHECK(k.d == -1.0f && k.qs[0] == -127 && k.qs[17] == -100, "q8_K negative scale");
+    BlockQ8_1 q1;
+    for (int i = 0; i < 32; i++) x[i] = (float)(i - 10);
+    quantize_row(GGML_TYPE_Q8_1, x, &q1, 32);
+    int s = 0;
+    for (int i = 0; i < 32; i++) s += q1.qs[i];
+    CHECK(q1.s == f32_to_fp16((float)s * (21.0f / 127.0f)) && q1.qs[31] == 127, "q8_1 sum field");
+    /* every level produces the same activation bytes */
+    static float big[4096];
+    static uint8_t a[8192], b[8192];
+    for (int i = 0; i < 4096; i++) big[i] = gauss() * (i % 100 == 0 ? 50.0f : 1.0f);
+    const uint32_t at[] = {GGML_TYPE_Q8_0, GGML_TYPE_Q8_1, GGML_TYPE_Q8_K};
+    for (int level = SIMD_AVX2; level <= SIMD_AVX512; level++) {
+        if (!quant_simd_supported(level)) continue;
+        for (int i = 0; i < 3; i++) {
+            quantize_row_level(SIMD_SCALAR, at[i], big, a, 4096);
+            quantize_row_level(level, at[i], big, b, 4096);
+            CHECK(memcmp(a, b, type_row_size(at[i], 4096)) == 0, "%s %s activations differ from scalar",
+                  quant_simd_level_name(level), type_info(at[i])->name);
+        }
+    }
+}
+
 static void test_matmul_and_mad(void) {
     enum { ROWS = 37, N = 96, T = 5 };
     static float w[ROWS * N], x[T * N], out[T * ROWS];
@@ -165,6 +494,12 @@ int main(void) {
     test_q8_0();
     test_simd_equals_scalar();
     test_matmul_and_mad();
+    test_roundtrip_all();
+    test_known_blocks();
+    test_dot_vs_dequant();
+    test_simd_levels();
+    test_matmul_exact();
+    test_act_quant();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }

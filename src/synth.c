@@ -43,6 +43,15 @@ static int fill_random(void *ctx, void *dst, uint64_t nbytes, Error *err) {
     return 0;
 }
 
+void synth_grok2_defaults(SynthGrok2 *g, const SynthParams *p) {
+    g->n_ff_dense = 2 * p->n_ff;
+    g->attn_temp_len = 1024;
+    g->router_softcap = 30.0f;
+    g->final_softcap = 50.0f;
+    g->rope_base = 208533496.0f;
+    g->gpt2_vocab = 0;
+}
+
 static int check(const SynthParams *p, Error *err) {
     const uint32_t t = p->type;
     if (t != GGML_TYPE_F32 && t != GGML_TYPE_F16 && t != GGML_TYPE_BF16 && t != GGML_TYPE_Q8_0)
@@ -61,7 +70,18 @@ static int check(const SynthParams *p, Error *err) {
 }
 
 int synth_write_model(const SynthParams *p, const char *path, Error *err) {
+    return synth_write_model_ex(p, NULL, path, err);
+}
+
+int synth_write_model_ex(const SynthParams *p, const SynthGrok2 *g2, const char *path, Error *err) {
     if (check(p, err)) return -1;
+    if (g2) {
+        const int bs = type_info(p->type)->block_size;
+        if (g2->n_ff_dense <= 0 || g2->n_ff_dense % bs)
+            return err_set(err, "the dense MLP width must be a positive multiple of %d", bs);
+        if (g2->attn_temp_len < 0 || !(g2->router_softcap >= 0) || !(g2->final_softcap >= 0) || !(g2->rope_base > 0))
+            return err_set(err, "bad Grok-2 temperature length, caps or rope base");
+    }
     const int E = p->n_embd, L = p->n_layer, H = p->n_head, K = p->n_head_kv, F = p->n_ff, X = p->n_expert;
     const int hd = E / H;
     Tokenizer *tok = p->tokenizer_path ? tokenizer_from_spm_file(p->tokenizer_path, err)
@@ -69,7 +89,7 @@ int synth_write_model(const SynthParams *p, const char *path, Error *err) {
     if (!tok) return -1;
     const int V = tokenizer_n_vocab(tok);
     GGUFWriter *w = gguf_writer_new();
-    RandTensor *rt = calloc((size_t)(4 + 12 * L), sizeof *rt);
+    RandTensor *rt = calloc((size_t)(4 + 15 * L), sizeof *rt);
     int rc = -1, nt = 0;
     if (!w || !rt) {
         err_set(err, "out of memory");
@@ -77,7 +97,7 @@ int synth_write_model(const SynthParams *p, const char *path, Error *err) {
     }
     const char *tn = type_info(p->type)->name;
     char name[96];
-    snprintf(name, sizeof name, "grok-random-e%d-l%d-x%d-%s", E, L, X, tn);
+    snprintf(name, sizeof name, "grok%s-random-e%d-l%d-x%d-%s", g2 ? "2" : "", E, L, X, tn);
     /* general.file_type (llama_ftype): ALL_F32 0, F16 1, Q8_0 7, BF16 32 */
     const uint32_t ftype = p->type == GGML_TYPE_F32 ? 0 : p->type == GGML_TYPE_F16 ? 1 : p->type == GGML_TYPE_Q8_0 ? 7 : 32;
     int ok = !gguf_set_str(w, "general.architecture", "grok") && !gguf_set_str(w, "general.name", name) &&
@@ -85,17 +105,23 @@ int synth_write_model(const SynthParams *p, const char *path, Error *err) {
              !gguf_set_u32(w, "general.alignment", GGUF_DEFAULT_ALIGNMENT) &&
              !gguf_set_u32(w, "grok.context_length", (uint32_t)p->n_ctx) &&
              !gguf_set_u32(w, "grok.embedding_length", (uint32_t)E) && !gguf_set_u32(w, "grok.block_count", (uint32_t)L) &&
-             !gguf_set_u32(w, "grok.feed_forward_length", (uint32_t)F) &&
+             !gguf_set_u32(w, "grok.feed_forward_length", (uint32_t)(g2 ? g2->n_ff_dense : F)) &&
              !gguf_set_u32(w, "grok.attention.head_count", (uint32_t)H) &&
              !gguf_set_u32(w, "grok.attention.head_count_kv", (uint32_t)K) &&
              !gguf_set_u32(w, "grok.expert_count", (uint32_t)X) &&
              !gguf_set_u32(w, "grok.expert_used_count", (uint32_t)p->n_expert_used) &&
-             !gguf_set_f32(w, "grok.rope.freq_base", GROK1_ROPE_BASE) &&
+             !gguf_set_f32(w, "grok.rope.freq_base", g2 ? g2->rope_base : GROK1_ROPE_BASE) &&
              !gguf_set_f32(w, "grok.attention.layer_norm_rms_epsilon", 1e-5f) &&
              !gguf_set_f32(w, "grok.embedding_scale", sqrtf((float)E)) &&
-             !gguf_set_f32(w, "grok.logit_scale", GROK1_LOGIT_SCALE) &&
+             !gguf_set_f32(w, "grok.logit_scale", g2 ? 0.5f : GROK1_LOGIT_SCALE) &&
              !gguf_set_f32(w, "grok.attention.output_scale", 1.0f / sqrtf((float)hd)) &&
              !gguf_set_f32(w, "grok.attn_logit_softcapping", GROK1_ATTN_SOFTCAP);
+    if (ok && g2) /* the keys llama.cpp's converter writes for Grok-2 */
+        ok = !gguf_set_u32(w, "grok.expert_feed_forward_length", (uint32_t)F) &&
+             !gguf_set_f32(w, "grok.router_logit_softcapping", g2->router_softcap) &&
+             !gguf_set_f32(w, "grok.final_logit_softcapping", g2->final_softcap) &&
+             (g2->attn_temp_len == 0 ||
+              !gguf_set_u32(w, "grok.attention.temperature_length", (uint32_t)g2->attn_temp_len));
     if (!ok) {
         err_set(err, "out of memory");
         goto out;
@@ -117,7 +143,7 @@ int synth_write_model(const SynthParams *p, const char *path, Error *err) {
     } while (0)
     ADD("token_embd.weight", T, E, V, 1, 0.0f, se);
     ADD("output_norm.weight", F32, E, 1, 1, 1.0f, 0.1f);
-    if (p->untied) ADD("output.weight", T, E, V, 1, 0.0f, se);
+    if (p->untied || g2) ADD("output.weight", T, E, V, 1, 0.0f, se);
     for (int il = 0; il < L; il++) {
         char n[64];
 #define BLK(s) (snprintf(n, sizeof n, "blk.%d.%s.weight", il, s), n)
@@ -136,7 +162,15 @@ int synth_write_model(const SynthParams *p, const char *path, Error *err) {
         ADD(BLK("ffn_gate_exps"), T, E, F, X, 0.0f, se);
         ADD(BLK("ffn_up_exps"), T, E, F, X, 0.0f, se);
         ADD(BLK("ffn_down_exps"), T, F, E, X, 0.0f, sf);
-        ADD(BLK("layer_output_norm"), F32, E, 1, 1, 1.0f, 0.1f);
+        if (g2) {
+            const int D = g2->n_ff_dense;
+            ADD(BLK("ffn_gate"), T, E, D, 1, 0.0f, se);
+            ADD(BLK("ffn_up"), T, E, D, 1, 0.0f, se);
+            ADD(BLK("ffn_down"), T, D, E, 1, 0.0f, 1.0f / sqrtf((float)D));
+            ADD(BLK("post_ffw_norm"), F32, E, 1, 1, 1.0f, 0.1f);
+        } else {
+            ADD(BLK("layer_output_norm"), F32, E, 1, 1, 1.0f, 0.1f);
+        }
 #undef BLK
     }
 #undef ADD

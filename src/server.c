@@ -61,6 +61,7 @@
 #define WAIT_POLL_MS 100       /* how often a waiting connection looks at its socket */
 #define RATE_BUCKETS 16        /* per-second buckets for the tok/s gauges */
 #define RATE_WINDOW 10         /* seconds the tok/s gauges average over */
+#define SHUTDOWN_MSG "the server is shutting down"
 
 /* ---- small helpers ----------------------------------------------------- */
 
@@ -564,7 +565,7 @@ static void *engine_main(void *arg) {
             Slot *sl = &s->slots[i];
             if (sl->job && (sl->job->cancelled || s->stopping)) {
                 if (sl->prefill) sl->pending = 0;
-                job_done(s, sl->job, NULL, sl->job->cancelled ? NULL : "the server is shutting down");
+                job_done(s, sl->job, NULL, sl->job->cancelled ? NULL : SHUTDOWN_MSG);
                 slot_release(s, sl);
             }
         }
@@ -573,7 +574,7 @@ static void *engine_main(void *arg) {
                 Job *j = s->q_head;
                 s->q_head = j->next;
                 s->q_len--;
-                job_done(s, j, NULL, "the server is shutting down");
+                job_done(s, j, NULL, SHUTDOWN_MSG);
                 job_unref(j);
             }
             s->q_tail = NULL;
@@ -1407,7 +1408,7 @@ static int stream_fill(Stream *st) {
         st->finished = true;
         if (j->error[0]) {
             ApiErr e;
-            api_err(&e, 500, NULL, NULL, "%s", j->error);
+            api_err(&e, strcmp(j->error, SHUTDOWN_MSG) ? 500 : 503, NULL, NULL, "%s", j->error);
             if (sse_put(st, error_json(&e))) return -1;
         } else {
             cJSON *o = chunk_new(st, &c);
@@ -1722,7 +1723,7 @@ static enum MHD_Result handle_generate(Server *s, struct MHD_Connection *c, Req 
         pthread_mutex_lock(&s->mu);
         cJSON *o = NULL;
         ApiErr fe = {0};
-        if (j->error[0]) api_err(&fe, 500, NULL, NULL, "%s", j->error);
+        if (j->error[0]) api_err(&fe, strcmp(j->error, SHUTDOWN_MSG) ? 500 : 503, NULL, NULL, "%s", j->error);
         else o = final_response(s, j);
         if (s->verbose)
             fprintf(stderr, "grok serve: %s prompt %d (cached %d) completion %d finish %s %.3f s\n", j->id, j->n_prompt,

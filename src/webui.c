@@ -337,7 +337,7 @@ const char grok_webui_html[] =
     "  }\n"
     "  if (tFirst) meta += (meta ? \", \" : \"\") + \"first token \" + ((tFirst - t0) / 1000).toFixed(2) + \" s\";\n"
     "  if (!finish && !err) meta += (meta ? \" \\u00b7 \" : \"\") + \"stopped\";\n"
-    "  else if (finish === \"length\") meta += (meta ? \" \\u00b7 \" : \"\") + \"hit max tokens\";\n"
+    "  else if (finish === \"length\") meta += (meta ? \" \\u00b7 \" : \"\") + \"length limit\";\n"
     "  renderText(bubble, text);\n"
     "  if (meta) { const m = document.createElement(\"div\"); m.className = \"meta\"; m.textContent = meta; bubble.appendChild(m); }\n"
     "  if (text || !err) c.messages.push({ role: \"assistant\", content: text, meta });\n"

@@ -61,6 +61,7 @@ class GGUFReader:
         self.pos = 0
         self.metadata = {}
         self.metadata_types = {}
+        self.metadata_array_types = {}
         self.tensors = {}
         self.tensor_order = []
         self._parse()
@@ -88,6 +89,7 @@ class GGUFReader:
         if vtype == T_ARRAY:
             etype = self._read("<i")
             n = self._read("<Q")
+            self._last_array_type = etype
             if etype == T_STRING:
                 return [self._read_str() for _ in range(n)]
             if etype == T_ARRAY:
@@ -122,6 +124,8 @@ class GGUFReader:
             vtype = self._read("<i")
             self.metadata[key] = self._read_value(vtype)
             self.metadata_types[key] = vtype
+            if vtype == T_ARRAY:
+                self.metadata_array_types[key] = self._last_array_type
         for _ in range(n_tensors):
             name = self._read_str()
             n_dims = self._read("<I")
@@ -202,6 +206,51 @@ class GGUFReader:
         lead = tuple(reversed(t.ne[1:]))
         shape = lead + (t.ne[0] // 32,)
         return b["d"].astype(np.float32).reshape(shape), b["qs"].reshape(shape + (32,))
+
+
+def _enc_value(vtype, v, etype=None):
+    if vtype == T_STRING:
+        b = v.encode("utf-8")
+        return struct.pack("<Q", len(b)) + b
+    if vtype == T_ARRAY:
+        if etype == T_STRING:
+            return struct.pack("<iQ", etype, len(v)) + b"".join(_enc_value(T_STRING, x) for x in v)
+        if etype == T_ARRAY:
+            raise GGUFError("nested arrays are not supported by the writer")
+        return struct.pack("<iQ", etype, len(v)) + np.asarray(v).astype(_SCALAR_NP[etype]).tobytes()
+    return struct.pack(_SCALAR_FMT[vtype], v)
+
+
+def rewrite_metadata(src_path, dst_path, set_keys=None, drop_keys=()):
+    """Copy a GGUF file, changing metadata only: set_keys = {key: (vtype, value)}
+    (vtype one of T_UINT32, T_FLOAT32, T_STRING, ...), drop_keys = keys to remove.
+    Tensor infos and data are copied unchanged (offsets are relative to the data start).
+    Test helper: exercises keys (defaults, caps, rope base) that `grok new` does not vary."""
+    r = GGUFReader(src_path)
+    set_keys = dict(set_keys or {})
+    kv = []
+    for k, v in r.metadata.items():
+        if k in drop_keys:
+            continue
+        if k in set_keys:
+            t, v2 = set_keys.pop(k)
+            kv.append((k, t, v2, None))
+        else:
+            kv.append((k, r.metadata_types[k], v, r.metadata_array_types.get(k)))
+    for k, (t, v) in set_keys.items():
+        kv.append((k, t, v, None))
+    out = bytearray(GGUF_MAGIC + struct.pack("<Iqq", 3, len(r.tensor_order), len(kv)))
+    for k, t, v, et in kv:
+        out += _enc_value(T_STRING, k) + struct.pack("<i", t) + _enc_value(t, v, et)
+    for name in r.tensor_order:
+        t = r.tensors[name]
+        out += _enc_value(T_STRING, name) + struct.pack("<I", len(t.ne))
+        out += b"".join(struct.pack("<q", n) for n in t.ne) + struct.pack("<iQ", t.type, t.offset)
+    a = r.alignment
+    out += b"\0" * ((-len(out)) % a)
+    with open(dst_path, "wb") as f:
+        f.write(out)
+        f.write(r.buf[r.data_offset:])
 
 
 def main(argv):

@@ -11,6 +11,14 @@ usage:
 Writes the logits of EVERY position, n_tokens x n_vocab little-endian float32,
 row after row (the same contract as `grok eval --logits`).
 
+    /usr/bin/python3 grok_ref.py MODEL.gguf --tokens ... --explain GOT.f32 [--rel 1e-4] [--out R.f32]
+
+compares another engine's logits (all positions) with the reference and, if they differ
+by more than --rel, tries to explain the difference by discrete decisions whose float64
+input lies within f32 rounding of the threshold (Q8_0 activation roundings with x/d
+within 1e-4 of .5, top-k probability gaps < 1e-6), flipping them greedily in the
+reference; exit status 0 if the flipped reference matches within the bound everywhere.
+
 Numerics:
   * everything in float64 (weights are dequantized exactly from F32/F16/BF16/Q8_0);
   * Q8_0 emulation (default on for every matmul whose weight is Q8_0, off with
@@ -48,8 +56,9 @@ ARCH_DEFAULTS = {
 # --------------------------------------------------------------------------
 # Q8_0 activation quantization (ggml reference semantics, float32 rounding)
 # --------------------------------------------------------------------------
-def quantize_act_q8_0(x):
-    """x: (..., n) float -> (d fp16-as-float64 (..., n/32), q int (..., n/32, 32) as float64)."""
+def quantize_act_q8_0(x, return_scaled=False):
+    """x: (..., n) float -> (d fp16-as-float64 (..., n/32), q int (..., n/32, 32) as float64)
+    [, x*id as float64: the value that was rounded]."""
     x32 = np.asarray(x, dtype=np.float64).astype(np.float32)
     n = x32.shape[-1]
     if n % 32:
@@ -64,6 +73,8 @@ def quantize_act_q8_0(x):
     x0d = x0.astype(np.float64)
     q = np.sign(x0d) * np.floor(np.abs(x0d) + 0.5)            # roundf: half away from zero
     dh = d.astype(np.float16).astype(np.float64)               # stored scale is fp16
+    if return_scaled:
+        return dh, q, x0d
     return dh, q
 
 
@@ -133,6 +144,12 @@ class Model:
         self.emulate_q8 = emulate_q8
         self.llamacpp = llamacpp
         self.exact_gelu = exact_gelu or not llamacpp
+        # discrete decisions (see forward): near-ties are recorded when tie_tol > 0,
+        # and the decisions listed in self.flips are taken the other way.
+        self.tie_tol = 0.0
+        self.flips = set()
+        self.ties = []
+        self._call = 0
         md = r.metadata
         arch = md.get("general.architecture")
         if arch != "grok":
@@ -237,10 +254,14 @@ class Model:
         return out
 
     # ---- math ----
-    def matmul(self, W, x):
-        """x: (T, n_in) -> (T, n_out) = x @ W.w^T with the weight-type numerics."""
+    def matmul(self, W, x, what="", pos0=0):
+        """x: (T, n_in) -> (T, n_out) = x @ W.w^T with the weight-type numerics.
+        `what`/`pos0` (label, position of row 0) only name the call in tie reports."""
+        self._call += 1
         if W.type == GGML_Q8_0 and self.emulate_q8:
-            dx, qx = quantize_act_q8_0(x)                          # (T, nb), (T, nb, 32)
+            dx, qx, x0 = quantize_act_q8_0(x, return_scaled=True)  # (T, nb), (T, nb, 32)
+            if self.tie_tol > 0 or self.flips:
+                qx = self._q8_decisions(x0, qx, what, pos0)
             isum = np.einsum("tbj,obj->tob", qx, W.qs)             # exact integers in float64
             return np.einsum("tob,ob,tb->to", isum, W.d, dx)
         if self.llamacpp and W.type == GGML_F16:
@@ -248,6 +269,27 @@ class Model:
         elif self.llamacpp and W.type == GGML_BF16:
             x = round_bf16(x)
         return x @ W.w.T
+
+    def _q8_decisions(self, x0, qx, what, pos0):
+        """Record Q8_0 roundings whose scaled value x*id lies within tie_tol of a .5
+        boundary (f32 evaluation order can put them on either side), and apply flips."""
+        ax = np.abs(x0)
+        dist = np.abs(ax - np.floor(ax) - 0.5)
+        if self.tie_tol > 0:
+            for row, blk, j in zip(*np.nonzero(dist < self.tie_tol)):
+                key = ("q8", self._call, int(row), int(blk), int(j))
+                self.ties.append(dict(key=key, pos=pos0 + int(row), dist=float(dist[row, blk, j]),
+                                      desc="%s pos %d: Q8_0 act block %d elem %d x/d=%.7f rounds to %d"
+                                      % (what, pos0 + int(row), blk, j, x0[row, blk, j], qx[row, blk, j])))
+        mine = [f for f in self.flips if f[0] == "q8" and f[1] == self._call]
+        if mine:
+            qx = qx.copy()
+            for _, _, row, blk, j in mine:
+                v = x0[row, blk, j]
+                lo = np.sign(v) * np.floor(abs(v))
+                hi = np.sign(v) * (np.floor(abs(v)) + 1)
+                qx[row, blk, j] = lo if qx[row, blk, j] == hi else hi
+        return qx
 
     def rmsnorm(self, x, w):
         ms = np.mean(x * x, axis=-1, keepdims=True)
@@ -273,6 +315,8 @@ class Model:
         return y
 
     def forward(self, tokens):
+        self._call = 0
+        self.ties = []
         T = len(tokens)
         hd, nh, nkv = self.head_dim, self.n_head, self.n_head_kv
         grp = nh // nkv
@@ -282,12 +326,12 @@ class Model:
                 raise SystemExit("token %d out of range (n_vocab %d)" % (t, self.n_vocab))
         x = self.tok_embd[np.array(tokens)] * self.emb_scale            # (T, E)
         causal = np.tril(np.ones((T, T), dtype=bool))
-        for L in self.layers:
+        for il, L in enumerate(self.layers):
             # ---- attention ----
             u = self.rmsnorm(x, L["attn_norm"])
-            q = self.matmul(L["q"], u).reshape(T, nh, hd)
-            k = self.matmul(L["k"], u).reshape(T, nkv, hd)
-            v = self.matmul(L["v"], u).reshape(T, nkv, hd)
+            q = self.matmul(L["q"], u, "L%d attn_q" % il).reshape(T, nh, hd)
+            k = self.matmul(L["k"], u, "L%d attn_k" % il).reshape(T, nkv, hd)
+            v = self.matmul(L["v"], u, "L%d attn_v" % il).reshape(T, nkv, hd)
             q = self.rope(q, pos)
             k = self.rope(k, pos)
             o = np.zeros((T, nh, hd))
@@ -300,42 +344,100 @@ class Model:
                 p = np.exp(s)
                 p = p / np.sum(p, axis=1, keepdims=True)
                 o[:, h, :] = p @ v[:, g, :]
-            a = self.matmul(L["o"], o.reshape(T, nh * hd))
+            a = self.matmul(L["o"], o.reshape(T, nh * hd), "L%d attn_output" % il)
             x = x + self.rmsnorm(a, L["attn_out_norm"])
             # ---- MoE ----
             u = self.rmsnorm(x, L["ffn_norm"])
-            r = self.matmul(L["router"], u)                                 # (T, n_expert)
+            r = self.matmul(L["router"], u, "L%d router" % il)             # (T, n_expert)
             r = r - np.max(r, axis=1, keepdims=True)
             P = np.exp(r)
             P = P / np.sum(P, axis=1, keepdims=True)
             m = np.zeros_like(x)
             for t in range(T):
-                order = np.argsort(-P[t], kind="stable")[: self.n_expert_used]
+                order = np.argsort(-P[t], kind="stable")
+                k_ = self.n_expert_used
+                if k_ < self.n_expert:
+                    # top-k boundary: experts k-1 and k nearly tied -> either may be chosen
+                    gap = P[t, order[k_ - 1]] - P[t, order[k_]]
+                    key = ("topk", il, t)
+                    if self.tie_tol > 0 and gap < self.tie_tol * 1e-2:
+                        self.ties.append(dict(key=key, pos=t, dist=float(gap),
+                                              desc="L%d pos %d: top-%d boundary, experts %d/%d P gap %.2e"
+                                              % (il, t, k_, order[k_ - 1], order[k_], gap)))
+                    if key in self.flips:
+                        order = order.copy()
+                        order[[k_ - 1, k_]] = order[[k_, k_ - 1]]
+                order = order[:k_]
                 gates = P[t, order]
                 if self.llamacpp:
                     gates = gates / np.sum(gates)
                 ut = u[t:t + 1]
                 for e, gw in zip(order, gates):
-                    a1 = self.matmul(L["gate"][e], ut)
-                    a2 = self.matmul(L["up"][e], ut)
+                    lab = "L%d expert %d" % (il, e)
+                    a1 = self.matmul(L["gate"][e], ut, lab + " gate", t)
+                    a2 = self.matmul(L["up"][e], ut, lab + " up", t)
                     hdn = self.gelu(a1) * a2
-                    m[t] += gw * self.matmul(L["down"][e], hdn)[0]
+                    m[t] += gw * self.matmul(L["down"][e], hdn, lab + " down", t)[0]
             if "mlp_up" in L:
                 hdn = self.gelu(self.matmul(L["mlp_gate"], u)) * self.matmul(L["mlp_up"], u)
                 m = (self.matmul(L["mlp_down"], hdn) + m) / math.sqrt(2.0)
             x = x + self.rmsnorm(m, L["out_norm"])
         h = self.rmsnorm(x, self.output_norm)
-        logits = self.matmul(self.output, h) * self.logit_scale
+        logits = self.matmul(self.output, h, "output") * self.logit_scale
         if self.final_cap > 0:
             logits = self.final_cap * np.tanh(logits / self.final_cap)
         return logits
+
+
+def explain(m, tokens, got, rel, max_flips=8, tie_tol=1e-4, log=print):
+    """Try to explain a disagreement between `got` (n_tokens x n_vocab logits of another
+    engine) and the reference by discrete decisions that sit within rounding error of their
+    threshold: Q8_0 activation roundings whose scaled value is within tie_tol of a .5
+    boundary, and top-k expert selections whose probability gap is tiny. Greedy: at the first
+    position over the bound, flip the candidate decision (at that position or earlier, nearest
+    first) that moves the first failing position furthest. Returns (ok, flips, ref_logits)."""
+    tol = rel * float(np.max(np.abs(got)))
+    flips = []
+
+    def first_bad(ref):
+        over = np.nonzero(np.abs(ref - got).max(axis=1) > tol)[0]
+        return int(over[0]) if len(over) else len(tokens)
+
+    m.tie_tol, m.flips = tie_tol, set()
+    ref = m.forward(tokens)
+    p = first_bad(ref)
+    while p < len(tokens):
+        if len(flips) >= max_flips:
+            log("explain: gave up after %d flips, position %d still over the bound" % (len(flips), p))
+            return False, flips, ref
+        cands = sorted((t for t in m.ties if t["pos"] <= p and t["key"] not in m.flips),
+                       key=lambda t: (t["pos"] != p, t["dist"]))[:8]
+        ties_now = list(m.ties)
+        best = None
+        for c in cands:
+            m.flips = {f["key"] for f in flips} | {c["key"]}
+            r2 = m.forward(tokens)
+            p2 = first_bad(r2)
+            if p2 > p and (best is None or p2 > best[1]):
+                best = (c, p2, r2, list(m.ties))
+        if best is None:
+            log("explain: no near-threshold decision explains position %d (%d candidates tried)"
+                % (p, len(cands)))
+            m.ties = ties_now
+            return False, flips, ref
+        c, p, ref, m.ties = best
+        flips.append(c)
+        m.flips = {f["key"] for f in flips}
+        log("explain: flipped %s (distance %.2e) -> first position over the bound now %s"
+            % (c["desc"], c["dist"], p if p < len(tokens) else "none"))
+    return True, flips, ref
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model")
     ap.add_argument("--tokens", required=True, help="comma-separated token ids")
-    ap.add_argument("--out", required=True, help="output file: n_tokens x n_vocab float32")
+    ap.add_argument("--out", help="output file: n_tokens x n_vocab float32")
     ap.add_argument("--no-emulate-q8", action="store_true",
                     help="multiply Q8_0 weights with unquantized float64 activations")
     ap.add_argument("--llamacpp", action="store_true",
@@ -343,8 +445,28 @@ def main():
                          "f16/bf16 activation rounding)")
     ap.add_argument("--exact-gelu", action="store_true",
                     help="with --llamacpp: keep the exact tanh GELU")
+    ap.add_argument("--explain", metavar="GOT.f32",
+                    help="instead of writing --out: compare with another engine's logits "
+                         "(n_tokens x n_vocab) and try to explain a disagreement by flipping "
+                         "near-threshold Q8_0 roundings / top-k ties; exit 0 if explained")
+    ap.add_argument("--rel", type=float, default=1e-4, help="bound for --explain (relative)")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args()
+    if a.explain:
+        tokens = [int(t) for t in a.tokens.split(",") if t.strip() != ""]
+        m = Model(a.model, emulate_q8=not a.no_emulate_q8, llamacpp=a.llamacpp,
+                  exact_gelu=a.exact_gelu)
+        got = np.fromfile(a.explain, dtype="<f4").astype(np.float64).reshape(len(tokens), -1)
+        ok, flips, ref = explain(m, tokens, got, a.rel)
+        d = np.abs(ref - got)
+        print("explain: %s; %d flip(s); after them max|dlogit| = %.3e (rel %.3e)"
+              % ("EXPLAINED" if ok else "NOT explained", len(flips), d.max(),
+                 d.max() / np.max(np.abs(got))))
+        if a.out:
+            ref.astype("<f4").tofile(a.out)
+        return 0 if ok else 1
+    if not a.out:
+        ap.error("--out is required")
     tokens = [int(t) for t in a.tokens.split(",") if t.strip() != ""]
     if not tokens:
         raise SystemExit("no tokens")

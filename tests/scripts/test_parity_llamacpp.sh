@@ -7,22 +7,36 @@
 #   (1) grok vs llama.cpp: same argmax, max|dlogit| <= ABS bound (below);
 #   (2) consistency of the independent reference with llama.cpp: tests/ref/grok_ref.py
 #       --llamacpp (renormalized top-k gates, ggml's fp16 GELU table, f16/bf16 activation
-#       rounding, Q8_0 activation quantization) must match llama.cpp to 1e-4 relative
-#       (measured ~1e-7). If this fails, llama.cpp's numerics or our understanding of
-#       them changed; the grok-vs-llama numbers are then not interpretable.
+#       rounding, Q8_0 activation quantization) vs llama.cpp. Gating (1e-4 relative) for
+#       f32 weights only, where llama.cpp's path has no rounding discontinuity besides the
+#       GELU table (measured 2e-7..4e-7). For q8_0/f16/bf16 it is printed as info: there,
+#       llama.cpp rounds every matmul input (Q8_0 / fp16 / bf16), and f32-vs-f64 noise of
+#       1e-7 occasionally lands a value on the other side of a rounding midpoint; each such
+#       flip moves the logits by ~1e-4 (f16) to ~1e-2 (q8_0). Measured: q8_0 and bf16 ~1e-7
+#       (no flip in these configs), f16 2e-4..3e-4. (Checked stage by stage with llama.cpp's
+#       intermediate tensors on an f16 model: every op matches the reference to ~1e-7 given
+#       llama.cpp's own inputs; only the chained result differs, by such flips.)
 #   (3) informational: grok vs the exact reference (the strict check is test_parity_ref).
 #
 # Bounds for (1), justified by what differs between the two engines:
-#   f32:  ABS 2e-3 (configs keep max|logit| < ~15). llama.cpp's CPU GELU goes through an
-#         fp16 table (input and output rounded to fp16), grok.c evaluates tanh-GELU in f32.
-#         That alone moves the logits by ~1e-3 abs / ~1e-4 rel (measured with the
-#         reference: 5.9e-4 and 9.8e-4 abs at max|logit| ~12). Everything else is f32.
-#   q8_0: REL 2.5e-2 of max|logit|. Both engines quantize activations to Q8_0, but the
-#         fp16-GELU difference (~5e-4 rel on the expert hidden vector) is amplified by the
-#         Q8_0 re-quantization of that vector before ffn_down: with ~64 levels per block
-#         a 5e-4 relative shift flips the rounding of several percent of the elements.
-#         Measured with the reference (exact GELU + Q8_0 emulation vs llama.cpp):
-#         rel 4.8e-3 .. 1.0e-2; bound = ~2.5x the worst measured.
+#   f32:  ABS 2e-3 (the `grok new` models here have max|logit| ~2). Two known, intended
+#         differences: llama.cpp's CPU GELU goes through an fp16 table (input and output
+#         rounded to fp16) where grok.c evaluates tanh-GELU in f32, and llama.cpp
+#         renormalizes the top-k gates (cancelled by the post-MoE norm up to eps).
+#         Measured grok.c vs llama.cpp: 2.9e-4 .. 7.7e-4 abs (rel 1.5e-4 .. 4.2e-4); the
+#         reference decomposes it: GELU table ~4e-4 rel, renormalization ~1e-5 rel.
+#   q8_0: REL 5e-2 of max|logit|. Both engines quantize activations to Q8_0, and that is
+#         discontinuous: the two small differences above (~1e-4 rel) flip Q8_0 roundings
+#         downstream, and each flip is a full quantization step, so the logits move by
+#         O(1e-2) instead of O(1e-4). Measured grok.c vs llama.cpp: rel 1.0e-2 .. 1.9e-2;
+#         bound ~2.7x the worst. The tight evidence for Q8_0 is the chain: grok.c == reference
+#         (test_parity_ref, ~1e-7) and reference(--llamacpp) == llama.cpp (check 2, ~1e-7).
+#   f16:  REL 3e-3. llama.cpp rounds matmul inputs to fp16 for F16 weights (vec_dot_type),
+#         grok.c keeps them f32 (by design): ~2^-11 = 4.9e-4 relative per rounding.
+#         Measured grok.c vs llama.cpp: rel 3.2e-4 .. 6.3e-4; bound ~5x the worst.
+#   bf16: REL 1.5e-2. Same with bf16 rounding (2^-8 = 3.9e-3). Measured rel 1.9e-3 .. 3.9e-3.
+#   argmax must be identical; a mismatch is accepted only as a near-tie (llama.cpp's gap
+#   between the two tokens <= 2x the bound), and is printed.
 # Measured values are printed for the project's notes.
 #
 # Fused qkv: llama.cpp v0.5.0 accepts blk.N.attn_qkv.weight for grok (verified: the
@@ -78,13 +92,15 @@ if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
 d = np.abs(a - b); scale = np.max(np.abs(b)); maxd = d.max()
 tol = bound if mode == "abs" else bound * scale
 same = a.argmax() == b.argmax()
-ok = maxd <= tol and same
+gap = b[b.argmax()] - b[a.argmax()]     # gap in the second (peer) file between the two argmaxes
+near_tie = (not same) and gap <= 2 * tol
+ok = maxd <= tol and (same or near_tie)
 print("  %-34s %s max|dlogit|=%.3e (tok %d)  max|logit|=%.4g  rel=%.3e  bound %s %.1e  argmax %d vs %d"
       % (label, "ok  " if ok else "FAIL", maxd, int(d.argmax()), scale, maxd / scale, mode, bound,
          int(a.argmax()), int(b.argmax())))
 if not same:
-    srt = np.sort(b)[::-1]
-    print("      argmax differs; top-2 gap in the second file: %.3e" % (srt[0] - srt[1]))
+    print("      argmax differs: gap between them in the second file %.3e -> %s"
+          % (gap, "accepted as near-tie (<= 2*bound)" if near_tie else "FAIL"))
 sys.exit(0 if ok else 1)
 PYEOF
 
@@ -98,9 +114,11 @@ CONFIGS=(
   "f32_gqa1_untied_fused|f32|--embd 64 --layers 2 --heads 2 --kv-heads 2 --ff 64 --experts 8 --experts-used 2 --ctx 64 --vocab 384 --seed 22 --untied --fused-qkv|20,5"
   "q8_0_gqa4_untied|q8_0|--embd 128 --layers 2 --heads 8 --kv-heads 2 --ff 96 --experts 8 --experts-used 2 --ctx 64 --vocab 512 --seed 23 --untied|32,9"
   "q8_0_gqa2_tied_fused|q8_0|--embd 64 --layers 3 --heads 4 --kv-heads 2 --ff 64 --experts 4 --experts-used 2 --ctx 64 --vocab 448 --seed 24 --fused-qkv|24,11"
+  "f16_gqa3_untied|f16|--embd 96 --layers 2 --heads 6 --kv-heads 2 --ff 64 --experts 8 --experts-used 2 --ctx 64 --vocab 384 --seed 25 --untied|16"
+  "bf16_gqa4_tied_fused|bf16|--embd 128 --layers 2 --heads 4 --kv-heads 1 --ff 128 --experts 4 --experts-used 2 --ctx 64 --vocab 300 --seed 26 --fused-qkv|16"
 )
-declare -A MODE=([f32]=abs [q8_0]=rel)
-declare -A BOUND=([f32]=2e-3 [q8_0]=2.5e-2)
+declare -A MODE=([f32]=abs [q8_0]=rel [f16]=rel [bf16]=rel)
+declare -A BOUND=([f32]=2e-3 [q8_0]=5e-2 [f16]=3e-3 [bf16]=1.5e-2)
 
 fail=0
 for cfg in "${CONFIGS[@]}"; do
@@ -134,7 +152,12 @@ for cfg in "${CONFIGS[@]}"; do
     "$PY" "$TMP/cmp.py" "$g" "$l" "$vocab" "${MODE[$type]}" "${BOUND[$type]}" "grok vs llama.cpp" || fail=1
     if "$PY" "$REF" "$model" --tokens "$toks" --out "$rl" --llamacpp --quiet >"$TMP/$name.ref.log" 2>&1 &&
        "$PY" "$REF" "$model" --tokens "$toks" --out "$r" --quiet >>"$TMP/$name.ref.log" 2>&1; then
-      "$PY" "$TMP/cmp.py" "$rl" "$l" "$vocab" rel 1e-4 "ref(--llamacpp) vs llama.cpp" || fail=1
+      if [ "$type" = f32 ]; then
+        "$PY" "$TMP/cmp.py" "$rl" "$l" "$vocab" rel 1e-4 "ref(--llamacpp) vs llama.cpp" || fail=1
+      else
+        "$PY" "$TMP/cmp.py" "$rl" "$l" "$vocab" rel 1 "(info) ref(--llamacpp) vs llama" |
+          sed -e 's/ ok   / info /' -e 's/ FAIL / info /' -e 's/  bound rel 1.0e+00//'
+      fi
       "$PY" "$TMP/cmp.py" "$g" "$r" "$vocab" rel 1 "(info) grok vs exact ref" |
         sed -e 's/ ok   / info /' -e 's/ FAIL / info /' -e 's/  bound rel 1.0e+00//'
     else

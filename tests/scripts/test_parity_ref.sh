@@ -22,6 +22,13 @@
 #              The remaining difference is f32 vs f64 accumulation plus rare
 #              round-to-nearest flips of an activation that sits on a .5 boundary; measured
 #              ~1e-6. Without the emulation the difference would be ~1e-2 (q8 noise).
+# Near-threshold decisions: Q8_0 activation quantization and top-k routing are
+# discontinuous. When the float64 value sits within f32 rounding of the threshold (x/d
+# within 1e-4 of .5, or a top-k probability gap < 1e-6), grok.c may round the other way and
+# everything downstream moves by ~1e-2. Such a failure is re-checked with
+# `grok_ref.py --explain`, which flips those specific decisions in the reference; it passes
+# only if the flipped reference then matches within the same bound everywhere (the flips
+# are printed). Seen once: q8_0_gqa4_untied+caps, layer 0 pos 13, x/d = 72.4999847.
 # The measured errors are printed per config/variant for the project's notes.
 #
 # Env (from ctest): GROK (binary), GROK_SRC (checkout), GROK_TMP (scratch dir).
@@ -76,7 +83,7 @@ for p in range(ntok):
     (ties if gap <= 2 * tol else bad).append((p, int(ra[p]), int(ga[p]), gap))
 ok = maxd <= tol and not bad
 print("  %-28s %s max|dlogit|=%.3e (pos %d, tok %d)  max|logit|=%.4g  rel=%.3e  bound rel %.0e"
-      "  argmax %d/%d%s" % (label, "ok  " if ok else "FAIL", maxd, pos_max, v_max, scale,
+      "  argmax %d/%d%s" % (label, "ok  " if ok else "DIFF", maxd, pos_max, v_max, scale,
                             maxd / scale, rel, ntok - len(bad) - len(ties), ntok,
                             (" (+%d near-ties)" % len(ties)) if ties else ""))
 if maxd > tol:
@@ -111,23 +118,78 @@ CONFIGS=(
 
 declare -A REL=([f32]=1e-4 [f16]=1e-4 [bf16]=1e-4 [q8_0]=1e-4)
 
-fail=0
-for cfg in "${CONFIGS[@]}"; do
-  IFS='|' read -r name type newargs ntok variants <<<"$cfg"
-  model="$TMP/$name.gguf"
-  rm -f "$model"
-  echo "== $name: type $type, $newargs, $ntok tokens"
-  # shellcheck disable=SC2086
-  if ! "$GROK" new "$model" $newargs --type "$type" >"$TMP/$name.new.log" 2>&1; then
-    echo "  FAIL: grok new failed:"; sed 's/^/    /' "$TMP/$name.new.log" | tail -20
-    fail=1; continue
-  fi
-  vocab=$(sed -n 's/.*--vocab \([0-9]*\).*/\1/p' <<<"$newargs")
-  seed=$(sed -n 's/.*--seed \([0-9]*\).*/\1/p' <<<"$newargs")
-  toks=$(tokens "$ntok" "$vocab" "$((seed * 7 + 1))")
+# Derived models: the metadata of a `grok new` file rewritten (tensors unchanged) to
+# exercise keys `grok new` does not vary. name | base config | python dict of keys to set
+# (value types: f = FLOAT32) | keys to drop | n_tokens | eval variants
+#  * caps:     strong attention soft-cap (1.0 instead of 30: every score is capped),
+#              final logit soft-cap 1.0 (Grok-2 key), rope base 50, eps 1e-3,
+#              embedding_scale 3, logit_scale 2 -> each of these keys moves the logits >>1e-4.
+#  * defaults: hd=128 model with embedding_scale, logit_scale, attention.output_scale,
+#              attn_logit_softcapping and rope.freq_base removed: the documented defaults
+#              (78.38367176906169, 0.5773502691896257, 0.08838834764831845, 30, 10000) apply.
+DERIVED=(
+  "f32_gqa1_tied+caps|f32_gqa1_tied|{'grok.attn_logit_softcapping':'f1.0','grok.final_logit_softcapping':'f1.0','grok.rope.freq_base':'f50','grok.attention.layer_norm_rms_epsilon':'f1e-3','grok.embedding_scale':'f3','grok.logit_scale':'f2'}||24|;--batch 1"
+  "q8_0_gqa4_untied+caps|q8_0_gqa4_untied|{'grok.attn_logit_softcapping':'f1.5','grok.final_logit_softcapping':'f2.0','grok.rope.freq_base':'f1e6'}||40|"
+  "f32_hd128_gqa2_untied_fused+defaults|f32_hd128_gqa2_untied_fused|{}|grok.embedding_scale,grok.logit_scale,grok.attention.output_scale,grok.attn_logit_softcapping,grok.rope.freq_base|12|"
+)
+
+# check_model FILE TYPE NEWARGS: the file `grok new` wrote has what the arguments asked for
+# (otherwise the parity check could pass trivially, e.g. if --type were ignored).
+check_model() {
+  "$PY" - "$1" "$2" "$3" "$SRC/tests/ref" <<'PYEOF'
+import sys, math
+path, typ, args, refdir = sys.argv[1:5]
+sys.path.insert(0, refdir)
+from gguf_reader import GGUFReader
+r = GGUFReader(path); md = r.metadata; a = args.split()
+def arg(n):
+    return int(a[a.index(n) + 1])
+errs = []
+want = {"grok.embedding_length": arg("--embd"), "grok.block_count": arg("--layers"),
+        "grok.attention.head_count": arg("--heads"), "grok.attention.head_count_kv": arg("--kv-heads"),
+        "grok.feed_forward_length": arg("--ff"), "grok.expert_count": arg("--experts"),
+        "grok.expert_used_count": arg("--experts-used")}
+for k, v in want.items():
+    if md.get(k) != v:
+        errs.append("%s = %r, expected %r" % (k, md.get(k), v))
+E, H = arg("--embd"), arg("--heads")
+hd = E // H
+if r.shape("token_embd.weight") != (arg("--vocab"), E):
+    errs.append("token_embd shape %s" % (r.shape("token_embd.weight"),))
+if hd != 128:
+    osc = md.get("grok.attention.output_scale")
+    if osc is None or abs(osc - 1 / math.sqrt(hd)) > 1e-6:
+        errs.append("grok.attention.output_scale = %r, expected 1/sqrt(%d)" % (osc, hd))
+untied, fused = "--untied" in a, "--fused-qkv" in a
+if ("output.weight" in r.tensors) != untied:
+    errs.append("output.weight %s" % ("missing" if untied else "present without --untied"))
+if ("blk.0.attn_qkv.weight" in r.tensors) != fused:
+    errs.append("attn_qkv %s" % ("missing" if fused else "present without --fused-qkv"))
+big = ["token_embd.weight", "blk.0.attn_output.weight", "blk.0.ffn_gate_exps.weight",
+       "blk.0.ffn_up_exps.weight", "blk.0.ffn_down_exps.weight"]
+big += ["blk.0.attn_qkv.weight"] if fused else ["blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.0.attn_v.weight"]
+big += ["output.weight"] if untied else []
+for n in big:
+    if n in r.tensors and r.type_name(n).lower() != typ:
+        errs.append("%s is %s, expected %s" % (n, r.type_name(n), typ))
+for n in ["output_norm.weight", "blk.0.attn_norm.weight", "blk.0.ffn_gate_inp.weight"]:
+    if n in r.tensors and r.type_name(n) != "F32":
+        errs.append("%s is %s, expected F32" % (n, r.type_name(n)))
+if errs:
+    print("  FAIL: the file written by grok new does not match its arguments:")
+    for e in errs:
+        print("    " + e)
+    sys.exit(1)
+PYEOF
+}
+
+# run_case NAME TYPE MODEL NTOK VOCAB TOKSEED VARIANTS: reference + grok eval per variant
+run_case() {
+  local name=$1 type=$2 model=$3 ntok=$4 vocab=$5 tseed=$6 variants=$7 toks v label out
+  toks=$(tokens "$ntok" "$vocab" "$tseed")
   if ! "$PY" "$REF" "$model" --tokens "$toks" --out "$TMP/$name.ref.f32" --quiet >"$TMP/$name.ref.log" 2>&1; then
     echo "  FAIL: reference failed:"; sed 's/^/    /' "$TMP/$name.ref.log" | tail -20
-    fail=1; continue
+    fail=1; return
   fi
   IFS=';' read -r -a vars <<<"$variants"
   [ ${#vars[@]} -eq 0 ] && vars=("")
@@ -140,8 +202,62 @@ for cfg in "${CONFIGS[@]}"; do
       echo "  $label FAIL: grok eval failed:"; sed 's/^/    /' "$TMP/$name.eval.log" | tail -20
       fail=1; continue
     fi
-    "$PY" "$TMP/cmp.py" "$out" "$TMP/$name.ref.f32" "$ntok" "$vocab" "${REL[$type]}" "$label" || fail=1
+    if ! "$PY" "$TMP/cmp.py" "$out" "$TMP/$name.ref.f32" "$ntok" "$vocab" "${REL[$type]}" "$label"; then
+      # A disagreement may come from a discrete decision whose exact (float64) input sits
+      # within f32 rounding of its threshold: a Q8_0 activation value x/d within 1e-4 of .5
+      # (round-half-away), or two experts' router probabilities within 1e-6 at the top-k
+      # boundary. grok.c (f32) may legitimately land on the other side. The reference
+      # then flips such decisions one at a time (greedy, at most 8); the disagreement is
+      # accepted only if the flipped reference matches grok.c within the SAME bound at
+      # every position. A real bug is not explainable this way.
+      if "$PY" "$REF" "$model" --tokens "$toks" --explain "$out" --rel "${REL[$type]}" \
+           --out "$TMP/$name.ref_explained.f32" 2>&1 | sed 's/^/      /'
+         [ "${PIPESTATUS[0]}" -eq 0 ] &&
+         "$PY" "$TMP/cmp.py" "$out" "$TMP/$name.ref_explained.f32" "$ntok" "$vocab" "${REL[$type]}" \
+           "$label (after flips)"; then
+        echo "      -> accepted: the difference is a near-threshold rounding decision, not a bug"
+      else
+        fail=1
+      fi
+    fi
   done
+}
+
+fail=0
+declare -A CTYPE CVOCAB CSEED
+for cfg in "${CONFIGS[@]}"; do
+  IFS='|' read -r name type newargs ntok variants <<<"$cfg"
+  model="$TMP/$name.gguf"
+  rm -f "$model"
+  echo "== $name: type $type, $newargs, $ntok tokens"
+  # shellcheck disable=SC2086
+  if ! "$GROK" new "$model" $newargs --type "$type" >"$TMP/$name.new.log" 2>&1; then
+    echo "  FAIL: grok new failed:"; sed 's/^/    /' "$TMP/$name.new.log" | tail -20
+    fail=1; continue
+  fi
+  check_model "$model" "$type" "$newargs" || { fail=1; continue; }
+  vocab=$(sed -n 's/.*--vocab \([0-9]*\).*/\1/p' <<<"$newargs")
+  seed=$(sed -n 's/.*--seed \([0-9]*\).*/\1/p' <<<"$newargs")
+  CTYPE[$name]=$type; CVOCAB[$name]=$vocab; CSEED[$name]=$seed
+  run_case "$name" "$type" "$model" "$ntok" "$vocab" "$((seed * 7 + 1))" "$variants"
+done
+
+for d in "${DERIVED[@]}"; do
+  IFS='|' read -r name base setk dropk ntok variants <<<"$d"
+  [ -f "$TMP/$base.gguf" ] && [ -n "${CTYPE[$base]:-}" ] || { echo "== $name: base $base missing"; fail=1; continue; }
+  model="$TMP/$name.gguf"
+  echo "== $name: $base with set $setk drop [$dropk], $ntok tokens"
+  if ! "$PY" - "$TMP/$base.gguf" "$model" "$setk" "$dropk" "$SRC/tests/ref" <<'PYEOF'
+import sys, ast
+src, dst, setk, dropk, refdir = sys.argv[1:6]
+sys.path.insert(0, refdir)
+import gguf_reader as g
+sets = {k: (g.T_FLOAT32, float(v[1:])) if v[0] == "f" else (g.T_UINT32, int(v[1:]))
+        for k, v in ast.literal_eval(setk).items()}
+g.rewrite_metadata(src, dst, sets, [k for k in dropk.split(",") if k])
+PYEOF
+  then echo "  FAIL: could not rewrite the metadata"; fail=1; continue; fi
+  run_case "$name" "${CTYPE[$base]}" "$model" "$ntok" "${CVOCAB[$base]}" "$((CSEED[$base] * 7 + 2))" "$variants"
 done
 
 if [ $fail -ne 0 ]; then

@@ -16,8 +16,9 @@ row after row (the same contract as `grok eval --logits`).
 compares another engine's logits (all positions) with the reference and, if they differ
 by more than --rel, tries to explain the difference by discrete decisions whose float64
 input lies within f32 rounding of the threshold (Q8_0 activation roundings with x/d
-within 1e-4 of .5, top-k probability gaps < 1e-6), flipping them greedily in the
-reference; exit status 0 if the flipped reference matches within the bound everywhere.
+within 1e-4 of .5, Q8_0 block scales within 1e-3 fp16 ulp of an fp16 rounding midpoint,
+top-k probability gaps < 1e-6), flipping them greedily in the reference; exit status 0
+if the flipped reference matches within the bound everywhere.
 
 Numerics:
   * everything in float64 (weights are dequantized exactly from F32/F16/BF16/Q8_0);
@@ -74,7 +75,7 @@ def quantize_act_q8_0(x, return_scaled=False):
     q = np.sign(x0d) * np.floor(np.abs(x0d) + 0.5)            # roundf: half away from zero
     dh = d.astype(np.float16).astype(np.float64)               # stored scale is fp16
     if return_scaled:
-        return dh, q, x0d
+        return dh, q, x0d, d
     return dh, q
 
 
@@ -149,7 +150,7 @@ class Model:
         self.tie_tol = 0.0
         self.flips = set()
         self.ties = []
-        self._call = 0
+        self._tie_keys = set()
         md = r.metadata
         arch = md.get("general.architecture")
         if arch != "grok":
@@ -256,12 +257,13 @@ class Model:
     # ---- math ----
     def matmul(self, W, x, what="", pos0=0):
         """x: (T, n_in) -> (T, n_out) = x @ W.w^T with the weight-type numerics.
-        `what`/`pos0` (label, position of row 0) only name the call in tie reports."""
-        self._call += 1
+        `what` names the INPUT vector (calls sharing one input, e.g. q/k/v or all experts'
+        gate/up, share one quantization and so one set of rounding decisions); `pos0` is
+        the position of row 0. Both only matter for near-tie tracking and flips."""
         if W.type == GGML_Q8_0 and self.emulate_q8:
-            dx, qx, x0 = quantize_act_q8_0(x, return_scaled=True)  # (T, nb), (T, nb, 32)
+            dx, qx, x0, d32 = quantize_act_q8_0(x, return_scaled=True)  # (T, nb), (T, nb, 32)
             if self.tie_tol > 0 or self.flips:
-                qx = self._q8_decisions(x0, qx, what, pos0)
+                dx, qx = self._q8_decisions(x0, qx, d32, dx, what, pos0)
             isum = np.einsum("tbj,obj->tob", qx, W.qs)             # exact integers in float64
             return np.einsum("tob,ob,tb->to", isum, W.d, dx)
         if self.llamacpp and W.type == GGML_F16:
@@ -270,26 +272,62 @@ class Model:
             x = round_bf16(x)
         return x @ W.w.T
 
-    def _q8_decisions(self, x0, qx, what, pos0):
-        """Record Q8_0 roundings whose scaled value x*id lies within tie_tol of a .5
-        boundary (f32 evaluation order can put them on either side), and apply flips."""
+    def _q8_decisions(self, x0, qx, d32, dx, what, pos0):
+        """Record the discrete decisions of one Q8_0 activation quantization that sit within
+        f32 rounding of their threshold, and apply flips:
+          * a value x*id within tie_tol of a .5 boundary (rounds to either integer);
+          * a block scale d = amax/127 within 10*tie_tol fp16 ulps (~4 f32 ulps for the
+            default 1e-4) of an fp16 rounding midpoint (the stored fp16 d is then either
+            neighbour, and the whole block moves by 2^-11).
+        f32 evaluation order in another engine can put either on the other side."""
+        # fp16 neighbours of d: lo <= d <= hi
+        h = d32.astype(np.float16)
+        hf = h.astype(np.float64)
+        d64 = d32.astype(np.float64)
+        up = np.nextafter(h, np.float16(np.inf)).astype(np.float64)
+        dn = np.nextafter(h, np.float16(-np.inf)).astype(np.float64)
+        lo = np.where(hf <= d64, hf, dn)
+        hi = np.where(hf <= d64, up, hf)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ddist = np.abs((d64 - (lo + hi) / 2) / (hi - lo))
+        ddist = np.where(d64 > 0, ddist, np.inf)
+        if self.tie_tol > 0:
+            for row, blk in zip(*np.nonzero(ddist < self.tie_tol * 10)):
+                key = ("q8d", what, pos0 + int(row), int(blk))
+                if key not in self._tie_keys:
+                    self._tie_keys.add(key)
+                    self.ties.append(dict(key=key, pos=pos0 + int(row), dist=float(ddist[row, blk]) / 10,
+                                          desc="%s pos %d: Q8_0 act block %d scale d=%.9g at an fp16 midpoint"
+                                          % (what, pos0 + int(row), blk, d64[row, blk])))
+        dflips = [f for f in self.flips if f[0] == "q8d" and f[1] == what
+                  and pos0 <= f[2] < pos0 + x0.shape[0]]
+        if dflips:
+            dx = dx.copy()
+            for _, _, pos, blk in dflips:
+                row = pos - pos0
+                dx[row, blk] = lo[row, blk] if dx[row, blk] == hi[row, blk] else hi[row, blk]
         ax = np.abs(x0)
         dist = np.abs(ax - np.floor(ax) - 0.5)
         if self.tie_tol > 0:
             for row, blk, j in zip(*np.nonzero(dist < self.tie_tol)):
-                key = ("q8", self._call, int(row), int(blk), int(j))
+                key = ("q8", what, pos0 + int(row), int(blk), int(j))
+                if key in self._tie_keys:
+                    continue
+                self._tie_keys.add(key)
                 self.ties.append(dict(key=key, pos=pos0 + int(row), dist=float(dist[row, blk, j]),
                                       desc="%s pos %d: Q8_0 act block %d elem %d x/d=%.7f rounds to %d"
                                       % (what, pos0 + int(row), blk, j, x0[row, blk, j], qx[row, blk, j])))
-        mine = [f for f in self.flips if f[0] == "q8" and f[1] == self._call]
+        mine = [f for f in self.flips if f[0] == "q8" and f[1] == what
+                and pos0 <= f[2] < pos0 + x0.shape[0]]
         if mine:
             qx = qx.copy()
-            for _, _, row, blk, j in mine:
+            for _, _, pos, blk, j in mine:
+                row = pos - pos0
                 v = x0[row, blk, j]
-                lo = np.sign(v) * np.floor(abs(v))
-                hi = np.sign(v) * (np.floor(abs(v)) + 1)
-                qx[row, blk, j] = lo if qx[row, blk, j] == hi else hi
-        return qx
+                qlo = np.sign(v) * np.floor(abs(v))
+                qhi = np.sign(v) * (np.floor(abs(v)) + 1)
+                qx[row, blk, j] = qlo if qx[row, blk, j] == qhi else qhi
+        return dx, qx
 
     def rmsnorm(self, x, w):
         ms = np.mean(x * x, axis=-1, keepdims=True)
@@ -315,8 +353,8 @@ class Model:
         return y
 
     def forward(self, tokens):
-        self._call = 0
         self.ties = []
+        self._tie_keys = set()
         T = len(tokens)
         hd, nh, nkv = self.head_dim, self.n_head, self.n_head_kv
         grp = nh // nkv
@@ -329,9 +367,9 @@ class Model:
         for il, L in enumerate(self.layers):
             # ---- attention ----
             u = self.rmsnorm(x, L["attn_norm"])
-            q = self.matmul(L["q"], u, "L%d attn_q" % il).reshape(T, nh, hd)
-            k = self.matmul(L["k"], u, "L%d attn_k" % il).reshape(T, nkv, hd)
-            v = self.matmul(L["v"], u, "L%d attn_v" % il).reshape(T, nkv, hd)
+            q = self.matmul(L["q"], u, "L%d attn input" % il).reshape(T, nh, hd)
+            k = self.matmul(L["k"], u, "L%d attn input" % il).reshape(T, nkv, hd)
+            v = self.matmul(L["v"], u, "L%d attn input" % il).reshape(T, nkv, hd)
             q = self.rope(q, pos)
             k = self.rope(k, pos)
             o = np.zeros((T, nh, hd))
@@ -344,11 +382,11 @@ class Model:
                 p = np.exp(s)
                 p = p / np.sum(p, axis=1, keepdims=True)
                 o[:, h, :] = p @ v[:, g, :]
-            a = self.matmul(L["o"], o.reshape(T, nh * hd), "L%d attn_output" % il)
+            a = self.matmul(L["o"], o.reshape(T, nh * hd), "L%d attn_output input" % il)
             x = x + self.rmsnorm(a, L["attn_out_norm"])
             # ---- MoE ----
             u = self.rmsnorm(x, L["ffn_norm"])
-            r = self.matmul(L["router"], u, "L%d router" % il)             # (T, n_expert)
+            r = self.matmul(L["router"], u, "L%d moe input" % il)          # (T, n_expert)
             r = r - np.max(r, axis=1, keepdims=True)
             P = np.exp(r)
             P = P / np.sum(P, axis=1, keepdims=True)
@@ -373,17 +411,17 @@ class Model:
                     gates = gates / np.sum(gates)
                 ut = u[t:t + 1]
                 for e, gw in zip(order, gates):
-                    lab = "L%d expert %d" % (il, e)
-                    a1 = self.matmul(L["gate"][e], ut, lab + " gate", t)
-                    a2 = self.matmul(L["up"][e], ut, lab + " up", t)
+                    a1 = self.matmul(L["gate"][e], ut, "L%d moe input" % il, t)
+                    a2 = self.matmul(L["up"][e], ut, "L%d moe input" % il, t)
                     hdn = self.gelu(a1) * a2
-                    m[t] += gw * self.matmul(L["down"][e], hdn, lab + " down", t)[0]
+                    m[t] += gw * self.matmul(L["down"][e], hdn, "L%d expert %d down input" % (il, e), t)[0]
             if "mlp_up" in L:
-                hdn = self.gelu(self.matmul(L["mlp_gate"], u)) * self.matmul(L["mlp_up"], u)
-                m = (self.matmul(L["mlp_down"], hdn) + m) / math.sqrt(2.0)
+                hdn = self.gelu(self.matmul(L["mlp_gate"], u, "L%d moe input" % il)) \
+                    * self.matmul(L["mlp_up"], u, "L%d moe input" % il)
+                m = (self.matmul(L["mlp_down"], hdn, "L%d mlp down input" % il) + m) / math.sqrt(2.0)
             x = x + self.rmsnorm(m, L["out_norm"])
         h = self.rmsnorm(x, self.output_norm)
-        logits = self.matmul(self.output, h, "output") * self.logit_scale
+        logits = self.matmul(self.output, h, "output input") * self.logit_scale
         if self.final_cap > 0:
             logits = self.final_cap * np.tanh(logits / self.final_cap)
         return logits

@@ -19,9 +19,9 @@
 #              rounded activations to f16/bf16 would show ~1e-3 and fail, on purpose.
 #   q8_0 1e-4  the reference emulates grok.c's Q8_0 path exactly (activations quantized to
 #              Q8_0 per 32-block with ggml's reference rounding, fp16 scales, integer dots).
-#              The remaining difference is f32 vs f64 accumulation plus rare
-#              round-to-nearest flips of an activation that sits on a .5 boundary; measured
-#              ~1e-6. Without the emulation the difference would be ~1e-2 (q8 noise).
+#              The remaining difference is f32 vs f64 accumulation (measured ~1e-7
+#              relative) plus occasional rounding flips handled below. Without the
+#              emulation the difference would be ~1e-2 (Q8_0 activation noise).
 # Near-threshold decisions: Q8_0 activation quantization and top-k routing are
 # discontinuous. When the float64 value sits within f32 rounding of the threshold (x/d
 # within 1e-4 of .5; a block scale d within 1e-3 fp16 ulp of an fp16 rounding midpoint; a

@@ -606,16 +606,18 @@ static Tokenizer *open_tokenizer(const char *cmd, const char *path) {
 
 static int cmd_tokenize(int argc, char **argv) {
     const char *model = NULL, *text = NULL, *file = NULL;
-    int pieces = 0, bos = 0;
+    int pieces = 0, bos = 0, split = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: grok tokenize -m MODEL.gguf|tokenizer.model [--pieces] [--bos] TEXT | -f FILE\n"
-                   "Prints the token ids of TEXT on one line, space-separated (--pieces: id:piece).\n");
+            printf("usage: grok tokenize -m MODEL.gguf|tokenizer.model [--pieces] [--bos] [--split] TEXT | -f FILE\n"
+                   "Prints the token ids of TEXT on one line, space-separated (--pieces: id:piece).\n"
+                   "--split (byte-level BPE only): the pre-tokenizer's pieces instead, one per line in hex.\n");
             return 0;
         } else if ((!strcmp(argv[i], "-m") || !strcmp(argv[i], "--model")) && i + 1 < argc) model = argv[++i];
         else if (!strcmp(argv[i], "-f") && i + 1 < argc) file = argv[++i];
         else if (!strcmp(argv[i], "--pieces")) pieces = 1;
         else if (!strcmp(argv[i], "--bos")) bos = 1;
+        else if (!strcmp(argv[i], "--split")) split = 1;
         else if (!strcmp(argv[i], "--")) {
             if (i + 1 < argc) text = argv[++i];
         } else if (argv[i][0] == '-' && argv[i][1] && !text) {
@@ -643,6 +645,19 @@ static int cmd_tokenize(int argc, char **argv) {
         return 1;
     }
     Error err = {{0}};
+    if (split) {
+        char *sb = NULL;
+        size_t *ends = NULL;
+        int np = tokenizer_split(t, text, len, &sb, &ends, &err);
+        size_t start = 0;
+        for (int k = 0; k < np; start = ends[k++]) {
+            for (size_t j = start; j < ends[k]; j++) printf("%02x", (unsigned char)sb[j]);
+            printf("\n");
+        }
+        free(sb), free(ends), free(buf);
+        tokenizer_free(t);
+        return np < 0 ? fail("tokenize", err.msg) : 0;
+    }
     int *ids = NULL;
     int n = tokenizer_encode(t, text, len, bos, &ids, &err);
     int rc = 0;

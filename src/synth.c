@@ -49,7 +49,7 @@ void synth_grok2_defaults(SynthGrok2 *g, const SynthParams *p) {
     g->router_softcap = 30.0f;
     g->final_softcap = 50.0f;
     g->rope_base = 208533496.0f;
-    g->gpt2_vocab = 0;
+    g->gpt2_vocab = 1;
 }
 
 static int check(const SynthParams *p, Error *err) {
@@ -84,8 +84,9 @@ int synth_write_model_ex(const SynthParams *p, const SynthGrok2 *g2, const char 
     }
     const int E = p->n_embd, L = p->n_layer, H = p->n_head, K = p->n_head_kv, F = p->n_ff, X = p->n_expert;
     const int hd = E / H;
-    Tokenizer *tok = p->tokenizer_path ? tokenizer_from_spm_file(p->tokenizer_path, err)
-                                       : tokenizer_synthetic(p->n_vocab, err);
+    Tokenizer *tok = p->tokenizer_path            ? tokenizer_from_spm_file(p->tokenizer_path, err)
+                     : g2 && g2->gpt2_vocab ? tokenizer_synthetic_gpt2(p->n_vocab, err)
+                                            : tokenizer_synthetic(p->n_vocab, err);
     if (!tok) return -1;
     const int V = tokenizer_n_vocab(tok);
     GGUFWriter *w = gguf_writer_new();

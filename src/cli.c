@@ -13,7 +13,10 @@
 #include "gguf.h"
 #include "model.h"
 #include "quant.h"
+#include "perplexity.h"
 #include "quantize.h"
+#include "repl.h"
+#include "bench.h"
 #include "sampler.h"
 #include "server.h"
 #include "synth.h"
@@ -802,14 +805,17 @@ static int cmd_new(int argc, char **argv) {
 static const char USAGE[] =
     "grok " GROK_VERSION " - run xAI's Grok models (GGUF) on the CPU\n"
     "usage: grok COMMAND [options]   (grok COMMAND --help for each)\n"
+    "  chat        chat with a model (default: the bundled grok-nano)\n"
     "  run         generate text from a prompt\n"
     "  info        show a model's metadata, hyper-parameters and tensors\n"
     "  tokenize    text -> token ids\n"
     "  detokenize  token ids -> text\n"
     "  eval        write the logits of every position of a token sequence\n"
+    "  perplexity  perplexity of a model on a text file\n"
     "  new         write a random Grok-architecture model (tests, benchmarks)\n"
     "  serve       OpenAI/xAI-compatible HTTP API and web chat page\n"
-    "  quantize    convert a model's weights to another type (q8_0, q4_K, Q4_K_M, ...)\n";
+    "  quantize    convert a model's weights to another type (q8_0, q4_K, Q4_K_M, ...)\n"
+    "  bench       prompt and generation speed, weight bandwidth (like llama-bench)\n";
 
 int main(int argc, char **argv) {
     if (argc < 2) {
@@ -830,7 +836,9 @@ int main(int argc, char **argv) {
         int (*fn)(int, char **);
     } cmds[] = {{"run", cmd_run},   {"info", cmd_info}, {"tokenize", cmd_tokenize}, {"detokenize", cmd_detokenize},
                 {"eval", cmd_eval}, {"new", cmd_new},
-                {"serve", cmd_serve},   {"quantize", cmd_quantize}};
+                {"chat", cmd_chat}, {"perplexity", cmd_perplexity},
+                {"serve", cmd_serve},   {"quantize", cmd_quantize},
+                {"bench", cmd_bench}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(cmd, cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);
     fprintf(stderr, "grok: unknown command '%s'\n%s", cmd, USAGE);

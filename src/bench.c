@@ -1,0 +1,347 @@
+/* bench.c - `grok bench`, see bench.h.
+ *
+ * pp N : one forward pass over N prompt tokens from position 0 (batches of
+ *        at most 512), logits of the last one only, as a prompt is run.
+ * tg N : N single-token forward passes at positions 0..N-1, each with its
+ *        logits (what generation costs, sampling excluded), as llama-bench.
+ * The token ids are fixed pseudo-random ids. A warm-up pass (which also
+ * faults the mapped weights in) precedes the timed repetitions. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "bench.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common.h"
+#include "forward.h"
+#include "gguf.h"
+#include "model.h"
+#include "quant.h"
+#include "threadpool.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define BENCH_X86 1
+#endif
+
+#define MAX_THREAD_SETS 16
+#define BW_BYTES ((size_t)1 << 30) /* the bandwidth buffer: far beyond any cache */
+
+/* ---- memory read bandwidth ---------------------------------------------- */
+
+typedef struct {
+    const uint8_t *buf;
+    size_t bytes;
+    uint64_t sums[64]; /* one per thread, so the reads cannot be optimised out */
+} BwTask;
+
+#ifdef BENCH_X86
+__attribute__((target("avx2"))) static uint64_t sum_avx2(const uint8_t *p, size_t n) {
+    __m256i a = _mm256_setzero_si256(), b = a, c = a, d = a;
+    for (size_t i = 0; i + 128 <= n; i += 128) {
+        a = _mm256_add_epi64(a, _mm256_load_si256((const __m256i *)(p + i)));
+        b = _mm256_add_epi64(b, _mm256_load_si256((const __m256i *)(p + i + 32)));
+        c = _mm256_add_epi64(c, _mm256_load_si256((const __m256i *)(p + i + 64)));
+        d = _mm256_add_epi64(d, _mm256_load_si256((const __m256i *)(p + i + 96)));
+    }
+    a = _mm256_add_epi64(_mm256_add_epi64(a, b), _mm256_add_epi64(c, d));
+    uint64_t r[4];
+    memcpy(r, &a, sizeof r);
+    return r[0] + r[1] + r[2] + r[3];
+}
+#endif
+
+static uint64_t sum_scalar(const uint8_t *p, size_t n) {
+    uint64_t s = 0;
+    for (size_t i = 0; i + 8 <= n; i += 8) {
+        uint64_t v;
+        memcpy(&v, p + i, 8);
+        s += v;
+    }
+    return s;
+}
+
+static void bw_fn(void *ctx, int ith, int nth) {
+    BwTask *t = ctx;
+    const size_t per = (t->bytes / (size_t)nth) & ~(size_t)127;
+    const uint8_t *p = t->buf + per * (size_t)ith;
+    uint64_t s;
+#ifdef BENCH_X86
+    s = quant_simd_level() >= SIMD_AVX2 ? sum_avx2(p, per) : sum_scalar(p, per);
+#else
+    s = sum_scalar(p, per);
+#endif
+    if (ith < 64) t->sums[ith] = s;
+}
+
+/* Best of 5 passes over a 1 GiB buffer with n threads, in GB/s; < 0 on
+ * allocation failure. */
+static double measure_bandwidth(int n_threads, Error *err) {
+    uint8_t *buf = aligned_alloc(4096, BW_BYTES);
+    if (!buf) {
+        err_set(err, "out of memory for the bandwidth buffer");
+        return -1.0;
+    }
+    ThreadPool *tp = tp_create(n_threads, err);
+    if (!tp) {
+        free(buf);
+        return -1.0;
+    }
+    BwTask t = {buf, BW_BYTES, {0}};
+    tp_run(tp, bw_fn, &t); /* first touch, in parallel: pages land near their readers */
+    memset(buf, 1, BW_BYTES);
+    double best = 0.0;
+    for (int r = 0; r < 5; r++) {
+        const double t0 = time_now();
+        tp_run(tp, bw_fn, &t);
+        const double dt = time_now() - t0;
+        if (dt > 0 && BW_BYTES / dt / 1e9 > best) best = BW_BYTES / dt / 1e9;
+    }
+    tp_free(tp);
+    free(buf);
+    return best;
+}
+
+/* ---- the model ---------------------------------------------------------- */
+
+static double tensor_bytes(const Tensor *t) { return t->data ? (double)t->rows * (double)t->row_bytes : 0.0; }
+
+/* Bytes of weights one generated token reads: every attention matrix, the
+ * router, n_expert_used of the n_expert experts of each layer, the dense
+ * MLP (Grok-2), the norms, one embedding row and the output matrix. */
+static double weight_bytes_per_token(const Model *m) {
+    const ModelConfig *c = &m->cfg;
+    double b = (double)m->tok_embd.row_bytes + tensor_bytes(&m->output) + 4.0 * c->n_embd;
+    const double used = (double)c->n_expert_used / (double)c->n_expert;
+    for (int i = 0; i < c->n_layer; i++) {
+        const Layer *L = &m->layers[i];
+        b += tensor_bytes(&L->wq) + tensor_bytes(&L->wk) + tensor_bytes(&L->wv) + tensor_bytes(&L->wqkv) +
+             tensor_bytes(&L->wo);
+        b += 4.0 * c->n_expert * c->n_embd + 4.0 * 4 * c->n_embd; /* router, norms */
+        b += used * (tensor_bytes(&L->gate_exps) + tensor_bytes(&L->up_exps) + tensor_bytes(&L->down_exps));
+        b += tensor_bytes(&L->ffn_gate) + tensor_bytes(&L->ffn_up) + tensor_bytes(&L->ffn_down);
+    }
+    return b;
+}
+
+/* The type holding most of the weight bytes, or the llama.cpp file type. */
+static const char *model_type_name(const Model *m) {
+    static const struct {
+        uint32_t ftype;
+        const char *name;
+    } FT[] = {{0, "F32"},     {1, "F16"},     {2, "Q4_0"},    {3, "Q4_1"},    {7, "Q8_0"},    {8, "Q5_0"},
+              {9, "Q5_1"},    {10, "Q2_K"},   {11, "Q3_K_S"}, {12, "Q3_K_M"}, {13, "Q3_K_L"}, {14, "Q4_K_S"},
+              {15, "Q4_K_M"}, {16, "Q5_K_S"}, {17, "Q5_K_M"}, {18, "Q6_K"},   {32, "BF16"}};
+    uint32_t ft;
+    Error err;
+    if (gguf_get_u32(m->file, "general.file_type", &ft, &err) == 1)
+        for (size_t i = 0; i < sizeof FT / sizeof FT[0]; i++)
+            if (FT[i].ftype == ft) return FT[i].name;
+    return "?";
+}
+
+static long vm_hwm_kib(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    long v = -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "VmHWM:", 6) == 0) v = strtol(line + 6, NULL, 10);
+    fclose(f);
+    return v;
+}
+
+typedef struct {
+    double mean, sd;
+} Stat;
+
+static Stat stats(const double *v, int n) {
+    Stat s = {0, 0};
+    for (int i = 0; i < n; i++) s.mean += v[i];
+    s.mean /= n;
+    for (int i = 0; i < n; i++) s.sd += (v[i] - s.mean) * (v[i] - s.mean);
+    s.sd = n > 1 ? sqrt(s.sd / (n - 1)) : 0.0;
+    return s;
+}
+
+/* One pp run (n tokens) and/or one tg run (g tokens): tokens per second. */
+static int run_pp(Context *c, const int *toks, int n, float *logits, double *tps, Error *err) {
+    const double t0 = time_now();
+    if (forward_tokens(c, 0, toks, n, 0, logits, false, err)) return -1;
+    *tps = n / (time_now() - t0);
+    return 0;
+}
+
+static int run_tg(Context *c, const int *toks, int g, float *logits, double *tps, Error *err) {
+    const double t0 = time_now();
+    for (int i = 0; i < g; i++)
+        if (forward_tokens(c, 0, toks + i, 1, i, logits, false, err)) return -1;
+    *tps = g / (time_now() - t0);
+    return 0;
+}
+
+static int parse_threads(const char *s, int *out) {
+    int n = 0;
+    while (*s) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 1 || v > 1024 || n == MAX_THREAD_SETS) return -1;
+        out[n++] = (int)v;
+        s = end;
+        if (*s == ',') s++;
+        else if (*s) return -1;
+    }
+    return n;
+}
+
+static const char USAGE[] =
+    "usage: grok bench -m MODEL.gguf [-p 512] [-n 128] [-t 1,2] [-r 5] [--kv f16|f32] [--no-bw]\n"
+    "Prompt processing (pp) and generation (tg) speed, like llama-bench: tokens/s\n"
+    "as mean +- standard deviation over the repetitions, for each thread count.\n"
+    "For generation also: GB/s of weights read and that as a fraction of the\n"
+    "machine's read bandwidth (measured here with the same thread count).\n"
+    "  -p N      prompt tokens (0 = skip pp)        -n N   generated tokens (0 = skip tg)\n"
+    "  -t LIST   thread counts, e.g. 1,2 (default: all cores)\n"
+    "  -r N      repetitions (default 5)           --kv   KV cache type (default f16)\n"
+    "  --no-bw   skip the bandwidth measurement\n";
+
+static int bfail(const char *msg) {
+    fprintf(stderr, "grok bench: %s\n", msg);
+    return 1;
+}
+
+int cmd_bench(int argc, char **argv) {
+    const char *path = NULL;
+    int n_pp = 512, n_tg = 128, reps = 5, threads[MAX_THREAD_SETS], n_sets = 0, do_bw = 1;
+    uint32_t kv = GGML_TYPE_F16;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        char *end = NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(USAGE, stdout);
+            return 0;
+        } else if (!strcmp(a, "--no-bw")) {
+            do_bw = 0;
+            continue;
+        }
+        if (!v) {
+            fprintf(stderr, "grok bench: %s needs a value (see grok bench --help)\n", a);
+            return 2;
+        }
+        long x = strtol(v, &end, 10);
+        const bool num = end != v && *end == 0;
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) path = v;
+        else if (!strcmp(a, "-p") && num && x >= 0 && x <= 65536) n_pp = (int)x;
+        else if (!strcmp(a, "-n") && num && x >= 0 && x <= 65536) n_tg = (int)x;
+        else if (!strcmp(a, "-r") && num && x >= 1 && x <= 1000) reps = (int)x;
+        else if (!strcmp(a, "-t") && (n_sets = parse_threads(v, threads)) > 0) {
+        } else if (!strcmp(a, "--kv") && (!strcmp(v, "f16") || !strcmp(v, "f32")))
+            kv = !strcmp(v, "f16") ? GGML_TYPE_F16 : GGML_TYPE_F32;
+        else {
+            fprintf(stderr, "grok bench: bad option or value: %s %s (see grok bench --help)\n", a, v);
+            return 2;
+        }
+        i++;
+    }
+    if (!path) return bfail("no model given (-m MODEL.gguf)");
+    if (n_sets <= 0) threads[0] = cpu_count(), n_sets = 1;
+    if (n_pp == 0 && n_tg == 0) return bfail("nothing to measure (-p 0 and -n 0)");
+
+    Error err = {{0}};
+    Model *m = model_load(path, &err);
+    if (!m) return bfail(err.msg);
+    struct stat st;
+    const double file_bytes = stat(path, &st) == 0 ? (double)st.st_size : (double)gguf_total_size(m->file);
+    uint64_t n_params, n_active;
+    model_param_counts(m, &n_params, &n_active);
+    const double wpt = weight_bytes_per_token(m);
+    const int V = m->cfg.n_vocab, n_tok = n_pp > n_tg ? n_pp : n_tg;
+    int *toks = malloc((size_t)(n_tok > 0 ? n_tok : 1) * sizeof(int));
+    float *logits = malloc((size_t)V * sizeof(float));
+    double *pp = malloc((size_t)reps * sizeof(double)), *tg = malloc((size_t)reps * sizeof(double));
+    int rc = 1;
+    if (!toks || !logits || !pp || !tg) {
+        bfail("out of memory");
+        goto out;
+    }
+    uint64_t s = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < n_tok; i++) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        toks[i] = 1 + (int)(s % (uint64_t)(V > 1 ? V - 1 : 1));
+    }
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    printf("model: %s (%s, %.2f GiB, %.2f B params, %.2f B active), %s kernels, KV %s\n", base, model_type_name(m),
+           file_bytes / 1073741824.0, n_params / 1e9, n_active / 1e9, quant_simd_name(), kv == GGML_TYPE_F16 ? "f16" : "f32");
+    printf("weights read per generated token: %.1f MiB\n\n", wpt / 1048576.0);
+    long hwm_kib = -1;
+    size_t kv_bytes = 0;
+    Stat res_pp[MAX_THREAD_SETS], res_tg[MAX_THREAD_SETS];
+    for (int si = 0; si < n_sets; si++) {
+        ContextParams cp = {n_pp + n_tg + 16, 1, 512, threads[si], kv};
+        Context *c = context_new(m, &cp, &err);
+        if (!c) {
+            bfail(err.msg);
+            goto out;
+        }
+        kv_bytes = context_kv_bytes(c);
+        double w;
+        /* warm-up: faults the weights in, wakes the threads */
+        if ((n_pp > 0 && run_pp(c, toks, n_pp < 32 ? n_pp : 32, logits, &w, &err)) ||
+            (n_tg > 0 && run_tg(c, toks, n_tg < 4 ? n_tg : 4, logits, &w, &err))) {
+            bfail(err.msg);
+            context_free(c);
+            goto out;
+        }
+        for (int r = 0; r < reps; r++) { /* pp and tg alternate, as the load on the machine drifts */
+            if ((n_pp > 0 && run_pp(c, toks, n_pp, logits, &pp[r], &err)) ||
+                (n_tg > 0 && run_tg(c, toks, n_tg, logits, &tg[r], &err))) {
+                bfail(err.msg);
+                context_free(c);
+                goto out;
+            }
+        }
+        res_pp[si] = stats(pp, reps);
+        res_tg[si] = stats(tg, reps);
+        context_free(c);
+    }
+    hwm_kib = vm_hwm_kib(); /* before the bandwidth buffer exists */
+    printf("| threads | test   |            t/s | weights GB/s | read BW GB/s | of BW |\n");
+    printf("| ------: | :----- | -------------: | -----------: | -----------: | ----: |\n");
+    for (int si = 0; si < n_sets; si++) {
+        double bw = -1.0;
+        if (do_bw && n_tg > 0) {
+            bw = measure_bandwidth(threads[si], &err);
+            if (bw < 0) fprintf(stderr, "grok bench: %s (bandwidth not measured)\n", err.msg);
+        }
+        if (n_pp > 0)
+            printf("| %7d | pp%-4d | %7.2f ± %5.2f |              |              |       |\n", threads[si], n_pp,
+                   res_pp[si].mean, res_pp[si].sd);
+        if (n_tg > 0) {
+            const Stat g = res_tg[si];
+            const double gbs = wpt * g.mean / 1e9;
+            if (bw > 0)
+                printf("| %7d | tg%-4d | %7.2f ± %5.2f | %12.2f | %12.2f | %4.0f%% |\n", threads[si], n_tg, g.mean, g.sd, gbs,
+                       bw, 100.0 * gbs / bw);
+            else
+                printf("| %7d | tg%-4d | %7.2f ± %5.2f | %12.2f |              |       |\n", threads[si], n_tg, g.mean, g.sd, gbs);
+        }
+        fflush(stdout);
+    }
+    if (hwm_kib > 0)
+        printf("\npeak RSS %.1f MiB vs file %.1f MiB + KV cache %.1f MiB = %.1f MiB (%+.1f%%)\n", hwm_kib / 1024.0,
+               file_bytes / 1048576.0, kv_bytes / 1048576.0, (file_bytes + kv_bytes) / 1048576.0,
+               100.0 * (hwm_kib * 1024.0 / (file_bytes + kv_bytes) - 1.0));
+    rc = 0;
+out:
+    free(toks), free(logits), free(pp), free(tg);
+    model_free(m);
+    return rc;
+}

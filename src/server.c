@@ -2176,7 +2176,7 @@ int cmd_serve(int argc, char **argv) {
     if (s->verbose) flags |= MHD_USE_ERROR_LOG;
     s->daemon = MHD_start_daemon(flags, (uint16_t)s->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
                                  MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_LIMIT,
-                                 (unsigned)1000, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
+                                 (unsigned)1000, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->daemon) {
         fprintf(stderr, "grok serve: cannot listen on %s:%d (address in use or not allowed?)\n", s->host, s->port);

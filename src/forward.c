@@ -26,8 +26,6 @@
 #define DEFAULT_CTX_CAP 4096   /* default context: min(model's, this) */
 #define DEFAULT_BATCH 512
 #define MATMUL_CHUNK_ROWS 16   /* rows per work item handed to a thread */
-#define GELU_COEF_A 0.044715f  /* tanh-GELU (jax.nn.gelu approximate=True) */
-#define SQRT_2_OVER_PI 0.79788456080286535588f
 
 struct Context {
     const Model *m;
@@ -73,9 +71,8 @@ static void rmsnorm(float *y, const float *x, const float *w, int n, float eps) 
 
 static inline float softcap(float x, float c) { return c > 0.0f ? c * tanhf(x / c) : x; }
 
-static inline float gelu_tanh(float x) {
-    return 0.5f * x * (1.0f + tanhf(SQRT_2_OVER_PI * x * (1.0f + GELU_COEF_A * x * x)));
-}
+/* gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (jax.nn.gelu
+ * approximate=True) is applied by vec_geglu (quant.c, vectorised). */
 
 static void softmax(float *x, int n) {
     float mx = x[0];
@@ -331,7 +328,7 @@ static void moe_block(Context *c, int il, int nt, MatTask *mt) {
                 c->hu + (size_t)s * F, F);
     }
     mat_run(c, mt);
-    for (size_t i = 0; i < (size_t)na * F; i++) c->hg[i] = gelu_tanh(c->hg[i]) * c->hu[i];
+    vec_geglu(c->hg, c->hu, (int64_t)na * F); /* hg = gelu_tanh(hg) * hu */
     size_t rb_d;
     const void *ad = prep_act(c->act, L->down_exps.type, c->hg, na, F, &rb_d);
     for (int e = 0; e < X; e++) {
@@ -357,7 +354,7 @@ static void moe_block(Context *c, int il, int nt, MatTask *mt) {
         const void *a2 = prep_act(c->act, L->ffn_up.type, c->u, nt, E, &rb_u);
         mat_add(mt, &L->ffn_up, 0, D, a2, rb_u, nt, c->hu, D);
         mat_run(c, mt);
-        for (size_t i = 0; i < (size_t)nt * D; i++) c->hg[i] = gelu_tanh(c->hg[i]) * c->hu[i];
+        vec_geglu(c->hg, c->hu, (int64_t)nt * D);
         const void *a3 = prep_act(c->act, L->ffn_down.type, c->hg, nt, D, &rb_d);
         mat_add(mt, &L->ffn_down, 0, E, a3, rb_d, nt, c->proj, E);
         mat_run(c, mt);

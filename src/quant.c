@@ -340,8 +340,8 @@ void dequantize_row(uint32_t type, const void *src, float *dst, int64_t n) {
 /* Rounds v to the nearest integer (ties to even) after clamping it to
  * [lo, hi]; NaN gives lo. Never converts an out-of-range float. */
 static inline int qround(float v, int lo, int hi) {
-    v = fmaxf(v, (float)lo); /* fmaxf(NaN, lo) == lo */
-    v = fminf(v, (float)hi);
+    if (!(v >= (float)lo)) v = (float)lo; /* also NaN */
+    if (v > (float)hi) v = (float)hi;
     return (int)lrintf(v);
 }
 
@@ -1865,6 +1865,165 @@ static int detect_level(void) {
 static int detect_level(void) { return SIMD_SCALAR; }
 #endif /* GROK_X86 */
 
+#ifdef GROK_X86
+/* -- activation quantizers: the same bytes as the scalar reference --------- */
+
+AVX2 static INL float hmax256(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+/* roundf (half away from zero) of each lane, exactly */
+AVX2 static INL __m256 round_away(__m256 v) {
+    const __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __m256 frac = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), _mm256_sub_ps(v, t));
+    const __m256 one = _mm256_or_ps(_mm256_set1_ps(1.0f), _mm256_and_ps(v, _mm256_set1_ps(-0.0f)));
+    return _mm256_add_ps(t, _mm256_and_ps(one, _mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ)));
+}
+
+/* 32 floats (rounded integers in int8 range) to 32 int8 */
+AVX2 static INL __m256i pack32(__m256 a, __m256 b, __m256 c, __m256 d) {
+    const __m256i ab = _mm256_packs_epi32(_mm256_cvtps_epi32(a), _mm256_cvtps_epi32(b));
+    const __m256i cd = _mm256_packs_epi32(_mm256_cvtps_epi32(c), _mm256_cvtps_epi32(d));
+    const __m256i q = _mm256_packs_epi16(ab, cd); /* lanes interleaved by the packs: fix the order */
+    return _mm256_permutevar8x32_epi32(q, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+AVX2 static void quantize_q8_0_avx2(const float *x, BlockQ8_0 *y, int64_t nb) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t b = 0; b < nb; b++, x += 32) {
+        __m256 v[4];
+        for (int i = 0; i < 4; i++) v[i] = _mm256_loadu_ps(x + 8 * i);
+        const __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                                       _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+        const float amax = hmax256(m);
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[b].d = f32_to_fp16(d);
+        const __m256 vid = _mm256_set1_ps(id);
+        for (int i = 0; i < 4; i++) v[i] = round_away(_mm256_mul_ps(v[i], vid));
+        _mm256_storeu_si256((__m256i *)y[b].qs, pack32(v[0], v[1], v[2], v[3]));
+    }
+}
+
+AVX2 static void quantize_q8_1_avx2(const float *x, BlockQ8_1 *y, int64_t nb) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t b = 0; b < nb; b++, x += 32) {
+        __m256 v[4];
+        for (int i = 0; i < 4; i++) v[i] = _mm256_loadu_ps(x + 8 * i);
+        const __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                                       _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+        const float amax = hmax256(m);
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        const __m256 vid = _mm256_set1_ps(id);
+        for (int i = 0; i < 4; i++) v[i] = round_away(_mm256_mul_ps(v[i], vid));
+        const __m256i q = pack32(v[0], v[1], v[2], v[3]);
+        _mm256_storeu_si256((__m256i *)y[b].qs, q);
+        const __m256i s32 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1));
+        __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
+        t = _mm_add_epi32(t, _mm_shuffle_epi32(t, _MM_SHUFFLE(1, 0, 3, 2)));
+        t = _mm_add_epi32(t, _mm_shuffle_epi32(t, _MM_SHUFFLE(2, 3, 0, 1)));
+        y[b].d = f32_to_fp16(d);
+        y[b].s = f32_to_fp16((float)_mm_cvtsi128_si32(t) * d);
+    }
+}
+
+AVX2 static void quantize_q8_K_avx2(const float *x, BlockQ8_K *y, int64_t nb) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t b = 0; b < nb; b++, x += QK_K) {
+        __m256 m = _mm256_setzero_ps();
+        for (int i = 0; i < QK_K; i += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
+        const float amax = hmax256(m);
+        if (amax == 0.0f) {
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
+        /* the first value of largest magnitude, with its sign (as the scalar loop) */
+        const __m256 va = _mm256_set1_ps(amax);
+        int j = 0;
+        for (int i = 0; i < QK_K; i += 8) {
+            const int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)), va, _CMP_EQ_OQ));
+            if (mask) {
+                j = i + __builtin_ctz((unsigned)mask);
+                break;
+            }
+        }
+        const float iscale = -127.0f / x[j];
+        const __m256 vis = _mm256_set1_ps(iscale), lo = _mm256_set1_ps(-128.0f), hi = _mm256_set1_ps(127.0f);
+        for (int i = 0; i < QK_K; i += 32) {
+            __m256 v[4];
+            for (int k = 0; k < 4; k++) {
+                const __m256 t = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i + 8 * k), vis), lo), hi);
+                v[k] = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            }
+            const __m256i q = pack32(v[0], v[1], v[2], v[3]);
+            _mm256_storeu_si256((__m256i *)(y[b].qs + i), q);
+            /* sums of each 16: maddubs by ones gives pair sums, madd quads */
+            const __m256i s32 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1));
+            __m256i h = _mm256_hadd_epi32(s32, s32);
+            h = _mm256_hadd_epi32(h, h);
+            y[b].bsums[i / 16] = (int16_t)_mm256_cvtsi256_si32(h);
+            y[b].bsums[i / 16 + 1] = (int16_t)_mm_cvtsi128_si32(_mm256_extracti128_si256(h, 1));
+        }
+        y[b].d = 1.0f / iscale;
+    }
+}
+
+/* -- GEGLU -------------------------------------------------------------------
+ * g = gelu_tanh(g) * u with gelu_tanh(x) = 0.5 x (1 + tanh(t)),
+ * t = sqrt(2/pi) (x + 0.044715 x^3), evaluated as x / (1 + exp(-2t)) (the
+ * same function, without 1 + tanh(t)'s cancellation for negative x); exp by
+ * Cody-Waite range reduction and a degree-7 polynomial (< 2 ulp). */
+AVX2 static INL __m256 exp256(__m256 y) {
+    y = _mm256_min_ps(_mm256_max_ps(y, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    const __m256 k = _mm256_round_ps(_mm256_mul_ps(y, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), y);
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 5040);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+AVX2 static void geglu_avx2(float *g, const float *u, int64_t n) {
+    const __m256 c1 = _mm256_set1_ps(-2.0f * 0.79788456080286535588f), c3 = _mm256_set1_ps(0.044715f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_loadu_ps(g + i);
+        const __m256 t = _mm256_mul_ps(_mm256_mul_ps(x, c1), _mm256_fmadd_ps(_mm256_mul_ps(x, x), c3, _mm256_set1_ps(1.0f)));
+        const __m256 den = _mm256_add_ps(_mm256_set1_ps(1.0f), exp256(t));
+        _mm256_storeu_ps(g + i, _mm256_div_ps(_mm256_mul_ps(x, _mm256_loadu_ps(u + i)), den));
+    }
+    for (; i < n; i++) {
+        const float x = g[i];
+        g[i] = x * u[i] / (1.0f + expf(-2.0f * 0.79788456080286535588f * x * (1.0f + 0.044715f * x * x)));
+    }
+}
+#endif
+
+void vec_geglu(float *g, const float *u, int64_t n) {
+#ifdef GROK_X86
+    if (quant_simd_level() >= SIMD_AVX2) {
+        geglu_avx2(g, u, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) {
+        const float x = g[i];
+        g[i] = x * u[i] / (1.0f + expf(-2.0f * 0.79788456080286535588f * x * (1.0f + 0.044715f * x * x)));
+    }
+}
+
 /* ---- 7. levels, the matrix driver, vec_dot ------------------------------ */
 
 static int hw_level(void) {
@@ -2172,7 +2331,8 @@ void vec_mad(uint32_t type, float *y, float a, const void *x, int64_t n) {
 /* ---- quantize_row ------------------------------------------------------- */
 
 int quantize_row_level(int level, uint32_t type, const float *src, void *dst, int64_t n) {
-    (void)level;
+    const bool simd = quant_simd_supported(level) && level >= SIMD_AVX2;
+    (void)simd;
     const TypeInfo *ti = type_info(type);
     if (!ti || !type_can_quantize(type) || n % ti->block_size) return -1;
     const int64_t nb = n / ti->block_size;
@@ -2185,9 +2345,15 @@ int quantize_row_level(int level, uint32_t type, const float *src, void *dst, in
             memcpy((uint8_t *)dst + 2 * i, &h, 2);
         }
         return 0;
+#ifdef GROK_X86
+    case GGML_TYPE_Q8_0: (simd ? quantize_q8_0_avx2 : quantize_q8_0_scalar)(src, dst, nb); return 0;
+    case GGML_TYPE_Q8_1: (simd ? quantize_q8_1_avx2 : quantize_q8_1_scalar)(src, dst, nb); return 0;
+    case GGML_TYPE_Q8_K: (simd ? quantize_q8_K_avx2 : quantize_q8_K_scalar)(src, dst, nb); return 0;
+#else
     case GGML_TYPE_Q8_0: quantize_q8_0_scalar(src, dst, nb); return 0;
     case GGML_TYPE_Q8_1: quantize_q8_1_scalar(src, dst, nb); return 0;
     case GGML_TYPE_Q8_K: quantize_q8_K_scalar(src, dst, nb); return 0;
+#endif
     case GGML_TYPE_Q4_0: quantize_q4_0(src, dst, nb); return 0;
     case GGML_TYPE_Q4_1: quantize_q4_1(src, dst, nb); return 0;
     case GGML_TYPE_Q5_0: quantize_q5_0(src, dst, nb); return 0;

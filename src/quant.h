@@ -187,6 +187,11 @@ void vec_mad(uint32_t type, float *y, float a, const void *x, int64_t n);
 void matmul_rows(uint32_t type, const void *w, size_t w_row_bytes, const void *x, size_t x_row_bytes,
                  int64_t n, int n_tok, float *out, int64_t out_stride, int64_t r0, int64_t r1);
 
+/* g[i] = gelu_tanh(g[i]) * u[i] for the gated experts, gelu_tanh(x) =
+ * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (vectorised; within a
+ * few ulp of the libm formula). */
+void vec_geglu(float *g, const float *u, int64_t n);
+
 /* ---- SIMD levels (tests and benchmarks pick one explicitly) ---------- */
 
 typedef enum { SIMD_SCALAR = 0, SIMD_AVX2 = 1, SIMD_AVX512 = 2 } SimdLevel;

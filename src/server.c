@@ -210,6 +210,7 @@ typedef struct Server {
     pthread_t engine;
     bool engine_running;
     pthread_mutex_t mu;
+    pthread_mutex_t json_mu; /* around cJSON parsing */
     pthread_cond_t work;     /* the engine waits here for jobs */
     bool stopping;
     /* queue (under mu) */
@@ -1763,8 +1764,11 @@ static enum MHD_Result handle_post(Server *s, struct MHD_Connection *c, Req *rq)
         snprintf(msg, sizeof msg, "The request body is larger than this server's limit of %zu bytes", s->max_body);
         return send_simple_error(s, c, 413, "request_too_large", msg);
     }
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(rq->body.s ? rq->body.s : "", rq->body.len, &end, false);
+    const char *end = NULL, *const body = rq->body.s ? rq->body.s : "";
+    /* cJSON records parse errors in a global of its own: one parse at a time */
+    pthread_mutex_lock(&s->json_mu);
+    cJSON *root = cJSON_ParseWithLengthOpts(body, rq->body.len, &end, false);
+    pthread_mutex_unlock(&s->json_mu);
     if (root && end) {
         while (end < rq->body.s + rq->body.len && (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t')) end++;
         if (end != rq->body.s + rq->body.len) {
@@ -1774,11 +1778,7 @@ static enum MHD_Result handle_post(Server *s, struct MHD_Connection *c, Req *rq)
     }
     if (!root) {
         ApiErr e;
-        long at = end && rq->body.s ? (long)(end - rq->body.s) : 0;
-        if (!end) {
-            const char *ep = cJSON_GetErrorPtr();
-            at = ep && rq->body.s && ep >= rq->body.s && ep <= rq->body.s + rq->body.len ? (long)(ep - rq->body.s) : 0;
-        }
+        const long at = end && end >= body && end <= body + rq->body.len ? (long)(end - body) : 0;
         if (rq->body.len == 0) api_err(&e, 400, "invalid_json", NULL, "The request body is empty; expected a JSON object");
         else
             api_err(&e, 400, "invalid_json", NULL,
@@ -2133,10 +2133,11 @@ int cmd_serve(int argc, char **argv) {
 
     Error err = {{0}};
     int rc = 1;
-    bool mu_ok = false, work_ok = false;
+    bool mu_ok = false, json_ok = false, work_ok = false;
     if (pthread_mutex_init(&s->mu, NULL) == 0) mu_ok = true;
+    if (pthread_mutex_init(&s->json_mu, NULL) == 0) json_ok = true;
     if (pthread_cond_init(&s->work, NULL) == 0) work_ok = true;
-    if (!mu_ok || !work_ok) {
+    if (!mu_ok || !json_ok || !work_ok) {
         fprintf(stderr, "grok serve: cannot create locks\n");
         goto out;
     }
@@ -2209,5 +2210,6 @@ out:
     server_free(s);
     if (work_ok) pthread_cond_destroy(&s->work);
     if (mu_ok) pthread_mutex_destroy(&s->mu);
+    if (json_ok) pthread_mutex_destroy(&s->json_mu);
     return rc;
 }

@@ -985,8 +985,14 @@ uint32_t vec_dot_type(uint32_t weight_type) {
 #define H2FV(h) _cvtsh_ss(h) /* F16C: exact, like fp16_to_f32 */
 /* Weights stream from memory once per token; this machine's hardware
  * prefetchers do not keep up with the unpacking loops, so they prefetch
- * explicitly this far ahead (measured: 3x decode speed). */
-#define PREFETCH_DIST 4096
+ * explicitly this far ahead (measured on this machine: 4096 B ahead 3x
+ * faster than none, 12288 B another 1.6x; 8-32 KiB all within 10%). */
+#ifndef PREFETCH_DIST
+#define PREFETCH_DIST 12288
+#endif
+#ifndef PREFETCH_HINT
+#define PREFETCH_HINT _MM_HINT_T0
+#endif
 
 /* -- AVX2: float types (F32/F16/BF16 weights, KV cache) -------------------- */
 
@@ -1087,7 +1093,7 @@ AVX2 static INL void store_scv(int16_t *scv, const int16_t *sc) {
 
 AVX2 static void unpack_k_avx2(uint32_t type, const uint8_t *p, CanonK *c) {
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
-    for (int i = 0; i < (int)TYPES[type].type_size; i += 64) _mm_prefetch((const char *)p + PREFETCH_DIST + i, _MM_HINT_T0);
+    for (int i = 0; i < (int)TYPES[type].type_size; i += 64) _mm_prefetch((const char *)p + PREFETCH_DIST + i, PREFETCH_HINT);
     switch (type) {
     case GGML_TYPE_Q4_K:
     case GGML_TYPE_Q5_K: {
@@ -1348,7 +1354,7 @@ AVX2 static INL void dec_a_avx2(uint32_t type, const uint8_t *const *wr, const X
         UNROLL
         for (int r = 0; r < R; r++) {
             const uint8_t *p = wr[r] + (size_t)b * sz;
-            _mm_prefetch((const char *)p + PREFETCH_DIST, _MM_HINT_T0);
+            _mm_prefetch((const char *)p + PREFETCH_DIST, PREFETCH_HINT);
             w[r] = load_a_block(type, p, &dw[r], &mw[r]);
         }
         a_block_avx2(w, dw, mw, X, b, has_m, R, T, acc, ms);
@@ -1547,8 +1553,8 @@ AVX512 static INL void dec_a_avx512(uint32_t type, const uint8_t *const *wr, con
         UNROLL
         for (int r = 0; r < R; r++) {
             const uint8_t *p = wr[r] + (size_t)(2 * g) * sz;
-            _mm_prefetch((const char *)p + PREFETCH_DIST, _MM_HINT_T0);
-            _mm_prefetch((const char *)p + PREFETCH_DIST + 64, _MM_HINT_T0);
+            _mm_prefetch((const char *)p + PREFETCH_DIST, PREFETCH_HINT);
+            _mm_prefetch((const char *)p + PREFETCH_DIST + 64, PREFETCH_HINT);
             float d0, d1 = 0.0f, m1 = 0.0f;
             const __m256i q0 = load_a_block(type, p, &d0, &mw[r][0]);
             const __m256i q1 = nbg == 2 ? load_a_block(type, p + sz, &d1, &m1) : _mm256_setzero_si256();
@@ -1729,7 +1735,7 @@ AVX512 static INL void dec_kz_avx512(uint32_t type, const uint8_t *const *wr, co
         UNROLL
         for (int r = 0; r < R; r++) {
             const uint8_t *p = wr[r] + (size_t)s * sz;
-            for (size_t i = 0; i < sz; i += 64) _mm_prefetch((const char *)p + PREFETCH_DIST + i, _MM_HINT_T0);
+            for (size_t i = 0; i < sz; i += 64) _mm_prefetch((const char *)p + PREFETCH_DIST + i, PREFETCH_HINT);
             load_k_zmm(type, p, q[r], sv[r], &mn[r], &d[r], &dmin[r]);
             UNROLL
             for (int t = 0; t < T; t++) ai[r][t] = _mm512_setzero_si512();

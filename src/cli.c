@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "convert.h"
 #include "forward.h"
 #include "gguf.h"
 #include "model.h"
@@ -815,6 +816,7 @@ static const char USAGE[] =
     "  new         write a random Grok-architecture model (tests, benchmarks)\n"
     "  serve       OpenAI/xAI-compatible HTTP API and web chat page\n"
     "  quantize    convert a model's weights to another type (q8_0, q4_K, Q4_K_M, ...)\n"
+    "  convert     xAI's official checkpoints (Grok-1 JAX pickles, Grok-2 safetensors) to GGUF\n"
     "  bench       prompt and generation speed, weight bandwidth (like llama-bench)\n";
 
 int main(int argc, char **argv) {
@@ -837,7 +839,7 @@ int main(int argc, char **argv) {
     } cmds[] = {{"run", cmd_run},   {"info", cmd_info}, {"tokenize", cmd_tokenize}, {"detokenize", cmd_detokenize},
                 {"eval", cmd_eval}, {"new", cmd_new},
                 {"chat", cmd_chat}, {"perplexity", cmd_perplexity},
-                {"serve", cmd_serve},   {"quantize", cmd_quantize},
+                {"serve", cmd_serve},   {"quantize", cmd_quantize}, {"convert", cmd_convert},
                 {"bench", cmd_bench}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(cmd, cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);

@@ -1987,7 +1987,8 @@ Tokenizer *tokenizer_from_ranks(int n, const char *const *pieces, const size_t *
         e.cap_heap = longest * 3 + 4;
         e.heap = malloc(e.cap_heap * sizeof *e.heap);
         e.ids = malloc((longest + 2) * sizeof *e.ids);
-        bool ok = e.sym && e.heap && e.ids;
+        char *copy = malloc(longest + 1);
+        bool ok = e.sym && e.heap && e.ids && copy;
         for (int i = 0; ok && i < n; i++) {
             if (!bpe_normal(t->type[i]) || t->len[i] < 2) continue;
             e.text = piece_ptr(t, i);
@@ -2012,12 +2013,13 @@ Tokenizer *tokenizer_from_ranks(int n, const char *const *pieces, const size_t *
             if (second < 0 || e.sym[second].next >= 0) {
                 err_set(err, "tokenizer: token %d is not the merge of two lower-ranked tokens", i);
                 ok = false;
-            } else if (merge_add(t, e.text, t->len[i], e.sym[0].len, err) < 0) {
-                ok = false;
+            } else {
+                memcpy(copy, e.text, t->len[i]); /* merge_add may move the arena e.text points into */
+                if (merge_add(t, copy, t->len[i], e.sym[0].len, err) < 0) ok = false;
             }
         }
-        bool oom = !(e.sym && e.heap && e.ids);
-        free(e.sym), free(e.heap), free(e.ids);
+        bool oom = !(e.sym && e.heap && e.ids && copy);
+        free(e.sym), free(e.heap), free(e.ids), free(copy);
         if (oom) err_set(err, "tokenizer: out of memory");
         if (!ok) goto fail;
     }

@@ -241,7 +241,8 @@ static int fill_tensor(void *ctx, void *dst, uint64_t nbytes, Error *err) {
 /* ---- the command -------------------------------------------------------- */
 
 static const char USAGE[] =
-    "usage: grok quantize IN.gguf OUT.gguf TYPE [-t THREADS] [--pure]\n"
+    "usage: grok quantize IN.gguf OUT.gguf TYPE [-t THREADS] [--pure] [--token-embedding-type T]\n"
+    "                     [--output-tensor-type T]\n"
     "Writes a copy of a GGUF model with its weight matrices converted to TYPE.\n"
     "  TYPE    a ggml type, given to every weight matrix:\n"
     "            f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 q3_K q4_K q5_K q6_K\n"
@@ -249,6 +250,8 @@ static const char USAGE[] =
     "            Q2_K Q3_K_M Q4_K_S Q4_K_M Q5_K_S Q5_K_M\n"
     "  -t N    threads (default: all cores)\n"
     "  --pure  a mix's base type everywhere (e.g. Q2_K --pure: all q2_K)\n"
+    "  --token-embedding-type T, --output-tensor-type T\n"
+    "          the type of token_embd.weight / output.weight (as llama-quantize)\n"
     "Norms and the router stay f32. K-quant rows must be a multiple of 256\n"
     "values; other tensors fall back to a 32-value type (with a message).\n";
 
@@ -259,7 +262,7 @@ static int qfail(const char *msg) {
 
 int cmd_quantize(int argc, char **argv) {
     const char *pos[3] = {NULL, NULL, NULL};
-    int npos = 0, threads = 0;
+    int npos = 0, threads = 0, embd_type = -1, out_type = -1;
     bool pure = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -274,6 +277,15 @@ int cmd_quantize(int argc, char **argv) {
             i++;
         } else if (!strcmp(a, "--pure")) {
             pure = true;
+        } else if (!strcmp(a, "--token-embedding-type") || !strcmp(a, "--output-tensor-type")) {
+            const int t = i + 1 < argc ? type_from_name(argv[i + 1]) : -1;
+            if (t < 0 || !type_can_quantize((uint32_t)t) || t == GGML_TYPE_Q8_1 || t == GGML_TYPE_Q8_K) {
+                fprintf(stderr, "grok quantize: %s needs a type (f32 f16 bf16 q4_0 ... q6_K)\n", a);
+                return 2;
+            }
+            if (!strcmp(a, "--token-embedding-type")) embd_type = t;
+            else out_type = t;
+            i++;
         } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "grok quantize: unknown option '%s' (see grok quantize --help)\n", a);
             return 2;
@@ -352,7 +364,9 @@ int cmd_quantize(int argc, char **argv) {
         if (keep_f32(t)) {
             type = GGML_TYPE_F32;
         } else {
-            const uint32_t want = choose_type(spec, pure, t->name, n_layer, has_output);
+            uint32_t want = choose_type(spec, pure, t->name, n_layer, has_output);
+            if (embd_type >= 0 && !strcmp(t->name, "token_embd.weight")) want = (uint32_t)embd_type;
+            if (out_type >= 0 && !strcmp(t->name, "output.weight")) want = (uint32_t)out_type;
             type = fallback_type(want, q->ne0);
             if (type != want)
                 fprintf(stderr,

@@ -1,5 +1,6 @@
 # Thin front end to CMake.
 #   make          build build/grok
+#   make run      install what is missing (Debian/Ubuntu), build, chat with grok-nano
 #   make test     unit + end-to-end tests (ctest)
 #   make asan     the same tests built with AddressSanitizer + UBSan
 #   make fuzz     build the libFuzzer targets and run each briefly
@@ -8,10 +9,19 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 30
 
-.PHONY: all test asan fuzz check clean
+.PHONY: all run test asan fuzz check clean
 all:
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
+
+# The first command after cloning: the Debian/Ubuntu packages for building and
+# for the tests (apt, only when one is missing, so that `make check` works
+# next), the build, then `grok chat` with the bundled model. ARGS="..." passes
+# options to grok chat.
+run:
+	@bash scripts/install-deps.sh
+	@$(MAKE) --no-print-directory all
+	./$(BUILD)/grok chat $(ARGS)
 
 test: all
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

@@ -791,6 +791,7 @@ typedef struct {
 static char *read_line(const Chat *ch, Reader *r, const char *prompt, bool *intr) {
     *intr = false;
     if (ch->tty) {
+        g_interrupted = 0; /* a Ctrl-C that came after the last reply was done must not cancel this line */
         char *l = readline(prompt);
         if (g_interrupted) {
             g_interrupted = 0;

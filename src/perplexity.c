@@ -1,7 +1,8 @@
 /* perplexity.c - `grok perplexity` (see perplexity.h).
  *
  * The file is tokenized as one text (as `grok run` encodes a prompt: no
- * BOS) and cut into consecutive windows of --ctx tokens; the last window
+ * BOS) and cut into consecutive windows of --ctx tokens (default 512, or
+ * the model's trained context when that is smaller); the last window
  * may be shorter (one left-over token cannot be scored and is dropped). Each
  * window is evaluated from position 0 with a fresh cache, --batch tokens per
  * forward pass, and every token after the first of its window is scored:
@@ -35,10 +36,11 @@
 static const char PPL_USAGE[] =
     "usage: grok perplexity -m MODEL.gguf -f FILE [--ctx N] [--batch N] [-t N] [--kv f16|f32] [--second-half]\n"
     "Perplexity of the model on a text file: the file's tokens (no BOS) are cut into\n"
-    "windows of --ctx tokens (default 512; the last may be shorter), each evaluated from\n"
-    "position 0, and every token after the first of each window is scored.\n"
-    "perplexity = exp(mean negative log-likelihood). Progress goes to stderr, the result\n"
-    "to stdout as \"perplexity: X.XXXX\".\n"
+    "windows of --ctx tokens (default 512, or the model's trained context if smaller;\n"
+    "the last window may be shorter), each is evaluated from position 0, and every\n"
+    "token after the first of each window is scored. perplexity = exp(mean negative\n"
+    "log-likelihood). Progress goes to stderr, the result to stdout as\n"
+    "\"perplexity: X.XXXX\".\n"
     "  --batch N       tokens per forward pass (default 512)\n"
     "  -t, --threads N threads (default: all cores)\n"
     "  --kv f16|f32    KV cache type (default f16)\n"
@@ -103,7 +105,7 @@ static double nll(const float *row, int n, int target) {
 
 int cmd_perplexity(int argc, char **argv) {
     const char *model_path = NULL, *file = NULL;
-    int n_ctx = 512, n_batch = 512, n_threads = 0, second_half = 0;
+    int n_ctx = 0, n_batch = 512, n_threads = 0, second_half = 0;
     uint32_t kv_type = GGML_TYPE_F16;
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -180,6 +182,7 @@ int cmd_perplexity(int argc, char **argv) {
                 n_tok == 1 ? "" : "s");
         goto out;
     }
+    if (n_ctx == 0) n_ctx = m->cfg.n_ctx_train < 512 ? m->cfg.n_ctx_train : 512;
     if (n_ctx > n_tok) n_ctx = n_tok; /* one window holds the whole file */
     if (n_ctx > m->cfg.n_ctx_train)
         fprintf(stderr, "grok perplexity: warning: --ctx %d exceeds the model's trained context %d\n", n_ctx,

@@ -82,6 +82,7 @@ static const char CHAT_USAGE[] =
     "  --temp T                temperature, 0 = greedy (default 0.8)\n"
     "  --top-k K  --top-p P  --min-p P  (defaults 40, 0.95, 0.05)\n"
     "  --repeat-penalty R      (default 1.0 = off)  --repeat-last-n N (default 64)\n"
+    "  --presence-penalty P    --frequency-penalty P (default 0)\n"
     "  --seed S                random seed (default 42); reply k uses S + k\n"
     "  --ignore-eos            do not end a reply at EOS (the template's stop still ends it)\n"
     "  -t, --threads N         threads (default: all cores)\n"
@@ -945,6 +946,12 @@ int cmd_chat(int argc, char **argv) {
         } else if (FLAG("--repeat-last-n", NULL)) {
             if (INT(0, 1 << 20)) return 2;
             sp.repeat_last_n = (int)x;
+        } else if (FLAG("--presence-penalty", NULL)) {
+            if (DBL(-2, 2)) return 2;
+            sp.presence_penalty = (float)d;
+        } else if (FLAG("--frequency-penalty", NULL)) {
+            if (DBL(-2, 2)) return 2;
+            sp.frequency_penalty = (float)d;
         } else if (FLAG("--seed", "-s")) {
             if (INT(0, LLONG_MAX)) return 2;
             sp.seed = (uint64_t)x;

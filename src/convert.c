@@ -326,6 +326,31 @@ static void progress(Conv *cv, const char *name) {
     fflush(stderr);
 }
 
+/* Drops the input pages of a finished tensor from this process's memory
+ * (they are clean file pages: the kernel can reclaim them anyway, but
+ * resident-size accounting and the OOM killer see them until then). */
+static void release(const void *p, uint64_t n) {
+    if (!p || !n) return;
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)p & ~(page - 1), b = ((uintptr_t)p + n + page - 1) & ~(page - 1);
+    madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+static void release_sources(const OutTensor *t) {
+    switch (t->kind) {
+    case SRC_F32: release(t->f32, (uint64_t)t->rows * (uint64_t)t->cols * 4); break;
+    case SRC_Q8:
+        release(t->w8, (uint64_t)(t->n_exp * t->in * t->out));
+        release(t->scales, (uint64_t)(t->n_exp * t->nb * t->out) * 2);
+        break;
+    case SRC_ST:
+        for (int i = 0; i < t->n_parts * t->n_exp; i++)
+            release(t->parts[i].data,
+                    (uint64_t)(t->parts[i].rows * t->parts[i].cols) * (uint64_t)st_dtype_size(t->parts[i].dtype));
+        break;
+    }
+}
+
 static int fill_tensor(void *ctx, void *dst, uint64_t nbytes, Error *err) {
     OutTensor *t = ctx;
     Conv *cv = t->cv;
@@ -338,6 +363,7 @@ static int fill_tensor(void *ctx, void *dst, uint64_t nbytes, Error *err) {
     atomic_store(&ft.next, 0);
     tp_run(cv->tp, fill_fn, &ft);
     free(ft.scratch);
+    release_sources(t);
     cv->done_bytes += nbytes;
     cv->done_tensors++;
     progress(cv, t->name);

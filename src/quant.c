@@ -342,7 +342,9 @@ void dequantize_row(uint32_t type, const void *src, float *dst, int64_t n) {
 static inline int qround(float v, int lo, int hi) {
     if (!(v >= (float)lo)) v = (float)lo; /* also NaN */
     if (v > (float)hi) v = (float)hi;
-    return (int)lrintf(v);
+    /* nearest, ties to even, as lrintf (|v| < 2^22 here), without a libm call */
+    const float t = v + 12582912.0f; /* 1.5 * 2^23 (exact float arithmetic: never folded) */
+    return (int)(t - 12582912.0f);
 }
 
 static inline void store_h(uint16_t *dst, float v) { *dst = f32_to_fp16(v); }
@@ -480,11 +482,12 @@ static void fit_affine(const float *x, int n, int qmax, bool b_nonpos, int nstep
     uint8_t tq[FIT_MAXN];
     for (int k = -nstep; k <= nstep; k++) {
         const float iscale = ((float)qmax + 0.1f * (float)k) / (mx - mn);
-        float sq = 0, sx = 0, sqq = 0, sqx = 0;
+        float sq = 0, sx = 0, sqq = 0, sqx = 0, sxx = 0;
         for (int i = 0; i < n; i++) {
             tq[i] = (uint8_t)qround((x[i] - mn) * iscale, 0, qmax);
             sq += tq[i];
             sx += x[i];
+            sxx += x[i] * x[i];
             sqq += (float)tq[i] * tq[i];
             sqx += (float)tq[i] * x[i];
         }
@@ -501,11 +504,8 @@ static void fit_affine(const float *x, int n, int qmax, bool b_nonpos, int nstep
             s = sqq > 0.0f ? sqx / sqq : 0.0f;
         }
         if (s < 0.0f) continue;
-        float err = 0.0f;
-        for (int i = 0; i < n; i++) {
-            const float e = s * tq[i] + b - x[i];
-            err += e * e;
-        }
+        /* sum (s q + b - x)^2, expanded */
+        const float err = s * s * sqq + 2.0f * s * b * sq + (float)n * b * b - 2.0f * s * sqx - 2.0f * b * sx + sxx;
         if (err < best_err) {
             best_err = err, best_s = s, best_b = b;
             memcpy(q, tq, (size_t)n);

@@ -162,6 +162,8 @@ def read_safetensors(path):
 def load_hf(d, store):
     with open(os.path.join(d, "config.json")) as f:
         c = json.load(f)
+    if "num_experts" in c and "num_local_experts" not in c:
+        return load_keyfan(d, c, store)
     whole, shards = {}, {}
     for fn in sorted(os.listdir(d)):
         if not fn.endswith(".safetensors"):
@@ -212,6 +214,44 @@ def load_hf(d, store):
         attn_scale=c.get("attn_output_multiplier", hd ** -0.5), attn_cap=c["attn_logit_softcapping"], grok2=True,
         router_cap=c["router_logit_softcapping"], final_cap=c.get("final_logit_softcapping", 0.0),
         temp_len=c.get("attn_temperature_len", 0))
+    return cfg, W
+
+
+def load_keyfan(d, c, store):
+    """keyfan/grok-1-hf names (architecture doc A8), [out, in] tensors, tied output."""
+    whole = {}
+    for fn in sorted(os.listdir(d)):
+        if fn.endswith(".safetensors"):
+            whole.update(read_safetensors(os.path.join(d, fn)))
+    W, types = {}, {}
+
+    def put(name, a):
+        if store == "q8_0":
+            a, types[name] = q8_0_weights(a), GGML_Q8_0
+        elif store == "bf16":
+            a, types[name] = bf16_round(a), GGML_BF16
+        W[name] = a
+
+    put("token_embd.weight", whole["transformer.in_out_embed.weight"])
+    W["output_norm.weight"] = whole["transformer.rms_norm.weight"]
+    X = c["num_experts"]
+    for l in range(c["num_hidden_layers"]):
+        h, p = "transformer.decoder_layer.%d." % l, "blk.%d." % l
+        for gg, hk in (("attn_q", "query"), ("attn_k", "key"), ("attn_v", "value"), ("attn_output", "linear")):
+            put(p + gg + ".weight", whole[h + "multi_head_attention." + hk + ".weight"])
+        for gg, hk in (("attn_norm", "rms_norm"), ("attn_output_norm", "rms_norm_1"), ("ffn_norm", "rms_norm_2"),
+                       ("layer_output_norm", "rms_norm_3")):
+            W[p + gg + ".weight"] = whole[h + hk + ".weight"]
+        W[p + "ffn_gate_inp.weight"] = whole[h + "router.weight"]
+        for gg, hk in (("ffn_gate_exps", "linear"), ("ffn_up_exps", "linear_v"), ("ffn_down_exps", "linear_1")):
+            put(p + gg + ".weight", np.stack([whole[h + "moe.%d.%s.weight" % (e, hk)] for e in range(X)]))
+    W["_types"] = types
+    E, H = c["hidden_size"], c["num_attention_heads"]
+    cfg = grok2_ref.Config(
+        n_embd=E, n_head=H, n_head_kv=c["num_key_value_heads"], head_dim=E // H, n_expert=X,
+        n_expert_used=c["num_experts_per_tok"], eps=c["rms_norm_eps"], rope_base=float(c["rope_theta"]),
+        embedding_scale=c["embedding_multiplier_scale"], logit_scale=c["output_multiplier_scale"],
+        attn_scale=c["attn_output_multiplier"], attn_cap=c["max_attn_value"], grok2=False)
     return cfg, W
 
 

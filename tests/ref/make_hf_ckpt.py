@@ -17,6 +17,12 @@ Weights are bf16 (stored as their uint16 bit patterns; numpy has no bfloat16).
 
 usage: make_hf_ckpt.py OUT_DIR [--layers 2] [--embd 64] [--heads 4] [--kv-heads 2]
            [--ff 64] [--dense-ff 128] [--experts 4] [--vocab 600] [--tp 8] [--seed 1]
+       make_hf_ckpt.py OUT_DIR --keyfan tokenizer.model [...]
+--keyfan writes a Grok-1 port in keyfan/grok-1-hf's layout instead (architecture-doc A8):
+GrokForCausalLM config.json, transformer.decoder_layer.N.{multi_head_attention.{query,key,
+value,linear}, rms_norm{,_1,_2,_3}, router, moe.E.{linear,linear_v,linear_1}} in two
+model-0000K-of-00002.safetensors files, tied output, and the given tokenizer.model (whose
+131072 pieces set the vocabulary).
 """
 import argparse
 import json
@@ -106,6 +112,50 @@ def train_tokens(n_vocab):
     return tok
 
 
+def keyfan(a):
+    import shutil
+    rng = np.random.default_rng(a.seed)
+    E, H, K, F, X, L = a.embd, a.heads, a.kv_heads, a.ff, a.experts, a.layers
+    hd = E // H
+    V = 131072   # Grok-1's tokenizer.model
+
+    def mat(*shape, std):
+        return bf16_bits(rng.uniform(-std * 3 ** 0.5, std * 3 ** 0.5, size=shape))
+
+    def norm():
+        return bf16_bits(1.0 + rng.uniform(-0.17, 0.17, size=E))
+
+    os.makedirs(a.out, exist_ok=True)
+    parts = [{"transformer.in_out_embed.weight": mat(V, E, std=E ** -0.5), "transformer.rms_norm.weight": norm()}, {}]
+    for l in range(L):
+        t = parts[l % 2]
+        p = "transformer.decoder_layer.%d." % l
+        t[p + "multi_head_attention.query.weight"] = mat(H * hd, E, std=E ** -0.5)
+        t[p + "multi_head_attention.key.weight"] = mat(K * hd, E, std=E ** -0.5)
+        t[p + "multi_head_attention.value.weight"] = mat(K * hd, E, std=E ** -0.5)
+        t[p + "multi_head_attention.linear.weight"] = mat(E, H * hd, std=(H * hd) ** -0.5)
+        for n in ("rms_norm", "rms_norm_1", "rms_norm_2", "rms_norm_3"):
+            t[p + n + ".weight"] = norm()
+        t[p + "router.weight"] = mat(X, E, std=2 * E ** -0.5)
+        for e in range(X):
+            t[p + "moe.%d.linear.weight" % e] = mat(F, E, std=E ** -0.5)
+            t[p + "moe.%d.linear_v.weight" % e] = mat(F, E, std=E ** -0.5)
+            t[p + "moe.%d.linear_1.weight" % e] = mat(E, F, std=F ** -0.5)
+    for k, t in enumerate(parts):
+        write_safetensors(os.path.join(a.out, "model-%05d-of-00002.safetensors" % (k + 1)), t)
+    cfg = {"architectures": ["GrokForCausalLM"], "model_type": "grok-1", "torch_dtype": "bfloat16",
+           "vocab_size": V, "hidden_size": E, "intermediate_size": F, "num_hidden_layers": L,
+           "num_attention_heads": H, "num_key_value_heads": K, "num_experts": X, "num_experts_per_tok": 2,
+           "max_position_embeddings": 8192, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+           "embedding_multiplier_scale": 78.38367176906169, "output_multiplier_scale": 0.5773502691896257,
+           "attn_output_multiplier": 0.08838834764831845, "max_attn_value": 30.0, "tie_word_embeddings": True}
+    with open(os.path.join(a.out, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    shutil.copy(a.keyfan, os.path.join(a.out, "tokenizer.model"))
+    print("wrote a keyfan-style Grok-1 port (%d layers) to %s" % (L, a.out))
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out")
@@ -120,7 +170,10 @@ def main():
     ap.add_argument("--tp", type=int, default=8)
     ap.add_argument("--temp-len", type=int, default=8)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--keyfan", metavar="TOKENIZER_MODEL")
     a = ap.parse_args()
+    if a.keyfan:
+        return keyfan(a)
     rng = np.random.default_rng(a.seed)
     E, H, K, F, D, X, V, L = a.embd, a.heads, a.kv_heads, a.ff, a.dense_ff, a.experts, a.vocab, a.layers
     hd = E // H

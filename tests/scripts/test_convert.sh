@@ -5,7 +5,8 @@
 #     row-parallel matrices), 12 layers so that the files are in the lexicographic layer order
 #     0 1 10 11 2 .. 9; a few scales without an exact fp16 value (--tiny-scales);
 #   * Grok-2 Hugging Face release (tests/ref/make_hf_ckpt.py): config.json, TP-common
-#     safetensors, the experts cut in 8 tensor-parallel rank files, tokenizer.tok.json.
+#     safetensors, the experts cut in 8 tensor-parallel rank files, tokenizer.tok.json;
+#   * a Grok-1 Hugging Face port with keyfan/grok-1-hf's names (make_hf_ckpt.py --keyfan).
 # Checks:
 #   * logits of the converted GGUF (grok eval, every position) against tests/ref/ckpt_ref.py,
 #     which reads the checkpoint itself (Python pickle / its own safetensors reader) and runs
@@ -166,6 +167,17 @@ else
   echo "  FAIL: Q4_K_M conversion"; tail -5 "$TMP/mix.log" | sed 's/^/    /'; fail=1
 fi
 
+echo "== Grok-1 Hugging Face port (keyfan/grok-1-hf names, tokenizer.model)"
+KF="$TMP/keyfan"
+"$PY" "$REFDIR/make_hf_ckpt.py" "$KF" --keyfan "$TOKMODEL" --layers 3 >/dev/null || { echo "FAIL: make_hf_ckpt --keyfan"; exit 1; }
+if conv "hf (keyfan) --type f32" hf "$KF" "$TMP/kf.gguf" --type f32 &&
+   "$GROK" eval -m "$TMP/kf.gguf" --tokens "$T1" --logits "$TMP/kf.grok.f32" -t 2 >/dev/null 2>&1 &&
+   "$PY" "$REFDIR/ckpt_ref.py" hf "$KF" --tokens "$T1" --out "$TMP/kf.ref.f32" >/dev/null; then
+  "$PY" "$TMP/cmp.py" "$TMP/kf.grok.f32" "$TMP/kf.ref.f32" 12 1e-4 "f32: grok vs checkpoint reference" || fail=1
+else
+  echo "  FAIL: keyfan conversion or reference"; fail=1
+fi
+
 echo "== llama.cpp loads the converted files"
 PEER=""
 if command -v node >/dev/null 2>&1 && [ -x "$SHARED/peer/setup.sh" ]; then PEER=$("$SHARED/peer/setup.sh" 2>/dev/null) || PEER=""; fi
@@ -201,6 +213,6 @@ PYEOF
 fi
 
 if [ $fail -ne 0 ]; then echo "FAIL (files kept in $TMP)"; exit 1; fi
-rm -rf "$CK" "$HF"
+rm -rf "$CK" "$HF" "$KF"
 echo "PASS"
 exit 0

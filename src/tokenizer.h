@@ -51,8 +51,10 @@ Tokenizer *tokenizer_synthetic_gpt2(int n_vocab, Error *err);
 /* A byte-level BPE vocabulary from tiktoken-style ranks: pieces[i] (raw
  * bytes, lens[i] long) is token i, types[i] its type (NORMAL for mergeable
  * ranks, CONTROL for special tokens; an empty piece is an unused id). The
- * merges are derived from the ranks (each normal token of 2+ bytes must be
- * the BPE merge of two lower-ranked ones). */
+ * merges are derived from the ranks: a normal token of 2+ bytes that BPE
+ * with the lower ranks splits into two parts gets that merge; one that it
+ * cannot bring to two parts gets none (tiktoken, too, can then only produce
+ * it as a whole pre-tokenized piece). */
 Tokenizer *tokenizer_from_ranks(int n, const char *const *pieces, const size_t *lens, const int *types, int eos,
                                 Error *err);
 void tokenizer_free(Tokenizer *t);

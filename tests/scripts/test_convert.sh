@@ -18,7 +18,8 @@
 #     between kernels (e.g. AVX-512 vs scalar) flip single roundings that move logits by
 #     ~1e-2 (the same bound as test_parity_llamacpp's q8_0 one);
 #   * the Grok-2 tokenizer made from tokenizer.tok.json against tiktoken's rule (ranks of
-#     the concatenations) and the merges rule, in tests/ref/grok2_tok_ref.py;
+#     the concatenations) and the merges rule, in tests/ref/grok2_tok_ref.py, and against
+#     llama.cpp's tokenizer on the converted file;
 #   * llama.cpp (when the peer is available) loads the converted files; its logits match the
 #     reference modelling llama.cpp (Grok-2) or grok.c (Grok-1, abs 2e-3);
 #   * errors: missing / extra / wrong-size file, unknown pickle opcode, truncated pickle,
@@ -46,6 +47,9 @@ fi
 if ! [ -x "$GROK" ]; then echo "FAIL: grok binary not found at '$GROK'"; exit 1; fi
 rm -rf "$TMP"; mkdir -p "$TMP"
 fail=0
+PEER=""
+if command -v node >/dev/null 2>&1 && [ -x "$SHARED/peer/setup.sh" ]; then PEER=$("$SHARED/peer/setup.sh" 2>/dev/null) || PEER=""; fi
+[ -n "$PEER" ] && ! [ -f "$PEER/run.mjs" ] && PEER=""
 
 cat > "$TMP/cmp.py" <<'PYEOF'
 import sys, numpy as np
@@ -153,7 +157,7 @@ for type in f32 bf16 q8_0; do
   "$PY" "$TMP/cmp.py" "$TMP/g2.$type.grok.f32" "$TMP/g2.$type.ref.f32" 20 $bound "$type: grok vs checkpoint reference" || fail=1
 done
 echo " -- tokenizer from tokenizer.tok.json"
-"$PY" "$REFDIR/grok2_tok_ref.py" check "$GROK" "$TMP/g2.f32.gguf" --tok-json "$HF/tokenizer.tok.json" || fail=1
+"$PY" "$REFDIR/grok2_tok_ref.py" check "$GROK" "$TMP/g2.f32.gguf" --tok-json "$HF/tokenizer.tok.json" ${PEER:+--llama "$PEER"} || fail=1
 mkdir -p "$TMP/hfbad"; for f in "$HF"/*; do ln "$f" "$TMP/hfbad/" 2>/dev/null || cp "$f" "$TMP/hfbad/"; done
 rm "$TMP/hfbad/pytorch_model-00006-TP-003.safetensors"
 must_fail "missing TP shard" "rank 3 is missing" "$TMP/e2.gguf" hf "$TMP/hfbad" "$TMP/e2.gguf"
@@ -179,9 +183,7 @@ else
 fi
 
 echo "== llama.cpp loads the converted files"
-PEER=""
-if command -v node >/dev/null 2>&1 && [ -x "$SHARED/peer/setup.sh" ]; then PEER=$("$SHARED/peer/setup.sh" 2>/dev/null) || PEER=""; fi
-if [ -z "$PEER" ] || ! [ -f "$PEER/run.mjs" ]; then
+if [ -z "$PEER" ]; then
   echo "  skipped: node or the llama.cpp peer is not available"
 else
   T3=$(tokens 4 600 9 8)   # <= the temperature length (8): llama.cpp has no temperature

@@ -784,6 +784,7 @@ static int rl_getc_utf8(FILE *f) {
 typedef struct {
     char *buf; /* getline buffer (not a terminal) */
     size_t cap;
+    bool rl_started; /* readline() was called (libedit is set up) */
 } Reader;
 
 /* One physical line without its newline (malloc'd), or NULL at end of
@@ -792,6 +793,8 @@ static char *read_line(const Chat *ch, Reader *r, const char *prompt, bool *intr
     *intr = false;
     if (ch->tty) {
         g_interrupted = 0; /* a Ctrl-C that came after the last reply was done must not cancel this line */
+        if (r->rl_started) rl_resize_terminal(); /* libedit's SIGWINCH handling is off with its signals */
+        r->rl_started = true;
         char *l = readline(prompt);
         if (g_interrupted) {
             g_interrupted = 0;
@@ -1014,7 +1017,7 @@ int cmd_chat(int argc, char **argv) {
     sigset_t sigint, old_mask;
     sigemptyset(&sigint);
     sigaddset(&sigint, SIGINT);
-    Reader rd = {NULL, 0};
+    Reader rd = {NULL, 0, false};
 
     if (system && set_system(&ch, system)) {
         fprintf(stderr, "grok chat: out of memory\n");

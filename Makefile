@@ -33,7 +33,7 @@ asan:
 
 fuzz:
 	@CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Release -DGROK_FUZZ=ON >/dev/null
-	@cmake --build build-fuzz -j $(JOBS)
+	@cmake --build build-fuzz -j $(JOBS) --target fuzzers
 	bash scripts/fuzz-smoke.sh build-fuzz $(FUZZ_SECONDS)
 
 check: test asan fuzz

@@ -870,7 +870,7 @@ static void test_gguf_lenient(void) {
     Error err = {{0}};
     GGUFWriter *w = gguf_writer_new();
     if (!w) return;
-    const char *toks[] = {"<unk>", "<s>", "</s>", "a", "", "a", "\xe2\x96\x81" "a", "\xe2\x96\x81"};
+    const char *toks[] = {"<unk>", "<s>", "</s>", "a", "", "a", "\342\226\201a", "\xe2\x96\x81"};
     gguf_set_str(w, "general.architecture", "grok");
     gguf_set_str(w, "tokenizer.ggml.model", "llama");
     gguf_set_arr_str(w, "tokenizer.ggml.tokens", toks, NULL, 8);

@@ -29,7 +29,7 @@ every all both either neither one ones other another more most less least very s
 just which who whom whose what when where why how used use usually especially often something
 someone somebody thing things person people way ways make makes made may might can could would
 should will shall being kind kinds part parts form forms act acts state quality having etc
-noun verb adjective adverb means meaning
+noun verb adjective adverb means meaning mean
 """.split())
 
 

@@ -25,7 +25,9 @@
 
 #define DEFAULT_CTX_CAP 4096   /* default context: min(model's, this) */
 #define DEFAULT_BATCH 512
-#define MATMUL_CHUNK_ROWS 16   /* rows per work item handed to a thread */
+#define MATMUL_CHUNK_MIN 16    /* rows per work item handed to a thread: at least, */
+#define MATMUL_CHUNK_MAX 256   /* at most; ~8 items per thread in between (fewer
+                                  calls: each prepares the activations anew) */
 
 struct Context {
     const Model *m;
@@ -111,6 +113,7 @@ typedef struct {
     int n_tok;
     float *out;
     int64_t out_stride;
+    int64_t chunk;         /* rows per work item */
 } MatJob;
 
 #define MAX_JOBS 64
@@ -131,8 +134,8 @@ static void mat_task_fn(void *ctx, int ith, int nth) {
         if (c >= total) break;
         while (c >= t->first_chunk[j + 1]) j++;
         const MatJob *m = &t->jobs[j];
-        int64_t r0 = (c - t->first_chunk[j]) * MATMUL_CHUNK_ROWS;
-        int64_t r1 = r0 + MATMUL_CHUNK_ROWS < m->rows ? r0 + MATMUL_CHUNK_ROWS : m->rows;
+        int64_t r0 = (c - t->first_chunk[j]) * m->chunk;
+        int64_t r1 = r0 + m->chunk < m->rows ? r0 + m->chunk : m->rows;
         matmul_rows(m->type, m->w, m->w_row_bytes, m->x, m->x_row_bytes, m->n, m->n_tok, m->out, m->out_stride, r0,
                     r1);
     }
@@ -158,8 +161,13 @@ static void mat_add(MatTask *t, const Tensor *w, int64_t row0, int64_t rows, con
 
 static void mat_run(Context *c, MatTask *t) {
     t->first_chunk[0] = 0;
-    for (int j = 0; j < t->n_jobs; j++)
-        t->first_chunk[j + 1] = t->first_chunk[j] + (t->jobs[j].rows + MATMUL_CHUNK_ROWS - 1) / MATMUL_CHUNK_ROWS;
+    const int64_t nth = tp_size(c->tp);
+    for (int j = 0; j < t->n_jobs; j++) {
+        MatJob *m = &t->jobs[j];
+        int64_t ch = m->rows / (nth * 8) / MATMUL_CHUNK_MIN * MATMUL_CHUNK_MIN;
+        m->chunk = ch < MATMUL_CHUNK_MIN ? MATMUL_CHUNK_MIN : ch > MATMUL_CHUNK_MAX ? MATMUL_CHUNK_MAX : ch;
+        t->first_chunk[j + 1] = t->first_chunk[j] + (m->rows + m->chunk - 1) / m->chunk;
+    }
     atomic_store(&t->next, 0);
     if (t->n_jobs) tp_run(c->tp, mat_task_fn, t);
     t->n_jobs = 0;

@@ -2072,6 +2072,13 @@ static inline int imin(int64_t a, int64_t b) { return (int)(a < b ? a : b); }
 #ifdef GROK_X86
 #define DECODE_STACK (96 * 1024) /* bytes of activation scratch on the stack (decode) */
 
+/* The kernels prefetch PREFETCH_DIST ahead of themselves; a call whose
+ * rows do not follow the previous call's also needs its first stretch. */
+static void prefetch_start(const uint8_t *p, size_t bytes) {
+    const size_t n = bytes < PREFETCH_DIST ? bytes : PREFETCH_DIST;
+    for (size_t i = 0; i < n; i += 64) _mm_prefetch((const char *)p + i, _MM_HINT_T0);
+}
+
 static void matmul_ref(uint32_t type, const uint8_t *w, size_t wrb, const uint8_t *x, size_t xrb, int64_t n, int n_tok,
                        float *out, int64_t os, int64_t r0, int64_t r1) {
     for (int t = 0; t < n_tok; t++)
@@ -2103,6 +2110,7 @@ __attribute__((noinline)) static void matmul_a_dec(int level, uint32_t type, con
         else prep_x_row_avx2(q81, x + (size_t)t * xrb, nb, &xr[t]);
     }
     const DecAFn fn = dec_a_fn(level, type);
+    prefetch_start(w + (size_t)r0 * wrb, (size_t)(r1 - r0) * wrb);
     for (int64_t r = r0; r < r1;) {
         const int R = r1 - r >= 2 ? 2 : 1;
         const uint8_t *wr[TILE_MAX_R] = {w + (size_t)r * wrb, w + (size_t)(r + R - 1) * wrb};
@@ -2178,6 +2186,7 @@ static void matmul_k_dec(int level, uint32_t type, const uint8_t *w, size_t wrb,
                          int n_tok, float *out, int64_t os, int64_t r0, int64_t r1) {
     const int64_t nsb = n / QK_K;
     const bool v512 = level == SIMD_AVX512;
+    prefetch_start(w + (size_t)r0 * wrb, (size_t)(r1 - r0) * wrb);
     for (int64_t r = r0; r < r1;) {
         const int R = r1 - r >= 2 ? 2 : 1;
         const uint8_t *wr[TILE_MAX_R] = {w + (size_t)r * wrb, w + (size_t)(r + R - 1) * wrb};

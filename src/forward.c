@@ -210,11 +210,9 @@ static void attn_fn(void *ctx, int ith, int nth) {
         const float temp = (cfg->attn_temp_len > 0 && pos > cfg->attn_temp_len)
                                ? (float)(log2((double)pos) / log2((double)cfg->attn_temp_len))
                                : 1.0f;
-        for (int j = 0; j <= pos; j++) {
-            const float d = vec_dot(kt, K + j * row, q, hd);
-            s[j] = softcap(d * cfg->attn_scale, cfg->attn_softcap) * temp;
-        }
-        softmax(s, pos + 1);
+        vec_dot_rows(kt, K, row, pos + 1, q, hd, s); /* s_j = q . k_j */
+        /* s_j <- softmax_j(softcap(s_j * attn_scale) * temp) */
+        softcap_softmax(s, pos + 1, cfg->attn_scale, cfg->attn_softcap, temp);
         float *o = c->att + (size_t)t * c->q_dim + (size_t)h * hd;
         memset(o, 0, (size_t)hd * sizeof(float));
         for (int j = 0; j <= pos; j++) vec_mad(kt, o, s[j], V + j * row, hd);

@@ -2017,6 +2017,93 @@ AVX2 static void geglu_avx2(float *g, const float *u, int64_t n) {
         g[i] = x * u[i] / (1.0f + expf(-2.0f * 0.79788456080286535588f * x * (1.0f + 0.044715f * x * x)));
     }
 }
+
+/* -- attention rows -------------------------------------------------------- */
+
+AVX512 static void dot_rows_avx512(uint32_t type, const uint8_t *rows, size_t rb, int64_t nr, const float *x, int64_t n,
+                                   float *out) {
+    const __mmask16 tail = (__mmask16)((1u << (n & 15)) - 1);
+    for (int64_t j = 0; j < nr; j++) {
+        const uint8_t *r = rows + (size_t)j * rb;
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+        int64_t i = 0;
+        if (type == GGML_TYPE_F16) {
+            for (; i + 32 <= n; i += 32) {
+                a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(r + 2 * i))), _mm512_loadu_ps(x + i), a0);
+                a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(r + 2 * i + 32))),
+                                     _mm512_loadu_ps(x + i + 16), a1);
+            }
+            for (; i + 16 <= n; i += 16)
+                a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(r + 2 * i))), _mm512_loadu_ps(x + i), a0);
+            if (i < n)
+                a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(tail, r + 2 * i)), _mm512_maskz_loadu_ps(tail, x + i), a1);
+        } else {
+            const float *f = (const float *)r;
+            for (; i + 32 <= n; i += 32) {
+                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(f + i), _mm512_loadu_ps(x + i), a0);
+                a1 = _mm512_fmadd_ps(_mm512_loadu_ps(f + i + 16), _mm512_loadu_ps(x + i + 16), a1);
+            }
+            for (; i + 16 <= n; i += 16) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(f + i), _mm512_loadu_ps(x + i), a0);
+            if (i < n) a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, f + i), _mm512_maskz_loadu_ps(tail, x + i), a1);
+        }
+        out[j] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    }
+}
+
+/* expm1 for x <= 0: a polynomial near 0 (no cancellation), exp - 1 beyond */
+AVX2 static INL __m256 expm1_neg256(__m256 x) {
+    __m256 p = _mm256_set1_ps(1.0f / 40320);
+    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(1.0f / 5040));
+    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(1.0f / 720));
+    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(1.0f));
+    p = _mm256_mul_ps(p, x);
+    const __m256 big = _mm256_sub_ps(exp256(x), _mm256_set1_ps(1.0f));
+    return _mm256_blendv_ps(p, big, _mm256_cmp_ps(x, _mm256_set1_ps(-0.34657359f), _CMP_LT_OQ));
+}
+
+/* tanh(y) = sign(y) * -m / (2 + m), m = expm1(-2|y|): accurate at 0 and +-inf */
+AVX2 static INL __m256 tanh256(__m256 y) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256 m = expm1_neg256(_mm256_mul_ps(_mm256_set1_ps(-2.0f), _mm256_andnot_ps(sign, y)));
+    const __m256 t = _mm256_div_ps(_mm256_sub_ps(_mm256_setzero_ps(), m), _mm256_add_ps(_mm256_set1_ps(2.0f), m));
+    return _mm256_or_ps(t, _mm256_and_ps(sign, y));
+}
+
+AVX2 static void softcap_softmax_avx2(float *s, int64_t n, float scale, float cap, float temp) {
+    const __m256 vs = _mm256_set1_ps(scale), vc = _mm256_set1_ps(cap), vt = _mm256_set1_ps(temp);
+    __m256 mx = _mm256_set1_ps(-INFINITY);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(s + i), vs);
+        if (cap > 0.0f) v = _mm256_mul_ps(vc, tanh256(_mm256_div_ps(v, vc)));
+        v = _mm256_mul_ps(v, vt);
+        _mm256_storeu_ps(s + i, v);
+        mx = _mm256_max_ps(mx, v);
+    }
+    float m = hmax256(mx);
+    for (; i < n; i++) {
+        float v = s[i] * scale;
+        if (cap > 0.0f) v = cap * tanhf(v / cap);
+        s[i] = v * temp;
+        m = s[i] > m ? s[i] : m;
+    }
+    const __m256 vm = _mm256_set1_ps(m);
+    __m256 sum = _mm256_setzero_ps();
+    for (i = 0; i + 8 <= n; i += 8) {
+        const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + i), vm));
+        _mm256_storeu_ps(s + i, e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    double tot = hsum256(sum);
+    for (; i < n; i++) tot += s[i] = expf(s[i] - m);
+    const __m256 inv = _mm256_set1_ps((float)(1.0 / tot));
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(s + i, _mm256_mul_ps(_mm256_loadu_ps(s + i), inv));
+    for (; i < n; i++) s[i] *= (float)(1.0 / tot);
+}
 #endif
 
 void vec_geglu(float *g, const float *u, int64_t n) {
@@ -2030,6 +2117,38 @@ void vec_geglu(float *g, const float *u, int64_t n) {
         const float x = g[i];
         g[i] = x * u[i] / (1.0f + expf(-2.0f * 0.79788456080286535588f * x * (1.0f + 0.044715f * x * x)));
     }
+}
+
+void vec_dot_rows(uint32_t type, const void *rows, size_t row_bytes, int64_t n_rows, const float *x, int64_t n,
+                  float *out) {
+#ifdef GROK_X86
+    if (quant_simd_level() >= SIMD_AVX512 && (type == GGML_TYPE_F16 || type == GGML_TYPE_F32)) {
+        dot_rows_avx512(type, rows, row_bytes, n_rows, x, n, out);
+        return;
+    }
+#endif
+    for (int64_t j = 0; j < n_rows; j++) out[j] = vec_dot(type, (const uint8_t *)rows + (size_t)j * row_bytes, x, n);
+}
+
+void softcap_softmax(float *s, int64_t n, float scale, float cap, float temp) {
+    if (n <= 0) return;
+#ifdef GROK_X86
+    if (quant_simd_level() >= SIMD_AVX2) {
+        softcap_softmax_avx2(s, n, scale, cap, temp);
+        return;
+    }
+#endif
+    float m = -INFINITY;
+    for (int64_t i = 0; i < n; i++) {
+        float v = s[i] * scale;
+        if (cap > 0.0f) v = cap * tanhf(v / cap);
+        s[i] = v * temp;
+        m = s[i] > m ? s[i] : m;
+    }
+    double tot = 0.0;
+    for (int64_t i = 0; i < n; i++) tot += s[i] = expf(s[i] - m);
+    const float inv = (float)(1.0 / tot);
+    for (int64_t i = 0; i < n; i++) s[i] *= inv;
 }
 
 /* ---- 7. levels, the matrix driver, vec_dot ------------------------------ */

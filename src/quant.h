@@ -192,6 +192,15 @@ void matmul_rows(uint32_t type, const void *w, size_t w_row_bytes, const void *x
  * few ulp of the libm formula). */
 void vec_geglu(float *g, const float *u, int64_t n);
 
+/* out[j] = dot(row j, x) for n_rows rows of n values (the KV cache: F32 or
+ * F16), row_bytes apart. */
+void vec_dot_rows(uint32_t type, const void *rows, size_t row_bytes, int64_t n_rows, const float *x, int64_t n,
+                  float *out);
+/* Attention weights in place: s[j] <- softmax_j(temp * cap * tanh(scale *
+ * s[j] / cap)) (cap <= 0: no cap). Vectorised tanh/exp, within a few ulp of
+ * libm's. */
+void softcap_softmax(float *s, int64_t n, float scale, float cap, float temp);
+
 /* ---- SIMD levels (tests and benchmarks pick one explicitly) ---------- */
 
 typedef enum { SIMD_SCALAR = 0, SIMD_AVX2 = 1, SIMD_AVX512 = 2 } SimdLevel;

@@ -776,7 +776,8 @@ bool type_can_quantize(uint32_t type) {
  *   dot = d*dx * sum_v sc*q*qx  -  dmin*dx * sum_j mn[j]*bsums[j]
  * where both sums are exact integers. */
 
-#define RGROUP 16  /* weight rows unpacked together (prompt processing) */
+#define RGROUP 16       /* weight rows unpacked together (prompt processing), K-quants */
+#define RGROUP_A_MAX 64 /* 32-value blocks: up to this many, ~256 KiB of canonical rows */
 #define TTILE 8    /* activation rows prepared together (prompt processing) */
 
 typedef struct {
@@ -2247,7 +2248,7 @@ __attribute__((noinline)) static void matmul_a_dec(int level, uint32_t type, con
     free(heap);
 }
 
-/* Prompt processing: RGROUP weight rows unpacked once, TTILE activation
+/* Prompt processing: groups of weight rows unpacked once, TTILE activation
  * rows prepared at a time, register tiles of 2 rows x 4 (AVX-512) or 2
  * (AVX2) tokens. */
 __attribute__((noinline)) static void matmul_a_pre(int level, uint32_t type, const uint8_t *w, size_t wrb,
@@ -2257,19 +2258,23 @@ __attribute__((noinline)) static void matmul_a_pre(int level, uint32_t type, con
     const size_t rb = rowa_bytes(nbp);
     const bool q81 = vec_dot_type(type) == GGML_TYPE_Q8_1, v512 = level == SIMD_AVX512;
     const int tmax = v512 ? 4 : 2;
-    uint8_t *buf = aligned_alloc(64, (RGROUP + TTILE) * rb);
+    /* rows per group: the activations are prepared once per group, so
+     * larger groups amortise that, up to what stays in L2 */
+    int rg = (int)((256 * 1024) / rb) & ~1;
+    rg = rg < 16 ? 16 : rg > RGROUP_A_MAX ? RGROUP_A_MAX : rg;
+    uint8_t *buf = aligned_alloc(64, (size_t)(rg + TTILE) * rb);
     if (!buf) { /* out of memory: the generation path needs no heap for rows this size (same results) */
         for (int t = 0; t < n_tok; t += 2)
             matmul_a_dec(level, type, w, wrb, x + (size_t)t * xrb, xrb, n, n_tok - t >= 2 ? 2 : 1, out + (int64_t)t * os,
                          os, r0, r1);
         return;
     }
-    WRowA wrow[RGROUP];
+    WRowA wrow[RGROUP_A_MAX];
     XRowA xrow[TTILE];
-    for (int i = 0; i < RGROUP; i++) wrowa_at(&wrow[i], buf + (size_t)i * rb, nbp);
-    for (int i = 0; i < TTILE; i++) xrowa_at(&xrow[i], buf + (size_t)(RGROUP + i) * rb, nbp);
-    for (int64_t rs = r0; rs < r1; rs += RGROUP) {
-        const int nr = imin(RGROUP, r1 - rs);
+    for (int i = 0; i < rg; i++) wrowa_at(&wrow[i], buf + (size_t)i * rb, nbp);
+    for (int i = 0; i < TTILE; i++) xrowa_at(&xrow[i], buf + (size_t)(rg + i) * rb, nbp);
+    for (int64_t rs = r0; rs < r1; rs += rg) {
+        const int nr = imin(rg, r1 - rs);
         for (int i = 0; i < nr; i++) {
             unpack_a_row(type, w + (size_t)(rs + i) * wrb, nb, &wrow[i]);
             if (v512) prep_w_row_avx512(&wrow[i], nbp);

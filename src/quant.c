@@ -1792,22 +1792,34 @@ AVX512 static INL void dec_kz_avx512(uint32_t type, const uint8_t *const *wr, co
         }                                                                \
     } while (0)
 
-AVX2 static void run_tile_a_avx2(const WRowA *const *W, const XRowA *const *X, int64_t nb, bool has_m, int R, int T,
-                                 float *res) {
-    TILE_SWITCH(tile_a_avx2, W, X, nb, has_m);
+/* A token tile against every row of a group: the row loop is inside, so
+ * the per-tile call costs little. out points at (first token, first row). */
+#define GROUP_BODY(TILE, ...)                                                      \
+    for (int r = 0; r < nr; r += 2) {                                              \
+        const int R = nr - r >= 2 ? 2 : 1;                                         \
+        float res[TILE_MAX_R * TILE_MAX_T];                                        \
+        TILE_SWITCH(TILE, W + r, X, __VA_ARGS__);                                  \
+        for (int i = 0; i < R; i++)                                                \
+            for (int j = 0; j < T; j++) out[(int64_t)j * os + r + i] = res[i * TILE_MAX_T + j]; \
+    }
+
+AVX2 static void group_a_avx2(const WRowA *const *W, int nr, const XRowA *const *X, int T, int64_t nb, bool has_m,
+                              float *out, int64_t os) {
+    GROUP_BODY(tile_a_avx2, nb, has_m)
 }
-AVX2 static void run_tile_k_avx2(const CanonK *const *W, const BlockQ8_K *const *X, int64_t nsb, int R, int T,
-                                 float *res) {
-    TILE_SWITCH(tile_k_avx2, W, X, nsb);
+AVX512 static void group_a_avx512(const WRowA *const *W, int nr, const XRowA *const *X, int T, int64_t nb, bool has_m,
+                                  float *out, int64_t os) {
+    GROUP_BODY(tile_a_avx512, nb, has_m)
 }
-AVX512 static void run_tile_a_avx512(const WRowA *const *W, const XRowA *const *X, int64_t nb, bool has_m, int R,
-                                     int T, float *res) {
-    TILE_SWITCH(tile_a_avx512, W, X, nb, has_m);
+AVX2 static void group_k_avx2(const CanonK *const *W, int nr, const BlockQ8_K *const *X, int T, int64_t nsb, float *out,
+                              int64_t os) {
+    GROUP_BODY(tile_k_avx2, nsb)
 }
-AVX512 static void run_tile_k_avx512(const CanonK *const *W, const BlockQ8_K *const *X, int64_t nsb, int R, int T,
-                                     float *res) {
-    TILE_SWITCH(tile_k_avx512, W, X, nsb);
+AVX512 static void group_k_avx512(const CanonK *const *W, int nr, const BlockQ8_K *const *X, int T, int64_t nsb,
+                                  float *out, int64_t os) {
+    GROUP_BODY(tile_k_avx512, nsb)
 }
+
 /* decode kernels, specialised per weight type */
 #define DEC_A_FNS(SUFFIX, TYPE)                                                                                  \
     AVX2 static void dec_a_avx2_##SUFFIX(const uint8_t *const *wr, const XRowA *const *X, int64_t nb, int R,     \
@@ -2285,20 +2297,15 @@ __attribute__((noinline)) static void matmul_a_pre(int level, uint32_t type, con
                 if (v512) prep_x_row_avx512(q81, x + (size_t)(t0 + t) * xrb, nb, &xrow[t]);
                 else prep_x_row_avx2(q81, x + (size_t)(t0 + t) * xrb, nb, &xrow[t]);
             }
+            const WRowA *W[RGROUP_A_MAX];
+            for (int i = 0; i < nr; i++) W[i] = &wrow[i];
             for (int t = 0; t < nt;) {
                 const int T = nt - t >= tmax ? tmax : nt - t >= 2 ? 2 : 1;
                 const XRowA *X[TILE_MAX_T];
                 for (int i = 0; i < T; i++) X[i] = &xrow[t + i];
-                for (int r = 0; r < nr;) {
-                    const int R = nr - r >= 2 ? 2 : 1;
-                    const WRowA *W[TILE_MAX_R] = {&wrow[r], &wrow[r + R - 1]};
-                    float res[TILE_MAX_R * TILE_MAX_T];
-                    if (v512) run_tile_a_avx512(W, X, nb, q81, R, T, res);
-                    else run_tile_a_avx2(W, X, nb, q81, R, T, res);
-                    for (int i = 0; i < R; i++)
-                        for (int j = 0; j < T; j++) out[(int64_t)(t0 + t + j) * os + rs + r + i] = res[i * TILE_MAX_T + j];
-                    r += R;
-                }
+                float *o = out + (int64_t)(t0 + t) * os + rs;
+                if (v512) group_a_avx512(W, nr, X, T, nb, q81, o, os);
+                else group_a_avx2(W, nr, X, T, nb, q81, o, os);
                 t += T;
             }
         }
@@ -2348,20 +2355,15 @@ static void matmul_k_pre(int level, uint32_t type, const uint8_t *w, size_t wrb,
         for (int i = 0; i < nr; i++)
             for (int64_t s = 0; s < nsb; s++)
                 unpack_k_avx2(type, w + (size_t)(rs + i) * wrb + (size_t)s * wsz, &cw[(size_t)i * nsb + s]);
+        const CanonK *W[RGROUP];
+        for (int i = 0; i < nr; i++) W[i] = cw + (size_t)i * nsb;
         for (int t = 0; t < n_tok;) {
             const int T = n_tok - t >= tmax ? tmax : n_tok - t >= 2 ? 2 : 1;
             const BlockQ8_K *X[TILE_MAX_T];
             for (int i = 0; i < T; i++) X[i] = (const BlockQ8_K *)(x + (size_t)(t + i) * xrb);
-            for (int r = 0; r < nr;) {
-                const int R = nr - r >= 2 ? 2 : 1;
-                const CanonK *W[TILE_MAX_R] = {cw + (size_t)r * nsb, cw + (size_t)(r + R - 1) * nsb};
-                float res[TILE_MAX_R * TILE_MAX_T];
-                if (v512) run_tile_k_avx512(W, X, nsb, R, T, res);
-                else run_tile_k_avx2(W, X, nsb, R, T, res);
-                for (int i = 0; i < R; i++)
-                    for (int j = 0; j < T; j++) out[(int64_t)(t + j) * os + rs + r + i] = res[i * TILE_MAX_T + j];
-                r += R;
-            }
+            float *o = out + (int64_t)t * os + rs;
+            if (v512) group_k_avx512(W, nr, X, T, nsb, o, os);
+            else group_k_avx2(W, nr, X, T, nsb, o, os);
             t += T;
         }
     }

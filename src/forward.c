@@ -214,8 +214,7 @@ static void attn_fn(void *ctx, int ith, int nth) {
         /* s_j <- softmax_j(softcap(s_j * attn_scale) * temp) */
         softcap_softmax(s, pos + 1, cfg->attn_scale, cfg->attn_softcap, temp);
         float *o = c->att + (size_t)t * c->q_dim + (size_t)h * hd;
-        memset(o, 0, (size_t)hd * sizeof(float));
-        for (int j = 0; j <= pos; j++) vec_mad(kt, o, s[j], V + j * row, hd);
+        vec_mad_rows(kt, o, s, V, row, pos + 1, hd); /* o = sum_j s_j v_j */
     }
 }
 

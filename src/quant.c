@@ -2063,6 +2063,42 @@ AVX512 static void dot_rows_avx512(uint32_t type, const uint8_t *rows, size_t rb
     }
 }
 
+/* o = sum_j w[j] * row_j, in registers across the rows (64 values at a time);
+ * per element the same fma sequence as repeated vec_mad calls */
+AVX512 static void mad_rows_avx512(uint32_t type, float *o, const float *w, const uint8_t *rows, size_t rb, int64_t nr,
+                                   int64_t n) {
+    for (int64_t i0 = 0; i0 < n; i0 += 64) {
+        const int64_t m = n - i0 < 64 ? n - i0 : 64;
+        __mmask16 k[4];
+        for (int q = 0; q < 4; q++) {
+            const int64_t left = m - 16 * q;
+            k[q] = left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : (__mmask16)0;
+        }
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+        for (int64_t j = 0; j < nr; j++) {
+            const __m512 s = _mm512_set1_ps(w[j]);
+            const uint8_t *r = rows + (size_t)j * rb;
+            if (type == GGML_TYPE_F16) {
+                const uint16_t *h = (const uint16_t *)r + i0;
+                a0 = _mm512_fmadd_ps(s, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k[0], h)), a0);
+                a1 = _mm512_fmadd_ps(s, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k[1], h + 16)), a1);
+                a2 = _mm512_fmadd_ps(s, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k[2], h + 32)), a2);
+                a3 = _mm512_fmadd_ps(s, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k[3], h + 48)), a3);
+            } else {
+                const float *f = (const float *)r + i0;
+                a0 = _mm512_fmadd_ps(s, _mm512_maskz_loadu_ps(k[0], f), a0);
+                a1 = _mm512_fmadd_ps(s, _mm512_maskz_loadu_ps(k[1], f + 16), a1);
+                a2 = _mm512_fmadd_ps(s, _mm512_maskz_loadu_ps(k[2], f + 32), a2);
+                a3 = _mm512_fmadd_ps(s, _mm512_maskz_loadu_ps(k[3], f + 48), a3);
+            }
+        }
+        _mm512_mask_storeu_ps(o + i0, k[0], a0);
+        _mm512_mask_storeu_ps(o + i0 + 16, k[1], a1);
+        _mm512_mask_storeu_ps(o + i0 + 32, k[2], a2);
+        _mm512_mask_storeu_ps(o + i0 + 48, k[3], a3);
+    }
+}
+
 /* expm1 for x <= 0: a polynomial near 0 (no cancellation), exp - 1 beyond */
 AVX2 static INL __m256 expm1_neg256(__m256 x) {
     __m256 p = _mm256_set1_ps(1.0f / 40320);
@@ -2141,6 +2177,18 @@ void vec_dot_rows(uint32_t type, const void *rows, size_t row_bytes, int64_t n_r
     }
 #endif
     for (int64_t j = 0; j < n_rows; j++) out[j] = vec_dot(type, (const uint8_t *)rows + (size_t)j * row_bytes, x, n);
+}
+
+void vec_mad_rows(uint32_t type, float *o, const float *w, const void *rows, size_t row_bytes, int64_t n_rows,
+                  int64_t n) {
+#ifdef GROK_X86
+    if (quant_simd_level() >= SIMD_AVX512 && (type == GGML_TYPE_F16 || type == GGML_TYPE_F32)) {
+        mad_rows_avx512(type, o, w, rows, row_bytes, n_rows, n);
+        return;
+    }
+#endif
+    memset(o, 0, (size_t)n * sizeof(float));
+    for (int64_t j = 0; j < n_rows; j++) vec_mad(type, o, w[j], (const uint8_t *)rows + (size_t)j * row_bytes, n);
 }
 
 void softcap_softmax(float *s, int64_t n, float scale, float cap, float temp) {

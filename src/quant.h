@@ -196,6 +196,10 @@ void vec_geglu(float *g, const float *u, int64_t n);
  * F16), row_bytes apart. */
 void vec_dot_rows(uint32_t type, const void *rows, size_t row_bytes, int64_t n_rows, const float *x, int64_t n,
                   float *out);
+/* o[i] = sum_j w[j] * row_j[i] over n_rows rows (F32 or F16) of n values,
+ * row_bytes apart (o is overwritten): the V side of attention. */
+void vec_mad_rows(uint32_t type, float *o, const float *w, const void *rows, size_t row_bytes, int64_t n_rows,
+                  int64_t n);
 /* Attention weights in place: s[j] <- softmax_j(temp * cap * tanh(scale *
  * s[j] / cap)) (cap <= 0: no cap). Vectorised tanh/exp, within a few ulp of
  * libm's. */

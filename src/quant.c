@@ -1820,15 +1820,31 @@ AVX512 static void group_k_avx512(const CanonK *const *W, int nr, const BlockQ8_
     GROUP_BODY(tile_k_avx512, nsb)
 }
 
-/* decode kernels, specialised per weight type */
-#define DEC_A_FNS(SUFFIX, TYPE)                                                                                  \
-    AVX2 static void dec_a_avx2_##SUFFIX(const uint8_t *const *wr, const XRowA *const *X, int64_t nb, int R,     \
-                                         int T, float *res) {                                                    \
-        DEC_SWITCH(dec_a_avx2, TYPE, wr, X, nb, vec_dot_type(TYPE) == GGML_TYPE_Q8_1);                           \
-    }                                                                                                            \
-    AVX512 static void dec_a_avx512_##SUFFIX(const uint8_t *const *wr, const XRowA *const *X, int64_t nb, int R, \
-                                             int T, float *res) {                                                \
-        DEC_SWITCH(dec_a_avx512, TYPE, wr, X, nb, vec_dot_type(TYPE) == GGML_TYPE_Q8_1);                         \
+/* Decode kernels, specialised per weight type: every row of the call (in
+ * pairs, streamed in order) against the 1..3 activation rows. */
+#define DEC_ROWS(F, XT, ...)                                                                      \
+    for (int64_t r = 0; r < nr; r += 2) {                                                         \
+        const int R = nr - r >= 2 ? 2 : 1;                                                        \
+        const uint8_t *wr[TILE_MAX_R] = {w + (size_t)r * wrb, w + (size_t)(r + R - 1) * wrb};     \
+        for (int t = 0; t < n_tok;) {                                                             \
+            const int T = n_tok - t >= 2 ? 2 : 1;                                                 \
+            const XT *X[TILE_MAX_T] = {(const XT *)xs[t], (const XT *)xs[t + T - 1], NULL, NULL}; \
+            float res[TILE_MAX_R * TILE_MAX_T];                                                   \
+            DEC_SWITCH(F, __VA_ARGS__);                                                           \
+            for (int i = 0; i < R; i++)                                                           \
+                for (int j = 0; j < T; j++) out[(int64_t)(t + j) * os + r + i] = res[i * TILE_MAX_T + j]; \
+            t += T;                                                                               \
+        }                                                                                         \
+    }
+#define DEC_PARAMS const uint8_t *w, size_t wrb, int64_t nr, const void *const *xs, int n_tok, int64_t n, float *out, int64_t os
+typedef void (*DecRowsFn)(DEC_PARAMS);
+
+#define DEC_A_FNS(SUFFIX, TYPE)                                                                   \
+    AVX2 static void dec_a_avx2_##SUFFIX(DEC_PARAMS) {                                            \
+        DEC_ROWS(dec_a_avx2, XRowA, TYPE, wr, X, n, vec_dot_type(TYPE) == GGML_TYPE_Q8_1)         \
+    }                                                                                             \
+    AVX512 static void dec_a_avx512_##SUFFIX(DEC_PARAMS) {                                        \
+        DEC_ROWS(dec_a_avx512, XRowA, TYPE, wr, X, n, vec_dot_type(TYPE) == GGML_TYPE_Q8_1)       \
     }
 DEC_A_FNS(q4_0, GGML_TYPE_Q4_0)
 DEC_A_FNS(q4_1, GGML_TYPE_Q4_1)
@@ -1836,34 +1852,28 @@ DEC_A_FNS(q5_0, GGML_TYPE_Q5_0)
 DEC_A_FNS(q5_1, GGML_TYPE_Q5_1)
 DEC_A_FNS(q8_0, GGML_TYPE_Q8_0)
 
-AVX2 static void run_dec_k_avx2(uint32_t type, const uint8_t *const *wr, const BlockQ8_K *const *X, int64_t nsb, int R,
-                                int T, float *res) {
-    DEC_SWITCH(dec_k_avx2, type, wr, X, nsb);
-}
-AVX512 static void run_dec_k_avx512(uint32_t type, const uint8_t *const *wr, const BlockQ8_K *const *X, int64_t nsb,
-                                    int R, int T, float *res) {
-    DEC_SWITCH(dec_k_avx512, type, wr, X, nsb);
-}
-AVX512 static void dec_kz_q4_K(const uint8_t *const *wr, const BlockQ8_K *const *X, int64_t nsb, int R, int T, float *res) {
-    DEC_SWITCH(dec_kz_avx512, GGML_TYPE_Q4_K, wr, X, nsb);
-}
-AVX512 static void dec_kz_q5_K(const uint8_t *const *wr, const BlockQ8_K *const *X, int64_t nsb, int R, int T, float *res) {
-    DEC_SWITCH(dec_kz_avx512, GGML_TYPE_Q5_K, wr, X, nsb);
-}
-AVX512 static void dec_kz_q6_K(const uint8_t *const *wr, const BlockQ8_K *const *X, int64_t nsb, int R, int T, float *res) {
-    DEC_SWITCH(dec_kz_avx512, GGML_TYPE_Q6_K, wr, X, nsb);
-}
+#define DEC_K_FNS(SUFFIX, TYPE, F512)                                                             \
+    AVX2 static void dec_k_avx2_##SUFFIX(DEC_PARAMS) { DEC_ROWS(dec_k_avx2, BlockQ8_K, TYPE, wr, X, n) } \
+    AVX512 static void dec_k_avx512_##SUFFIX(DEC_PARAMS) { DEC_ROWS(F512, BlockQ8_K, TYPE, wr, X, n) }
+DEC_K_FNS(q2_K, GGML_TYPE_Q2_K, dec_k_avx512)
+DEC_K_FNS(q3_K, GGML_TYPE_Q3_K, dec_k_avx512)
+DEC_K_FNS(q4_K, GGML_TYPE_Q4_K, dec_kz_avx512)
+DEC_K_FNS(q5_K, GGML_TYPE_Q5_K, dec_kz_avx512)
+DEC_K_FNS(q6_K, GGML_TYPE_Q6_K, dec_kz_avx512)
 
-typedef void (*DecAFn)(const uint8_t *const *wr, const XRowA *const *X, int64_t nb, int R, int T, float *res);
-
-static DecAFn dec_a_fn(int level, uint32_t type) {
+static DecRowsFn dec_rows_fn(int level, uint32_t type) {
     const bool v = level == SIMD_AVX512;
     switch (type) {
     case GGML_TYPE_Q4_0: return v ? dec_a_avx512_q4_0 : dec_a_avx2_q4_0;
     case GGML_TYPE_Q4_1: return v ? dec_a_avx512_q4_1 : dec_a_avx2_q4_1;
     case GGML_TYPE_Q5_0: return v ? dec_a_avx512_q5_0 : dec_a_avx2_q5_0;
     case GGML_TYPE_Q5_1: return v ? dec_a_avx512_q5_1 : dec_a_avx2_q5_1;
-    default: return v ? dec_a_avx512_q8_0 : dec_a_avx2_q8_0;
+    case GGML_TYPE_Q8_0: return v ? dec_a_avx512_q8_0 : dec_a_avx2_q8_0;
+    case GGML_TYPE_Q2_K: return v ? dec_k_avx512_q2_K : dec_k_avx2_q2_K;
+    case GGML_TYPE_Q3_K: return v ? dec_k_avx512_q3_K : dec_k_avx2_q3_K;
+    case GGML_TYPE_Q4_K: return v ? dec_k_avx512_q4_K : dec_k_avx2_q4_K;
+    case GGML_TYPE_Q5_K: return v ? dec_k_avx512_q5_K : dec_k_avx2_q5_K;
+    default: return v ? dec_k_avx512_q6_K : dec_k_avx2_q6_K;
     }
 }
 
@@ -2289,22 +2299,9 @@ __attribute__((noinline)) static void matmul_a_dec(int level, uint32_t type, con
         if (v512) prep_x_row_avx512(q81, x + (size_t)t * xrb, nb, &xr[t]);
         else prep_x_row_avx2(q81, x + (size_t)t * xrb, nb, &xr[t]);
     }
-    const DecAFn fn = dec_a_fn(level, type);
     prefetch_start(w + (size_t)r0 * wrb, (size_t)(r1 - r0) * wrb);
-    for (int64_t r = r0; r < r1;) {
-        const int R = r1 - r >= 2 ? 2 : 1;
-        const uint8_t *wr[TILE_MAX_R] = {w + (size_t)r * wrb, w + (size_t)(r + R - 1) * wrb};
-        for (int t = 0; t < n_tok;) {
-            const int T = n_tok - t >= 2 ? 2 : 1;
-            const XRowA *X[TILE_MAX_T] = {&xr[t], &xr[t + T - 1], NULL, NULL};
-            float res[TILE_MAX_R * TILE_MAX_T];
-            fn(wr, X, nb, R, T, res);
-            for (int i = 0; i < R; i++)
-                for (int j = 0; j < T; j++) out[(int64_t)(t + j) * os + r + i] = res[i * TILE_MAX_T + j];
-            t += T;
-        }
-        r += R;
-    }
+    const void *xs[3] = {&xr[0], &xr[n_tok > 1 ? 1 : 0], &xr[n_tok > 2 ? 2 : 0]};
+    dec_rows_fn(level, type)(w + (size_t)r0 * wrb, wrb, r1 - r0, xs, n_tok, nb, out + r0, os);
     free(heap);
 }
 
@@ -2363,28 +2360,9 @@ __attribute__((noinline)) static void matmul_a_pre(int level, uint32_t type, con
 
 static void matmul_k_dec(int level, uint32_t type, const uint8_t *w, size_t wrb, const uint8_t *x, size_t xrb, int64_t n,
                          int n_tok, float *out, int64_t os, int64_t r0, int64_t r1) {
-    const int64_t nsb = n / QK_K;
-    const bool v512 = level == SIMD_AVX512;
     prefetch_start(w + (size_t)r0 * wrb, (size_t)(r1 - r0) * wrb);
-    for (int64_t r = r0; r < r1;) {
-        const int R = r1 - r >= 2 ? 2 : 1;
-        const uint8_t *wr[TILE_MAX_R] = {w + (size_t)r * wrb, w + (size_t)(r + R - 1) * wrb};
-        for (int t = 0; t < n_tok;) {
-            const int T = n_tok - t >= 2 ? 2 : 1;
-            const BlockQ8_K *X[TILE_MAX_T] = {(const BlockQ8_K *)(x + (size_t)t * xrb),
-                                              (const BlockQ8_K *)(x + (size_t)(t + T - 1) * xrb), NULL, NULL};
-            float res[TILE_MAX_R * TILE_MAX_T];
-            if (v512 && type == GGML_TYPE_Q4_K) dec_kz_q4_K(wr, X, nsb, R, T, res);
-            else if (v512 && type == GGML_TYPE_Q5_K) dec_kz_q5_K(wr, X, nsb, R, T, res);
-            else if (v512 && type == GGML_TYPE_Q6_K) dec_kz_q6_K(wr, X, nsb, R, T, res);
-            else if (v512) run_dec_k_avx512(type, wr, X, nsb, R, T, res);
-            else run_dec_k_avx2(type, wr, X, nsb, R, T, res);
-            for (int i = 0; i < R; i++)
-                for (int j = 0; j < T; j++) out[(int64_t)(t + j) * os + r + i] = res[i * TILE_MAX_T + j];
-            t += T;
-        }
-        r += R;
-    }
+    const void *xs[3] = {x, x + (n_tok > 1 ? xrb : 0), x + (n_tok > 2 ? 2 * xrb : 0)};
+    dec_rows_fn(level, type)(w + (size_t)r0 * wrb, wrb, r1 - r0, xs, n_tok, n / QK_K, out + r0, os);
 }
 
 static void matmul_k_pre(int level, uint32_t type, const uint8_t *w, size_t wrb, const uint8_t *x, size_t xrb, int64_t n,
@@ -2394,8 +2372,10 @@ static void matmul_k_pre(int level, uint32_t type, const uint8_t *w, size_t wrb,
     const bool v512 = level == SIMD_AVX512;
     const int tmax = v512 ? 4 : 2;
     CanonK *cw = aligned_alloc(64, (size_t)RGROUP * (size_t)nsb * sizeof(CanonK));
-    if (!cw) { /* out of memory: the generation path (same results) */
-        matmul_k_dec(level, type, w, wrb, x, xrb, n, n_tok, out, os, r0, r1);
+    if (!cw) { /* out of memory: the generation path (same results), two tokens at a time */
+        for (int t = 0; t < n_tok; t += 2)
+            matmul_k_dec(level, type, w, wrb, x + (size_t)t * xrb, xrb, n, n_tok - t >= 2 ? 2 : 1, out + (int64_t)t * os,
+                         os, r0, r1);
         return;
     }
     for (int64_t rs = r0; rs < r1; rs += RGROUP) {

@@ -6,7 +6,9 @@ batches of whole dialogues (each starts at position 0, as a `grok run` prompt
 does) grouped by length so that little is padding, loss on the assistant
 replies, plus a small load-balancing loss on the routers. Prints train and
 held-out loss; saves out/ckpt.pt every --ckpt-every seconds and at the end
-(resumes from it with --resume)."""
+(resumes from it with --resume). --init CKPT starts from another run's
+checkpoint with a fresh schedule; --end-time fits the rest of the cosine to a
+wall-clock deadline."""
 import argparse
 import json
 import math
@@ -112,6 +114,12 @@ def main():
     ap.add_argument("--ckpt-every", type=float, default=300.0, help="seconds")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--init", default="", help="start from this checkpoint's weights (and AdamW state) "
+                    "with a fresh schedule: step 0 of --steps/--warmup/--lr; ignored when --resume finds out/ckpt.pt")
+    ap.add_argument("--end-time", type=float, default=0.0,
+                    help="unix time by which the run must end (a shared machine of unknown speed): from this "
+                    "(re)start on, the cosine goes on from where --steps puts it to its end over the wall-clock "
+                    "time left, and training stops then (or at --steps)")
     ap.add_argument("--config", default="{}", help="JSON overrides of model.Config")
     a = ap.parse_args()
 
@@ -130,10 +138,17 @@ def main():
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.wd}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=a.lr, betas=(0.9, 0.95), eps=1e-8)
 
+    clock = {}   # --end-time: the wall-clock start of this process and the cosine position there
+
     def lr_at(step):
         if step < a.warmup:
             return a.lr * (step + 1) / a.warmup
         t = (step - a.warmup) / max(1, a.steps - a.warmup)
+        if a.end_time:
+            if not clock:
+                clock["t0"], clock["f0"] = time.time(), min(1.0, t)
+            now = min(time.time(), a.end_time)
+            t = clock["f0"] + (1 - clock["f0"]) * (now - clock["t0"]) / max(1e-9, a.end_time - clock["t0"])
         return a.lr * (a.min_lr_frac + (1 - a.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
     ckpt_path = os.path.join(a.out, "ckpt.pt")
@@ -144,6 +159,14 @@ def main():
         opt.load_state_dict(ck["opt"])
         step, epoch, seen_tokens, elapsed = ck["step"], ck["epoch"], ck["seen_tokens"], ck["elapsed"]
         print("resumed at step %d" % step, flush=True)
+    elif a.init:
+        ck = torch.load(a.init)
+        if ck["config"] != cfg.to_dict():
+            raise SystemExit("--init: checkpoint config %s differs from %s" % (ck["config"], cfg.to_dict()))
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])    # AdamW moments; the lr is set per step from the new schedule
+        print("initialized from %s (its step %d, %d tokens); fresh schedule" % (a.init, ck["step"], ck["seen_tokens"]),
+              flush=True)
 
     def save(tag=""):
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "epoch": epoch,
@@ -165,7 +188,7 @@ def main():
 
     stream = batch_stream()
     t0, last_ckpt, run_loss, run_n = time.time() - elapsed, time.time(), 0.0, 0
-    while step < a.steps:
+    while step < a.steps and not (a.end_time and time.time() >= a.end_time):
         epoch, ids = next(stream)
         x, m, v = make_batch(ids, *train)
         for g in opt.param_groups:
@@ -186,7 +209,7 @@ def main():
                   (step, run_loss / run_n, float(aux), lr_at(step), seen_tokens, elapsed, seen_tokens / elapsed),
                   flush=True)
             run_loss, run_n = 0.0, 0
-        if step % a.eval_every == 0 or step == a.steps:
+        if step % a.eval_every == 0:
             hl = evaluate(model, held, a.eval_dlg)
             print("step %d  held-out loss %.4f  ppl %.2f" % (step, hl, math.exp(hl)), flush=True)
         if time.time() - last_ckpt > a.ckpt_every:

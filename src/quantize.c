@@ -9,20 +9,20 @@
  *     third one in between (i < L/8, i >= 7L/8, (i - L/8) % 3 == 2), the
  *     layers llama.cpp's mixes also favour.
  *
- *   mix      default  attn_k  attn_v  attn_qkv  attn_output  ffn_down (more-bits / other)  token_embd (untied)
- *   Q2_K     Q2_K     Q4_K    Q4_K    Q4_K      Q3_K         Q3_K / Q3_K                   Q4_K
- *   Q3_K_M   Q3_K     Q8_0    Q8_0    Q8_0      Q4_K         Q5_K / Q4_K                   Q4_K
- *   Q4_K_S   Q4_K     Q4_K    Q5_K    Q5_K      Q4_K         Q5_K (first L/8) / Q4_K       Q4_K
- *   Q4_K_M   Q4_K     Q8_0    Q8_0    Q8_0      Q5_K         Q6_K / Q4_K                   Q5_K
- *   Q5_K_S   Q5_K     Q5_K    Q5_K    Q5_K      Q5_K         Q5_K / Q5_K                   Q5_K
- *   Q5_K_M   Q5_K     Q8_0    Q8_0    Q8_0      Q6_K         Q6_K / Q5_K                   Q6_K
+ *   mix      default  attn_k, attn_v, attn_qkv  attn_output  ffn_down (more-bits / other)  token_embd (untied)
+ *   Q2_K     Q2_K     Q8_0                      Q5_K         Q3_K / Q3_K                   Q4_K
+ *   Q3_K_M   Q3_K     Q8_0                      Q5_K         Q5_K / Q4_K                   Q4_K
+ *   Q4_K_S   Q4_K     Q8_0                      Q5_K         Q5_K (first L/8) / Q4_K       Q4_K
+ *   Q4_K_M   Q4_K     Q8_0                      Q5_K         Q6_K / Q4_K                   Q5_K
+ *   Q5_K_S   Q5_K     Q8_0                      Q5_K         Q5_K / Q5_K                   Q5_K
+ *   Q5_K_M   Q5_K     Q8_0                      Q6_K         Q6_K / Q5_K                   Q6_K
  *   (attn_q and the expert gate/up matrices get the default type.)
  *
  * In Grok the expert FFNs are ~98% of the weights, so these choices cost
  * little size: attention (~2% in Grok-1), embeddings and the output matrix
  * are small, and the _M mixes spend bits there (as llama.cpp's mixes do for
  * models with 8 experts; measured with bench/quality: giving attn_k/attn_v
- * q8_0 halves Q4_K_M's KL divergence for +0.6% file size).
+ * q8_0 halves Q4_K_M's KL divergence for +0.6% file size; see README).
  *
  * K-quants need rows of a multiple of 256 values. Where a tensor's rows are
  * not, it falls back as llama.cpp does: Q4_K -> Q5_0, Q5_K -> Q5_1,
@@ -108,18 +108,9 @@ static uint32_t choose_type(const QuantSpec *s, bool pure, const char *name, int
         return e[m];
     }
     const uint32_t Q8 = GGML_TYPE_Q8_0;
-    if (ends_with(name, "attn_k.weight")) {
-        const uint32_t k[] = {0, Q4, Q8, s->base, Q8, s->base, Q8};
-        return k[m];
-    }
-    if (ends_with(name, "attn_v.weight") || ends_with(name, "attn_qkv.weight")) {
-        const uint32_t v[] = {0, Q4, Q8, Q5, Q8, Q5, Q8};
-        return v[m];
-    }
-    if (ends_with(name, "attn_output.weight")) {
-        const uint32_t o[] = {0, Q3, Q4, Q4, Q5, Q5, Q6};
-        return o[m];
-    }
+    if (ends_with(name, "attn_k.weight") || ends_with(name, "attn_v.weight") || ends_with(name, "attn_qkv.weight"))
+        return Q8;
+    if (ends_with(name, "attn_output.weight")) return m == MIX_Q5_K_M ? Q6 : Q5;
     if (strstr(name, "ffn_down") != NULL) {
         switch (m) {
         case MIX_Q2_K: return Q3;

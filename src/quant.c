@@ -1671,16 +1671,20 @@ AVX512 static INL void load_k_zmm(uint32_t type, const uint8_t *p, __m512i *q, _
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     if (type == GGML_TYPE_Q6_K) {
         const BlockQ6_K *b = (const BlockQ6_K *)p;
-        const __m512i m3 = _mm512_set1_epi8(3);
-        const __m512i s01 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
-        const __m512i s23 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1);
+        /* high bits 2k..2k+1 of qh go to bits 4-5 of the level: (qh << 4-2k) & 0x30
+         * for k = 0, 1 and (qh >> 2k-4) & 0x30 for k = 2, 3 (16-bit shifts: what
+         * crosses into the other byte lands outside 0x30); then a bit-select
+         * (vpternlog) merges them with the low nibbles */
+        const __m512i m30 = _mm512_set1_epi8(0x30);
+        const __m512i l01 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+        const __m512i r23 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
         for (int n = 0; n < 2; n++) {
             const __m512i v = _mm512_loadu_si512((const void *)(b->ql + 64 * n));
             const __m512i h = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b->qh + 32 * n)));
-            const __m512i h01 = _mm512_and_si512(_mm512_srlv_epi16(h, s01), m3);
-            const __m512i h23 = _mm512_and_si512(_mm512_srlv_epi16(h, s23), m3);
-            q[2 * n] = _mm512_or_si512(_mm512_and_si512(v, m4), _mm512_slli_epi16(h01, 4));
-            q[2 * n + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v, 4), m4), _mm512_slli_epi16(h23, 4));
+            const __m512i h01 = _mm512_and_si512(_mm512_sllv_epi16(h, l01), m30);
+            const __m512i h23 = _mm512_and_si512(_mm512_srlv_epi16(h, r23), m30);
+            q[2 * n] = _mm512_ternarylogic_epi32(m4, v, h01, 0xCA); /* m4 ? v : h01 */
+            q[2 * n + 1] = _mm512_ternarylogic_epi32(m4, _mm512_srli_epi16(v, 4), h23, 0xCA);
         }
         const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
         const __m512i scz = _mm512_castsi256_si512(sc);

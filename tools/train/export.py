@@ -200,7 +200,7 @@ def main():
     ap.add_argument("--tokenizer", default=os.path.join(HERE, "grok-nano.model"))
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
-    ck = torch.load(a.ckpt)
+    ck = torch.load(a.ckpt, map_location="cpu", weights_only=False)
     cfg = Config(**ck["config"])
     build(ck["model"], cfg, a.tokenizer).write(a.out)
     print("wrote %s (%d bytes), step %d" % (a.out, os.path.getsize(a.out), ck["step"]))

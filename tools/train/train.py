@@ -10,6 +10,7 @@ held-out loss; saves out/ckpt.pt every --ckpt-every seconds and at the end
 checkpoint with a fresh schedule; --end-time fits the rest of the cosine to a
 wall-clock deadline."""
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -65,6 +66,15 @@ def make_batch(ids, toks, offs, mask):
     return torch.from_numpy(x), torch.from_numpy(m), torch.from_numpy(v)
 
 
+def autocast(amp):
+    """bf16 matrix products on CUDA (--bf16); nothing otherwise."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+
+
+def to_dev(batch, dev):
+    return tuple(t.to(dev, non_blocking=True) for t in batch)
+
+
 def reply_loss(model, x, m, v):
     # position t predicts token t+1; only positions whose next token is a
     # reply token get logits (the others do not count in the loss)
@@ -72,14 +82,14 @@ def reply_loss(model, x, m, v):
     nxt = torch.zeros_like(m)
     nxt[:, :-1] = m[:, 1:]
     rows = nxt.reshape(-1).nonzero(as_tuple=True)[0]
-    tgt = torch.cat([x[:, 1:], torch.zeros(B, 1, dtype=x.dtype)], 1).reshape(-1).index_select(0, rows)
+    tgt = torch.cat([x[:, 1:], torch.zeros(B, 1, dtype=x.dtype, device=x.device)], 1).reshape(-1).index_select(0, rows)
     logits, aux = model(x, v, rows)
-    lp = F.cross_entropy(logits, tgt, reduction="sum")
-    return lp, torch.tensor(float(rows.numel())), aux
+    lp = F.cross_entropy(logits.float(), tgt, reduction="sum")
+    return lp, torch.tensor(float(rows.numel()), device=x.device), aux
 
 
 @torch.no_grad()
-def evaluate(model, data, n_dlg, budget=8192):
+def evaluate(model, data, n_dlg, budget=8192, dev="cpu", amp=False):
     toks, offs, mask = data
     n_dlg = min(n_dlg, len(offs) - 1)
     lens = offs[1:n_dlg + 1] - offs[:n_dlg]
@@ -90,8 +100,9 @@ def evaluate(model, data, n_dlg, budget=8192):
         if i is not None and (not cur or (len(cur) + 1) * max(lens[cur[-1]], lens[i]) <= budget):
             cur.append(i)
             continue
-        x, m, v = make_batch(cur, toks, offs, mask)
-        s, c, _ = reply_loss(model, x, m, v)
+        x, m, v = to_dev(make_batch(cur, toks, offs, mask), dev)
+        with autocast(amp):
+            s, c, _ = reply_loss(model, x, m, v)
         tot, cnt = tot + s.item(), cnt + c.item()
         cur = [i]
     model.train()
@@ -121,6 +132,9 @@ def main():
                     "(re)start on, the cosine goes on from where --steps puts it to its end over the wall-clock "
                     "time left, and training stops then (or at --steps)")
     ap.add_argument("--config", default="{}", help="JSON overrides of model.Config")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--bf16", action="store_true", help="CUDA: matrix products in bf16 (autocast); "
+                    "weights, optimizer and softmax/norms stay f32")
     a = ap.parse_args()
 
     torch.set_num_threads(a.threads)
@@ -128,6 +142,8 @@ def main():
     cfg = Config(**json.loads(a.config))
     model = GrokNano(cfg)
     model.init_weights(a.seed)
+    dev, amp = torch.device(a.device), a.bf16 and a.device.startswith("cuda")
+    model.to(dev)
     print("config", cfg.to_dict(), "params %d" % model.n_params(), flush=True)
     train = load(os.path.join(a.out, "train.npz"))
     held = load(os.path.join(a.out, "heldout.npz"))
@@ -154,13 +170,13 @@ def main():
     ckpt_path = os.path.join(a.out, "ckpt.pt")
     step, epoch, seen_tokens, elapsed = 0, 0, 0, 0.0
     if a.resume and os.path.exists(ckpt_path):
-        ck = torch.load(ckpt_path)
+        ck = torch.load(ckpt_path, map_location=dev)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         step, epoch, seen_tokens, elapsed = ck["step"], ck["epoch"], ck["seen_tokens"], ck["elapsed"]
         print("resumed at step %d" % step, flush=True)
     elif a.init:
-        ck = torch.load(a.init)
+        ck = torch.load(a.init, map_location=dev)
         if ck["config"] != cfg.to_dict():
             raise SystemExit("--init: checkpoint config %s differs from %s" % (ck["config"], cfg.to_dict()))
         model.load_state_dict(ck["model"])
@@ -169,7 +185,7 @@ def main():
               flush=True)
 
     def save(tag=""):
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "epoch": epoch,
+        torch.save({"model": {k: t.cpu() for k, t in model.state_dict().items()}, "opt": opt.state_dict(), "step": step, "epoch": epoch,
                     "seen_tokens": seen_tokens, "elapsed": elapsed, "config": cfg.to_dict(),
                     "args": vars(a)}, ckpt_path + ".tmp")
         os.replace(ckpt_path + ".tmp", ckpt_path)
@@ -190,10 +206,11 @@ def main():
     t0, last_ckpt, run_loss, run_n = time.time() - elapsed, time.time(), 0.0, 0
     while step < a.steps and not (a.end_time and time.time() >= a.end_time):
         epoch, ids = next(stream)
-        x, m, v = make_batch(ids, *train)
+        x, m, v = to_dev(make_batch(ids, *train), dev)
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        s, c, aux = reply_loss(model, x, m, v)
+        with autocast(amp):
+            s, c, aux = reply_loss(model, x, m, v)
         loss = s / c.clamp(min=1) + a.aux * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -201,22 +218,22 @@ def main():
         opt.step()
         step += 1
         seen_tokens += int(v.sum())
-        run_loss += (s / c.clamp(min=1)).item()
+        run_loss += s.detach() / c.clamp(min=1)
         run_n += 1
         elapsed = time.time() - t0
         if step % 25 == 0:
             print("step %d  loss %.4f  aux %.3f  lr %.2e  tokens %d  %.0f s  %.0f tok/s" %
-                  (step, run_loss / run_n, float(aux), lr_at(step), seen_tokens, elapsed, seen_tokens / elapsed),
+                  (step, float(run_loss) / run_n, float(aux), lr_at(step), seen_tokens, elapsed, seen_tokens / elapsed),
                   flush=True)
             run_loss, run_n = 0.0, 0
         if step % a.eval_every == 0:
-            hl = evaluate(model, held, a.eval_dlg)
+            hl = evaluate(model, held, a.eval_dlg, dev=dev, amp=amp)
             print("step %d  held-out loss %.4f  ppl %.2f" % (step, hl, math.exp(hl)), flush=True)
         if time.time() - last_ckpt > a.ckpt_every:
             save()
             last_ckpt = time.time()
     save()
-    hl = evaluate(model, held, len(held[1]) - 1)
+    hl = evaluate(model, held, len(held[1]) - 1, dev=dev, amp=amp)
     print("final held-out loss %.4f  ppl %.2f  (all %d held-out dialogues)  steps %d  tokens %d  train time %.0f s"
           % (hl, math.exp(hl), len(held[1]) - 1, step, seen_tokens, elapsed), flush=True)
     with open(os.path.join(a.out, "final.json"), "w") as f:

@@ -12,7 +12,7 @@
 #      "What does WORD mean?" for N_WORDS held-out words must share a content
 #      word with the WordNet definition at least MIN_SCORE of the time
 #      (tools/train/chat_eval.py, standard library only). grok-nano is
-#      weak at this (8 hits in 100, see the card), so also
+#      weak at this (16 hits in 100, see the card: these words were never taught), so also
 #   5. persona: at least MIN_PERSONA of the greedy replies to four persona
 #      questions must name grok-nano.
 # Environment (from ctest): GROK (binary), GROK_SRC (repo root), GROK_TMP.
@@ -26,10 +26,10 @@ GROK_TMP=${GROK_TMP:-${TMPDIR:-/tmp}}
 MODEL=$GROK_SRC/models/grok-nano.gguf
 TRAIN=$GROK_SRC/tools/train
 # Thresholds, from the measurements in models/grok-nano.md.
-MAX_HELDOUT_LOSS=3.30   # measured 3.07 with grok.c on these 48 dialogues
+MAX_HELDOUT_LOSS=1.70   # measured 1.53 with grok.c on these 48 dialogues
 N_WORDS=100
-MIN_SCORE=0.05         # measured 8/100 (0.08)
-MIN_PERSONA=3          # measured 3 of 4 ("Who are you?" is answered with the training-data answer)
+MIN_SCORE=0.10         # measured 16/100 (0.16)
+MIN_PERSONA=3          # measured 4 of 4; one may flip on another SIMD path
 
 fail=0
 tmp=$(mktemp -d "$GROK_TMP/nano.XXXXXX") || exit 1

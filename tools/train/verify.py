@@ -6,14 +6,19 @@
      activations rounded to Q8_0 as grok.c/llama.cpp do (model.act_q8);
   2. with --peer, runs llama.cpp (node-llama-cpp, ../shared/peer/run.mjs) on
      the same prompts and compares its last-position logits and argmax.
-Rounding the activations to Q8_0 makes the comparison discrete: an f32
-difference in the last bit can move one activation to the next Q8_0 step,
-and a router near a tie can pick another expert, so isolated positions may
-differ more. The check therefore asks for the same next token at the last
-position of every prompt (grok.c = torch = llama.cpp) (llama.cpp may pick the other
-token of a near tie, grok.c's top-2 margin < 0.1) and the same argmax at
->= 95% of all positions, and a mean |logit difference| (Q8_0 activations)
-below --tol. Exits 1 otherwise.
+Exactness is checked on an F32 copy of the same weights: grok.c must give
+model.py's logits (max |diff| <= --f32-tol at every position).
+With the Q8_0 file, grok.c and llama.cpp round the input of every matrix
+product to Q8_0 (model.act_q8 emulates that). That comparison is discrete:
+one activation sitting on a rounding tie (x/d = k.5 to the last bit) at an
+early position rounds differently, changes that position's K/V, and from
+there every later position differs by about as much as the Q8_0 rounding
+itself (a mean |logit diff| of 0.03-0.09 on the shipped model, measured by
+tracing each layer: see models/grok-nano.md). The Q8_0 check therefore asks
+for the same next token at the last position of every prompt (grok.c = torch
+= llama.cpp; llama.cpp may pick the other token of a near tie, grok.c's
+top-2 margin < 0.1), the same argmax at >= 95% of all positions, and a mean
+|logit difference| below --tol. Exits 1 otherwise.
 
   verify.py --gguf models/grok-nano.gguf --grok build/grok [--peer DIR]"""
 import argparse
@@ -172,7 +177,9 @@ def main():
     ap.add_argument("--grok", required=True)
     ap.add_argument("--tokenizer", default=os.path.join(HERE, "grok-nano.model"))
     ap.add_argument("--peer", help="node-llama-cpp folder from ../shared/peer/setup.sh")
-    ap.add_argument("--tol", type=float, default=2e-2, help="mean |logit diff| grok.c vs torch with Q8_0 activations")
+    ap.add_argument("--tol", type=float, default=0.15, help="mean |logit diff| grok.c vs torch with Q8_0 activations")
+    ap.add_argument("--f32-tol", type=float, default=1e-3,
+                    help="max |logit diff| grok.c vs torch on an F32 copy of the weights (exactness)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     sp = spm.SentencePieceProcessor(model_file=a.tokenizer)
@@ -181,6 +188,20 @@ def main():
     worst = {"f32": 0.0, "q8": 0.0, "peer": 0.0, "mean_q8": 0.0}
     n_pos = n_same = 0
     with tempfile.TemporaryDirectory() as tmp:
+        # exactness: the same (dequantized) weights as F32, so that nothing is
+        # rounded on the way; grok.c must compute model.py's function
+        f32 = os.path.join(tmp, "f32.gguf")
+        subprocess.run([a.grok, "quantize", a.gguf, f32, "f32"], check=True, capture_output=True)
+        e_exact = 0.0
+        model.act_q8 = False
+        for text in PROMPTS:
+            ids = sp.encode(text)
+            with torch.no_grad():
+                ref = model(torch.tensor([ids]))[0][0].numpy()
+            e_exact = max(e_exact, float(np.abs(grok_eval(a.grok, f32, ids, tmp) - ref).max()))
+        print("F32 copy of the weights: grok.c vs torch max |logit diff| %.2e over all positions (limit %.0e)"
+              % (e_exact, a.f32_tol), flush=True)
+        ok &= e_exact <= a.f32_tol
         for text in PROMPTS:
             ids = sp.encode(text)
             g = grok_eval(a.grok, a.gguf, ids, tmp)

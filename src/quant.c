@@ -2289,8 +2289,19 @@ static void matmul_ref(uint32_t type, const uint8_t *w, size_t wrb, const uint8_
         for (int64_t r = r0; r < r1; r++) out[(int64_t)t * os + r] = vec_dot_ref(type, w + (size_t)r * wrb, x + (size_t)t * xrb, n);
 }
 
-/* Generation (n_tok < 4): the activations are prepared once, the weight
- * rows stream through in order, two at a time, decoded in registers. */
+/* Up to this many activation rows, a matrix product takes the generation
+ * path below (each weight row read once from memory, decoded in registers,
+ * and applied to every token while it is in L1); from this many on, the
+ * prompt path, which unpacks groups of rows once for register tiles of
+ * tokens. A continuous-batching decode step of a few streams is far
+ * cheaper on the generation path (the unpacking costs more than it saves
+ * for so few tokens). Both paths give bit-identical results. */
+#ifndef DEC_MAX_TOK
+#define DEC_MAX_TOK 16
+#endif
+
+/* Generation (n_tok < DEC_MAX_TOK): the activations are prepared once, the
+ * weight rows stream through in order, decoded in registers. */
 __attribute__((noinline)) static void matmul_a_dec(int level, uint32_t type, const uint8_t *w, size_t wrb,
                                                    const uint8_t *x, size_t xrb, int64_t n, int n_tok, float *out,
                                                    int64_t os, int64_t r0, int64_t r1) {
@@ -2307,14 +2318,15 @@ __attribute__((noinline)) static void matmul_a_dec(int level, uint32_t type, con
         }
         buf = heap;
     }
-    XRowA xr[3];
+    XRowA xr[DEC_MAX_TOK];
+    const void *xs[DEC_MAX_TOK];
     for (int t = 0; t < n_tok; t++) {
         xrowa_at(&xr[t], buf + (size_t)t * xb, nbp);
         if (v512) prep_x_row_avx512(q81, x + (size_t)t * xrb, nb, &xr[t]);
         else prep_x_row_avx2(q81, x + (size_t)t * xrb, nb, &xr[t]);
+        xs[t] = &xr[t];
     }
     prefetch_start(w + (size_t)r0 * wrb, (size_t)(r1 - r0) * wrb);
-    const void *xs[3] = {&xr[0], &xr[n_tok > 1 ? 1 : 0], &xr[n_tok > 2 ? 2 : 0]};
     dec_rows_fn(level, type)(w + (size_t)r0 * wrb, wrb, r1 - r0, xs, n_tok, nb, out + r0, os);
     free(heap);
 }
@@ -2375,7 +2387,8 @@ __attribute__((noinline)) static void matmul_a_pre(int level, uint32_t type, con
 static void matmul_k_dec(int level, uint32_t type, const uint8_t *w, size_t wrb, const uint8_t *x, size_t xrb, int64_t n,
                          int n_tok, float *out, int64_t os, int64_t r0, int64_t r1) {
     prefetch_start(w + (size_t)r0 * wrb, (size_t)(r1 - r0) * wrb);
-    const void *xs[3] = {x, x + (n_tok > 1 ? xrb : 0), x + (n_tok > 2 ? 2 * xrb : 0)};
+    const void *xs[DEC_MAX_TOK];
+    for (int t = 0; t < n_tok; t++) xs[t] = x + (size_t)t * xrb;
     dec_rows_fn(level, type)(w + (size_t)r0 * wrb, wrb, r1 - r0, xs, n_tok, n / QK_K, out + r0, os);
 }
 
@@ -2451,12 +2464,12 @@ void matmul_rows_level(int level, uint32_t type, const void *w, size_t w_row_byt
     if (!quant_simd_supported(level)) level = SIMD_SCALAR;
 #ifdef GROK_X86
     if (level >= SIMD_AVX2 && is_a_type(type)) {
-        if (n_tok < 4) matmul_a_dec(level, type, wb, w_row_bytes, xb, x_row_bytes, n, n_tok, out, out_stride, r0, r1);
+        if (n_tok < DEC_MAX_TOK) matmul_a_dec(level, type, wb, w_row_bytes, xb, x_row_bytes, n, n_tok, out, out_stride, r0, r1);
         else matmul_a_pre(level, type, wb, w_row_bytes, xb, x_row_bytes, n, n_tok, out, out_stride, r0, r1);
         return;
     }
     if (level >= SIMD_AVX2 && is_k_type(type)) {
-        if (n_tok < 4) matmul_k_dec(level, type, wb, w_row_bytes, xb, x_row_bytes, n, n_tok, out, out_stride, r0, r1);
+        if (n_tok < DEC_MAX_TOK) matmul_k_dec(level, type, wb, w_row_bytes, xb, x_row_bytes, n, n_tok, out, out_stride, r0, r1);
         else matmul_k_pre(level, type, wb, w_row_bytes, xb, x_row_bytes, n, n_tok, out, out_stride, r0, r1);
         return;
     }

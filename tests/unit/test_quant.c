@@ -397,9 +397,10 @@ static void test_simd_levels(void) {
 }
 
 /* matmul_rows gives exactly vec_dot for every (row, token), whatever the
- * tile the pair falls in (rows > RGROUP, tokens > TTILE, odd counts). */
+ * path (generation below 16 tokens, prompt from 16: DEC_MAX_TOK in quant.c)
+ * and tile the pair falls in (rows > RGROUP, tokens > TTILE, odd counts). */
 static void test_matmul_exact(void) {
-    enum { ROWS = 37, T = 11, N = 768 };
+    enum { ROWS = 37, T = 21, N = 768 };
     static float w[ROWS * N], x[T * N], out[T * ROWS];
     static uint8_t wq[ROWS * N * 2], xq[T * N * 2];
     for (int i = 0; i < ROWS * N; i++) w[i] = gauss();
@@ -411,9 +412,9 @@ static void test_matmul_exact(void) {
             const size_t wrb = type_row_size(t, N), xrb = type_row_size(vec_dot_type(t), N);
             for (int r = 0; r < ROWS; r++) quantize_row(t, w + r * N, wq + r * wrb, N);
             for (int j = 0; j < T; j++) make_act(t, x + j * N, xq + j * xrb, N);
-            const int ntoks[] = {1, 2, 3, 5, T};
+            const int ntoks[] = {1, 2, 3, 5, 11, 15, 16, T};
             int bad = 0;
-            for (int c = 0; c < 5; c++) {
+            for (int c = 0; c < (int)(sizeof ntoks / sizeof ntoks[0]); c++) {
                 const int nt = ntoks[c];
                 memset(out, 0, sizeof out);
                 matmul_rows_level(level, t, wq, wrb, xq, xrb, N, nt, out, ROWS, 3, ROWS);

@@ -1830,7 +1830,8 @@ AVX512 static void group_k_avx512(const CanonK *const *W, int nr, const BlockQ8_
 }
 
 /* Decode kernels, specialised per weight type: every row of the call, one
- * at a time, streamed in order, against the 1..3 activation rows.
+ * at a time, streamed in order, against each of the (fewer than
+ * DEC_MAX_TOK) activation rows, two at a time, while the row is in L1.
  * One row per pass makes the reads one sequential stream, which the
  * hardware prefetcher follows; two rows per pass (two interleaved streams
  * that each stop after one row and jump two rows on) left weights that do
@@ -2293,9 +2294,9 @@ static void matmul_ref(uint32_t type, const uint8_t *w, size_t wrb, const uint8_
         for (int64_t r = r0; r < r1; r++) out[(int64_t)t * os + r] = vec_dot_ref(type, w + (size_t)r * wrb, x + (size_t)t * xrb, n);
 }
 
-/* Up to this many activation rows, a matrix product takes the generation
- * path below (each weight row read once from memory, decoded in registers,
- * and applied to every token while it is in L1); from this many on, the
+/* With fewer activation rows than this, a matrix product takes the
+ * generation path below (each weight row read once from memory, decoded in
+ * registers, and applied to every token while it is in L1); from this many on, the
  * prompt path, which unpacks groups of rows once for register tiles of
  * tokens. A continuous-batching decode step of a few streams is far
  * cheaper on the generation path (the unpacking costs more than it saves

@@ -1,8 +1,8 @@
 #!/usr/bin/python3
-"""Writes src/unicode_table.c: the Unicode character classes the Grok-2
+"""Writes src/text/unicode_table.c: the Unicode character classes the Grok-2
 pre-tokenizer needs (\\p{L}, \\p{N}, \\s), as sorted code point ranges.
 
-    /usr/bin/python3 tools/gen_unicode_table.py > src/unicode_table.c
+    /usr/bin/python3 tools/gen_unicode_table.py > src/text/unicode_table.c
 
 Data: Python's unicodedata (general categories L* and N*) and the White_Space
 property of PropList.txt, which unicodedata does not expose; its 25 code points

@@ -3,7 +3,7 @@
  * every byte of every tensor so that ASan sees any out-of-bounds pointer.
  *
  *   clang -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Isrc \
- *       src/common.c src/quant.c src/gguf.c tests/fuzz/fuzz_gguf.c -lm
+ *       src/common.c src/engine/cpu/quant.c src/formats/gguf.c tests/fuzz/fuzz_gguf.c -lm
  *   ./a.out -max_total_time=60 tests/fuzz/seed_gguf */
 #include <stdint.h>
 #include <stdlib.h>

@@ -12,7 +12,7 @@
  *
  * Build: make fuzz (CMake, -DGROK_FUZZ=ON) or by hand:
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Isrc \
- *     tests/fuzz/fuzz_tokenizer.c src/common.c src/gguf.c src/quant.c src/tokenizer.c -lm
+ *     tests/fuzz/fuzz_tokenizer.c src/common.c src/formats/gguf.c src/engine/cpu/quant.c src/text/tokenizer.c -lm
  */
 #include <stdint.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
 """grok-nano in PyTorch: the Grok-1 architecture, computing the same function
-as grok.c's src/forward.c (f32):
+as grok.c's src/engine/forward.c (f32):
 
   x = E[tok] * embedding_scale
   per layer:

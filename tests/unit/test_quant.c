@@ -398,35 +398,50 @@ static void test_simd_levels(void) {
 
 /* matmul_rows gives exactly vec_dot for every (row, token), whatever the
  * path (generation below 16 tokens, prompt from 16: DEC_MAX_TOK in quant.c)
- * and tile the pair falls in (rows > RGROUP, tokens > TTILE, odd counts). */
-static void test_matmul_exact(void) {
-    enum { ROWS = 37, T = 21, N = 768 };
-    static float w[ROWS * N], x[T * N], out[T * ROWS];
-    static uint8_t wq[ROWS * N * 2], xq[T * N * 2];
+ * and tile the pair falls in (rows past a row group, tokens past a token
+ * panel, K chunks of the row, odd counts). */
+static void test_matmul_exact_shape(int ROWS, int N, int T, const int *ntoks, int n_ntoks) {
+    float *w = malloc(sizeof(float) * ROWS * N), *x = malloc(sizeof(float) * T * N);
+    float *out = malloc(sizeof(float) * T * ROWS);
+    uint8_t *wq = malloc((size_t)ROWS * N * 2), *xq = malloc((size_t)T * N * 2);
+    if (!w || !x || !out || !wq || !xq) {
+        CHECK(0, "out of memory");
+        return;
+    }
     for (int i = 0; i < ROWS * N; i++) w[i] = gauss();
     for (int i = 0; i < T * N; i++) x[i] = gauss();
     for (int level = SIMD_AVX2; level <= SIMD_AVX512; level++) {
         if (!quant_simd_supported(level)) continue;
         for (size_t k = 0; k < NWT; k++) {
             const uint32_t t = WTYPES[k];
+            if (N % type_info(t)->block_size) continue;
             const size_t wrb = type_row_size(t, N), xrb = type_row_size(vec_dot_type(t), N);
             for (int r = 0; r < ROWS; r++) quantize_row(t, w + r * N, wq + r * wrb, N);
             for (int j = 0; j < T; j++) make_act(t, x + j * N, xq + j * xrb, N);
-            const int ntoks[] = {1, 2, 3, 5, 11, 15, 16, T};
             int bad = 0;
-            for (int c = 0; c < (int)(sizeof ntoks / sizeof ntoks[0]); c++) {
+            for (int c = 0; c < n_ntoks; c++) {
                 const int nt = ntoks[c];
-                memset(out, 0, sizeof out);
+                memset(out, 0, sizeof(float) * T * ROWS);
                 matmul_rows_level(level, t, wq, wrb, xq, xrb, N, nt, out, ROWS, 3, ROWS);
                 for (int j = 0; j < nt; j++)
                     for (int r = 3; r < ROWS; r++)
                         bad += out[j * ROWS + r] != vec_dot_level(level, t, wq + r * wrb, xq + j * xrb, N);
                 for (int r = 0; r < 3; r++) bad += out[r] != 0.0f; /* rows outside [r0, r1) untouched */
             }
-            CHECK(bad == 0, "%s %s: matmul_rows != vec_dot for %d entries", quant_simd_level_name(level),
-                  type_info(t)->name, bad);
+            CHECK(bad == 0, "%s %s (%d x %d): matmul_rows != vec_dot for %d entries", quant_simd_level_name(level),
+                  type_info(t)->name, ROWS, N, bad);
         }
     }
+    free(w), free(x), free(out), free(wq), free(xq);
+}
+
+static void test_matmul_exact(void) {
+    const int small[] = {1, 2, 3, 5, 11, 15, 16, 21};
+    test_matmul_exact_shape(37, 768, 21, small, 8);
+    /* wide rows cut into several K chunks (65 blocks of 32: odd), more
+     * tokens than one activation panel */
+    const int wide[] = {16, 70};
+    test_matmul_exact_shape(21, 2080, 70, wide, 2);
 }
 
 static void test_act_quant(void) {

@@ -777,8 +777,6 @@ bool type_can_quantize(uint32_t type) {
  * where both sums are exact integers. */
 
 #define RGROUP 16       /* weight rows unpacked together (prompt processing), K-quants */
-#define RGROUP_A_MAX 64 /* 32-value blocks: up to this many, ~256 KiB of canonical rows */
-#define TTILE 8    /* activation rows prepared together (prompt processing) */
 
 typedef struct {
     _Alignas(64) uint8_t q[QK_K];
@@ -1323,14 +1321,18 @@ AVX2 static INL void a_block_avx2(const __m256i *w, const float *dw, const float
     }
 }
 
+/* Prompt tiles carry their accumulators in memory (A[r][t], M[r][t]) from
+ * one K chunk of the rows to the next: every lane sees the same operations
+ * in the same order as in one pass over the whole row (and as in dec_*),
+ * so chunking changes no bit of the result. */
 AVX2 static INL void tile_a_avx2(const WRowA *const *W, const XRowA *const *X, int64_t nb, bool has_m, const int R,
-                                 const int T, float *res) {
+                                 const int T, __m256 *const *A, float *const *M) {
     __m256 acc[TILE_MAX_R][TILE_MAX_T];
     float ms[TILE_MAX_R][TILE_MAX_T];
     UNROLL
     for (int r = 0; r < R; r++)
         UNROLL
-        for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps(), ms[r][t] = 0.0f;
+        for (int t = 0; t < T; t++) acc[r][t] = _mm256_load_ps((const float *)&A[r][t]), ms[r][t] = M[r][t];
     for (int64_t b = 0; b < nb; b++) {
         __m256i w[TILE_MAX_R];
         float dw[TILE_MAX_R], mw[TILE_MAX_R];
@@ -1344,7 +1346,7 @@ AVX2 static INL void tile_a_avx2(const WRowA *const *W, const XRowA *const *X, i
     UNROLL
     for (int r = 0; r < R; r++)
         UNROLL
-        for (int t = 0; t < T; t++) res[r * TILE_MAX_T + t] = hsum256(acc[r][t]) + ms[r][t];
+        for (int t = 0; t < T; t++) _mm256_store_ps((float *)&A[r][t], acc[r][t]), M[r][t] = ms[r][t];
 }
 
 AVX2 static INL void dec_a_avx2(uint32_t type, const uint8_t *const *wr, const XRowA *const *X, int64_t nb, bool has_m,
@@ -1516,13 +1518,13 @@ AVX512 static INL void a_group_avx512(const __m512i *w, const __m512i *nc, const
 }
 
 AVX512 static INL void tile_a_avx512(const WRowA *const *W, const XRowA *const *X, int64_t nb, bool has_m,
-                                     const int R, const int T, float *res) {
+                                     const int R, const int T, __m512 *const *A, float *const *M) {
     __m512 acc[TILE_MAX_R][TILE_MAX_T];
     float ms[TILE_MAX_R][TILE_MAX_T];
     UNROLL
     for (int r = 0; r < R; r++)
         UNROLL
-        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps(), ms[r][t] = 0.0f;
+        for (int t = 0; t < T; t++) acc[r][t] = _mm512_load_ps((const float *)&A[r][t]), ms[r][t] = M[r][t];
     for (int64_t g = 0; g < (nb + 1) / 2; g++) {
         __m512i w[TILE_MAX_R], nc[TILE_MAX_R];
         __m512 dv[TILE_MAX_R];
@@ -1540,7 +1542,7 @@ AVX512 static INL void tile_a_avx512(const WRowA *const *W, const XRowA *const *
     UNROLL
     for (int r = 0; r < R; r++)
         UNROLL
-        for (int t = 0; t < T; t++) res[r * TILE_MAX_T + t] = _mm512_reduce_add_ps(acc[r][t]) + ms[r][t];
+        for (int t = 0; t < T; t++) _mm512_store_ps((float *)&A[r][t], acc[r][t]), M[r][t] = ms[r][t];
 }
 
 AVX512 static INL void dec_a_avx512(uint32_t type, const uint8_t *const *wr, const XRowA *const *X, int64_t nb,
@@ -1812,13 +1814,41 @@ AVX512 static INL void dec_kz_avx512(uint32_t type, const uint8_t *const *wr, co
             for (int j = 0; j < T; j++) out[(int64_t)j * os + r + i] = res[i * TILE_MAX_T + j]; \
     }
 
+/* One K chunk of a token tile against every row of a group: acc / ms hold
+ * the group's accumulators, (row, token) at [row * ts + token]. */
+#define GROUP_ACC_TILE(TILE, HM)                                                  \
+    do {                                                                          \
+        if (R == 2) {                                                             \
+            if (T == 4) TILE(W + r, X, nb, HM, 2, 4, A, M);                       \
+            else if (T == 2) TILE(W + r, X, nb, HM, 2, 2, A, M);                  \
+            else TILE(W + r, X, nb, HM, 2, 1, A, M);                              \
+        } else {                                                                  \
+            if (T == 4) TILE(W + r, X, nb, HM, 1, 4, A, M);                       \
+            else if (T == 2) TILE(W + r, X, nb, HM, 1, 2, A, M);                  \
+            else TILE(W + r, X, nb, HM, 1, 1, A, M);                              \
+        }                                                                         \
+    } while (0)
+#define GROUP_ACC_BODY(TILE, VT)                                                  \
+    for (int r = 0; r < nr; r += 2) {                                             \
+        const int R = nr - r >= 2 ? 2 : 1;                                        \
+        VT *A[TILE_MAX_R] = {acc + (size_t)r * ts, acc + (size_t)(r + R - 1) * ts}; \
+        float *M[TILE_MAX_R] = {ms + (size_t)r * ts, ms + (size_t)(r + R - 1) * ts}; \
+        if (has_m) GROUP_ACC_TILE(TILE, true);                                    \
+        else GROUP_ACC_TILE(TILE, false);                                         \
+    }
 AVX2 static void group_a_avx2(const WRowA *const *W, int nr, const XRowA *const *X, int T, int64_t nb, bool has_m,
-                              float *out, int64_t os) {
-    GROUP_BODY(tile_a_avx2, nb, has_m)
+                              __m256 *acc, float *ms, int64_t ts) {
+    GROUP_ACC_BODY(tile_a_avx2, __m256)
 }
 AVX512 static void group_a_avx512(const WRowA *const *W, int nr, const XRowA *const *X, int T, int64_t nb, bool has_m,
-                                  float *out, int64_t os) {
-    GROUP_BODY(tile_a_avx512, nb, has_m)
+                                  __m512 *acc, float *ms, int64_t ts) {
+    GROUP_ACC_BODY(tile_a_avx512, __m512)
+}
+AVX512 static void reduce_acc_avx512(const __m512 *acc, const float *ms, int n, float *res) {
+    for (int i = 0; i < n; i++) res[i] = _mm512_reduce_add_ps(acc[i]) + ms[i];
+}
+AVX2 static void reduce_acc_avx2(const __m256 *acc, const float *ms, int n, float *res) {
+    for (int i = 0; i < n; i++) res[i] = hsum256(acc[i]) + ms[i];
 }
 AVX2 static void group_k_avx2(const CanonK *const *W, int nr, const BlockQ8_K *const *X, int T, int64_t nsb, float *out,
                               int64_t os) {
@@ -2336,53 +2366,87 @@ __attribute__((noinline)) static void matmul_a_dec(int level, uint32_t type, con
     free(heap);
 }
 
-/* Prompt processing: groups of weight rows unpacked once, TTILE activation
- * rows prepared at a time, register tiles of 2 rows x 4 (AVX-512) or 2
- * (AVX2) tokens. */
+/* Prompt processing, blocked as a GEMM for rows of any length (Grok-1's
+ * 6,144 and 32,768): panels of up to PRE_TOK_BLOCK activation rows are
+ * prepared once per call; for each group of PRE_ROW_GROUP weight rows, the
+ * rows are cut into K chunks of PRE_K_BLOCKS blocks, each chunk unpacked
+ * into canonical form and run against every token tile while both sit in
+ * L1, the accumulators kept in memory from chunk to chunk. Register tiles:
+ * 2 rows x 4 (AVX-512) or 2 (AVX2) tokens. */
+#ifndef PRE_TOK_BLOCK
+#define PRE_TOK_BLOCK 64
+#endif
+#ifndef PRE_ROW_GROUP
+#define PRE_ROW_GROUP 16
+#endif
+#ifndef PRE_K_BLOCKS
+#define PRE_K_BLOCKS 16 /* 512 values: a group's canonical chunk ~24 KiB + a token tile's ~4 KiB */
+#endif
+_Static_assert(PRE_K_BLOCKS % 2 == 0, "K chunks start at whole 64-value groups");
+
 __attribute__((noinline)) static void matmul_a_pre(int level, uint32_t type, const uint8_t *w, size_t wrb,
                                                    const uint8_t *x, size_t xrb, int64_t n, int n_tok, float *out,
                                                    int64_t os, int64_t r0, int64_t r1) {
     const int64_t nb = n / 32, nbp = (nb + 1) & ~(int64_t)1;
-    const size_t rb = rowa_bytes(nbp);
+    /* panel rows a multiple of 4 KiB apart would share L1 sets: pad */
+    size_t xb = rowa_bytes(nbp);
+    if (xb % 4096 == 0) xb += 64;
+    const size_t wcb = rowa_bytes(PRE_K_BLOCKS), sz = TYPES[type].type_size;
     const bool q81 = vec_dot_type(type) == GGML_TYPE_Q8_1, v512 = level == SIMD_AVX512;
-    const int tmax = v512 ? 4 : 2;
-    /* rows per group: the activations are prepared once per group, so
-     * larger groups amortise that, up to what stays in L2 */
-    int rg = (int)((256 * 1024) / rb) & ~1;
-    rg = rg < 16 ? 16 : rg > RGROUP_A_MAX ? RGROUP_A_MAX : rg;
-    uint8_t *buf = aligned_alloc(64, (size_t)(rg + TTILE) * rb);
+    const int tmax = v512 ? 4 : 2, tb = imin(PRE_TOK_BLOCK, n_tok);
+    const size_t vbytes = v512 ? 64 : 32, nacc = (size_t)PRE_ROW_GROUP * (size_t)tb;
+    const size_t xpanel = (size_t)tb * xb, wpanel = (size_t)PRE_ROW_GROUP * wcb;
+    uint8_t *buf = aligned_alloc(64, pad64(xpanel + wpanel + nacc * vbytes + nacc * sizeof(float)));
     if (!buf) { /* out of memory: the generation path needs no heap for rows this size (same results) */
         for (int t = 0; t < n_tok; t += 2)
             matmul_a_dec(level, type, w, wrb, x + (size_t)t * xrb, xrb, n, n_tok - t >= 2 ? 2 : 1, out + (int64_t)t * os,
                          os, r0, r1);
         return;
     }
-    WRowA wrow[RGROUP_A_MAX];
-    XRowA xrow[TTILE];
-    for (int i = 0; i < rg; i++) wrowa_at(&wrow[i], buf + (size_t)i * rb, nbp);
-    for (int i = 0; i < TTILE; i++) xrowa_at(&xrow[i], buf + (size_t)(rg + i) * rb, nbp);
-    for (int64_t rs = r0; rs < r1; rs += rg) {
-        const int nr = imin(rg, r1 - rs);
-        for (int i = 0; i < nr; i++) {
-            unpack_a_row(type, w + (size_t)(rs + i) * wrb, nb, &wrow[i]);
-            if (v512) prep_w_row_avx512(&wrow[i], nbp);
+    uint8_t *accb = buf + xpanel + wpanel;
+    float *ms = (float *)(accb + nacc * vbytes);
+    WRowA wrow[PRE_ROW_GROUP];
+    XRowA xrow[PRE_TOK_BLOCK];
+    for (int i = 0; i < PRE_ROW_GROUP; i++) wrowa_at(&wrow[i], buf + xpanel + (size_t)i * wcb, PRE_K_BLOCKS);
+    for (int i = 0; i < tb; i++) xrowa_at(&xrow[i], buf + (size_t)i * xb, nbp);
+    const WRowA *W[PRE_ROW_GROUP];
+    for (int i = 0; i < PRE_ROW_GROUP; i++) W[i] = &wrow[i];
+    for (int t0 = 0; t0 < n_tok; t0 += tb) {
+        const int nt = imin(tb, n_tok - t0);
+        for (int t = 0; t < nt; t++) {
+            if (v512) prep_x_row_avx512(q81, x + (size_t)(t0 + t) * xrb, nb, &xrow[t]);
+            else prep_x_row_avx2(q81, x + (size_t)(t0 + t) * xrb, nb, &xrow[t]);
         }
-        for (int t0 = 0; t0 < n_tok; t0 += TTILE) {
-            const int nt = imin(TTILE, n_tok - t0);
-            for (int t = 0; t < nt; t++) {
-                if (v512) prep_x_row_avx512(q81, x + (size_t)(t0 + t) * xrb, nb, &xrow[t]);
-                else prep_x_row_avx2(q81, x + (size_t)(t0 + t) * xrb, nb, &xrow[t]);
+        for (int64_t rs = r0; rs < r1; rs += PRE_ROW_GROUP) {
+            const int nr = imin(PRE_ROW_GROUP, r1 - rs);
+            memset(accb, 0, (size_t)nr * (size_t)nt * vbytes);
+            memset(ms, 0, (size_t)nr * (size_t)nt * sizeof(float));
+            for (int64_t b0 = 0; b0 < nb; b0 += PRE_K_BLOCKS) {
+                const int nbc = imin(PRE_K_BLOCKS, nb - b0);
+                for (int i = 0; i < nr; i++) {
+                    unpack_a_row(type, w + (size_t)(rs + i) * wrb + (size_t)b0 * sz, nbc, &wrow[i]);
+                    if (v512) prep_w_row_avx512(&wrow[i], (nbc + 1) & ~1);
+                }
+                for (int t = 0; t < nt;) {
+                    const int T = nt - t >= tmax ? tmax : nt - t >= 2 ? 2 : 1;
+                    XRowA xv[TILE_MAX_T];
+                    const XRowA *X[TILE_MAX_T];
+                    for (int i = 0; i < T; i++) { /* the chunk's view of each token's panel row (b0 is even) */
+                        xv[i] = xrow[t + i];
+                        xv[i].b1 += 32 * b0, xv[i].b2 += 32 * b0, xv[i].dx += b0, xv[i].sx += b0;
+                        xv[i].dxv += 16 * (b0 / 2);
+                        X[i] = &xv[i];
+                    }
+                    if (v512) group_a_avx512(W, nr, X, T, nbc, q81, (__m512 *)accb + t, ms + t, nt);
+                    else group_a_avx2(W, nr, X, T, nbc, q81, (__m256 *)accb + t, ms + t, nt);
+                    t += T;
+                }
             }
-            const WRowA *W[RGROUP_A_MAX];
-            for (int i = 0; i < nr; i++) W[i] = &wrow[i];
-            for (int t = 0; t < nt;) {
-                const int T = nt - t >= tmax ? tmax : nt - t >= 2 ? 2 : 1;
-                const XRowA *X[TILE_MAX_T];
-                for (int i = 0; i < T; i++) X[i] = &xrow[t + i];
-                float *o = out + (int64_t)(t0 + t) * os + rs;
-                if (v512) group_a_avx512(W, nr, X, T, nb, q81, o, os);
-                else group_a_avx2(W, nr, X, T, nb, q81, o, os);
-                t += T;
+            for (int r = 0; r < nr; r++) {
+                float res[PRE_TOK_BLOCK];
+                if (v512) reduce_acc_avx512((const __m512 *)accb + (size_t)r * nt, ms + (size_t)r * nt, nt, res);
+                else reduce_acc_avx2((const __m256 *)accb + (size_t)r * nt, ms + (size_t)r * nt, nt, res);
+                for (int t = 0; t < nt; t++) out[(int64_t)(t0 + t) * os + rs + r] = res[t];
             }
         }
     }

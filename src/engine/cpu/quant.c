@@ -1211,6 +1211,7 @@ typedef struct {
 } XRowA;
 
 static size_t pad64(size_t n) { return (n + 63) & ~(size_t)63; }
+static inline int imin(int64_t a, int64_t b) { return (int)(a < b ? a : b); }
 /* Bytes of one canonical row (either kind) of nbp blocks, nbp even. */
 static size_t rowa_bytes(int64_t nbp) { return (size_t)nbp * 96 + 2 * pad64((size_t)nbp * 4); }
 
@@ -1460,84 +1461,147 @@ AVX2 static INL void dec_k_avx2(uint32_t type, const uint8_t *const *wr, const B
 
 /* -- AVX-512 --------------------------------------------------------------- */
 
-/* The AVX-512 block kernel multiplies unsigned by signed bytes with VNNI
- * (vpdpbusd): (qx + 128) times the signed weight levels, plus negcorr =
- * -128 * (sum of the 4 weights of each int32 lane), which dpbusd takes as
- * its accumulator input. The lanes are then exact sums of 4 products qw*qx.
- * Lanes 0-7 belong to the first block of a 64-value group, 8-15 to the
- * second; dv / dxv hold the matching block scales. */
-AVX512 static void prep_w_row_avx512(const WRowA *c, int64_t nbp) {
-    const __m512i k80 = _mm512_set1_epi8((char)0x80);
-    for (int64_t g = 0; g < nbp / 2; g++) {
-        const __m512i q = _mm512_load_si512((const void *)(c->q + 64 * g));
-        _mm512_store_si512((void *)(c->negcorr + 16 * g),
-                           _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), k80, q)));
-        _mm512_store_ps(c->dv + 16 * g, _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(c->d[2 * g])),
-                                                           _mm256_set1_ps(c->d[2 * g + 1]), 1));
+/* AVX-512, 32-value blocks in groups of four (128 values). Two vectors
+ * hold a group: t0 the first 16 values of each block (one 128-bit lane per
+ * block), t1 the last 16, so after vpdpbusd on both every int32 lane holds
+ * an exact sum of 8 products of ONE block, and the per-block scaling
+ * (convert, scale product, fma) is paid once per 128 values per (row,
+ * token) pair instead of once per 64. VNNI multiplies unsigned by signed
+ * bytes: activations are stored as qx + 128 (qx ^ 0x80), and nc = -128 *
+ * (sum of the weight levels of each lane) is vpdpbusd's starting value, so
+ * the lanes are exact sums of qw*qx. dv / dxv hold each lane's block scale;
+ * m / s the weight offsets (Q4_1, Q5_1) and activation sums (Q8_1) of the
+ * group's four blocks. Weights in this form (W4Row) are built either into
+ * memory (prompt processing, unpacked once per chunk) or in registers
+ * (generation, as the row streams in) by the same load_w4. */
+typedef struct {
+    __m512i *v; /* per group: t0, t1, nc (int32), dv (f32) */
+    float *m;   /* per group: 4 offsets */
+} W4Row;
+typedef struct {
+    __m512i *v; /* per group: x0, x1 (qx ^ 0x80), dxv (f32) */
+    float *s;   /* per group: 4 sums (Q8_1) */
+} X4Row;
+
+static size_t w4_bytes(int64_t ng) { return (size_t)ng * 256 + pad64((size_t)ng * 16); }
+static size_t x4_bytes(int64_t ng) { return (size_t)ng * 192 + pad64((size_t)ng * 16); }
+static void w4_at(W4Row *r, uint8_t *p, int64_t ng) { r->v = (__m512i *)p, r->m = (float *)(p + (size_t)ng * 256); }
+static void x4_at(X4Row *r, uint8_t *p, int64_t ng) { r->v = (__m512i *)p, r->s = (float *)(p + (size_t)ng * 192); }
+
+/* t0 / t1 of four blocks of 32 signed bytes each */
+AVX512 static INL void split4(const __m256i *q, __m512i *t0, __m512i *t1) {
+    const __m512i s01 = _mm512_inserti64x4(_mm512_castsi256_si512(q[0]), q[1], 1);
+    const __m512i s23 = _mm512_inserti64x4(_mm512_castsi256_si512(q[2]), q[3], 1);
+    *t0 = _mm512_shuffle_i32x4(s01, s23, _MM_SHUFFLE(2, 0, 2, 0));
+    *t1 = _mm512_shuffle_i32x4(s01, s23, _MM_SHUFFLE(3, 1, 3, 1));
+}
+
+AVX512 static INL __m512 lanes4(__m128 d) {
+    return _mm512_permutexvar_ps(_mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
+                                 _mm512_castps128_ps512(d));
+}
+
+/* The group of nbg (1..4) blocks at p; missing blocks are zero. */
+AVX512 static INL void load_w4(uint32_t type, const uint8_t *p, int nbg, __m512i *t0, __m512i *t1, __m512i *nc,
+                               __m512 *dv, float *m) {
+    const size_t sz = TYPES[type].type_size;
+    __m256i q[4];
+    float d[4];
+    if (nbg == 4) {
+        UNROLL
+        for (int i = 0; i < 4; i++) q[i] = load_a_block(type, p + (size_t)i * sz, &d[i], &m[i]);
+    } else {
+        for (int i = 0; i < 4; i++) {
+            if (i < nbg) q[i] = load_a_block(type, p + (size_t)i * sz, &d[i], &m[i]);
+            else q[i] = _mm256_setzero_si256(), d[i] = m[i] = 0.0f;
+        }
+    }
+    split4(q, t0, t1);
+    const __m512i k80 = _mm512_set1_epi8((char)0x80), z = _mm512_setzero_si512();
+    *nc = _mm512_sub_epi32(z, _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(z, k80, *t0), k80, *t1));
+    *dv = lanes4(_mm_setr_ps(d[0], d[1], d[2], d[3]));
+}
+
+AVX512 static void unpack_w4_row(uint32_t type, const uint8_t *row, int64_t nb, const W4Row *c) {
+    const size_t sz = TYPES[type].type_size;
+    for (int64_t g = 0; g < (nb + 3) / 4; g++) {
+        __m512i t0, t1, nc;
+        __m512 dv;
+        load_w4(type, row + (size_t)(4 * g) * sz, imin(4, nb - 4 * g), &t0, &t1, &nc, &dv, c->m + 4 * g);
+        _mm512_store_si512(c->v + 4 * g, t0), _mm512_store_si512(c->v + 4 * g + 1, t1);
+        _mm512_store_si512(c->v + 4 * g + 2, nc), _mm512_store_ps((float *)(c->v + 4 * g + 3), dv);
     }
 }
 
-AVX512 static void prep_x_row_avx512(bool q81, const uint8_t *xrow, int64_t nb, const XRowA *a) {
+AVX512 static void prep_x4_row(bool q81, const uint8_t *xrow, int64_t nb, const X4Row *a) {
     const size_t sz = q81 ? sizeof(BlockQ8_1) : sizeof(BlockQ8_0);
-    const uint8_t *p = xrow;
-    const __m256i k80 = _mm256_set1_epi8((char)0x80);
-    for (int64_t b = 0; b < nb; b++, p += sz) {
-        const __m256i v = _mm256_loadu_si256((const __m256i *)(p + (q81 ? 4 : 2)));
-        _mm256_store_si256((__m256i *)(a->b1 + 32 * b), _mm256_xor_si256(v, k80));
-        uint16_t h;
-        memcpy(&h, p, 2);
-        a->dx[b] = H2FV(h);
-        if (q81) memcpy(&h, p + 2, 2);
-        a->sx[b] = q81 ? H2FV(h) : 0.0f;
+    const __m512i k80 = _mm512_set1_epi8((char)0x80);
+    for (int64_t g = 0; g < (nb + 3) / 4; g++) {
+        __m256i q[4];
+        float d[4];
+        for (int i = 0; i < 4; i++) {
+            const int64_t b = 4 * g + i;
+            float sum = 0.0f;
+            if (b < nb) {
+                const uint8_t *p = xrow + (size_t)b * sz;
+                uint16_t h;
+                memcpy(&h, p, 2);
+                d[i] = H2FV(h);
+                if (q81) memcpy(&h, p + 2, 2), sum = H2FV(h);
+                q[i] = _mm256_loadu_si256((const __m256i *)(p + (q81 ? 4 : 2)));
+            } else {
+                q[i] = _mm256_setzero_si256(), d[i] = 0.0f;
+            }
+            a->s[b] = sum;
+        }
+        __m512i x0, x1;
+        split4(q, &x0, &x1);
+        _mm512_store_si512(a->v + 3 * g, _mm512_xor_si512(x0, k80));
+        _mm512_store_si512(a->v + 3 * g + 1, _mm512_xor_si512(x1, k80));
+        _mm512_store_ps((float *)(a->v + 3 * g + 2), lanes4(_mm_setr_ps(d[0], d[1], d[2], d[3])));
     }
-    if (nb & 1) {
-        _mm256_store_si256((__m256i *)(a->b1 + 32 * nb), k80);
-        a->dx[nb] = a->sx[nb] = 0.0f;
-    }
-    for (int64_t g = 0; g < (nb + 1) / 2; g++)
-        _mm512_store_ps(a->dxv + 16 * g, _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(a->dx[2 * g])),
-                                                            _mm256_set1_ps(a->dx[2 * g + 1]), 1));
 }
 
-AVX512 static INL void a_group_avx512(const __m512i *w, const __m512i *nc, const __m512 *dv, const float (*mw)[2],
-                                      const XRowA *const *X, int64_t g, int nbg, bool has_m, const int R, const int T,
-                                      __m512 (*acc)[TILE_MAX_T], float (*ms)[TILE_MAX_T]) {
+/* One group of a tile: every (row, token) pair. */
+AVX512 static INL void group4_avx512(const __m512i *t0, const __m512i *t1, const __m512i *nc, const __m512 *dv,
+                                     const float *const *mw, const X4Row *const *X, int64_t g, bool has_m, const int R,
+                                     const int T, __m512 (*acc)[TILE_MAX_T], float (*ms)[TILE_MAX_T]) {
     UNROLL
     for (int t = 0; t < T; t++) {
-        const __m512i xu = _mm512_load_si512((const void *)(X[t]->b1 + 64 * g));
-        const __m512 dx = _mm512_load_ps(X[t]->dxv + 16 * g);
+        const __m512i x0 = _mm512_load_si512(X[t]->v + 3 * g), x1 = _mm512_load_si512(X[t]->v + 3 * g + 1);
+        const __m512 dx = _mm512_load_ps((const float *)(X[t]->v + 3 * g + 2));
         UNROLL
         for (int r = 0; r < R; r++) {
-            const __m512i p = _mm512_dpbusd_epi32(nc[r], xu, w[r]);
+            const __m512i p = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(nc[r], x0, t0[r]), x1, t1[r]);
             acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dv[r], dx), acc[r][t]);
             if (has_m)
-                UNROLL
-                for (int i = 0; i < nbg; i++) ms[r][t] += mw[r][i] * X[t]->sx[2 * g + i];
+                for (int i = 0; i < 4; i++) ms[r][t] += mw[r][i] * X[t]->s[4 * g + i];
         }
     }
 }
 
-AVX512 static INL void tile_a_avx512(const WRowA *const *W, const XRowA *const *X, int64_t nb, bool has_m,
-                                     const int R, const int T, __m512 *const *A, float *const *M) {
+/* Prompt tile over ng groups of canonical weights; accumulators in memory
+ * (see tile_a_avx2). */
+AVX512 static INL void tile_a4_avx512(const W4Row *const *W, const X4Row *const *X, int64_t ng, bool has_m,
+                                      const int R, const int T, __m512 *const *A, float *const *M) {
     __m512 acc[TILE_MAX_R][TILE_MAX_T];
     float ms[TILE_MAX_R][TILE_MAX_T];
     UNROLL
     for (int r = 0; r < R; r++)
         UNROLL
         for (int t = 0; t < T; t++) acc[r][t] = _mm512_load_ps((const float *)&A[r][t]), ms[r][t] = M[r][t];
-    for (int64_t g = 0; g < (nb + 1) / 2; g++) {
-        __m512i w[TILE_MAX_R], nc[TILE_MAX_R];
+    for (int64_t g = 0; g < ng; g++) {
+        __m512i t0[TILE_MAX_R], t1[TILE_MAX_R], nc[TILE_MAX_R];
         __m512 dv[TILE_MAX_R];
-        float mw[TILE_MAX_R][2];
-        const int nbg = 2 * g + 1 < nb ? 2 : 1;
+        const float *mw[TILE_MAX_R];
         UNROLL
         for (int r = 0; r < R; r++) {
-            w[r] = _mm512_load_si512((const void *)(W[r]->q + 64 * g));
-            nc[r] = _mm512_load_si512((const void *)(W[r]->negcorr + 16 * g));
-            dv[r] = _mm512_load_ps(W[r]->dv + 16 * g);
-            mw[r][0] = W[r]->m[2 * g], mw[r][1] = W[r]->m[2 * g + 1];
+            t0[r] = _mm512_load_si512(W[r]->v + 4 * g), t1[r] = _mm512_load_si512(W[r]->v + 4 * g + 1);
+            nc[r] = _mm512_load_si512(W[r]->v + 4 * g + 2);
+            dv[r] = _mm512_load_ps((const float *)(W[r]->v + 4 * g + 3));
+            mw[r] = W[r]->m + 4 * g;
         }
-        a_group_avx512(w, nc, dv, mw, X, g, nbg, has_m, R, T, acc, ms);
+        group4_avx512(t0, t1, nc, dv, mw, X, g, has_m, R, T, acc, ms);
     }
     UNROLL
     for (int r = 0; r < R; r++)
@@ -1545,35 +1609,29 @@ AVX512 static INL void tile_a_avx512(const WRowA *const *W, const XRowA *const *
         for (int t = 0; t < T; t++) _mm512_store_ps((float *)&A[r][t], acc[r][t]), M[r][t] = ms[r][t];
 }
 
-AVX512 static INL void dec_a_avx512(uint32_t type, const uint8_t *const *wr, const XRowA *const *X, int64_t nb,
-                                    bool has_m, const int R, const int T, float *res) {
+/* Generation: the weight groups built in registers as the rows stream in. */
+AVX512 static INL void dec_a4_avx512(uint32_t type, const uint8_t *const *wr, const X4Row *const *X, int64_t nb,
+                                     bool has_m, const int R, const int T, float *res) {
     const size_t sz = TYPES[type].type_size;
-    const __m512i k80 = _mm512_set1_epi8((char)0x80);
     __m512 acc[TILE_MAX_R][TILE_MAX_T];
     float ms[TILE_MAX_R][TILE_MAX_T];
     UNROLL
     for (int r = 0; r < R; r++)
         UNROLL
         for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps(), ms[r][t] = 0.0f;
-    for (int64_t g = 0; g < (nb + 1) / 2; g++) {
-        __m512i w[TILE_MAX_R], nc[TILE_MAX_R];
+    for (int64_t g = 0; g < (nb + 3) / 4; g++) {
+        __m512i t0[TILE_MAX_R], t1[TILE_MAX_R], nc[TILE_MAX_R];
         __m512 dv[TILE_MAX_R];
-        float mw[TILE_MAX_R][2];
-        const int nbg = 2 * g + 1 < nb ? 2 : 1;
+        float mwv[TILE_MAX_R][4];
+        const float *mw[TILE_MAX_R];
         UNROLL
         for (int r = 0; r < R; r++) {
-            const uint8_t *p = wr[r] + (size_t)(2 * g) * sz;
-            _mm_prefetch((const char *)p + PREFETCH_DIST, PREFETCH_HINT);
-            _mm_prefetch((const char *)p + PREFETCH_DIST + 64, PREFETCH_HINT);
-            float d0, d1 = 0.0f, m1 = 0.0f;
-            const __m256i q0 = load_a_block(type, p, &d0, &mw[r][0]);
-            const __m256i q1 = nbg == 2 ? load_a_block(type, p + sz, &d1, &m1) : _mm256_setzero_si256();
-            mw[r][1] = m1;
-            w[r] = _mm512_inserti64x4(_mm512_castsi256_si512(q0), q1, 1);
-            nc[r] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), k80, w[r]));
-            dv[r] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(d0)), _mm256_set1_ps(d1), 1);
+            const uint8_t *p = wr[r] + (size_t)(4 * g) * sz;
+            for (size_t i = 0; i < 4 * sz; i += 64) _mm_prefetch((const char *)p + PREFETCH_DIST + i, PREFETCH_HINT);
+            load_w4(type, p, imin(4, nb - 4 * g), &t0[r], &t1[r], &nc[r], &dv[r], mwv[r]);
+            mw[r] = mwv[r];
         }
-        a_group_avx512(w, nc, dv, mw, X, g, nbg, has_m, R, T, acc, ms);
+        group4_avx512(t0, t1, nc, dv, mw, X, g, has_m, R, T, acc, ms);
     }
     UNROLL
     for (int r = 0; r < R; r++)
@@ -1840,9 +1898,9 @@ AVX2 static void group_a_avx2(const WRowA *const *W, int nr, const XRowA *const 
                               __m256 *acc, float *ms, int64_t ts) {
     GROUP_ACC_BODY(tile_a_avx2, __m256)
 }
-AVX512 static void group_a_avx512(const WRowA *const *W, int nr, const XRowA *const *X, int T, int64_t nb, bool has_m,
-                                  __m512 *acc, float *ms, int64_t ts) {
-    GROUP_ACC_BODY(tile_a_avx512, __m512)
+AVX512 static void group_a4_avx512(const W4Row *const *W, int nr, const X4Row *const *X, int T, int64_t nb, bool has_m,
+                                   __m512 *acc, float *ms, int64_t ts) {
+    GROUP_ACC_BODY(tile_a4_avx512, __m512)
 }
 AVX512 static void reduce_acc_avx512(const __m512 *acc, const float *ms, int n, float *res) {
     for (int i = 0; i < n; i++) res[i] = _mm512_reduce_add_ps(acc[i]) + ms[i];
@@ -1893,7 +1951,7 @@ typedef void (*DecRowsFn)(DEC_PARAMS);
         DEC_ROWS(dec_a_avx2, XRowA, TYPE, wr, X, n, vec_dot_type(TYPE) == GGML_TYPE_Q8_1)         \
     }                                                                                             \
     AVX512 static void dec_a_avx512_##SUFFIX(DEC_PARAMS) {                                        \
-        DEC_ROWS(dec_a_avx512, XRowA, TYPE, wr, X, n, vec_dot_type(TYPE) == GGML_TYPE_Q8_1)       \
+        DEC_ROWS(dec_a4_avx512, X4Row, TYPE, wr, X, n, vec_dot_type(TYPE) == GGML_TYPE_Q8_1)      \
     }
 DEC_A_FNS(q4_0, GGML_TYPE_Q4_0)
 DEC_A_FNS(q4_1, GGML_TYPE_Q4_1)
@@ -2305,7 +2363,6 @@ const char *quant_simd_level_name(int level) {
 
 const char *quant_simd_name(void) { return quant_simd_level_name(quant_simd_level()); }
 
-static inline int imin(int64_t a, int64_t b) { return (int)(a < b ? a : b); }
 
 
 #ifdef GROK_X86
@@ -2340,9 +2397,9 @@ static void matmul_ref(uint32_t type, const uint8_t *w, size_t wrb, const uint8_
 __attribute__((noinline)) static void matmul_a_dec(int level, uint32_t type, const uint8_t *w, size_t wrb,
                                                    const uint8_t *x, size_t xrb, int64_t n, int n_tok, float *out,
                                                    int64_t os, int64_t r0, int64_t r1) {
-    const int64_t nb = n / 32, nbp = (nb + 1) & ~(int64_t)1;
-    const size_t xb = rowa_bytes(nbp);
+    const int64_t nb = n / 32, nbp = (nb + 1) & ~(int64_t)1, ng = (nb + 3) / 4;
     const bool q81 = vec_dot_type(type) == GGML_TYPE_Q8_1, v512 = level == SIMD_AVX512;
+    const size_t xb = v512 ? x4_bytes(ng) : rowa_bytes(nbp);
     _Alignas(64) uint8_t stack[DECODE_STACK];
     uint8_t *buf = stack, *heap = NULL;
     if ((size_t)n_tok * xb > sizeof stack) {
@@ -2354,12 +2411,18 @@ __attribute__((noinline)) static void matmul_a_dec(int level, uint32_t type, con
         buf = heap;
     }
     XRowA xr[DEC_MAX_TOK];
+    X4Row x4[DEC_MAX_TOK];
     const void *xs[DEC_MAX_TOK];
     for (int t = 0; t < n_tok; t++) {
-        xrowa_at(&xr[t], buf + (size_t)t * xb, nbp);
-        if (v512) prep_x_row_avx512(q81, x + (size_t)t * xrb, nb, &xr[t]);
-        else prep_x_row_avx2(q81, x + (size_t)t * xrb, nb, &xr[t]);
-        xs[t] = &xr[t];
+        if (v512) {
+            x4_at(&x4[t], buf + (size_t)t * xb, ng);
+            prep_x4_row(q81, x + (size_t)t * xrb, nb, &x4[t]);
+            xs[t] = &x4[t];
+        } else {
+            xrowa_at(&xr[t], buf + (size_t)t * xb, nbp);
+            prep_x_row_avx2(q81, x + (size_t)t * xrb, nb, &xr[t]);
+            xs[t] = &xr[t];
+        }
     }
     prefetch_start(w + (size_t)r0 * wrb, (size_t)(r1 - r0) * wrb);
     dec_rows_fn(level, type)(w + (size_t)r0 * wrb, wrb, r1 - r0, xs, n_tok, nb, out + r0, os);
@@ -2382,9 +2445,9 @@ __attribute__((noinline)) static void matmul_a_dec(int level, uint32_t type, con
 #ifndef PRE_K_BLOCKS
 #define PRE_K_BLOCKS 16 /* 512 values: a group's canonical chunk ~24 KiB + a token tile's ~4 KiB */
 #endif
-_Static_assert(PRE_K_BLOCKS % 2 == 0, "K chunks start at whole 64-value groups");
+_Static_assert(PRE_K_BLOCKS % 4 == 0, "K chunks start at whole groups (2 blocks AVX2 pairs, 4 AVX-512)");
 
-__attribute__((noinline)) static void matmul_a_pre(int level, uint32_t type, const uint8_t *w, size_t wrb,
+__attribute__((noinline)) static void matmul_a_pre_avx2(int level, uint32_t type, const uint8_t *w, size_t wrb,
                                                    const uint8_t *x, size_t xrb, int64_t n, int n_tok, float *out,
                                                    int64_t os, int64_t r0, int64_t r1) {
     const int64_t nb = n / 32, nbp = (nb + 1) & ~(int64_t)1;
@@ -2392,9 +2455,9 @@ __attribute__((noinline)) static void matmul_a_pre(int level, uint32_t type, con
     size_t xb = rowa_bytes(nbp);
     if (xb % 4096 == 0) xb += 64;
     const size_t wcb = rowa_bytes(PRE_K_BLOCKS), sz = TYPES[type].type_size;
-    const bool q81 = vec_dot_type(type) == GGML_TYPE_Q8_1, v512 = level == SIMD_AVX512;
-    const int tmax = v512 ? 4 : 2, tb = imin(PRE_TOK_BLOCK, n_tok);
-    const size_t vbytes = v512 ? 64 : 32, nacc = (size_t)PRE_ROW_GROUP * (size_t)tb;
+    const bool q81 = vec_dot_type(type) == GGML_TYPE_Q8_1;
+    const int tmax = 2, tb = imin(PRE_TOK_BLOCK, n_tok);
+    const size_t vbytes = 32, nacc = (size_t)PRE_ROW_GROUP * (size_t)tb;
     const size_t xpanel = (size_t)tb * xb, wpanel = (size_t)PRE_ROW_GROUP * wcb;
     uint8_t *buf = aligned_alloc(64, pad64(xpanel + wpanel + nacc * vbytes + nacc * sizeof(float)));
     if (!buf) { /* out of memory: the generation path needs no heap for rows this size (same results) */
@@ -2414,8 +2477,7 @@ __attribute__((noinline)) static void matmul_a_pre(int level, uint32_t type, con
     for (int t0 = 0; t0 < n_tok; t0 += tb) {
         const int nt = imin(tb, n_tok - t0);
         for (int t = 0; t < nt; t++) {
-            if (v512) prep_x_row_avx512(q81, x + (size_t)(t0 + t) * xrb, nb, &xrow[t]);
-            else prep_x_row_avx2(q81, x + (size_t)(t0 + t) * xrb, nb, &xrow[t]);
+            prep_x_row_avx2(q81, x + (size_t)(t0 + t) * xrb, nb, &xrow[t]);
         }
         for (int64_t rs = r0; rs < r1; rs += PRE_ROW_GROUP) {
             const int nr = imin(PRE_ROW_GROUP, r1 - rs);
@@ -2423,10 +2485,7 @@ __attribute__((noinline)) static void matmul_a_pre(int level, uint32_t type, con
             memset(ms, 0, (size_t)nr * (size_t)nt * sizeof(float));
             for (int64_t b0 = 0; b0 < nb; b0 += PRE_K_BLOCKS) {
                 const int nbc = imin(PRE_K_BLOCKS, nb - b0);
-                for (int i = 0; i < nr; i++) {
-                    unpack_a_row(type, w + (size_t)(rs + i) * wrb + (size_t)b0 * sz, nbc, &wrow[i]);
-                    if (v512) prep_w_row_avx512(&wrow[i], (nbc + 1) & ~1);
-                }
+                for (int i = 0; i < nr; i++) unpack_a_row(type, w + (size_t)(rs + i) * wrb + (size_t)b0 * sz, nbc, &wrow[i]);
                 for (int t = 0; t < nt;) {
                     const int T = nt - t >= tmax ? tmax : nt - t >= 2 ? 2 : 1;
                     XRowA xv[TILE_MAX_T];
@@ -2434,18 +2493,74 @@ __attribute__((noinline)) static void matmul_a_pre(int level, uint32_t type, con
                     for (int i = 0; i < T; i++) { /* the chunk's view of each token's panel row (b0 is even) */
                         xv[i] = xrow[t + i];
                         xv[i].b1 += 32 * b0, xv[i].b2 += 32 * b0, xv[i].dx += b0, xv[i].sx += b0;
-                        xv[i].dxv += 16 * (b0 / 2);
                         X[i] = &xv[i];
                     }
-                    if (v512) group_a_avx512(W, nr, X, T, nbc, q81, (__m512 *)accb + t, ms + t, nt);
-                    else group_a_avx2(W, nr, X, T, nbc, q81, (__m256 *)accb + t, ms + t, nt);
+                    group_a_avx2(W, nr, X, T, nbc, q81, (__m256 *)accb + t, ms + t, nt);
                     t += T;
                 }
             }
             for (int r = 0; r < nr; r++) {
                 float res[PRE_TOK_BLOCK];
-                if (v512) reduce_acc_avx512((const __m512 *)accb + (size_t)r * nt, ms + (size_t)r * nt, nt, res);
-                else reduce_acc_avx2((const __m256 *)accb + (size_t)r * nt, ms + (size_t)r * nt, nt, res);
+                reduce_acc_avx2((const __m256 *)accb + (size_t)r * nt, ms + (size_t)r * nt, nt, res);
+                for (int t = 0; t < nt; t++) out[(int64_t)(t0 + t) * os + rs + r] = res[t];
+            }
+        }
+    }
+    free(buf);
+}
+
+/* The same blocking on AVX-512 with weights in groups of four blocks. */
+__attribute__((noinline)) static void matmul_a_pre_avx512(uint32_t type, const uint8_t *w, size_t wrb, const uint8_t *x,
+                                                          size_t xrb, int64_t n, int n_tok, float *out, int64_t os,
+                                                          int64_t r0, int64_t r1) {
+    const int64_t nb = n / 32, ng = (nb + 3) / 4;
+    size_t xb = x4_bytes(ng);
+    if (xb % 4096 == 0) xb += 64; /* see matmul_a_pre_avx2 */
+    const size_t wcb = w4_bytes(PRE_K_BLOCKS / 4), sz = TYPES[type].type_size;
+    const bool q81 = vec_dot_type(type) == GGML_TYPE_Q8_1;
+    const int tb = imin(PRE_TOK_BLOCK, n_tok);
+    const size_t nacc = (size_t)PRE_ROW_GROUP * (size_t)tb;
+    const size_t xpanel = (size_t)tb * xb, wpanel = (size_t)PRE_ROW_GROUP * wcb;
+    uint8_t *buf = aligned_alloc(64, pad64(xpanel + wpanel + nacc * 64 + nacc * sizeof(float)));
+    if (!buf) { /* out of memory: the generation path (same results), two tokens at a time */
+        for (int t = 0; t < n_tok; t += 2)
+            matmul_a_dec(SIMD_AVX512, type, w, wrb, x + (size_t)t * xrb, xrb, n, n_tok - t >= 2 ? 2 : 1,
+                         out + (int64_t)t * os, os, r0, r1);
+        return;
+    }
+    __m512 *acc = (__m512 *)(buf + xpanel + wpanel);
+    float *ms = (float *)(acc + nacc);
+    W4Row wrow[PRE_ROW_GROUP];
+    X4Row xrow[PRE_TOK_BLOCK];
+    for (int i = 0; i < PRE_ROW_GROUP; i++) w4_at(&wrow[i], buf + xpanel + (size_t)i * wcb, PRE_K_BLOCKS / 4);
+    for (int i = 0; i < tb; i++) x4_at(&xrow[i], buf + (size_t)i * xb, ng);
+    const W4Row *W[PRE_ROW_GROUP];
+    for (int i = 0; i < PRE_ROW_GROUP; i++) W[i] = &wrow[i];
+    for (int t0 = 0; t0 < n_tok; t0 += tb) {
+        const int nt = imin(tb, n_tok - t0);
+        for (int t = 0; t < nt; t++) prep_x4_row(q81, x + (size_t)(t0 + t) * xrb, nb, &xrow[t]);
+        for (int64_t rs = r0; rs < r1; rs += PRE_ROW_GROUP) {
+            const int nr = imin(PRE_ROW_GROUP, r1 - rs);
+            memset(acc, 0, (size_t)nr * (size_t)nt * 64);
+            memset(ms, 0, (size_t)nr * (size_t)nt * sizeof(float));
+            for (int64_t b0 = 0; b0 < nb; b0 += PRE_K_BLOCKS) {
+                const int nbc = imin(PRE_K_BLOCKS, nb - b0), ngc = (nbc + 3) / 4;
+                for (int i = 0; i < nr; i++) unpack_w4_row(type, w + (size_t)(rs + i) * wrb + (size_t)b0 * sz, nbc, &wrow[i]);
+                for (int t = 0; t < nt;) {
+                    const int T = nt - t >= 4 ? 4 : nt - t >= 2 ? 2 : 1;
+                    X4Row xv[TILE_MAX_T];
+                    const X4Row *X[TILE_MAX_T];
+                    for (int i = 0; i < T; i++) { /* the chunk's view of each token's panel row */
+                        xv[i].v = xrow[t + i].v + 3 * (b0 / 4), xv[i].s = xrow[t + i].s + b0;
+                        X[i] = &xv[i];
+                    }
+                    group_a4_avx512(W, nr, X, T, ngc, q81, acc + t, ms + t, nt);
+                    t += T;
+                }
+            }
+            for (int r = 0; r < nr; r++) {
+                float res[PRE_TOK_BLOCK];
+                reduce_acc_avx512(acc + (size_t)r * nt, ms + (size_t)r * nt, nt, res);
                 for (int t = 0; t < nt; t++) out[(int64_t)(t0 + t) * os + rs + r] = res[t];
             }
         }
@@ -2534,7 +2649,8 @@ void matmul_rows_level(int level, uint32_t type, const void *w, size_t w_row_byt
 #ifdef GROK_X86
     if (level >= SIMD_AVX2 && is_a_type(type)) {
         if (n_tok < DEC_MAX_TOK) matmul_a_dec(level, type, wb, w_row_bytes, xb, x_row_bytes, n, n_tok, out, out_stride, r0, r1);
-        else matmul_a_pre(level, type, wb, w_row_bytes, xb, x_row_bytes, n, n_tok, out, out_stride, r0, r1);
+        else if (level == SIMD_AVX512) matmul_a_pre_avx512(type, wb, w_row_bytes, xb, x_row_bytes, n, n_tok, out, out_stride, r0, r1);
+        else matmul_a_pre_avx2(level, type, wb, w_row_bytes, xb, x_row_bytes, n, n_tok, out, out_stride, r0, r1);
         return;
     }
     if (level >= SIMD_AVX2 && is_k_type(type)) {

@@ -1943,6 +1943,23 @@ AVX512 static void group_k_avx512(const CanonK *const *W, int nr, const BlockQ8_
             t += T;                                                                               \
         }                                                                                         \
     }
+/* One row per pass, tokens four at a time (AVX-512, 32-value blocks: the
+ * row's groups are built in registers once per four tokens). */
+#define DEC_ROWS_T4(F, XT, ...)                                                                   \
+    for (int64_t r = 0; r < nr; r++) {                                                            \
+        const uint8_t *wr[TILE_MAX_R] = {w + (size_t)r * wrb, w + (size_t)r * wrb};               \
+        for (int t = 0; t < n_tok;) {                                                             \
+            const int T = n_tok - t >= 4 ? 4 : n_tok - t >= 2 ? 2 : 1;                            \
+            const XT *X[TILE_MAX_T];                                                              \
+            for (int i = 0; i < TILE_MAX_T; i++) X[i] = (const XT *)xs[t + (i < T ? i : T - 1)];   \
+            float res[TILE_MAX_R * TILE_MAX_T];                                                   \
+            if (T == 4) F(__VA_ARGS__, 1, 4, res);                                                \
+            else if (T == 2) F(__VA_ARGS__, 1, 2, res);                                           \
+            else F(__VA_ARGS__, 1, 1, res);                                                       \
+            for (int j = 0; j < T; j++) out[(int64_t)(t + j) * os + r] = res[j];                  \
+            t += T;                                                                               \
+        }                                                                                         \
+    }
 #define DEC_PARAMS const uint8_t *w, size_t wrb, int64_t nr, const void *const *xs, int n_tok, int64_t n, float *out, int64_t os
 typedef void (*DecRowsFn)(DEC_PARAMS);
 
@@ -1951,7 +1968,7 @@ typedef void (*DecRowsFn)(DEC_PARAMS);
         DEC_ROWS(dec_a_avx2, XRowA, TYPE, wr, X, n, vec_dot_type(TYPE) == GGML_TYPE_Q8_1)         \
     }                                                                                             \
     AVX512 static void dec_a_avx512_##SUFFIX(DEC_PARAMS) {                                        \
-        DEC_ROWS(dec_a4_avx512, X4Row, TYPE, wr, X, n, vec_dot_type(TYPE) == GGML_TYPE_Q8_1)      \
+        DEC_ROWS_T4(dec_a4_avx512, X4Row, TYPE, wr, X, n, vec_dot_type(TYPE) == GGML_TYPE_Q8_1)   \
     }
 DEC_A_FNS(q4_0, GGML_TYPE_Q4_0)
 DEC_A_FNS(q4_1, GGML_TYPE_Q4_1)

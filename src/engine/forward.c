@@ -354,11 +354,11 @@ static void moe_block(Context *c, int il, int nt, MatTask *mt) {
     if (cfg->n_ff_dense > 0) { /* Grok-2 shared MLP, combined as (mlp + moe) / sqrt(2) */
         const int D = cfg->n_ff_dense;
         const void *a1 = prep_act(c->act, L->ffn_gate.type, c->u, nt, E, &rb_g);
+        const void *a2 = L->ffn_up.type == L->ffn_gate.type ? a1 : prep_act(c->act2, L->ffn_up.type, c->u, nt, E, &rb_u);
+        if (L->ffn_up.type == L->ffn_gate.type) rb_u = rb_g;
         mat_add(mt, &L->ffn_gate, 0, D, a1, rb_g, nt, c->hg, D);
-        mat_run(c, mt);
-        const void *a2 = prep_act(c->act, L->ffn_up.type, c->u, nt, E, &rb_u);
         mat_add(mt, &L->ffn_up, 0, D, a2, rb_u, nt, c->hu, D);
-        mat_run(c, mt);
+        mat_run(c, mt); /* gate and up in one pass over the threads */
         vec_geglu(c->hg, c->hu, (int64_t)nt * D);
         const void *a3 = prep_act(c->act, L->ffn_down.type, c->hg, nt, D, &rb_d);
         mat_add(mt, &L->ffn_down, 0, E, a3, rb_d, nt, c->proj, E);

@@ -1192,44 +1192,8 @@ AVX2 static void unpack_k_avx2(uint32_t type, const uint8_t *p, CanonK *c) {
     }
 }
 
-/* -- canonical rows of the 32-value block types (prompt processing) ------- */
-
-/* A weight row: signed levels of nbp blocks (nb rounded up to even), the
- * scale and offset of each, and for AVX-512 negcorr / dv (see there). */
-typedef struct {
-    int8_t *q;
-    float *d, *m;
-    int32_t *negcorr;
-    float *dv;
-} WRowA;
-
-/* An activation row (Q8_0 / Q8_1 blocks): AVX2 b1 = qx, b2 = |qx|;
- * AVX-512 b1 = qx ^ 0x80 (qx + 128) and dxv = dx of each lane. */
-typedef struct {
-    uint8_t *b1, *b2;
-    float *dx, *sx, *dxv;
-} XRowA;
-
 static size_t pad64(size_t n) { return (n + 63) & ~(size_t)63; }
 static inline int imin(int64_t a, int64_t b) { return (int)(a < b ? a : b); }
-/* Bytes of one canonical row (either kind) of nbp blocks, nbp even. */
-static size_t rowa_bytes(int64_t nbp) { return (size_t)nbp * 96 + 2 * pad64((size_t)nbp * 4); }
-
-static void wrowa_at(WRowA *r, uint8_t *p, int64_t nbp) {
-    r->q = (int8_t *)p, p += nbp * 32;
-    r->d = (float *)p, p += pad64((size_t)nbp * 4);
-    r->m = (float *)p, p += pad64((size_t)nbp * 4);
-    r->negcorr = (int32_t *)p, p += nbp * 32;
-    r->dv = (float *)p;
-}
-
-static void xrowa_at(XRowA *r, uint8_t *p, int64_t nbp) {
-    r->b1 = p, p += nbp * 32;
-    r->b2 = p, p += nbp * 32;
-    r->dx = (float *)p, p += pad64((size_t)nbp * 4);
-    r->sx = (float *)p, p += pad64((size_t)nbp * 4);
-    r->dxv = (float *)p;
-}
 
 /* One 32-value block as signed levels, with its scale d and offset m. */
 AVX2 static INL __m256i load_a_block(uint32_t type, const uint8_t *p, float *d, float *m) {
@@ -1256,33 +1220,81 @@ AVX2 static INL __m256i load_a_block(uint32_t type, const uint8_t *p, float *d, 
     }
 }
 
-/* A weight row of nb blocks into canonical form, zero-padded to even. */
-AVX2 static void unpack_a_row(uint32_t type, const uint8_t *row, int64_t nb, const WRowA *c) {
+/* AVX2, 32-value blocks in groups of two (64 values), as the AVX-512
+ * groups of four below: A holds the first 16 values of each block (one
+ * 128-bit lane per block), B the last 16, so after maddubs/madd on both and
+ * one add every int32 lane is an exact sum of 8 products of ONE block, and
+ * the per-block scaling (convert, scale product, fma) is paid once per 64
+ * values per (row, token) pair. maddubs needs an unsigned operand: |qx|
+ * times the weight levels with qx's sign moved onto them (exact: |products|
+ * <= 127*128 and pairs of them fit int16). dv / dxv hold each lane's block
+ * scale, m / s the offsets (Q4_1, Q5_1) and activation sums (Q8_1). */
+typedef struct {
+    __m256i *v; /* per group: A, B, dv (f32) */
+    float *m;   /* per group: 2 offsets */
+} W2Row;
+typedef struct {
+    __m256i *v; /* per group: xA, xB, |xA|, |xB|, dxv (f32) */
+    float *s;   /* per group: 2 sums (Q8_1) */
+} X2Row;
+
+static size_t w2_bytes(int64_t ng) { return (size_t)ng * 96 + pad64((size_t)ng * 8); }
+static size_t x2_bytes(int64_t ng) { return (size_t)ng * 160 + pad64((size_t)ng * 8); }
+static void w2_at(W2Row *r, uint8_t *p, int64_t ng) { r->v = (__m256i *)p, r->m = (float *)(p + (size_t)ng * 96); }
+static void x2_at(X2Row *r, uint8_t *p, int64_t ng) { r->v = (__m256i *)p, r->s = (float *)(p + (size_t)ng * 160); }
+
+AVX2 static INL __m256 lanes2(float d0, float d1) {
+    return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps(d0)), _mm_set1_ps(d1), 1);
+}
+
+/* The group of nbg (1..2) blocks at p; a missing block is zero. */
+AVX2 static INL void load_w2(uint32_t type, const uint8_t *p, int nbg, __m256i *A, __m256i *B, __m256 *dv, float *m) {
+    float d0, d1 = 0.0f;
+    const __m256i q0 = load_a_block(type, p, &d0, &m[0]);
+    __m256i q1 = _mm256_setzero_si256();
+    m[1] = 0.0f;
+    if (nbg == 2) q1 = load_a_block(type, p + TYPES[type].type_size, &d1, &m[1]);
+    *A = _mm256_permute2x128_si256(q0, q1, 0x20);
+    *B = _mm256_permute2x128_si256(q0, q1, 0x31);
+    *dv = lanes2(d0, d1);
+}
+
+AVX2 static void unpack_w2_row(uint32_t type, const uint8_t *row, int64_t nb, const W2Row *c) {
     const size_t sz = TYPES[type].type_size;
-    for (int64_t b = 0; b < nb; b++) {
-        float d, m;
-        const __m256i q = load_a_block(type, row + (size_t)b * sz, &d, &m);
-        _mm256_store_si256((__m256i *)(c->q + 32 * b), q);
-        c->d[b] = d, c->m[b] = m;
-    }
-    if (nb & 1) {
-        _mm256_store_si256((__m256i *)(c->q + 32 * nb), _mm256_setzero_si256());
-        c->d[nb] = c->m[nb] = 0.0f;
+    for (int64_t g = 0; g < (nb + 1) / 2; g++) {
+        __m256i A, B;
+        __m256 dv;
+        load_w2(type, row + (size_t)(2 * g) * sz, imin(2, nb - 2 * g), &A, &B, &dv, c->m + 2 * g);
+        _mm256_store_si256(c->v + 3 * g, A), _mm256_store_si256(c->v + 3 * g + 1, B);
+        _mm256_store_ps((float *)(c->v + 3 * g + 2), dv);
     }
 }
 
-AVX2 static void prep_x_row_avx2(bool q81, const uint8_t *xrow, int64_t nb, const XRowA *a) {
+AVX2 static void prep_x2_row(bool q81, const uint8_t *xrow, int64_t nb, const X2Row *a) {
     const size_t sz = q81 ? sizeof(BlockQ8_1) : sizeof(BlockQ8_0);
-    const uint8_t *p = xrow;
-    for (int64_t b = 0; b < nb; b++, p += sz) {
-        const __m256i v = _mm256_loadu_si256((const __m256i *)(p + (q81 ? 4 : 2)));
-        _mm256_store_si256((__m256i *)(a->b1 + 32 * b), v);
-        _mm256_store_si256((__m256i *)(a->b2 + 32 * b), _mm256_sign_epi8(v, v));
-        uint16_t h;
-        memcpy(&h, p, 2);
-        a->dx[b] = H2FV(h);
-        if (q81) memcpy(&h, p + 2, 2);
-        a->sx[b] = q81 ? H2FV(h) : 0.0f;
+    for (int64_t g = 0; g < (nb + 1) / 2; g++) {
+        __m256i q[2];
+        float d[2];
+        for (int i = 0; i < 2; i++) {
+            const int64_t b = 2 * g + i;
+            float sum = 0.0f;
+            if (b < nb) {
+                const uint8_t *p = xrow + (size_t)b * sz;
+                uint16_t h;
+                memcpy(&h, p, 2);
+                d[i] = H2FV(h);
+                if (q81) memcpy(&h, p + 2, 2), sum = H2FV(h);
+                q[i] = _mm256_loadu_si256((const __m256i *)(p + (q81 ? 4 : 2)));
+            } else {
+                q[i] = _mm256_setzero_si256(), d[i] = 0.0f;
+            }
+            a->s[b] = sum;
+        }
+        const __m256i xa = _mm256_permute2x128_si256(q[0], q[1], 0x20), xb = _mm256_permute2x128_si256(q[0], q[1], 0x31);
+        _mm256_store_si256(a->v + 5 * g, xa), _mm256_store_si256(a->v + 5 * g + 1, xb);
+        _mm256_store_si256(a->v + 5 * g + 2, _mm256_sign_epi8(xa, xa));
+        _mm256_store_si256(a->v + 5 * g + 3, _mm256_sign_epi8(xb, xb));
+        _mm256_store_ps((float *)(a->v + 5 * g + 4), lanes2(d[0], d[1]));
     }
 }
 
@@ -1301,23 +1313,23 @@ AVX2 static void prep_x_row_avx2(bool q81, const uint8_t *xrow, int64_t nb, cons
 #define TILE_MAX_T 4
 #define UNROLL _Pragma("GCC unroll 8")
 
-/* AVX2, 32-value blocks: maddubs needs an unsigned operand, so |qx| times
- * the weight levels with qx's sign moved onto them (exact: |products| <=
- * 127*128 and pairs of them fit int16). */
-AVX2 static INL void a_block_avx2(const __m256i *w, const float *dw, const float *mw, const XRowA *const *X, int64_t b,
-                                  bool has_m, const int R, const int T, __m256 (*acc)[TILE_MAX_T],
-                                  float (*ms)[TILE_MAX_T]) {
+/* One group of a tile: every (row, token) pair. */
+AVX2 static INL void group2_avx2(const __m256i *A, const __m256i *B, const __m256 *dv, const float *const *mw,
+                                 const X2Row *const *X, int64_t g, bool has_m, const int R, const int T,
+                                 __m256 (*acc)[TILE_MAX_T], float (*ms)[TILE_MAX_T]) {
     const __m256i ones = _mm256_set1_epi16(1);
     UNROLL
     for (int t = 0; t < T; t++) {
-        const __m256i x = _mm256_load_si256((const __m256i *)(X[t]->b1 + 32 * b));
-        const __m256i ax = _mm256_load_si256((const __m256i *)(X[t]->b2 + 32 * b));
-        const float dx = X[t]->dx[b];
+        const __m256i *xv = X[t]->v + 5 * g;
+        const __m256i xa = _mm256_load_si256(xv), xb = _mm256_load_si256(xv + 1);
+        const __m256 dx = _mm256_load_ps((const float *)(xv + 4));
         UNROLL
         for (int r = 0; r < R; r++) {
-            const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(w[r], x)), ones);
-            acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw[r] * dx), acc[r][t]);
-            if (has_m) ms[r][t] += mw[r] * X[t]->sx[b];
+            const __m256i pa = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_load_si256(xv + 2), _mm256_sign_epi8(A[r], xa)), ones);
+            const __m256i pb = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_load_si256(xv + 3), _mm256_sign_epi8(B[r], xb)), ones);
+            acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(pa, pb)), _mm256_mul_ps(dv[r], dx), acc[r][t]);
+            if (has_m)
+                for (int i = 0; i < 2; i++) ms[r][t] += mw[r][i] * X[t]->s[2 * g + i];
         }
     }
 }
@@ -1326,32 +1338,34 @@ AVX2 static INL void a_block_avx2(const __m256i *w, const float *dw, const float
  * one K chunk of the rows to the next: every lane sees the same operations
  * in the same order as in one pass over the whole row (and as in dec_*),
  * so chunking changes no bit of the result. */
-AVX2 static INL void tile_a_avx2(const WRowA *const *W, const XRowA *const *X, int64_t nb, bool has_m, const int R,
-                                 const int T, __m256 *const *A, float *const *M) {
+AVX2 static INL void tile_a2_avx2(const W2Row *const *W, const X2Row *const *X, int64_t ng, bool has_m, const int R,
+                                  const int T, __m256 *const *Acc, float *const *M) {
     __m256 acc[TILE_MAX_R][TILE_MAX_T];
     float ms[TILE_MAX_R][TILE_MAX_T];
     UNROLL
     for (int r = 0; r < R; r++)
         UNROLL
-        for (int t = 0; t < T; t++) acc[r][t] = _mm256_load_ps((const float *)&A[r][t]), ms[r][t] = M[r][t];
-    for (int64_t b = 0; b < nb; b++) {
-        __m256i w[TILE_MAX_R];
-        float dw[TILE_MAX_R], mw[TILE_MAX_R];
+        for (int t = 0; t < T; t++) acc[r][t] = _mm256_load_ps((const float *)&Acc[r][t]), ms[r][t] = M[r][t];
+    for (int64_t g = 0; g < ng; g++) {
+        __m256i A[TILE_MAX_R], B[TILE_MAX_R];
+        __m256 dv[TILE_MAX_R];
+        const float *mw[TILE_MAX_R];
         UNROLL
         for (int r = 0; r < R; r++) {
-            w[r] = _mm256_load_si256((const __m256i *)(W[r]->q + 32 * b));
-            dw[r] = W[r]->d[b], mw[r] = W[r]->m[b];
+            A[r] = _mm256_load_si256(W[r]->v + 3 * g), B[r] = _mm256_load_si256(W[r]->v + 3 * g + 1);
+            dv[r] = _mm256_load_ps((const float *)(W[r]->v + 3 * g + 2));
+            mw[r] = W[r]->m + 2 * g;
         }
-        a_block_avx2(w, dw, mw, X, b, has_m, R, T, acc, ms);
+        group2_avx2(A, B, dv, mw, X, g, has_m, R, T, acc, ms);
     }
     UNROLL
     for (int r = 0; r < R; r++)
         UNROLL
-        for (int t = 0; t < T; t++) _mm256_store_ps((float *)&A[r][t], acc[r][t]), M[r][t] = ms[r][t];
+        for (int t = 0; t < T; t++) _mm256_store_ps((float *)&Acc[r][t], acc[r][t]), M[r][t] = ms[r][t];
 }
 
-AVX2 static INL void dec_a_avx2(uint32_t type, const uint8_t *const *wr, const XRowA *const *X, int64_t nb, bool has_m,
-                                const int R, const int T, float *res) {
+AVX2 static INL void dec_a2_avx2(uint32_t type, const uint8_t *const *wr, const X2Row *const *X, int64_t nb, bool has_m,
+                                 const int R, const int T, float *res) {
     const size_t sz = TYPES[type].type_size;
     __m256 acc[TILE_MAX_R][TILE_MAX_T];
     float ms[TILE_MAX_R][TILE_MAX_T];
@@ -1359,16 +1373,20 @@ AVX2 static INL void dec_a_avx2(uint32_t type, const uint8_t *const *wr, const X
     for (int r = 0; r < R; r++)
         UNROLL
         for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps(), ms[r][t] = 0.0f;
-    for (int64_t b = 0; b < nb; b++) {
-        __m256i w[TILE_MAX_R];
-        float dw[TILE_MAX_R], mw[TILE_MAX_R];
+    for (int64_t g = 0; g < (nb + 1) / 2; g++) {
+        __m256i A[TILE_MAX_R], B[TILE_MAX_R];
+        __m256 dv[TILE_MAX_R];
+        float mwv[TILE_MAX_R][2];
+        const float *mw[TILE_MAX_R];
         UNROLL
         for (int r = 0; r < R; r++) {
-            const uint8_t *p = wr[r] + (size_t)b * sz;
+            const uint8_t *p = wr[r] + (size_t)(2 * g) * sz;
             _mm_prefetch((const char *)p + PREFETCH_DIST, PREFETCH_HINT);
-            w[r] = load_a_block(type, p, &dw[r], &mw[r]);
+            _mm_prefetch((const char *)p + PREFETCH_DIST + 64, PREFETCH_HINT);
+            load_w2(type, p, imin(2, nb - 2 * g), &A[r], &B[r], &dv[r], mwv[r]);
+            mw[r] = mwv[r];
         }
-        a_block_avx2(w, dw, mw, X, b, has_m, R, T, acc, ms);
+        group2_avx2(A, B, dv, mw, X, g, has_m, R, T, acc, ms);
     }
     UNROLL
     for (int r = 0; r < R; r++)
@@ -1894,9 +1912,9 @@ AVX512 static INL void dec_kz_avx512(uint32_t type, const uint8_t *const *wr, co
         if (has_m) GROUP_ACC_TILE(TILE, true);                                    \
         else GROUP_ACC_TILE(TILE, false);                                         \
     }
-AVX2 static void group_a_avx2(const WRowA *const *W, int nr, const XRowA *const *X, int T, int64_t nb, bool has_m,
-                              __m256 *acc, float *ms, int64_t ts) {
-    GROUP_ACC_BODY(tile_a_avx2, __m256)
+AVX2 static void group_a2_avx2(const W2Row *const *W, int nr, const X2Row *const *X, int T, int64_t nb, bool has_m,
+                               __m256 *acc, float *ms, int64_t ts) {
+    GROUP_ACC_BODY(tile_a2_avx2, __m256)
 }
 AVX512 static void group_a4_avx512(const W4Row *const *W, int nr, const X4Row *const *X, int T, int64_t nb, bool has_m,
                                    __m512 *acc, float *ms, int64_t ts) {
@@ -1965,7 +1983,7 @@ typedef void (*DecRowsFn)(DEC_PARAMS);
 
 #define DEC_A_FNS(SUFFIX, TYPE)                                                                   \
     AVX2 static void dec_a_avx2_##SUFFIX(DEC_PARAMS) {                                            \
-        DEC_ROWS(dec_a_avx2, XRowA, TYPE, wr, X, n, vec_dot_type(TYPE) == GGML_TYPE_Q8_1)         \
+        DEC_ROWS(dec_a2_avx2, X2Row, TYPE, wr, X, n, vec_dot_type(TYPE) == GGML_TYPE_Q8_1)        \
     }                                                                                             \
     AVX512 static void dec_a_avx512_##SUFFIX(DEC_PARAMS) {                                        \
         DEC_ROWS_T4(dec_a4_avx512, X4Row, TYPE, wr, X, n, vec_dot_type(TYPE) == GGML_TYPE_Q8_1)   \
@@ -2414,9 +2432,9 @@ static void matmul_ref(uint32_t type, const uint8_t *w, size_t wrb, const uint8_
 __attribute__((noinline)) static void matmul_a_dec(int level, uint32_t type, const uint8_t *w, size_t wrb,
                                                    const uint8_t *x, size_t xrb, int64_t n, int n_tok, float *out,
                                                    int64_t os, int64_t r0, int64_t r1) {
-    const int64_t nb = n / 32, nbp = (nb + 1) & ~(int64_t)1, ng = (nb + 3) / 4;
+    const int64_t nb = n / 32;
     const bool q81 = vec_dot_type(type) == GGML_TYPE_Q8_1, v512 = level == SIMD_AVX512;
-    const size_t xb = v512 ? x4_bytes(ng) : rowa_bytes(nbp);
+    const size_t xb = v512 ? x4_bytes((nb + 3) / 4) : x2_bytes((nb + 1) / 2);
     _Alignas(64) uint8_t stack[DECODE_STACK];
     uint8_t *buf = stack, *heap = NULL;
     if ((size_t)n_tok * xb > sizeof stack) {
@@ -2427,18 +2445,18 @@ __attribute__((noinline)) static void matmul_a_dec(int level, uint32_t type, con
         }
         buf = heap;
     }
-    XRowA xr[DEC_MAX_TOK];
+    X2Row x2[DEC_MAX_TOK];
     X4Row x4[DEC_MAX_TOK];
     const void *xs[DEC_MAX_TOK];
     for (int t = 0; t < n_tok; t++) {
         if (v512) {
-            x4_at(&x4[t], buf + (size_t)t * xb, ng);
+            x4_at(&x4[t], buf + (size_t)t * xb, (nb + 3) / 4);
             prep_x4_row(q81, x + (size_t)t * xrb, nb, &x4[t]);
             xs[t] = &x4[t];
         } else {
-            xrowa_at(&xr[t], buf + (size_t)t * xb, nbp);
-            prep_x_row_avx2(q81, x + (size_t)t * xrb, nb, &xr[t]);
-            xs[t] = &xr[t];
+            x2_at(&x2[t], buf + (size_t)t * xb, (nb + 1) / 2);
+            prep_x2_row(q81, x + (size_t)t * xrb, nb, &x2[t]);
+            xs[t] = &x2[t];
         }
     }
     prefetch_start(w + (size_t)r0 * wrb, (size_t)(r1 - r0) * wrb);
@@ -2456,6 +2474,9 @@ __attribute__((noinline)) static void matmul_a_dec(int level, uint32_t type, con
 #ifndef PRE_TOK_BLOCK
 #define PRE_TOK_BLOCK 64
 #endif
+#ifndef PRE_PANEL_BYTES
+#define PRE_PANEL_BYTES (1024 * 1024) /* activation panel kept within L2: fewer tokens per panel for wide rows */
+#endif
 #ifndef PRE_ROW_GROUP
 #define PRE_ROW_GROUP 16
 #endif
@@ -2464,61 +2485,58 @@ __attribute__((noinline)) static void matmul_a_dec(int level, uint32_t type, con
 #endif
 _Static_assert(PRE_K_BLOCKS % 4 == 0, "K chunks start at whole groups (2 blocks AVX2 pairs, 4 AVX-512)");
 
-__attribute__((noinline)) static void matmul_a_pre_avx2(int level, uint32_t type, const uint8_t *w, size_t wrb,
-                                                   const uint8_t *x, size_t xrb, int64_t n, int n_tok, float *out,
-                                                   int64_t os, int64_t r0, int64_t r1) {
-    const int64_t nb = n / 32, nbp = (nb + 1) & ~(int64_t)1;
+__attribute__((noinline)) static void matmul_a_pre_avx2(uint32_t type, const uint8_t *w, size_t wrb, const uint8_t *x,
+                                                        size_t xrb, int64_t n, int n_tok, float *out, int64_t os,
+                                                        int64_t r0, int64_t r1) {
+    const int64_t nb = n / 32, ng = (nb + 1) / 2;
     /* panel rows a multiple of 4 KiB apart would share L1 sets: pad */
-    size_t xb = rowa_bytes(nbp);
+    size_t xb = x2_bytes(ng);
     if (xb % 4096 == 0) xb += 64;
-    const size_t wcb = rowa_bytes(PRE_K_BLOCKS), sz = TYPES[type].type_size;
+    const size_t wcb = w2_bytes(PRE_K_BLOCKS / 2), sz = TYPES[type].type_size;
     const bool q81 = vec_dot_type(type) == GGML_TYPE_Q8_1;
-    const int tmax = 2, tb = imin(PRE_TOK_BLOCK, n_tok);
-    const size_t vbytes = 32, nacc = (size_t)PRE_ROW_GROUP * (size_t)tb;
+    const int tb = imin(imin(PRE_TOK_BLOCK, n_tok), (int64_t)(PRE_PANEL_BYTES / xb) > 16 ? (int64_t)(PRE_PANEL_BYTES / xb) : 16);
+    const size_t nacc = (size_t)PRE_ROW_GROUP * (size_t)tb;
     const size_t xpanel = (size_t)tb * xb, wpanel = (size_t)PRE_ROW_GROUP * wcb;
-    uint8_t *buf = aligned_alloc(64, pad64(xpanel + wpanel + nacc * vbytes + nacc * sizeof(float)));
-    if (!buf) { /* out of memory: the generation path needs no heap for rows this size (same results) */
+    uint8_t *buf = aligned_alloc(64, pad64(xpanel + wpanel + nacc * 32 + nacc * sizeof(float)));
+    if (!buf) { /* out of memory: the generation path (same results), two tokens at a time */
         for (int t = 0; t < n_tok; t += 2)
-            matmul_a_dec(level, type, w, wrb, x + (size_t)t * xrb, xrb, n, n_tok - t >= 2 ? 2 : 1, out + (int64_t)t * os,
-                         os, r0, r1);
+            matmul_a_dec(SIMD_AVX2, type, w, wrb, x + (size_t)t * xrb, xrb, n, n_tok - t >= 2 ? 2 : 1,
+                         out + (int64_t)t * os, os, r0, r1);
         return;
     }
-    uint8_t *accb = buf + xpanel + wpanel;
-    float *ms = (float *)(accb + nacc * vbytes);
-    WRowA wrow[PRE_ROW_GROUP];
-    XRowA xrow[PRE_TOK_BLOCK];
-    for (int i = 0; i < PRE_ROW_GROUP; i++) wrowa_at(&wrow[i], buf + xpanel + (size_t)i * wcb, PRE_K_BLOCKS);
-    for (int i = 0; i < tb; i++) xrowa_at(&xrow[i], buf + (size_t)i * xb, nbp);
-    const WRowA *W[PRE_ROW_GROUP];
+    __m256 *acc = (__m256 *)(buf + xpanel + wpanel);
+    float *ms = (float *)(acc + nacc);
+    W2Row wrow[PRE_ROW_GROUP];
+    X2Row xrow[PRE_TOK_BLOCK];
+    for (int i = 0; i < PRE_ROW_GROUP; i++) w2_at(&wrow[i], buf + xpanel + (size_t)i * wcb, PRE_K_BLOCKS / 2);
+    for (int i = 0; i < tb; i++) x2_at(&xrow[i], buf + (size_t)i * xb, ng);
+    const W2Row *W[PRE_ROW_GROUP];
     for (int i = 0; i < PRE_ROW_GROUP; i++) W[i] = &wrow[i];
     for (int t0 = 0; t0 < n_tok; t0 += tb) {
         const int nt = imin(tb, n_tok - t0);
-        for (int t = 0; t < nt; t++) {
-            prep_x_row_avx2(q81, x + (size_t)(t0 + t) * xrb, nb, &xrow[t]);
-        }
+        for (int t = 0; t < nt; t++) prep_x2_row(q81, x + (size_t)(t0 + t) * xrb, nb, &xrow[t]);
         for (int64_t rs = r0; rs < r1; rs += PRE_ROW_GROUP) {
             const int nr = imin(PRE_ROW_GROUP, r1 - rs);
-            memset(accb, 0, (size_t)nr * (size_t)nt * vbytes);
+            memset(acc, 0, (size_t)nr * (size_t)nt * 32);
             memset(ms, 0, (size_t)nr * (size_t)nt * sizeof(float));
             for (int64_t b0 = 0; b0 < nb; b0 += PRE_K_BLOCKS) {
-                const int nbc = imin(PRE_K_BLOCKS, nb - b0);
-                for (int i = 0; i < nr; i++) unpack_a_row(type, w + (size_t)(rs + i) * wrb + (size_t)b0 * sz, nbc, &wrow[i]);
+                const int nbc = imin(PRE_K_BLOCKS, nb - b0), ngc = (nbc + 1) / 2;
+                for (int i = 0; i < nr; i++) unpack_w2_row(type, w + (size_t)(rs + i) * wrb + (size_t)b0 * sz, nbc, &wrow[i]);
                 for (int t = 0; t < nt;) {
-                    const int T = nt - t >= tmax ? tmax : nt - t >= 2 ? 2 : 1;
-                    XRowA xv[TILE_MAX_T];
-                    const XRowA *X[TILE_MAX_T];
-                    for (int i = 0; i < T; i++) { /* the chunk's view of each token's panel row (b0 is even) */
-                        xv[i] = xrow[t + i];
-                        xv[i].b1 += 32 * b0, xv[i].b2 += 32 * b0, xv[i].dx += b0, xv[i].sx += b0;
+                    const int T = nt - t >= 2 ? 2 : 1;
+                    X2Row xv[TILE_MAX_T];
+                    const X2Row *X[TILE_MAX_T];
+                    for (int i = 0; i < T; i++) { /* the chunk's view of each token's panel row */
+                        xv[i].v = xrow[t + i].v + 5 * (b0 / 2), xv[i].s = xrow[t + i].s + b0;
                         X[i] = &xv[i];
                     }
-                    group_a_avx2(W, nr, X, T, nbc, q81, (__m256 *)accb + t, ms + t, nt);
+                    group_a2_avx2(W, nr, X, T, ngc, q81, acc + t, ms + t, nt);
                     t += T;
                 }
             }
             for (int r = 0; r < nr; r++) {
                 float res[PRE_TOK_BLOCK];
-                reduce_acc_avx2((const __m256 *)accb + (size_t)r * nt, ms + (size_t)r * nt, nt, res);
+                reduce_acc_avx2(acc + (size_t)r * nt, ms + (size_t)r * nt, nt, res);
                 for (int t = 0; t < nt; t++) out[(int64_t)(t0 + t) * os + rs + r] = res[t];
             }
         }
@@ -2535,7 +2553,7 @@ __attribute__((noinline)) static void matmul_a_pre_avx512(uint32_t type, const u
     if (xb % 4096 == 0) xb += 64; /* see matmul_a_pre_avx2 */
     const size_t wcb = w4_bytes(PRE_K_BLOCKS / 4), sz = TYPES[type].type_size;
     const bool q81 = vec_dot_type(type) == GGML_TYPE_Q8_1;
-    const int tb = imin(PRE_TOK_BLOCK, n_tok);
+    const int tb = imin(imin(PRE_TOK_BLOCK, n_tok), (int64_t)(PRE_PANEL_BYTES / xb) > 16 ? (int64_t)(PRE_PANEL_BYTES / xb) : 16);
     const size_t nacc = (size_t)PRE_ROW_GROUP * (size_t)tb;
     const size_t xpanel = (size_t)tb * xb, wpanel = (size_t)PRE_ROW_GROUP * wcb;
     uint8_t *buf = aligned_alloc(64, pad64(xpanel + wpanel + nacc * 64 + nacc * sizeof(float)));
@@ -2667,7 +2685,7 @@ void matmul_rows_level(int level, uint32_t type, const void *w, size_t w_row_byt
     if (level >= SIMD_AVX2 && is_a_type(type)) {
         if (n_tok < DEC_MAX_TOK) matmul_a_dec(level, type, wb, w_row_bytes, xb, x_row_bytes, n, n_tok, out, out_stride, r0, r1);
         else if (level == SIMD_AVX512) matmul_a_pre_avx512(type, wb, w_row_bytes, xb, x_row_bytes, n, n_tok, out, out_stride, r0, r1);
-        else matmul_a_pre_avx2(level, type, wb, w_row_bytes, xb, x_row_bytes, n, n_tok, out, out_stride, r0, r1);
+        else matmul_a_pre_avx2(type, wb, w_row_bytes, xb, x_row_bytes, n, n_tok, out, out_stride, r0, r1);
         return;
     }
     if (level >= SIMD_AVX2 && is_k_type(type)) {

@@ -386,14 +386,25 @@ static int forward_chunk(Context *c, const int *tok, const int *pos, const int *
                        E);
         for (int i = 0; i < E; i++) x[i] *= cfg->embedding_scale;
     }
+    int n_out = nt; /* rows of x that go on: after the last attention, only those that want logits */
     for (int il = 0; il < cfg->n_layer; il++) {
         attention_block(c, il, nt, pos, seq, &mt);
-        moe_block(c, il, nt, &mt);
+        if (il == cfg->n_layer - 1 && want) {
+            /* the keys and values of every token are cached by now; past this
+             * point only the rows that want logits matter (as llama.cpp's
+             * inp_out_ids): the last MoE block runs for them alone */
+            n_out = 0;
+            for (int t = 0; t < nt; t++)
+                if (want[t]) {
+                    if (n_out != t) memcpy(c->x + (size_t)n_out * E, c->x + (size_t)t * E, (size_t)E * sizeof(float));
+                    n_out++;
+                }
+            if (n_out == 0) return 0;
+        }
+        moe_block(c, il, il == cfg->n_layer - 1 ? n_out : nt, &mt);
     }
-    int n_out = 0;
-    for (int t = 0; t < nt; t++)
-        if (!want || want[t]) rmsnorm(c->out_rows + (size_t)n_out++ * E, c->x + (size_t)t * E, m->output_norm, E, cfg->eps);
-    if (n_out == 0) return 0;
+    for (int t = 0; t < n_out; t++)
+        rmsnorm(c->out_rows + (size_t)t * E, c->x + (size_t)t * E, m->output_norm, E, cfg->eps);
     size_t rb;
     const void *a = prep_act(c->act, m->output.type, c->out_rows, n_out, E, &rb);
     mat_add(&mt, &m->output, 0, cfg->n_vocab, a, rb, n_out, logits, cfg->n_vocab);

@@ -94,6 +94,34 @@ static void run_model(const char *path, const char *label) {
     float worst = 0;
     for (int i = 0; i < N; i++) worst = fmaxf(worst, max_rel_diff(inter + (size_t)(2 * i) * V, batch + (size_t)i * V, V));
     CHECK(worst < 1e-5f, "%s: interleaved sequence 0 vs alone: %g", label, worst);
+    /* only some rows want logits (the last layer's MoE then runs for those
+     * rows alone): their logits are the same bits as with every row */
+    {
+        bool want[2 * N];
+        for (int i = 0; i < 2 * N; i++) want[i] = i % 5 == 3 || i == 2 * N - 1;
+        float *some = malloc(sizeof(float) * 2 * N * V);
+        context_free(c);
+        c = ctx_for(m, 2, 512, 2, GGML_TYPE_F32);
+        Batch bs = {2 * N, itok, ipos, iseq, want};
+        CHECK(some && forward(c, &bs, some, &err) == 0, "%s: forward with some outputs", label);
+        int bad = 0, k = 0;
+        for (int i = 0; some && i < 2 * N; i++)
+            if (want[i]) bad += memcmp(some + (size_t)k++ * V, inter + (size_t)i * V, sizeof(float) * V) != 0;
+        CHECK(some && bad == 0, "%s: logits of the rows that want them differ from the all-rows run in %d rows", label, bad);
+        free(some);
+        /* no row wants logits: the cache is still filled */
+        bool none[2 * N];
+        memset(none, 0, sizeof none);
+        context_free(c);
+        c = ctx_for(m, 2, 512, 2, GGML_TYPE_F32);
+        Batch bn = {2 * N - 2, itok, ipos, iseq, none};
+        CHECK(forward(c, &bn, NULL, &err) == 0, "%s: forward with no outputs", label);
+        float last[2 * 4096];
+        Batch bl = {2, itok + 2 * N - 2, ipos + 2 * N - 2, iseq + 2 * N - 2, NULL};
+        CHECK(V <= 4096 && forward(c, &bl, last, &err) == 0 &&
+                  memcmp(last, inter + (size_t)(2 * N - 2) * V, sizeof(float) * 2 * V) == 0,
+              "%s: positions after a batch with no outputs", label);
+    }
     /* bad batches */
     int bad_tok = V, pos0 = 0, pos_far = 64, seq_bad = 2;
     Batch b1 = {1, &bad_tok, &pos0, NULL, NULL}, b2 = {1, toks, &pos_far, NULL, NULL}, b3 = {1, toks, &pos0, &seq_bad, NULL};

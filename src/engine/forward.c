@@ -28,6 +28,11 @@
 #define MATMUL_CHUNK_MIN 16    /* rows per work item handed to a thread: at least, */
 #define MATMUL_CHUNK_MAX 256   /* at most; ~8 items per thread in between (fewer
                                   calls: each prepares the activations anew) */
+#define MATMUL_CHUNK_MAX_PROMPT 2048 /* with many tokens (the prompt path) a call
+                                  prepares a panel of every token's activations, so
+                                  items are larger: ~4 per thread, up to this */
+#define MATMUL_PROMPT_TOKENS 16 /* from this many tokens a product takes quant.c's
+                                  prompt path (DEC_MAX_TOK there) */
 
 struct Context {
     const Model *m;
@@ -164,8 +169,10 @@ static void mat_run(Context *c, MatTask *t) {
     const int64_t nth = tp_size(c->tp);
     for (int j = 0; j < t->n_jobs; j++) {
         MatJob *m = &t->jobs[j];
-        int64_t ch = m->rows / (nth * 8) / MATMUL_CHUNK_MIN * MATMUL_CHUNK_MIN;
-        m->chunk = ch < MATMUL_CHUNK_MIN ? MATMUL_CHUNK_MIN : ch > MATMUL_CHUNK_MAX ? MATMUL_CHUNK_MAX : ch;
+        const bool prompt = m->n_tok >= MATMUL_PROMPT_TOKENS;
+        const int64_t cmax = prompt ? MATMUL_CHUNK_MAX_PROMPT : MATMUL_CHUNK_MAX;
+        int64_t ch = m->rows / (nth * (prompt ? 4 : 8)) / MATMUL_CHUNK_MIN * MATMUL_CHUNK_MIN;
+        m->chunk = ch < MATMUL_CHUNK_MIN ? MATMUL_CHUNK_MIN : ch > cmax ? cmax : ch;
         t->first_chunk[j + 1] = t->first_chunk[j] + (m->rows + m->chunk - 1) / m->chunk;
     }
     atomic_store(&t->next, 0);

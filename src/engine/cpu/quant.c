@@ -2475,7 +2475,7 @@ __attribute__((noinline)) static void matmul_a_dec(int level, uint32_t type, con
 #define PRE_TOK_BLOCK 64
 #endif
 #ifndef PRE_PANEL_BYTES
-#define PRE_PANEL_BYTES (1024 * 1024) /* activation panel kept within L2: fewer tokens per panel for wide rows */
+#define PRE_PANEL_BYTES (2 << 20) /* activation panel bytes (fewer tokens per panel for wide rows): 1 MiB 55.5, 2 MiB 63.6, 4 MiB 64.1 GMAC/s for 1024x32768x64 Q8_0 AVX-512 here */
 #endif
 #ifndef PRE_ROW_GROUP
 #define PRE_ROW_GROUP 16

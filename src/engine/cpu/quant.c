@@ -1479,86 +1479,113 @@ AVX2 static INL void dec_k_avx2(uint32_t type, const uint8_t *const *wr, const B
 
 /* -- AVX-512 --------------------------------------------------------------- */
 
-/* AVX-512, 32-value blocks in groups of four (128 values). Two vectors
- * hold a group: t0 the first 16 values of each block (one 128-bit lane per
- * block), t1 the last 16, so after vpdpbusd on both every int32 lane holds
- * an exact sum of 8 products of ONE block, and the per-block scaling
- * (convert, scale product, fma) is paid once per 128 values per (row,
- * token) pair instead of once per 64. VNNI multiplies unsigned by signed
- * bytes: activations are stored as qx + 128 (qx ^ 0x80), and nc = -128 *
- * (sum of the weight levels of each lane) is vpdpbusd's starting value, so
- * the lanes are exact sums of qw*qx. dv / dxv hold each lane's block scale;
- * m / s the weight offsets (Q4_1, Q5_1) and activation sums (Q8_1) of the
- * group's four blocks. Weights in this form (W4Row) are built either into
- * memory (prompt processing, unpacked once per chunk) or in registers
- * (generation, as the row streams in) by the same load_w4. */
+/* AVX-512, 32-value blocks in groups of eight (256 values). Four vectors
+ * t0..t3 hold a group: in each, every 64-bit lane carries 8 values of one
+ * block (each block has two lanes, in block order 0 2 1 3 4 6 5 7, which is
+ * what the 4x4 transpose below leaves), so after vpdpbusd on all four every
+ * int32 lane holds an exact sum of 8 products of ONE block, and the
+ * per-block scaling (convert, scale product, fma) is paid once per 256
+ * values per (row, token) pair. VNNI multiplies unsigned by signed bytes:
+ * activations are stored as qx + 128 (qx ^ 0x80), and nc = -128 * (sum of
+ * the weight levels of each lane) is vpdpbusd's starting value, so the lanes
+ * are exact sums of qw*qx. dv / dxv hold each lane's block scale; m / s the
+ * weight offsets (Q4_1, Q5_1) and activation sums (Q8_1) of the group's
+ * blocks. Weights in this form (W8Row) are built either into memory (prompt
+ * processing, unpacked once per chunk) or in registers (generation, as the
+ * row streams in) by the same load_w8. */
 typedef struct {
-    __m512i *v; /* per group: t0, t1, nc (int32), dv (f32) */
-    float *m;   /* per group: 4 offsets */
-} W4Row;
+    __m512i *v; /* per group: t0..t3, nc (int32), dv (f32) */
+    float *m;   /* per group: 8 offsets */
+} W8Row;
 typedef struct {
-    __m512i *v; /* per group: x0, x1 (qx ^ 0x80), dxv (f32) */
-    float *s;   /* per group: 4 sums (Q8_1) */
-} X4Row;
+    __m512i *v; /* per group: x0..x3 (qx ^ 0x80), dxv (f32) */
+    float *s;   /* per group: 8 sums (Q8_1) */
+} X8Row;
 
-static size_t w4_bytes(int64_t ng) { return (size_t)ng * 256 + pad64((size_t)ng * 16); }
-static size_t x4_bytes(int64_t ng) { return (size_t)ng * 192 + pad64((size_t)ng * 16); }
-static void w4_at(W4Row *r, uint8_t *p, int64_t ng) { r->v = (__m512i *)p, r->m = (float *)(p + (size_t)ng * 256); }
-static void x4_at(X4Row *r, uint8_t *p, int64_t ng) { r->v = (__m512i *)p, r->s = (float *)(p + (size_t)ng * 192); }
+static size_t w8_bytes(int64_t ng) { return (size_t)ng * 384 + pad64((size_t)ng * 32); }
+static size_t x8_bytes(int64_t ng) { return (size_t)ng * 320 + pad64((size_t)ng * 32); }
+static void w8_at(W8Row *r, uint8_t *p, int64_t ng) { r->v = (__m512i *)p, r->m = (float *)(p + (size_t)ng * 384); }
+static void x8_at(X8Row *r, uint8_t *p, int64_t ng) { r->v = (__m512i *)p, r->s = (float *)(p + (size_t)ng * 320); }
 
-/* t0 / t1 of four blocks of 32 signed bytes each */
-AVX512 static INL void split4(const __m256i *q, __m512i *t0, __m512i *t1) {
-    const __m512i s01 = _mm512_inserti64x4(_mm512_castsi256_si512(q[0]), q[1], 1);
-    const __m512i s23 = _mm512_inserti64x4(_mm512_castsi256_si512(q[2]), q[3], 1);
-    *t0 = _mm512_shuffle_i32x4(s01, s23, _MM_SHUFFLE(2, 0, 2, 0));
-    *t1 = _mm512_shuffle_i32x4(s01, s23, _MM_SHUFFLE(3, 1, 3, 1));
+/* t0..t3 of eight blocks of 32 signed bytes: t_k holds 64-bit word k' of
+ * every block (k' = 0 2 1 3 for k = 0 1 2 3) */
+AVX512 static INL void split8(const __m256i *q, __m512i *t) {
+    __m512i S[4];
+    for (int i = 0; i < 4; i++) S[i] = _mm512_inserti64x4(_mm512_castsi256_si512(q[2 * i]), q[2 * i + 1], 1);
+    const __m512i A = _mm512_unpacklo_epi64(S[0], S[1]), B = _mm512_unpackhi_epi64(S[0], S[1]);
+    const __m512i C = _mm512_unpacklo_epi64(S[2], S[3]), D = _mm512_unpackhi_epi64(S[2], S[3]);
+    t[0] = _mm512_shuffle_i64x2(A, C, _MM_SHUFFLE(2, 0, 2, 0));
+    t[1] = _mm512_shuffle_i64x2(A, C, _MM_SHUFFLE(3, 1, 3, 1));
+    t[2] = _mm512_shuffle_i64x2(B, D, _MM_SHUFFLE(2, 0, 2, 0));
+    t[3] = _mm512_shuffle_i64x2(B, D, _MM_SHUFFLE(3, 1, 3, 1));
 }
 
-AVX512 static INL __m512 lanes4(__m128 d) {
-    return _mm512_permutexvar_ps(_mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
-                                 _mm512_castps128_ps512(d));
+/* the scale of each lane's block, from the 8 block scales */
+AVX512 static INL __m512 lanes8(__m256 d) {
+    return _mm512_permutexvar_ps(_mm512_set_epi32(7, 7, 5, 5, 6, 6, 4, 4, 3, 3, 1, 1, 2, 2, 0, 0),
+                                 _mm512_castps256_ps512(d));
 }
 
-/* The group of nbg (1..4) blocks at p; missing blocks are zero. */
-AVX512 static INL void load_w4(uint32_t type, const uint8_t *p, int nbg, __m512i *t0, __m512i *t1, __m512i *nc,
-                               __m512 *dv, float *m) {
+/* The group of nbg (1..8) blocks at p; missing blocks are zero. */
+AVX512 static INL void load_w8(uint32_t type, const uint8_t *p, int nbg, __m512i *t, __m512i *nc, __m512 *dv,
+                               float *m) {
     const size_t sz = TYPES[type].type_size;
-    __m256i q[4];
-    float d[4];
-    if (nbg == 4) {
+    __m256i q[8];
+    float d[8];
+    if (nbg == 8) {
+        /* the eight (d, m) fp16 pairs in one gather: every block starts with d, and Q4_1 / Q5_1 with m after it */
+        float dd[8], dm[8];
         UNROLL
-        for (int i = 0; i < 4; i++) q[i] = load_a_block(type, p + (size_t)i * sz, &d[i], &m[i]);
+        for (int i = 0; i < 8; i++) q[i] = load_a_block(type, p + (size_t)i * sz, &dd[i], &dm[i]); /* scales: below */
+        const __m256i dm32 = _mm256_i32gather_epi32((const int *)p, _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                                                                         _mm256_set1_epi32((int)sz)), 1);
+        const __m256 dvec = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dm32));
+        if (type == GGML_TYPE_Q4_1 || type == GGML_TYPE_Q5_1)
+            _mm256_storeu_ps(m, _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(dm32, 16))));
+        else
+            _mm256_storeu_ps(m, _mm256_setzero_ps());
+        split8(q, t);
+        const __m512i k80 = _mm512_set1_epi8((char)0x80), z = _mm512_setzero_si512();
+        __m512i c = _mm512_dpbusd_epi32(z, k80, t[0]);
+        c = _mm512_dpbusd_epi32(c, k80, t[1]);
+        c = _mm512_dpbusd_epi32(c, k80, t[2]);
+        *nc = _mm512_sub_epi32(z, _mm512_dpbusd_epi32(c, k80, t[3]));
+        *dv = lanes8(dvec);
+        return;
     } else {
-        for (int i = 0; i < 4; i++) {
+        for (int i = 0; i < 8; i++) {
             if (i < nbg) q[i] = load_a_block(type, p + (size_t)i * sz, &d[i], &m[i]);
             else q[i] = _mm256_setzero_si256(), d[i] = m[i] = 0.0f;
         }
     }
-    split4(q, t0, t1);
+    split8(q, t);
     const __m512i k80 = _mm512_set1_epi8((char)0x80), z = _mm512_setzero_si512();
-    *nc = _mm512_sub_epi32(z, _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(z, k80, *t0), k80, *t1));
-    *dv = lanes4(_mm_setr_ps(d[0], d[1], d[2], d[3]));
+    __m512i c = _mm512_dpbusd_epi32(z, k80, t[0]);
+    c = _mm512_dpbusd_epi32(c, k80, t[1]);
+    c = _mm512_dpbusd_epi32(c, k80, t[2]);
+    *nc = _mm512_sub_epi32(z, _mm512_dpbusd_epi32(c, k80, t[3]));
+    *dv = lanes8(_mm256_setr_ps(d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]));
 }
 
-AVX512 static void unpack_w4_row(uint32_t type, const uint8_t *row, int64_t nb, const W4Row *c) {
+AVX512 static void unpack_w8_row(uint32_t type, const uint8_t *row, int64_t nb, const W8Row *c) {
     const size_t sz = TYPES[type].type_size;
-    for (int64_t g = 0; g < (nb + 3) / 4; g++) {
-        __m512i t0, t1, nc;
+    for (int64_t g = 0; g < (nb + 7) / 8; g++) {
+        __m512i t[4], nc;
         __m512 dv;
-        load_w4(type, row + (size_t)(4 * g) * sz, imin(4, nb - 4 * g), &t0, &t1, &nc, &dv, c->m + 4 * g);
-        _mm512_store_si512(c->v + 4 * g, t0), _mm512_store_si512(c->v + 4 * g + 1, t1);
-        _mm512_store_si512(c->v + 4 * g + 2, nc), _mm512_store_ps((float *)(c->v + 4 * g + 3), dv);
+        load_w8(type, row + (size_t)(8 * g) * sz, imin(8, nb - 8 * g), t, &nc, &dv, c->m + 8 * g);
+        for (int k = 0; k < 4; k++) _mm512_store_si512(c->v + 6 * g + k, t[k]);
+        _mm512_store_si512(c->v + 6 * g + 4, nc), _mm512_store_ps((float *)(c->v + 6 * g + 5), dv);
     }
 }
 
-AVX512 static void prep_x4_row(bool q81, const uint8_t *xrow, int64_t nb, const X4Row *a) {
+AVX512 static void prep_x8_row(bool q81, const uint8_t *xrow, int64_t nb, const X8Row *a) {
     const size_t sz = q81 ? sizeof(BlockQ8_1) : sizeof(BlockQ8_0);
     const __m512i k80 = _mm512_set1_epi8((char)0x80);
-    for (int64_t g = 0; g < (nb + 3) / 4; g++) {
-        __m256i q[4];
-        float d[4];
-        for (int i = 0; i < 4; i++) {
-            const int64_t b = 4 * g + i;
+    for (int64_t g = 0; g < (nb + 7) / 8; g++) {
+        __m256i q[8];
+        float d[8];
+        for (int i = 0; i < 8; i++) {
+            const int64_t b = 8 * g + i;
             float sum = 0.0f;
             if (b < nb) {
                 const uint8_t *p = xrow + (size_t)b * sz;
@@ -1572,35 +1599,40 @@ AVX512 static void prep_x4_row(bool q81, const uint8_t *xrow, int64_t nb, const 
             }
             a->s[b] = sum;
         }
-        __m512i x0, x1;
-        split4(q, &x0, &x1);
-        _mm512_store_si512(a->v + 3 * g, _mm512_xor_si512(x0, k80));
-        _mm512_store_si512(a->v + 3 * g + 1, _mm512_xor_si512(x1, k80));
-        _mm512_store_ps((float *)(a->v + 3 * g + 2), lanes4(_mm_setr_ps(d[0], d[1], d[2], d[3])));
+        __m512i t[4];
+        split8(q, t);
+        for (int k = 0; k < 4; k++) _mm512_store_si512(a->v + 5 * g + k, _mm512_xor_si512(t[k], k80));
+        _mm512_store_ps((float *)(a->v + 5 * g + 4),
+                        lanes8(_mm256_setr_ps(d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7])));
     }
 }
 
 /* One group of a tile: every (row, token) pair. */
-AVX512 static INL void group4_avx512(const __m512i *t0, const __m512i *t1, const __m512i *nc, const __m512 *dv,
-                                     const float *const *mw, const X4Row *const *X, int64_t g, bool has_m, const int R,
-                                     const int T, __m512 (*acc)[TILE_MAX_T], float (*ms)[TILE_MAX_T]) {
+AVX512 static INL void group8_avx512(const __m512i (*t)[4], const __m512i *nc, const __m512 *dv, const float *const *mw,
+                                     const X8Row *const *X, int64_t g, bool has_m, const int R, const int T,
+                                     __m512 (*acc)[TILE_MAX_T], float (*ms)[TILE_MAX_T]) {
     UNROLL
-    for (int t = 0; t < T; t++) {
-        const __m512i x0 = _mm512_load_si512(X[t]->v + 3 * g), x1 = _mm512_load_si512(X[t]->v + 3 * g + 1);
-        const __m512 dx = _mm512_load_ps((const float *)(X[t]->v + 3 * g + 2));
+    for (int tt = 0; tt < T; tt++) {
+        const __m512i *xv = X[tt]->v + 5 * g;
+        const __m512i x0 = _mm512_load_si512(xv), x1 = _mm512_load_si512(xv + 1);
+        const __m512i x2 = _mm512_load_si512(xv + 2), x3 = _mm512_load_si512(xv + 3);
+        const __m512 dx = _mm512_load_ps((const float *)(xv + 4));
         UNROLL
         for (int r = 0; r < R; r++) {
-            const __m512i p = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(nc[r], x0, t0[r]), x1, t1[r]);
-            acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dv[r], dx), acc[r][t]);
+            __m512i p = _mm512_dpbusd_epi32(nc[r], x0, t[r][0]);
+            p = _mm512_dpbusd_epi32(p, x1, t[r][1]);
+            p = _mm512_dpbusd_epi32(p, x2, t[r][2]);
+            p = _mm512_dpbusd_epi32(p, x3, t[r][3]);
+            acc[r][tt] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dv[r], dx), acc[r][tt]);
             if (has_m)
-                for (int i = 0; i < 4; i++) ms[r][t] += mw[r][i] * X[t]->s[4 * g + i];
+                for (int i = 0; i < 8; i++) ms[r][tt] += mw[r][i] * X[tt]->s[8 * g + i];
         }
     }
 }
 
 /* Prompt tile over ng groups of canonical weights; accumulators in memory
- * (see tile_a_avx2). */
-AVX512 static INL void tile_a4_avx512(const W4Row *const *W, const X4Row *const *X, int64_t ng, bool has_m,
+ * (see tile_a2_avx2). */
+AVX512 static INL void tile_a8_avx512(const W8Row *const *W, const X8Row *const *X, int64_t ng, bool has_m,
                                       const int R, const int T, __m512 *const *A, float *const *M) {
     __m512 acc[TILE_MAX_R][TILE_MAX_T];
     float ms[TILE_MAX_R][TILE_MAX_T];
@@ -1609,17 +1641,18 @@ AVX512 static INL void tile_a4_avx512(const W4Row *const *W, const X4Row *const 
         UNROLL
         for (int t = 0; t < T; t++) acc[r][t] = _mm512_load_ps((const float *)&A[r][t]), ms[r][t] = M[r][t];
     for (int64_t g = 0; g < ng; g++) {
-        __m512i t0[TILE_MAX_R], t1[TILE_MAX_R], nc[TILE_MAX_R];
+        __m512i tw[TILE_MAX_R][4], nc[TILE_MAX_R];
         __m512 dv[TILE_MAX_R];
         const float *mw[TILE_MAX_R];
         UNROLL
         for (int r = 0; r < R; r++) {
-            t0[r] = _mm512_load_si512(W[r]->v + 4 * g), t1[r] = _mm512_load_si512(W[r]->v + 4 * g + 1);
-            nc[r] = _mm512_load_si512(W[r]->v + 4 * g + 2);
-            dv[r] = _mm512_load_ps((const float *)(W[r]->v + 4 * g + 3));
-            mw[r] = W[r]->m + 4 * g;
+            const __m512i *v = W[r]->v + 6 * g;
+            for (int k = 0; k < 4; k++) tw[r][k] = _mm512_load_si512(v + k);
+            nc[r] = _mm512_load_si512(v + 4);
+            dv[r] = _mm512_load_ps((const float *)(v + 5));
+            mw[r] = W[r]->m + 8 * g;
         }
-        group4_avx512(t0, t1, nc, dv, mw, X, g, has_m, R, T, acc, ms);
+        group8_avx512(tw, nc, dv, mw, X, g, has_m, R, T, acc, ms);
     }
     UNROLL
     for (int r = 0; r < R; r++)
@@ -1628,7 +1661,7 @@ AVX512 static INL void tile_a4_avx512(const W4Row *const *W, const X4Row *const 
 }
 
 /* Generation: the weight groups built in registers as the rows stream in. */
-AVX512 static INL void dec_a4_avx512(uint32_t type, const uint8_t *const *wr, const X4Row *const *X, int64_t nb,
+AVX512 static INL void dec_a8_avx512(uint32_t type, const uint8_t *const *wr, const X8Row *const *X, int64_t nb,
                                      bool has_m, const int R, const int T, float *res) {
     const size_t sz = TYPES[type].type_size;
     __m512 acc[TILE_MAX_R][TILE_MAX_T];
@@ -1637,19 +1670,19 @@ AVX512 static INL void dec_a4_avx512(uint32_t type, const uint8_t *const *wr, co
     for (int r = 0; r < R; r++)
         UNROLL
         for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps(), ms[r][t] = 0.0f;
-    for (int64_t g = 0; g < (nb + 3) / 4; g++) {
-        __m512i t0[TILE_MAX_R], t1[TILE_MAX_R], nc[TILE_MAX_R];
+    for (int64_t g = 0; g < (nb + 7) / 8; g++) {
+        __m512i tw[TILE_MAX_R][4], nc[TILE_MAX_R];
         __m512 dv[TILE_MAX_R];
-        float mwv[TILE_MAX_R][4];
+        float mwv[TILE_MAX_R][8];
         const float *mw[TILE_MAX_R];
         UNROLL
         for (int r = 0; r < R; r++) {
-            const uint8_t *p = wr[r] + (size_t)(4 * g) * sz;
-            for (size_t i = 0; i < 4 * sz; i += 64) _mm_prefetch((const char *)p + PREFETCH_DIST + i, PREFETCH_HINT);
-            load_w4(type, p, imin(4, nb - 4 * g), &t0[r], &t1[r], &nc[r], &dv[r], mwv[r]);
+            const uint8_t *p = wr[r] + (size_t)(8 * g) * sz;
+            for (size_t i = 0; i < 8 * sz; i += 64) _mm_prefetch((const char *)p + PREFETCH_DIST + i, PREFETCH_HINT);
+            load_w8(type, p, imin(8, nb - 8 * g), tw[r], &nc[r], &dv[r], mwv[r]);
             mw[r] = mwv[r];
         }
-        group4_avx512(t0, t1, nc, dv, mw, X, g, has_m, R, T, acc, ms);
+        group8_avx512(tw, nc, dv, mw, X, g, has_m, R, T, acc, ms);
     }
     UNROLL
     for (int r = 0; r < R; r++)
@@ -1916,9 +1949,9 @@ AVX2 static void group_a2_avx2(const W2Row *const *W, int nr, const X2Row *const
                                __m256 *acc, float *ms, int64_t ts) {
     GROUP_ACC_BODY(tile_a2_avx2, __m256)
 }
-AVX512 static void group_a4_avx512(const W4Row *const *W, int nr, const X4Row *const *X, int T, int64_t nb, bool has_m,
+AVX512 static void group_a8_avx512(const W8Row *const *W, int nr, const X8Row *const *X, int T, int64_t nb, bool has_m,
                                    __m512 *acc, float *ms, int64_t ts) {
-    GROUP_ACC_BODY(tile_a4_avx512, __m512)
+    GROUP_ACC_BODY(tile_a8_avx512, __m512)
 }
 AVX512 static void reduce_acc_avx512(const __m512 *acc, const float *ms, int n, float *res) {
     for (int i = 0; i < n; i++) res[i] = _mm512_reduce_add_ps(acc[i]) + ms[i];
@@ -1986,7 +2019,7 @@ typedef void (*DecRowsFn)(DEC_PARAMS);
         DEC_ROWS(dec_a2_avx2, X2Row, TYPE, wr, X, n, vec_dot_type(TYPE) == GGML_TYPE_Q8_1)        \
     }                                                                                             \
     AVX512 static void dec_a_avx512_##SUFFIX(DEC_PARAMS) {                                        \
-        DEC_ROWS_T4(dec_a4_avx512, X4Row, TYPE, wr, X, n, vec_dot_type(TYPE) == GGML_TYPE_Q8_1)   \
+        DEC_ROWS_T4(dec_a8_avx512, X8Row, TYPE, wr, X, n, vec_dot_type(TYPE) == GGML_TYPE_Q8_1)   \
     }
 DEC_A_FNS(q4_0, GGML_TYPE_Q4_0)
 DEC_A_FNS(q4_1, GGML_TYPE_Q4_1)
@@ -2434,7 +2467,7 @@ __attribute__((noinline)) static void matmul_a_dec(int level, uint32_t type, con
                                                    int64_t os, int64_t r0, int64_t r1) {
     const int64_t nb = n / 32;
     const bool q81 = vec_dot_type(type) == GGML_TYPE_Q8_1, v512 = level == SIMD_AVX512;
-    const size_t xb = v512 ? x4_bytes((nb + 3) / 4) : x2_bytes((nb + 1) / 2);
+    const size_t xb = v512 ? x8_bytes((nb + 7) / 8) : x2_bytes((nb + 1) / 2);
     _Alignas(64) uint8_t stack[DECODE_STACK];
     uint8_t *buf = stack, *heap = NULL;
     if ((size_t)n_tok * xb > sizeof stack) {
@@ -2446,13 +2479,13 @@ __attribute__((noinline)) static void matmul_a_dec(int level, uint32_t type, con
         buf = heap;
     }
     X2Row x2[DEC_MAX_TOK];
-    X4Row x4[DEC_MAX_TOK];
+    X8Row x8[DEC_MAX_TOK];
     const void *xs[DEC_MAX_TOK];
     for (int t = 0; t < n_tok; t++) {
         if (v512) {
-            x4_at(&x4[t], buf + (size_t)t * xb, (nb + 3) / 4);
-            prep_x4_row(q81, x + (size_t)t * xrb, nb, &x4[t]);
-            xs[t] = &x4[t];
+            x8_at(&x8[t], buf + (size_t)t * xb, (nb + 7) / 8);
+            prep_x8_row(q81, x + (size_t)t * xrb, nb, &x8[t]);
+            xs[t] = &x8[t];
         } else {
             x2_at(&x2[t], buf + (size_t)t * xb, (nb + 1) / 2);
             prep_x2_row(q81, x + (size_t)t * xrb, nb, &x2[t]);
@@ -2483,7 +2516,10 @@ __attribute__((noinline)) static void matmul_a_dec(int level, uint32_t type, con
 #ifndef PRE_K_BLOCKS
 #define PRE_K_BLOCKS 16 /* 512 values: a group's canonical chunk ~24 KiB + a token tile's ~4 KiB */
 #endif
-_Static_assert(PRE_K_BLOCKS % 4 == 0, "K chunks start at whole groups (2 blocks AVX2 pairs, 4 AVX-512)");
+#ifndef PRE_K_BLOCKS_512
+#define PRE_K_BLOCKS_512 32 /* AVX-512: 1,024 values, four groups of eight blocks (~24 KiB for 16 rows) */
+#endif
+_Static_assert(PRE_K_BLOCKS % 2 == 0 && PRE_K_BLOCKS_512 % 8 == 0, "K chunks start at whole groups");
 
 __attribute__((noinline)) static void matmul_a_pre_avx2(uint32_t type, const uint8_t *w, size_t wrb, const uint8_t *x,
                                                         size_t xrb, int64_t n, int n_tok, float *out, int64_t os,
@@ -2544,14 +2580,14 @@ __attribute__((noinline)) static void matmul_a_pre_avx2(uint32_t type, const uin
     free(buf);
 }
 
-/* The same blocking on AVX-512 with weights in groups of four blocks. */
+/* The same blocking on AVX-512 with weights in groups of eight blocks (K chunks of PRE_K_BLOCKS_512). */
 __attribute__((noinline)) static void matmul_a_pre_avx512(uint32_t type, const uint8_t *w, size_t wrb, const uint8_t *x,
                                                           size_t xrb, int64_t n, int n_tok, float *out, int64_t os,
                                                           int64_t r0, int64_t r1) {
-    const int64_t nb = n / 32, ng = (nb + 3) / 4;
-    size_t xb = x4_bytes(ng);
+    const int64_t nb = n / 32, ng = (nb + 7) / 8;
+    size_t xb = x8_bytes(ng);
     if (xb % 4096 == 0) xb += 64; /* see matmul_a_pre_avx2 */
-    const size_t wcb = w4_bytes(PRE_K_BLOCKS / 4), sz = TYPES[type].type_size;
+    const size_t wcb = w8_bytes(PRE_K_BLOCKS_512 / 8), sz = TYPES[type].type_size;
     const bool q81 = vec_dot_type(type) == GGML_TYPE_Q8_1;
     const int tb = imin(imin(PRE_TOK_BLOCK, n_tok), (int64_t)(PRE_PANEL_BYTES / xb) > 16 ? (int64_t)(PRE_PANEL_BYTES / xb) : 16);
     const size_t nacc = (size_t)PRE_ROW_GROUP * (size_t)tb;
@@ -2565,31 +2601,31 @@ __attribute__((noinline)) static void matmul_a_pre_avx512(uint32_t type, const u
     }
     __m512 *acc = (__m512 *)(buf + xpanel + wpanel);
     float *ms = (float *)(acc + nacc);
-    W4Row wrow[PRE_ROW_GROUP];
-    X4Row xrow[PRE_TOK_BLOCK];
-    for (int i = 0; i < PRE_ROW_GROUP; i++) w4_at(&wrow[i], buf + xpanel + (size_t)i * wcb, PRE_K_BLOCKS / 4);
-    for (int i = 0; i < tb; i++) x4_at(&xrow[i], buf + (size_t)i * xb, ng);
-    const W4Row *W[PRE_ROW_GROUP];
+    W8Row wrow[PRE_ROW_GROUP];
+    X8Row xrow[PRE_TOK_BLOCK];
+    for (int i = 0; i < PRE_ROW_GROUP; i++) w8_at(&wrow[i], buf + xpanel + (size_t)i * wcb, PRE_K_BLOCKS_512 / 8);
+    for (int i = 0; i < tb; i++) x8_at(&xrow[i], buf + (size_t)i * xb, ng);
+    const W8Row *W[PRE_ROW_GROUP];
     for (int i = 0; i < PRE_ROW_GROUP; i++) W[i] = &wrow[i];
     for (int t0 = 0; t0 < n_tok; t0 += tb) {
         const int nt = imin(tb, n_tok - t0);
-        for (int t = 0; t < nt; t++) prep_x4_row(q81, x + (size_t)(t0 + t) * xrb, nb, &xrow[t]);
+        for (int t = 0; t < nt; t++) prep_x8_row(q81, x + (size_t)(t0 + t) * xrb, nb, &xrow[t]);
         for (int64_t rs = r0; rs < r1; rs += PRE_ROW_GROUP) {
             const int nr = imin(PRE_ROW_GROUP, r1 - rs);
             memset(acc, 0, (size_t)nr * (size_t)nt * 64);
             memset(ms, 0, (size_t)nr * (size_t)nt * sizeof(float));
-            for (int64_t b0 = 0; b0 < nb; b0 += PRE_K_BLOCKS) {
-                const int nbc = imin(PRE_K_BLOCKS, nb - b0), ngc = (nbc + 3) / 4;
-                for (int i = 0; i < nr; i++) unpack_w4_row(type, w + (size_t)(rs + i) * wrb + (size_t)b0 * sz, nbc, &wrow[i]);
+            for (int64_t b0 = 0; b0 < nb; b0 += PRE_K_BLOCKS_512) {
+                const int nbc = imin(PRE_K_BLOCKS_512, nb - b0), ngc = (nbc + 7) / 8;
+                for (int i = 0; i < nr; i++) unpack_w8_row(type, w + (size_t)(rs + i) * wrb + (size_t)b0 * sz, nbc, &wrow[i]);
                 for (int t = 0; t < nt;) {
                     const int T = nt - t >= 4 ? 4 : nt - t >= 2 ? 2 : 1;
-                    X4Row xv[TILE_MAX_T];
-                    const X4Row *X[TILE_MAX_T];
+                    X8Row xv[TILE_MAX_T];
+                    const X8Row *X[TILE_MAX_T];
                     for (int i = 0; i < T; i++) { /* the chunk's view of each token's panel row */
-                        xv[i].v = xrow[t + i].v + 3 * (b0 / 4), xv[i].s = xrow[t + i].s + b0;
+                        xv[i].v = xrow[t + i].v + 5 * (b0 / 8), xv[i].s = xrow[t + i].s + b0;
                         X[i] = &xv[i];
                     }
-                    group_a4_avx512(W, nr, X, T, ngc, q81, acc + t, ms + t, nt);
+                    group_a8_avx512(W, nr, X, T, ngc, q81, acc + t, ms + t, nt);
                     t += T;
                 }
             }

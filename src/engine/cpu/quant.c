@@ -11,7 +11,8 @@
  *      kernels consume. Unpacking costs a few operations per value and is
  *      done once per row per call, so a prompt's tokens all reuse it.
  *   5. scalar reference dot products
- *   6. AVX2 and AVX-512 code (target attributes; chosen at run time)
+ *   6. AVX2 and AVX-512 code (target attributes; chosen at run time); the
+ *      aarch64 kernels are in quant_arm.c / quant_arm_kern.h
  *   7. the matrix driver, vec_dot, vec_mad.
  *
  * Reduction order: for the quantized types every (row, token) pair is
@@ -32,6 +33,10 @@
 #define GROK_X86 1
 #include <cpuid.h>
 #include <immintrin.h>
+#endif
+#if defined(__aarch64__)
+#define GROK_ARM 1
+#include "quant_arm.h" /* the aarch64 kernels live there; hooks below say GROK_ARM */
 #endif
 
 _Static_assert(sizeof(BlockQ8_0) == 34, "q8_0 layout");
@@ -2067,6 +2072,8 @@ static int detect_level(void) {
         lvl = SIMD_AVX512;
     return lvl;
 }
+#elif defined(GROK_ARM)
+static int detect_level(void) { return quant_arm_detect(); }
 #else
 static int detect_level(void) { return SIMD_SCALAR; }
 #endif /* GROK_X86 */
@@ -2410,7 +2417,12 @@ static int hw_level(void) {
     return l;
 }
 
-bool quant_simd_supported(int level) { return level >= SIMD_SCALAR && level <= hw_level(); }
+static bool simd_is_arm(int level) { return level >= SIMD_NEON && level < SIMD_COUNT; }
+
+bool quant_simd_supported(int level) {
+    const int hw = hw_level();
+    return level == SIMD_SCALAR || (level > SIMD_SCALAR && level <= hw && simd_is_arm(level) == simd_is_arm(hw));
+}
 
 int quant_simd_level(void) {
     static atomic_int cached = -1;
@@ -2419,14 +2431,17 @@ int quant_simd_level(void) {
         l = hw_level();
         const char *e = getenv("GROK_SIMD");
         if (e && strcmp(e, "scalar") == 0) l = SIMD_SCALAR;
-        else if (e && strcmp(e, "avx2") == 0 && l > SIMD_AVX2) l = SIMD_AVX2;
+        else if (e && strcmp(e, "avx2") == 0 && l > SIMD_AVX2 && !simd_is_arm(l)) l = SIMD_AVX2;
+        else if (e && strcmp(e, "neon") == 0 && l > SIMD_NEON && simd_is_arm(l)) l = SIMD_NEON;
+        else if (e && strcmp(e, "dotprod") == 0 && l > SIMD_DOTPROD && simd_is_arm(l)) l = SIMD_DOTPROD;
         atomic_store_explicit(&cached, l, memory_order_relaxed);
     }
     return l;
 }
 
 const char *quant_simd_level_name(int level) {
-    return level == SIMD_AVX512 ? "avx512" : level == SIMD_AVX2 ? "avx2" : "scalar";
+    static const char *const names[SIMD_COUNT] = {"scalar", "avx2", "avx512", "neon", "dotprod", "i8mm"};
+    return level > SIMD_SCALAR && level < SIMD_COUNT ? names[level] : "scalar";
 }
 
 const char *quant_simd_name(void) { return quant_simd_level_name(quant_simd_level()); }
@@ -2693,6 +2708,9 @@ static float dot_bf16_v(const void *w, const void *x, int64_t n) { return dot_bf
 #endif
 
 static DotFn float_dot_fn(int level, uint32_t type) {
+#ifdef GROK_ARM
+    if (level >= SIMD_NEON) return quant_arm_float_dot(type);
+#endif
 #ifdef GROK_X86
     if (level >= SIMD_AVX2) {
         switch (type) {
@@ -2727,6 +2745,12 @@ void matmul_rows_level(int level, uint32_t type, const void *w, size_t w_row_byt
     if (level >= SIMD_AVX2 && is_k_type(type)) {
         if (n_tok < DEC_MAX_TOK) matmul_k_dec(level, type, wb, w_row_bytes, xb, x_row_bytes, n, n_tok, out, out_stride, r0, r1);
         else matmul_k_pre(level, type, wb, w_row_bytes, xb, x_row_bytes, n, n_tok, out, out_stride, r0, r1);
+        return;
+    }
+#endif
+#ifdef GROK_ARM
+    if (level >= SIMD_NEON && (is_a_type(type) || is_k_type(type))) {
+        quant_arm_matmul(level, type, wb, w_row_bytes, xb, x_row_bytes, n, n_tok, out, out_stride, r0, r1);
         return;
     }
 #endif
@@ -2766,6 +2790,12 @@ float vec_dot(uint32_t type, const void *w, const void *x, int64_t n) {
 }
 
 void vec_mad(uint32_t type, float *y, float a, const void *x, int64_t n) {
+#ifdef GROK_ARM
+    if (quant_simd_level() >= SIMD_NEON) {
+        quant_arm_mad(type, y, a, x, n);
+        return;
+    }
+#endif
 #ifdef GROK_X86
     if (quant_simd_level() >= SIMD_AVX2) {
         if (type == GGML_TYPE_F16) mad_f16_avx2(y, a, x, n);

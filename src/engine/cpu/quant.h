@@ -14,8 +14,10 @@
  * only the per-block float scaling and the final reduction round.
  *
  * Kernels exist as portable scalar code (the reference), AVX2 and AVX-512
- * (F/BW/VL/VNNI), chosen at run time from the CPU's features. The env var
- * GROK_SIMD=scalar|avx2|avx512 caps the choice (benchmarks, debugging). */
+ * (F/BW/VL/VNNI) on x86-64, NEON, NEON + dotprod and NEON + i8mm on aarch64
+ * (quant_arm.h), chosen at run time from the CPU's features. The env var
+ * GROK_SIMD=scalar|avx2|avx512|neon|dotprod|i8mm caps the choice
+ * (benchmarks, debugging). */
 #ifndef GROK_QUANT_H
 #define GROK_QUANT_H
 
@@ -207,14 +209,26 @@ void softcap_softmax(float *s, int64_t n, float scale, float cap, float temp);
 
 /* ---- SIMD levels (tests and benchmarks pick one explicitly) ---------- */
 
-typedef enum { SIMD_SCALAR = 0, SIMD_AVX2 = 1, SIMD_AVX512 = 2 } SimdLevel;
+/* Two families above scalar: x86-64 (AVX2 < AVX512) and aarch64 (NEON <
+ * DOTPROD < I8MM); a CPU supports scalar and the levels of its family up
+ * to the best it has. Tests iterate over 0 .. SIMD_COUNT - 1. */
+typedef enum {
+    SIMD_SCALAR = 0,
+    SIMD_AVX2 = 1,
+    SIMD_AVX512 = 2,
+    SIMD_NEON = 3,    /* aarch64 Advanced SIMD (every aarch64 CPU) */
+    SIMD_DOTPROD = 4, /* + SDOT (ARMv8.2 dotprod: Apple M1+, Graviton2+, Ampere Altra) */
+    SIMD_I8MM = 5,    /* + SMMLA (i8mm: Apple M2+, Graviton3+) */
+    SIMD_COUNT = 6
+} SimdLevel;
 
 /* The level the kernels use: the best the CPU supports, capped by
  * GROK_SIMD. Detected once (a race-free cached value). */
 int quant_simd_level(void);
 /* True if this CPU can run kernels of that level. */
 bool quant_simd_supported(int level);
-/* Which SIMD path the kernels use ("avx512", "avx2", "scalar"). */
+/* Which SIMD path the kernels use ("avx512", "avx2", "i8mm", "dotprod",
+ * "neon", "scalar"). */
 const char *quant_simd_name(void);
 const char *quant_simd_level_name(int level);
 

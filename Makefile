@@ -4,12 +4,15 @@
 #   make test     unit + end-to-end tests (ctest)
 #   make asan     the same tests built with AddressSanitizer + UBSan
 #   make fuzz     build the libFuzzer targets and run each briefly
+#   make aarch64  cross-build build-aarch64/grok for 64-bit ARM Linux
+#   make check-aarch64  its kernel, unit and parity tests under qemu-user,
+#                 on an emulated CPU with dotprod + i8mm and on one without
 #   make check    all of the above (what CI runs)
 BUILD ?= build
 JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 30
 
-.PHONY: all run test asan fuzz check clean
+.PHONY: all run test asan fuzz aarch64 check-aarch64 check clean
 all:
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
@@ -38,7 +41,29 @@ fuzz:
 	@cmake --build build-fuzz -j $(JOBS) --target fuzzers
 	bash scripts/fuzz-smoke.sh build-fuzz $(FUZZ_SECONDS)
 
-check: test asan fuzz
+# aarch64, cross-built with Debian's toolchain and the arm64 libraries from
+# multiarch (scripts/install-deps.sh installs both, and qemu-user).
+AARCH64_BUILD ?= build-aarch64
+aarch64:
+	@command -v aarch64-linux-gnu-gcc >/dev/null || { echo "aarch64-linux-gnu-gcc not found: run scripts/install-deps.sh" >&2; exit 1; }
+	@cmake -S . -B $(AARCH64_BUILD) -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@cmake --build $(AARCH64_BUILD) -j $(JOBS)
+
+# Under qemu-user: -cpu max (NEON + dotprod + i8mm: the i8mm prompt kernels,
+# the dotprod generation kernels) runs the unit tests (but the sampler's,
+# which has no SIMD code and takes minutes emulated), the float64-reference
+# parity, every quantized type against llama.cpp and grok run; -cpu
+# cortex-a53 (NEON only) the kernel, forward-pass and parity tests. Each
+# first checks that the emulated CPU gets the kernels it should.
+check-aarch64: aarch64
+	@command -v qemu-aarch64 >/dev/null || { echo "qemu-aarch64 not found: run scripts/install-deps.sh" >&2; exit 1; }
+	QEMU_CPU=max $(AARCH64_BUILD)/emu/grok --version | grep -q '(i8mm kernels)'
+	cd $(AARCH64_BUILD) && QEMU_CPU=max ctest --output-on-failure -j $(JOBS) -E 'unit_sampler'
+	QEMU_CPU=cortex-a53 $(AARCH64_BUILD)/emu/grok --version | grep -q '(neon kernels)'
+	cd $(AARCH64_BUILD) && QEMU_CPU=cortex-a53 ctest --output-on-failure -j $(JOBS) \
+	    -R 'unit_quant|unit_forward|e2e_parity_ref|e2e_run|setup_'
+
+check: test asan fuzz check-aarch64
 
 clean:
-	rm -rf $(BUILD) build-asan build-fuzz
+	rm -rf $(BUILD) build-asan build-fuzz $(AARCH64_BUILD)

@@ -29,6 +29,9 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define BENCH_X86 1
+#elif defined(__aarch64__)
+#include <arm_neon.h>
+#define BENCH_ARM 1
 #endif
 
 #define MAX_THREAD_SETS 16
@@ -58,6 +61,20 @@ __attribute__((target("avx2"))) static uint64_t sum_avx2(const uint8_t *p, size_
 }
 #endif
 
+#ifdef BENCH_ARM
+/* NEON is in every aarch64 CPU: 4 independent 128-bit loads per step */
+static uint64_t sum_neon(const uint8_t *p, size_t n) {
+    uint64x2_t a = vdupq_n_u64(0), b = a, c = a, d = a;
+    for (size_t i = 0; i + 64 <= n; i += 64) {
+        a = vaddq_u64(a, vld1q_u64((const uint64_t *)(p + i)));
+        b = vaddq_u64(b, vld1q_u64((const uint64_t *)(p + i + 16)));
+        c = vaddq_u64(c, vld1q_u64((const uint64_t *)(p + i + 32)));
+        d = vaddq_u64(d, vld1q_u64((const uint64_t *)(p + i + 48)));
+    }
+    return vaddvq_u64(vaddq_u64(vaddq_u64(a, b), vaddq_u64(c, d)));
+}
+#endif
+
 static uint64_t sum_scalar(const uint8_t *p, size_t n) {
     uint64_t s = 0;
     for (size_t i = 0; i + 8 <= n; i += 8) {
@@ -75,6 +92,8 @@ static void bw_fn(void *ctx, int ith, int nth) {
     uint64_t s;
 #ifdef BENCH_X86
     s = quant_simd_level() >= SIMD_AVX2 ? sum_avx2(p, per) : sum_scalar(p, per);
+#elif defined(BENCH_ARM)
+    s = quant_simd_level() >= SIMD_NEON ? sum_neon(p, per) : sum_scalar(p, per);
 #else
     s = sum_scalar(p, per);
 #endif

@@ -18,6 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#if defined(__APPLE__)
+#include <sys/resource.h>
+#endif
 
 #include "common.h"
 #include "forward.h"
@@ -167,6 +170,10 @@ static const char *model_type_name(const Model *m) {
 }
 
 static long vm_hwm_kib(void) {
+#if defined(__APPLE__)
+    struct rusage ru; /* macOS: ru_maxrss is in bytes */
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? (long)(ru.ru_maxrss / 1024) : -1;
+#else
     FILE *f = fopen("/proc/self/status", "r");
     if (!f) return -1;
     char line[256];
@@ -175,6 +182,7 @@ static long vm_hwm_kib(void) {
         if (strncmp(line, "VmHWM:", 6) == 0) v = strtol(line + 6, NULL, 10);
     fclose(f);
     return v;
+#endif
 }
 
 typedef struct {

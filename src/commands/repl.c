@@ -47,6 +47,9 @@
 #include <unistd.h>
 
 #include <editline/readline.h>
+#if defined(__APPLE__)
+#include <mach-o/dyld.h> /* _NSGetExecutablePath */
+#endif
 #include <pthread.h>
 
 #include "chat.h"
@@ -183,7 +186,12 @@ static char *default_model(char *tried, size_t tried_cap) {
     if (env && *env) return dup_str(env);
     char exe[PATH_MAX], path[PATH_MAX + 64];
     tried[0] = 0;
+#if defined(__APPLE__)
+    uint32_t cap = (uint32_t)sizeof exe;
+    ssize_t n = _NSGetExecutablePath(exe, &cap) == 0 ? (ssize_t)strlen(exe) : -1;
+#else
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+#endif
     if (n > 0) {
         exe[n] = 0;
         char *slash = strrchr(exe, '/');

@@ -92,8 +92,20 @@ static void str_free(Str *b) {
     b->len = b->cap = 0;
 }
 
+/* macOS has neither pthread_condattr_setclock (its timed waits count on
+ * CLOCK_REALTIME) nor POLLRDHUP (a closed peer then shows as readable with
+ * recv() == 0, which client_gone checks too). */
+#if defined(__APPLE__)
+#define COND_CLOCK CLOCK_REALTIME
+#else
+#define COND_CLOCK CLOCK_MONOTONIC
+#endif
+#ifndef POLLRDHUP
+#define POLLRDHUP 0
+#endif
+
 static void abs_deadline(struct timespec *ts, int ms) {
-    clock_gettime(CLOCK_MONOTONIC, ts);
+    clock_gettime(COND_CLOCK, ts);
     ts->tv_sec += ms / 1000;
     ts->tv_nsec += (long)(ms % 1000) * 1000000L;
     if (ts->tv_nsec >= 1000000000L) ts->tv_sec++, ts->tv_nsec -= 1000000000L;
@@ -285,7 +297,9 @@ static Job *job_new(void) {
         free(j);
         return NULL;
     }
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+#if !defined(__APPLE__)
+    pthread_condattr_setclock(&ca, COND_CLOCK);
+#endif
     int r = pthread_cond_init(&j->cond, &ca);
     pthread_condattr_destroy(&ca);
     if (r) {

@@ -26,6 +26,10 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__APPLE__)
+#include <sys/sysctl.h>
+#include <sys/types.h>
+#endif
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -66,6 +70,13 @@ struct ThreadPool {
 };
 
 int cpu_count(void) {
+#if defined(__APPLE__)
+    /* Apple Silicon: the performance cores only. Work is split evenly, so
+     * an efficiency core would hold every step back (llama.cpp does the same). */
+    int perf = 0;
+    size_t len = sizeof perf;
+    if (sysctlbyname("hw.perflevel0.logicalcpu", &perf, &len, NULL, 0) == 0 && perf > 0) return perf;
+#endif
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     if (n < 1) return 1;
     if (n > 4096) return 4096;

@@ -16,7 +16,7 @@ void tp_free(ThreadPool *tp);
 int tp_size(const ThreadPool *tp);
 void tp_run(ThreadPool *tp, TaskFn fn, void *ctx);
 
-/* Number of online CPU cores (>= 1). */
+/* Number of online CPU cores (>= 1); on Apple Silicon, of performance cores. */
 int cpu_count(void);
 
 #endif

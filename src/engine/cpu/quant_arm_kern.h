@@ -35,6 +35,7 @@
 #include "quant_arm.h"
 
 #define INL static inline __attribute__((always_inline))
+#define UNROLL _Pragma("GCC unroll 4")
 #define DEC_MAX_TOK 16 /* as in quant.c */
 #define RGROUP 16      /* weight rows unpacked together (prompt path); even */
 
@@ -158,6 +159,21 @@ INL void dec_a_row(uint32_t type, size_t wsz, const uint8_t *wr, const uint8_t *
                    int G, float *res) {
     const bool q81 = vec_dot_type(type) == GGML_TYPE_Q8_1;
     const size_t xsz = q81 ? sizeof(BlockQ8_1) : sizeof(BlockQ8_0), xo = q81 ? 4 : 2;
+    if (T == 1) { /* the reference's own scalar steps, one token */
+        float s = 0.0f;
+        for (int64_t b = 0; b < nb; b++) {
+            int8x16_t wl, wh;
+            float d, m;
+            load_a(type, wr + (size_t)b * wsz, &wl, &wh, &d, &m);
+            const uint8_t *xb = xs[0] + (size_t)b * xsz;
+            const int8x16_t xl = vld1q_s8((const int8_t *)xb + xo), xh = vld1q_s8((const int8_t *)xb + xo + 16);
+            const float dx = h2f(xb), sx = q81 ? h2f(xb + 2) : 0.0f;
+            const int32_t isum = vaddvq_s32(dot32(vdupq_n_s32(0), wl, wh, xl, xh));
+            s += (d * dx) * (float)isum + m * sx;
+        }
+        res[0] = s;
+        return;
+    }
     float32x4_t s[DEC_MAX_TOK / 4];
     for (int g = 0; g < G; g++) s[g] = vdupq_n_f32(0.0f);
     for (int64_t b = 0; b < nb; b++) {
@@ -167,18 +183,19 @@ INL void dec_a_row(uint32_t type, size_t wsz, const uint8_t *wr, const uint8_t *
         const float32x4_t dv = vdupq_n_f32(d), mv = vdupq_n_f32(m);
         for (int g = 0; g < G; g++) {
             int32x4_t acc[4];
-            float dx[4] = {0, 0, 0, 0}, sx[4] = {0, 0, 0, 0};
+            float dx[4], sx[4];
+            UNROLL
             for (int t = 0; t < 4; t++) {
                 if (t < T) {
                     const uint8_t *xb = xs[4 * g + t] + (size_t)b * xsz;
                     acc[t] = dot32(vdupq_n_s32(0), wl, wh, vld1q_s8((const int8_t *)xb + xo),
                                    vld1q_s8((const int8_t *)xb + xo + 16));
-                    dx[t] = h2f(xb);
-                    if (q81) sx[t] = h2f(xb + 2);
+                    dx[t] = h2f(xb), sx[t] = q81 ? h2f(xb + 2) : 0.0f;
                 } else
-                    acc[t] = vdupq_n_s32(0);
+                    acc[t] = vdupq_n_s32(0), dx[t] = sx[t] = 0.0f;
             }
-            s[g] = a_update(s[g], dv, vld1q_f32(dx), mv, vld1q_f32(sx), hsum4(acc[0], acc[1], acc[2], acc[3]));
+            const float32x4_t dxv = {dx[0], dx[1], dx[2], dx[3]}, sxv = {sx[0], sx[1], sx[2], sx[3]};
+            s[g] = a_update(s[g], dv, dxv, mv, sxv, hsum4(acc[0], acc[1], acc[2], acc[3]));
         }
     }
     for (int g = 0; g < G; g++) vst1q_f32(res + 4 * g, s[g]);
@@ -292,21 +309,29 @@ INL void unpack_k(uint32_t type, const uint8_t *p, KCan *c) {
  * (T of them used): s[r] lane t += the reference's update for (r, t). */
 INL void k_tile(const KCan *const *C, const BlockQ8_K *const *X, const int R, const int T, float32x4_t *s) {
     int32x4_t acc[2][4];
+    UNROLL
     for (int r = 0; r < R; r++)
+        UNROLL
         for (int t = 0; t < 4; t++) acc[r][t] = vdupq_n_s32(0);
     for (int j = 0; j < 16; j++) {
         int8x16_t qv[2];
+        UNROLL
         for (int r = 0; r < R; r++) qv[r] = vld1q_s8(C[r]->q + 16 * j);
+        UNROLL
         for (int t = 0; t < T; t++) {
             const int8x16_t xv = vld1q_s8(X[t]->qs + 16 * j);
+            UNROLL
             for (int r = 0; r < R; r++) acc[r][t] = kmla16(acc[r][t], qv[r], xv, C[r]->sc[j]);
         }
     }
-    float dx[4] = {0, 0, 0, 0};
-    for (int t = 0; t < T; t++) dx[t] = X[t]->d;
-    const float32x4_t dxv = vld1q_f32(dx);
+    float dx[4];
+    UNROLL
+    for (int t = 0; t < 4; t++) dx[t] = t < T ? X[t]->d : 0.0f;
+    const float32x4_t dxv = {dx[0], dx[1], dx[2], dx[3]};
+    UNROLL
     for (int r = 0; r < R; r++) {
         int32x4_t im[4];
+        UNROLL
         for (int t = 0; t < 4; t++) im[t] = t < T ? dot16_s16(C[r]->mn, X[t]->bsums) : vdupq_n_s32(0);
         s[r] = k_update(s[r], vdupq_n_f32(C[r]->d), vdupq_n_f32(C[r]->dmin), dxv,
                         hsum4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]), hsum4(im[0], im[1], im[2], im[3]));
@@ -316,9 +341,22 @@ INL void k_tile(const KCan *const *C, const BlockQ8_K *const *X, const int R, co
 /* Generation: one weight row against G groups of 4 activation rows. */
 INL void dec_k_row(uint32_t type, size_t wsz, const uint8_t *wr, const uint8_t *const *xs, int64_t nsb, const int T,
                    int G, float *res) {
+    KCan c;
+    if (T == 1) { /* the reference's own scalar steps, one token */
+        const BlockQ8_K *x = (const BlockQ8_K *)xs[0];
+        float s = 0.0f;
+        for (int64_t b = 0; b < nsb; b++) {
+            unpack_k(type, wr + (size_t)b * wsz, &c);
+            int32x4_t acc = vdupq_n_s32(0);
+            for (int j = 0; j < 16; j++) acc = kmla16(acc, vld1q_s8(c.q + 16 * j), vld1q_s8(x[b].qs + 16 * j), c.sc[j]);
+            const int32_t isum = vaddvq_s32(acc), imin = vaddvq_s32(dot16_s16(c.mn, x[b].bsums));
+            s += (c.d * x[b].d) * (float)isum - (c.dmin * x[b].d) * (float)imin;
+        }
+        res[0] = s;
+        return;
+    }
     float32x4_t s[DEC_MAX_TOK / 4];
     for (int g = 0; g < G; g++) s[g] = vdupq_n_f32(0.0f);
-    KCan c;
     const KCan *C[1] = {&c};
     for (int64_t b = 0; b < nsb; b++) {
         unpack_k(type, wr + (size_t)b * wsz, &c);
@@ -467,6 +505,7 @@ INL void tile_a_i8mm(const PairA *W, const PairA *X, int64_t nb, const int NP, f
         const int8_t *wq = W->q + 64 * b;
         const int8x16_t w0 = vld1q_s8(wq), w1 = vld1q_s8(wq + 16), w2 = vld1q_s8(wq + 32), w3 = vld1q_s8(wq + 48);
         const float32x4_t dv = vld1q_f32(W->d + 4 * b), mv = vld1q_f32(W->m + 4 * b);
+        UNROLL
         for (int p = 0; p < NP; p++) {
             const int8_t *xq = X[p].q + 64 * b;
             int32x4_t acc = vmmlaq_s32(vdupq_n_s32(0), w0, vld1q_s8(xq));
@@ -554,6 +593,7 @@ INL void tile_k_i8mm(const PairK *W, const PairXK *X, int64_t nsb, const int NP,
         for (int j = 0; j < 16; j++) {
             const int8x16_t w0 = vld1q_s8(wb->q + 32 * j), w1 = vld1q_s8(wb->q + 32 * j + 16);
             const int32x4_t sc = vld1q_s32(wb->sc[j]);
+            UNROLL
             for (int p = 0; p < NP; p++) {
                 const int8_t *xq = X[p * nsb + b].q + 32 * j;
                 const int32x4_t m = vmmlaq_s32(vmmlaq_s32(vdupq_n_s32(0), w0, vld1q_s8(xq)), w1, vld1q_s8(xq + 16));
@@ -628,17 +668,22 @@ static size_t row_a_bytes(int64_t nb) { return (size_t)nb * (32 + 8); }
 
 INL void tile_a(const RowA *const *W, const uint8_t *const *xs, const float *dx4, const float *sx4, int64_t nb,
                 size_t xsz, size_t xo, const int R, float32x4_t *s) {
+    UNROLL
     for (int r = 0; r < R; r++) s[r] = vdupq_n_f32(0.0f);
     for (int64_t b = 0; b < nb; b++) {
         int8x16_t wl[2], wh[2];
+        UNROLL
         for (int r = 0; r < R; r++) wl[r] = vld1q_s8(W[r]->q + 32 * b), wh[r] = vld1q_s8(W[r]->q + 32 * b + 16);
         int32x4_t acc[2][4];
+        UNROLL
         for (int t = 0; t < 4; t++) {
             const int8_t *xq = (const int8_t *)xs[t] + (size_t)b * xsz + xo;
             const int8x16_t xl = vld1q_s8(xq), xh = vld1q_s8(xq + 16);
+            UNROLL
             for (int r = 0; r < R; r++) acc[r][t] = dot32(vdupq_n_s32(0), wl[r], wh[r], xl, xh);
         }
         const float32x4_t dxv = vld1q_f32(dx4 + 4 * b), sxv = vld1q_f32(sx4 + 4 * b);
+        UNROLL
         for (int r = 0; r < R; r++)
             s[r] = a_update(s[r], vdupq_n_f32(W[r]->d[b]), dxv, vdupq_n_f32(W[r]->m[b]), sxv,
                             hsum4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]));

@@ -4,6 +4,12 @@
 #   scripts/install-deps.sh          build + test dependencies
 #   scripts/install-deps.sh --build  only what building and running grok needs
 set -euo pipefail
+# macOS: the libraries from Homebrew (CMakeLists.txt finds them there).
+if [ "$(uname -s)" = Darwin ]; then
+  command -v brew >/dev/null || { echo "install Homebrew (https://brew.sh) first" >&2; exit 1; }
+  for p in cmake pkg-config libmicrohttpd cjson libedit; do brew list "$p" >/dev/null 2>&1 || brew install "$p"; done
+  exit 0
+fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 export DEBIAN_FRONTEND=noninteractive

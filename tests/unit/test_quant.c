@@ -510,6 +510,50 @@ static void test_arm_extremes(void) {
     }
 }
 
+/* vec_geglu and softcap_softmax at the level in use (AVX2 on x86, NEON on
+ * aarch64, or scalar libm) against the formulas in double precision:
+ * within a few ulp (relative 1e-5), tails and odd lengths included. */
+static void test_nonlinear(void) {
+    enum { N = 1003 };
+    static float g[N], u[N], x0[N];
+    for (int i = 0; i < N; i++) x0[i] = g[i] = 12.0f * frand() * (i % 7 == 0 ? 3.0f : 1.0f), u[i] = frand();
+    g[0] = x0[0] = 0.0f, g[1] = x0[1] = 1e-8f, g[2] = x0[2] = -1e-8f, g[3] = x0[3] = -100.0f, g[4] = x0[4] = 100.0f;
+    vec_geglu(g, u, N);
+    int bad = 0;
+    for (int i = 0; i < N; i++) {
+        const double x = x0[i], t = 0.7978845608028654 * (x + 0.044715 * x * x * x);
+        const double e = x * u[i] / (1.0 + exp(-2.0 * t)); /* = 0.5 x (1 + tanh t) u, without cancellation */
+        if (!(fabs(g[i] - e) <= 1e-5 * fabs(e) + 1e-20)) {
+            if (bad++ < 3) printf("    geglu(%.9g) * %.9g = %.9g, want %.9g\n", x, u[i], g[i], e);
+        }
+    }
+    CHECK(bad == 0, "%s vec_geglu: %d values off", quant_simd_name(), bad);
+    static float sc[N];
+    static double ex[N];
+    const int lens[] = {1, 3, 4, 7, 33, N};
+    const float caps[] = {0.0f, 30.0f, 1.5f};
+    bad = 0;
+    for (int li = 0; li < 6; li++)
+        for (int ci = 0; ci < 3; ci++) {
+            const int n = lens[li];
+            const float scale = 0.125f, cap = caps[ci], temp = 1.3f;
+            for (int i = 0; i < n; i++) sc[i] = 300.0f * frand();
+            double mx = -INFINITY, tot = 0.0;
+            for (int i = 0; i < n; i++) {
+                double v = (double)sc[i] * scale;
+                if (cap > 0) v = cap * tanh(v / cap);
+                ex[i] = v * temp, mx = ex[i] > mx ? ex[i] : mx;
+            }
+            for (int i = 0; i < n; i++) tot += ex[i] = exp(ex[i] - mx);
+            softcap_softmax(sc, n, scale, cap, temp);
+            for (int i = 0; i < n; i++)
+                if (!(fabs(sc[i] - ex[i] / tot) <= 1e-5 * (ex[i] / tot) + 1e-30)) {
+                    if (bad++ < 3) printf("    softmax n=%d cap %g [%d]: %.9g, want %.9g\n", n, cap, i, sc[i], ex[i] / tot);
+                }
+        }
+    CHECK(bad == 0, "%s softcap_softmax: %d values off", quant_simd_name(), bad);
+}
+
 static void test_act_quant(void) {
     float x[256];
     BlockQ8_K k;
@@ -582,6 +626,7 @@ int main(void) {
     test_simd_levels();
     test_matmul_exact();
     test_arm_extremes();
+    test_nonlinear();
     test_act_quant();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;

@@ -2348,6 +2348,12 @@ AVX2 static void softcap_softmax_avx2(float *s, int64_t n, float scale, float ca
 #endif
 
 void vec_geglu(float *g, const float *u, int64_t n) {
+#ifdef GROK_ARM
+    if (quant_simd_level() >= SIMD_NEON) {
+        quant_arm_geglu(g, u, n);
+        return;
+    }
+#endif
 #ifdef GROK_X86
     if (quant_simd_level() >= SIMD_AVX2) {
         geglu_avx2(g, u, n);
@@ -2385,6 +2391,12 @@ void vec_mad_rows(uint32_t type, float *o, const float *w, const void *rows, siz
 
 void softcap_softmax(float *s, int64_t n, float scale, float cap, float temp) {
     if (n <= 0) return;
+#ifdef GROK_ARM
+    if (quant_simd_level() >= SIMD_NEON) {
+        quant_arm_softcap_softmax(s, n, scale, cap, temp);
+        return;
+    }
+#endif
 #ifdef GROK_X86
     if (quant_simd_level() >= SIMD_AVX2) {
         softcap_softmax_avx2(s, n, scale, cap, temp);

@@ -7,6 +7,7 @@
 #include "quant_arm.h"
 
 #include <arm_neon.h>
+#include <math.h>
 #include <string.h>
 
 #include "quant.h"
@@ -131,6 +132,99 @@ void quant_arm_mad(uint32_t type, float *y, float a, const void *xv, int64_t n) 
         for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_f32(vld1q_f32(y + i), va, vld1q_f32(x + i)));
         for (; i < n; i++) y[i] += a * x[i];
     }
+}
+
+/* ---- GEGLU and the attention softmax ------------------------------------------
+ * The same evaluation as quant.c's AVX2 code (see there): exp by Cody-Waite
+ * range reduction and a degree-7 polynomial, tanh from expm1, so both
+ * architectures stay within a few ulp of libm. */
+
+static inline float32x4_t exp4(float32x4_t y) {
+    y = vminq_f32(vmaxq_f32(y, vdupq_n_f32(-87.0f)), vdupq_n_f32(88.0f));
+    const float32x4_t k = vrndnq_f32(vmulq_f32(y, vdupq_n_f32(1.44269504088896341f)));
+    float32x4_t r = vfmsq_f32(y, k, vdupq_n_f32(0.693359375f));
+    r = vfmsq_f32(r, k, vdupq_n_f32(-2.12194440e-4f));
+    float32x4_t p = vdupq_n_f32(1.0f / 5040);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 720), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 120), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 24), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 6), p, r);
+    p = vfmaq_f32(vdupq_n_f32(0.5f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f), p, r);
+    const int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(k), vdupq_n_s32(127)), 23);
+    return vmulq_f32(p, vreinterpretq_f32_s32(e));
+}
+
+void quant_arm_geglu(float *g, const float *u, int64_t n) {
+    const float32x4_t c1 = vdupq_n_f32(-2.0f * 0.79788456080286535588f), c3 = vdupq_n_f32(0.044715f);
+    const float32x4_t one = vdupq_n_f32(1.0f);
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const float32x4_t x = vld1q_f32(g + i);
+        const float32x4_t t = vmulq_f32(vmulq_f32(x, c1), vfmaq_f32(one, vmulq_f32(x, x), c3));
+        vst1q_f32(g + i, vdivq_f32(vmulq_f32(x, vld1q_f32(u + i)), vaddq_f32(one, exp4(t))));
+    }
+    for (; i < n; i++) {
+        const float x = g[i];
+        g[i] = x * u[i] / (1.0f + expf(-2.0f * 0.79788456080286535588f * x * (1.0f + 0.044715f * x * x)));
+    }
+}
+
+/* expm1 for x <= 0: a polynomial near 0 (no cancellation), exp - 1 beyond */
+static inline float32x4_t expm1_neg4(float32x4_t x) {
+    float32x4_t p = vdupq_n_f32(1.0f / 40320);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 5040), p, x);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 720), p, x);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 120), p, x);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 24), p, x);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 6), p, x);
+    p = vfmaq_f32(vdupq_n_f32(0.5f), p, x);
+    p = vfmaq_f32(vdupq_n_f32(1.0f), p, x);
+    p = vmulq_f32(p, x);
+    const float32x4_t big = vsubq_f32(exp4(x), vdupq_n_f32(1.0f));
+    return vbslq_f32(vcltq_f32(x, vdupq_n_f32(-0.34657359f)), big, p);
+}
+
+/* tanh(y) = sign(y) * -m / (2 + m), m = expm1(-2|y|) */
+static inline float32x4_t tanh4(float32x4_t y) {
+    const float32x4_t m = expm1_neg4(vmulq_f32(vdupq_n_f32(-2.0f), vabsq_f32(y)));
+    const float32x4_t t = vdivq_f32(vnegq_f32(m), vaddq_f32(vdupq_n_f32(2.0f), m));
+    const uint32x4_t sign = vandq_u32(vreinterpretq_u32_f32(y), vdupq_n_u32(0x80000000u));
+    return vreinterpretq_f32_u32(vorrq_u32(vreinterpretq_u32_f32(t), sign));
+}
+
+void quant_arm_softcap_softmax(float *s, int64_t n, float scale, float cap, float temp) {
+    const float32x4_t vs = vdupq_n_f32(scale), vc = vdupq_n_f32(cap), vt = vdupq_n_f32(temp);
+    float32x4_t mx = vdupq_n_f32(-INFINITY);
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        float32x4_t v = vmulq_f32(vld1q_f32(s + i), vs);
+        if (cap > 0.0f) v = vmulq_f32(vc, tanh4(vdivq_f32(v, vc)));
+        v = vmulq_f32(v, vt);
+        vst1q_f32(s + i, v);
+        mx = vmaxq_f32(mx, v);
+    }
+    float m = vmaxvq_f32(mx);
+    for (; i < n; i++) {
+        float v = s[i] * scale;
+        if (cap > 0.0f) v = cap * tanhf(v / cap);
+        s[i] = v * temp;
+        m = s[i] > m ? s[i] : m;
+    }
+    const float32x4_t vm = vdupq_n_f32(m);
+    float32x4_t sum = vdupq_n_f32(0.0f);
+    for (i = 0; i + 4 <= n; i += 4) {
+        const float32x4_t e = exp4(vsubq_f32(vld1q_f32(s + i), vm));
+        vst1q_f32(s + i, e);
+        sum = vaddq_f32(sum, e);
+    }
+    double tot = vaddvq_f32(sum);
+    for (; i < n; i++) tot += s[i] = expf(s[i] - m);
+    const float inv = (float)(1.0 / tot);
+    const float32x4_t vinv = vdupq_n_f32(inv);
+    for (i = 0; i + 4 <= n; i += 4) vst1q_f32(s + i, vmulq_f32(vld1q_f32(s + i), vinv));
+    for (; i < n; i++) s[i] *= inv;
 }
 
 /* ---- quantized: the level's kernels ------------------------------------------ */

@@ -31,6 +31,9 @@ typedef float (*QuantArmDotFn)(const void *w, const void *x, int64_t n);
 QuantArmDotFn quant_arm_float_dot(uint32_t type);
 /* y[i] += a * x[i], x F32 or F16. */
 void quant_arm_mad(uint32_t type, float *y, float a, const void *x, int64_t n);
+/* vec_geglu and softcap_softmax (quant.h), NEON. */
+void quant_arm_geglu(float *g, const float *u, int64_t n);
+void quant_arm_softcap_softmax(float *s, int64_t n, float scale, float cap, float temp);
 
 /* matmul_rows (quant.h) for a quantized weight type at an ARM level. */
 void quant_arm_matmul(int level, uint32_t type, const uint8_t *w, size_t wrb, const uint8_t *x, size_t xrb, int64_t n,

@@ -152,7 +152,7 @@ static bool f_allows(void *c, int t) { return grammar_matcher_allows(((FCtx *)c)
 static int f_mask(void *c, float *l) { return grammar_matcher_mask(((FCtx *)c)->m, l); }
 
 /* allows() agrees with mask() for every token, along a random walk */
-static void test_matcher(const Tokenizer *tok, const char *name, int steps) {
+static void test_matcher(const Tokenizer *tok, const char *name, int steps, const char *prefix) {
     Error err = {{0}};
     TokenTrie *tt = token_trie_new(tok, &err);
     CHECK(tt != NULL, "%s: trie: %s", name, err.msg);
@@ -165,6 +165,7 @@ static void test_matcher(const Tokenizer *tok, const char *name, int steps) {
     const int V = tokenizer_n_vocab(tok), eos = tokenizer_eos(tok);
     GrammarMatcher *m = grammar_matcher_new(g, tt, &eos, 1, &err);
     CHECK(m != NULL, "%s: matcher: %s", name, err.msg);
+    if (m && prefix) CHECK(grammar_matcher_accept_bytes(m, prefix, strlen(prefix), &err) == 0, "prefix: %s", err.msg);
     float *lg = malloc((size_t)V * sizeof *lg);
     SamplerParams sp = sampler_defaults();
     sp.top_k = 0, sp.top_p = 1, sp.min_p = 0, sp.temperature = 1.0f, sp.seed = 7;
@@ -212,7 +213,11 @@ static void test_matcher(const Tokenizer *tok, const char *name, int steps) {
     if (done && m) {
         size_t n = token_decoder_flush(&dec, text + tl, 16);
         tl += n;
-        CHECK(match(g, text) == 1, "%s: generated text is not a sentence: %s", name, text);
+        char *full = malloc(tl + (prefix ? strlen(prefix) : 0) + 1);
+        sprintf(full, "%s%s", prefix ? prefix : "", text);
+        CHECK(match(g, full) == 1, "%s: generated text is not a sentence: %s", name, full);
+        free(full);
+        CHECK(match(g, text) == 1 || prefix, "%s: generated text is not a sentence: %s", name, text);
     }
     free(text);
     free(lg);
@@ -266,13 +271,15 @@ int main(void) {
     Error err = {{0}};
     Tokenizer *syn = tokenizer_synthetic(2000, &err);
     if (syn) {
-        test_matcher(syn, "synthetic", 60);
+        test_matcher(syn, "synthetic", 60, NULL);
+        test_matcher(syn, "synthetic in a string", 60, "{\"a\": \"");
         test_forced(syn);
     }
     tokenizer_free(syn);
     Tokenizer *bpe = tokenizer_synthetic_gpt2(1000, &err);
     if (bpe) {
-        test_matcher(bpe, "synthetic-bpe", 60);
+        test_matcher(bpe, "synthetic-bpe", 60, NULL);
+        test_matcher(bpe, "synthetic-bpe in a string", 60, "{\"a\": [\"");
         test_forced(bpe);
     }
     tokenizer_free(bpe);
@@ -281,7 +288,8 @@ int main(void) {
     snprintf(path, sizeof path, "%s/models/grok-1/tokenizer.model", shared ? shared : "../shared");
     Tokenizer *g1 = tokenizer_from_spm_file(path, &err);
     if (g1) {
-        test_matcher(g1, "grok-1", 40);
+        test_matcher(g1, "grok-1", 40, NULL);
+        test_matcher(g1, "grok-1 in a string", 40, "{\"a\": [\"");
         test_forced(g1);
     } else {
         fprintf(stderr, "  (no Grok-1 tokenizer at %s: %s)\n", path, err.msg);

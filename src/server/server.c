@@ -47,9 +47,11 @@
 #include "common.h"
 #include "forward.h"
 #include "gguf.h"
+#include "grammar.h"
 #include "model.h"
 #include "quant.h"
 #include "sampler.h"
+#include "structured.h"
 #include "threadpool.h"
 #include "tokenizer.h"
 
@@ -140,6 +142,9 @@ typedef struct Job {
     char id[48];
     long long created;
     double t_queued;
+    Grammar *grammar;      /* the reply's grammar (response_format, grammar, tools), NULL if none */
+    GrammarMatcher *gm;
+    int tool_mode;         /* ToolMode: replies may be tool calls */
     /* owned by the engine while running */
     Sampler *smp;
     StopMatcher sm;
@@ -200,6 +205,7 @@ typedef struct Server {
     ChatTemplate tmpl;
     int n_vocab, eos;
     int sep_token;           /* the chat template's stop string as one token, or -1 */
+    TokenTrie *trie;         /* the vocabulary's bytes, for grammars */
     char model_id[160];
     char file_id[160];       /* file name, also accepted as a model id */
     char file_id_noext[160];
@@ -265,6 +271,8 @@ static double rate_get(const Rate *r, double now) {
 static void job_free(Job *j) {
     if (!j) return;
     free(j->prompt);
+    grammar_matcher_free(j->gm);
+    grammar_free(j->grammar);
     sampler_free(j->smp);
     stop_matcher_free(&j->sm);
     str_free(&j->text);
@@ -407,6 +415,22 @@ static void logprob_entry(Server *s, const float *raw, int tok, int n_top, TokLP
     for (int k = 0; k < e->n_top; k++) e->top_lp[k] -= lse;
 }
 
+/* The grammar as a sampler filter; ids beyond the tokenizer's vocabulary
+ * (an embedding table padded past it) are never allowed. */
+typedef struct {
+    GrammarMatcher *gm;
+    int n_vocab;
+} GrammarFilter;
+
+static bool gf_allows(void *ctx, int tok) { return grammar_matcher_allows(((GrammarFilter *)ctx)->gm, tok); }
+
+static int gf_mask(void *ctx, float *logits) {
+    GrammarFilter *f = ctx;
+    int n = grammar_matcher_mask(f->gm, logits);
+    for (int t = grammar_matcher_n_vocab(f->gm); t < f->n_vocab; t++) logits[t] = -INFINITY;
+    return n;
+}
+
 /* Samples the next token of slot sl from its logits row and publishes the
  * resulting text. Called without mu. */
 static void engine_token(Server *s, Slot *sl, float *lg) {
@@ -414,7 +438,17 @@ static void engine_token(Server *s, Slot *sl, float *lg) {
     TokLP lpe;
     bool has_lp = false;
     if (j->logprobs >= 0) memcpy(sl->raw, lg, (size_t)s->n_vocab * sizeof(float));
-    const int tok = sampler_sample(j->smp, lg);
+    GrammarFilter gf = {j->gm, s->n_vocab};
+    TokenFilter tf = {&gf, gf_allows, gf_mask};
+    const int tok = j->gm ? sampler_sample_filtered(j->smp, lg, &tf) : sampler_sample(j->smp, lg);
+    if (tok < 0) { /* nothing can continue the grammar (or its limits were hit) */
+        pthread_mutex_lock(&s->mu);
+        job_done(s, j, NULL, tok == -1 ? "grammar: no token of the vocabulary can continue the reply"
+                                       : "grammar: too ambiguous (parser limits) or out of memory");
+        slot_release(s, sl);
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
     const char *finish = NULL, *emit;
     size_t emit_len;
     char piece[256];
@@ -430,10 +464,12 @@ static void engine_token(Server *s, Slot *sl, float *lg) {
         }
         sampler_accept(j->smp, tok);
         j->n_gen++;
+        Error gerr = {{0}};
+        if (j->gm && grammar_matcher_accept(j->gm, tok, &gerr)) oom = true; /* not reached: the token was allowed */
         size_t n = token_decoder_push(s->tok, &j->dec, tok, piece, sizeof piece);
         hit = stop_matcher_push(&j->sm, piece, n, &emit, &emit_len) != 0;
         if (str_put(&sl->scratch, emit, emit_len)) oom = true;
-        if (hit) finish = "stop";
+        if (hit || (j->gm && grammar_matcher_must_end(j->gm))) finish = "stop";
         else if (j->n_gen >= j->max_tokens || sl->n_past >= s->n_ctx) finish = "length";
     }
     if (finish && !hit) { /* end of text: release what was held back */
@@ -760,7 +796,7 @@ static bool name_in(const char *name, const char *const *list) {
 
 /* Fields a client may send that grok.c cannot honour yet: a 400 naming them. */
 static const char *const UNSUPPORTED_FIELDS[] = {
-    "tools", "tool_choice", "functions", "function_call", "audio", "prediction", "web_search_options",
+    "functions", "function_call", "audio", "prediction", "web_search_options",
     "search_parameters", "reasoning_effort", "suffix", "deferred", NULL};
 
 static int check_fields(const cJSON *root, const char *const *known, ApiErr *e) {
@@ -891,13 +927,6 @@ static int parse_gen(Server *s, const cJSON *root, bool chat, GenOpts *g, ApiErr
             return api_err(e, 400, "invalid_value", "top_logprobs",
                            "Invalid 'top_logprobs': 'logprobs' must be true to use 'top_logprobs'");
         if (lp) g->logprobs = r ? (int)x : 0;
-        cJSON *rf = field(root, "response_format");
-        if (rf) {
-            cJSON *t = cJSON_IsObject(rf) ? field(rf, "type") : NULL;
-            if (!t || !cJSON_IsString(t) || strcmp(t->valuestring, "text") != 0)
-                return api_err(e, 400, "unsupported_parameter", "response_format",
-                               "'response_format' other than {\"type\": \"text\"} is not supported by this server (grok.c) yet");
-        }
         cJSON *mo = field(root, "modalities");
         if (mo) {
             bool ok = cJSON_IsArray(mo);
@@ -932,7 +961,8 @@ static int check_model(Server *s, const cJSON *root, ApiErr *e) {
 }
 
 /* Builds a job from the validated options and prompt tokens (takes ids). */
-static Job *make_job(Server *s, int kind, const GenOpts *g, int *ids, int n, const char *param, ApiErr *e) {
+static Job *make_job(Server *s, int kind, const GenOpts *g, const Structured *st, int *ids, int n, const char *param,
+                     ApiErr *e) {
     if (n >= s->n_ctx) {
         free(ids);
         api_err(e, 400, "context_length_exceeded", param,
@@ -969,12 +999,25 @@ static Job *make_job(Server *s, int kind, const GenOpts *g, int *ids, int n, con
     const char *stops[MAX_STOPS + 1];
     int n_stops = 0;
     for (int i = 0; i < g->n_stops; i++) stops[n_stops++] = g->stops[i];
-    if (kind == KIND_CHAT) stops[n_stops++] = chat_stop_string(s->tmpl);
+    /* with a grammar, the grammar ends the reply (tools' plain-text replies still stop at the template's turn) */
+    if (kind == KIND_CHAT && (!st->gbnf || st->tool_mode == TOOLS_AUTO)) stops[n_stops++] = chat_stop_string(s->tmpl);
     j->smp = sampler_new(&sp, s->n_vocab, &err);
     if (!j->smp || stop_matcher_init(&j->sm, stops, n_stops, &err)) {
         api_err(e, 500, NULL, NULL, "%s", err.msg);
         job_free(j);
         return NULL;
+    }
+    j->tool_mode = st->tool_mode;
+    if (st->gbnf) {
+        int ends[2], n_end = 0;
+        if (!g->ignore_eos) ends[n_end++] = s->eos;
+        if (j->stop_token >= 0) ends[n_end++] = j->stop_token;
+        if (!(j->grammar = grammar_parse(st->gbnf, strlen(st->gbnf), NULL, &err)) ||
+            !(j->gm = grammar_matcher_new(j->grammar, s->trie, ends, n_end, &err))) {
+            api_err(e, 400, "invalid_grammar", NULL, "%s", err.msg);
+            job_free(j);
+            return NULL;
+        }
     }
     for (int i = 0; i < n; i++) sampler_accept(j->smp, ids[i]);
     token_decoder_init(&j->dec);
@@ -985,12 +1028,12 @@ static const char *const CHAT_FIELDS[] = {
     "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "min_p", "seed",
     "stop", "stream", "stream_options", "presence_penalty", "frequency_penalty", "repeat_penalty", "logprobs",
     "top_logprobs", "n", "user", "ignore_eos", "store", "metadata", "service_tier", "parallel_tool_calls", "response_format",
-    "logit_bias", "modalities", NULL};
+    "logit_bias", "modalities", "grammar", "tools", "tool_choice", NULL};
 
 static const char *const COMPLETION_FIELDS[] = {
     "model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "stream",
     "stream_options", "presence_penalty", "frequency_penalty", "repeat_penalty", "logprobs", "echo", "n",
-    "best_of", "user", "logit_bias", "ignore_eos", NULL};
+    "best_of", "user", "logit_bias", "ignore_eos", "grammar", NULL};
 
 /* Text of one message's content: a string or an array of text parts
  * (malloc'd). */
@@ -1054,11 +1097,20 @@ static Job *parse_chat(Server *s, const cJSON *root, ApiErr *e) {
         return NULL;
     }
     if (parse_gen(s, root, true, &g, e)) return NULL;
-    ChatMessage *cm = calloc((size_t)n, sizeof *cm);
-    char **texts = calloc((size_t)n, sizeof *texts);
+    Structured st;
+    StructErr se = {0};
+    if (structured_parse(root, true, &st, &se)) {
+        structured_free(&st);
+        api_err(e, se.status, se.code, se.param, "%s", se.msg);
+        return NULL;
+    }
+    /* the tools' description goes first, as a system message */
+    ChatMessage *cm = calloc((size_t)n + 1, sizeof *cm);
+    char **texts = calloc((size_t)n + 1, sizeof *texts);
     Job *job = NULL;
     char *prompt = NULL;
-    int i = 0;
+    int i = 0, base = st.tool_prompt ? 1 : 0;
+    if (cm && st.tool_prompt) cm[0].role = "system", cm[0].content = st.tool_prompt;
     if (!cm || !texts) {
         api_err(e, 500, NULL, NULL, "out of memory");
         goto out;
@@ -1083,12 +1135,12 @@ static Job *parse_chat(Server *s, const cJSON *root, ApiErr *e) {
         }
         const char *r = role->valuestring;
         if (!strcmp(r, "developer")) r = "system";
-        if (strcmp(r, "system") && strcmp(r, "user") && strcmp(r, "assistant")) {
-            api_err(e, 400, !strcmp(r, "tool") || !strcmp(r, "function") ? "unsupported_value" : "invalid_value", p,
-                    "Invalid '%s': '%.40s' (supported: system, developer, user, assistant)", p, r);
+        if (strcmp(r, "system") && strcmp(r, "user") && strcmp(r, "assistant") && strcmp(r, "tool")) {
+            api_err(e, 400, !strcmp(r, "function") ? "unsupported_value" : "invalid_value", p,
+                    "Invalid '%s': '%.40s' (supported: system, developer, user, assistant, tool)", p, r);
             goto out;
         }
-        static const char *const tool_keys[] = {"tool_calls", "function_call", "audio", NULL};
+        static const char *const tool_keys[] = {"function_call", "audio", NULL};
         for (const char *const *k = tool_keys; *k; k++)
             if (field(m, *k)) {
                 snprintf(p, sizeof p, "messages[%d].%s", i, *k);
@@ -1101,16 +1153,29 @@ static Job *parse_chat(Server *s, const cJSON *root, ApiErr *e) {
             api_err(e, 400, "missing_required_parameter", p, "Missing required parameter: '%s'", p);
             goto out;
         }
-        if (!(texts[i] = message_text(content, i, e))) {
+        cJSON *calls = field(m, "tool_calls");
+        if (calls && strcmp(r, "assistant") != 0) {
+            snprintf(p, sizeof p, "messages[%d].tool_calls", i);
+            api_err(e, 400, "invalid_value", p, "Invalid '%s': only assistant messages have tool calls", p);
+            goto out;
+        }
+        if (calls && !content) { /* the call as the model writes it */
+            snprintf(p, sizeof p, "messages[%d].tool_calls", i);
+            texts[base + i] = structured_tool_calls_text(calls, p, &se);
+            if (!texts[base + i]) {
+                api_err(e, se.status, se.code, se.param, "%s", se.msg);
+                goto out;
+            }
+        } else if (!(texts[base + i] = message_text(content, i, e))) {
             if (!e->status) api_err(e, 500, NULL, NULL, "out of memory");
             goto out;
         }
-        cm[i].role = r;
-        cm[i].content = texts[i];
+        cm[base + i].role = r;
+        cm[base + i].content = texts[base + i];
         i++;
     }
     Error err = {{0}};
-    prompt = chat_format(s->tmpl, cm, n, true, &err);
+    prompt = chat_format(s->tmpl, cm, n + base, true, &err);
     if (!prompt) {
         api_err(e, 400, "invalid_value", "messages", "%s", err.msg);
         goto out;
@@ -1121,10 +1186,11 @@ static Job *parse_chat(Server *s, const cJSON *root, ApiErr *e) {
         api_err(e, 500, NULL, NULL, "%s", err.msg);
         goto out;
     }
-    job = make_job(s, KIND_CHAT, &g, ids, nt, "messages", e);
+    job = make_job(s, KIND_CHAT, &g, &st, ids, nt, "messages", e);
 out:
+    structured_free(&st);
     if (texts)
-        for (int k = 0; k < n; k++) free(texts[k]);
+        for (int k = 0; k <= n; k++) free(texts[k]);
     free(texts);
     free(cm);
     free(prompt);
@@ -1190,7 +1256,17 @@ static Job *parse_completion(Server *s, const cJSON *root, ApiErr *e) {
         ids[0] = bos;
         n = 1;
     }
-    return make_job(s, KIND_COMPLETION, &g, ids, n, "prompt", e);
+    Structured st;
+    StructErr se = {0};
+    if (structured_parse(root, false, &st, &se)) {
+        structured_free(&st);
+        free(ids);
+        api_err(e, se.status, se.code, se.param, "%s", se.msg);
+        return NULL;
+    }
+    Job *j = make_job(s, KIND_COMPLETION, &g, &st, ids, n, "prompt", e);
+    structured_free(&st);
+    return j;
 }
 
 /* ---- response building ------------------------------------------------- */
@@ -1305,13 +1381,20 @@ static cJSON *final_response(Server *s, const Job *j) {
     cJSON *choices = cJSON_AddArrayToObject(o, "choices"), *c = cJSON_CreateObject();
     cJSON_AddNumberToObject(c, "index", 0);
     char *echo = NULL;
+    bool tool_calls = false;
     if (chat) {
         cJSON *msg = cJSON_AddObjectToObject(c, "message");
+        uint64_t r = (uint64_t)j->created ^ (uint64_t)(uintptr_t)j;
+        cJSON *calls = j->tool_mode && j->text.s ? structured_reply_tool_calls(j->text.s, &r) : NULL;
         if (msg) {
             cJSON_AddStringToObject(msg, "role", "assistant");
-            cJSON_AddStringToObject(msg, "content", j->text.s ? j->text.s : "");
+            if (calls) cJSON_AddNullToObject(msg, "content");
+            else cJSON_AddStringToObject(msg, "content", j->text.s ? j->text.s : "");
             cJSON_AddNullToObject(msg, "refusal");
-        }
+            if (calls) cJSON_AddItemToObject(msg, "tool_calls", calls);
+            else cJSON_Delete(calls);
+            if (calls) tool_calls = true;
+        } else cJSON_Delete(calls);
     } else {
         if (j->echo) echo = tokenizer_decode(s->tok, j->prompt, j->n_prompt);
         Str t = {0};
@@ -1325,7 +1408,7 @@ static cJSON *final_response(Server *s, const Job *j) {
                                    : completion_logprobs(s, j->lps, 0, j->n_lps, echo ? strlen(echo) : 0));
     else cJSON_AddNullToObject(c, "logprobs");
     free(echo);
-    cJSON_AddStringToObject(c, "finish_reason", j->finish ? j->finish : "stop");
+    cJSON_AddStringToObject(c, "finish_reason", tool_calls ? "tool_calls" : j->finish ? j->finish : "stop");
     cJSON_AddItemToArray(choices, c);
     cJSON_AddItemToObject(o, "usage", usage_json(j));
     return o;
@@ -1385,7 +1468,28 @@ static int stream_fill(Stream *st) {
             if (sse_put(st, o)) return -1;
         }
     }
-    const bool new_text = j->text.len > st->text_sent, new_lp = j->n_lps > st->lps_sent;
+    /* a reply that is (or may still become) a tool call is held back until it is complete */
+    const bool hold = chat && j->tool_mode && structured_text_kind(j->text.s ? j->text.s : "", j->text.len) != 0;
+    bool tool_calls = false;
+    if (hold && j->state == JOB_DONE && !st->finished && !j->error[0]) {
+        uint64_t r = (uint64_t)j->created ^ (uint64_t)(uintptr_t)j;
+        cJSON *calls = j->text.s ? structured_reply_tool_calls(j->text.s, &r) : NULL;
+        if (calls) { /* all calls in one chunk, as xAI sends them */
+            cJSON *o = chunk_new(st, &c), *d = cJSON_AddObjectToObject(c, "delta");
+            int idx = 0;
+            for (cJSON *tc = calls->child; tc; tc = tc->next) cJSON_AddNumberToObject(tc, "index", idx++);
+            if (d) cJSON_AddItemToObject(d, "tool_calls", calls);
+            else cJSON_Delete(calls);
+            cJSON_AddNullToObject(c, "logprobs");
+            cJSON_AddNullToObject(c, "finish_reason");
+            if (sse_put(st, o)) return -1;
+            st->text_sent = j->text.len;
+            st->lps_sent = j->n_lps;
+            tool_calls = true;
+        }
+    }
+    const bool new_text = j->text.len > st->text_sent && (!hold || j->state == JOB_DONE),
+               new_lp = j->n_lps > st->lps_sent && (!hold || j->state == JOB_DONE);
     if (new_text || new_lp) {
         cJSON *o = chunk_new(st, &c);
         const char *txt = j->text.s ? j->text.s + st->text_sent : "";
@@ -1416,7 +1520,7 @@ static int stream_fill(Stream *st) {
             if (chat) cJSON_AddObjectToObject(c, "delta");
             else cJSON_AddStringToObject(c, "text", "");
             cJSON_AddNullToObject(c, "logprobs");
-            cJSON_AddStringToObject(c, "finish_reason", j->finish ? j->finish : "stop");
+            cJSON_AddStringToObject(c, "finish_reason", tool_calls ? "tool_calls" : j->finish ? j->finish : "stop");
             if (sse_put(st, o)) return -1;
             if (j->include_usage) {
                 o = response_head(s, j, chat ? "chat.completion.chunk" : "text_completion");
@@ -1968,6 +2072,7 @@ static int server_init(Server *s, Error *err) {
         return err_set(err, "the tokenizer has more tokens than the model's embedding table");
     s->n_vocab = s->m->cfg.n_vocab;
     s->eos = tokenizer_eos(s->tok);
+    if (!(s->trie = token_trie_new(s->tok, err))) return -1;
     ContextParams cp = {s->n_ctx, s->n_slots, 0, s->n_threads, (uint32_t)s->kv_type};
     s->ctx = context_new(s->m, &cp, err);
     if (!s->ctx) return -1;
@@ -2021,6 +2126,7 @@ static void server_free(Server *s) {
     free(s->row_slot);
     free(s->logits);
     context_free(s->ctx);
+    token_trie_free(s->trie);
     tokenizer_free(s->tok);
     model_free(s->m);
 }

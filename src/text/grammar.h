@@ -52,6 +52,8 @@ typedef struct GrammarMatcher GrammarMatcher;
 GrammarMatcher *grammar_matcher_new(const Grammar *g, const TokenTrie *tt, const int *end_tokens, int n_end,
                                     Error *err);
 void grammar_matcher_free(GrammarMatcher *m);
+/* The vocabulary size of the matcher's trie (0 without one). */
+int grammar_matcher_n_vocab(const GrammarMatcher *m);
 /* Whether `token` may come next (cheap: steps through its bytes only). */
 bool grammar_matcher_allows(GrammarMatcher *m, int token);
 /* Sets the logits of every token that may not come next to -INFINITY.

@@ -592,6 +592,8 @@ oom:
     return NULL;
 }
 
+int grammar_matcher_n_vocab(const GrammarMatcher *m) { return m && m->tt ? m->tt->n_vocab : 0; }
+
 bool grammar_matcher_can_end(const GrammarMatcher *m) { return m->cur > 0 && m->st[m->cur].can_end; }
 
 bool grammar_matcher_must_end(const GrammarMatcher *m) {

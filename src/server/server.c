@@ -415,22 +415,6 @@ static void logprob_entry(Server *s, const float *raw, int tok, int n_top, TokLP
     for (int k = 0; k < e->n_top; k++) e->top_lp[k] -= lse;
 }
 
-/* The grammar as a sampler filter; ids beyond the tokenizer's vocabulary
- * (an embedding table padded past it) are never allowed. */
-typedef struct {
-    GrammarMatcher *gm;
-    int n_vocab;
-} GrammarFilter;
-
-static bool gf_allows(void *ctx, int tok) { return grammar_matcher_allows(((GrammarFilter *)ctx)->gm, tok); }
-
-static int gf_mask(void *ctx, float *logits) {
-    GrammarFilter *f = ctx;
-    int n = grammar_matcher_mask(f->gm, logits);
-    for (int t = grammar_matcher_n_vocab(f->gm); t < f->n_vocab; t++) logits[t] = -INFINITY;
-    return n;
-}
-
 /* Samples the next token of slot sl from its logits row and publishes the
  * resulting text. Called without mu. */
 static void engine_token(Server *s, Slot *sl, float *lg) {
@@ -439,7 +423,7 @@ static void engine_token(Server *s, Slot *sl, float *lg) {
     bool has_lp = false;
     if (j->logprobs >= 0) memcpy(sl->raw, lg, (size_t)s->n_vocab * sizeof(float));
     GrammarFilter gf = {j->gm, s->n_vocab};
-    TokenFilter tf = {&gf, gf_allows, gf_mask};
+    TokenFilter tf = {&gf, grammar_filter_allows, grammar_filter_mask};
     const int tok = j->gm ? sampler_sample_filtered(j->smp, lg, &tf) : sampler_sample(j->smp, lg);
     if (tok < 0) { /* nothing can continue the grammar (or its limits were hit) */
         pthread_mutex_lock(&s->mu);

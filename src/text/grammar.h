@@ -68,6 +68,16 @@ bool grammar_matcher_can_end(const GrammarMatcher *m);
 /* ... and nothing can follow it. */
 bool grammar_matcher_must_end(const GrammarMatcher *m);
 
+/* The matcher as a sampler filter (sampler.h TokenFilter: {&ctx,
+ * grammar_filter_allows, grammar_filter_mask}); n_vocab is the model's
+ * logit count, and ids past the tokenizer's vocabulary are never allowed. */
+typedef struct {
+    GrammarMatcher *gm;
+    int n_vocab;
+} GrammarFilter;
+bool grammar_filter_allows(void *ctx, int token);
+int grammar_filter_mask(void *ctx, float *logits);
+
 /* Whether the whole of s is a sentence of g (tests, fuzzing). 1 yes, 0 no,
  * -1 error (limits). */
 int grammar_match_string(const Grammar *g, const char *s, size_t n, Error *err);

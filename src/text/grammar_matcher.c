@@ -709,6 +709,15 @@ int grammar_matcher_mask(GrammarMatcher *m, float *logits) {
     return n_allowed;
 }
 
+bool grammar_filter_allows(void *ctx, int tok) { return grammar_matcher_allows(((GrammarFilter *)ctx)->gm, tok); }
+
+int grammar_filter_mask(void *ctx, float *logits) {
+    GrammarFilter *f = ctx;
+    int n = grammar_matcher_mask(f->gm, logits);
+    for (int t = grammar_matcher_n_vocab(f->gm); t < f->n_vocab; t++) logits[t] = -INFINITY;
+    return n;
+}
+
 int grammar_match_string(const Grammar *g, const char *s, size_t n, Error *err) {
     GrammarMatcher *m = grammar_matcher_new(g, NULL, NULL, 0, err);
     if (!m) return -1;

@@ -6,6 +6,8 @@
  * pointer, with an "in progress" mark to refuse cycles. */
 #include "json_schema.h"
 
+#include "grammar.h"
+
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdarg.h>
@@ -846,4 +848,56 @@ char *json_schema_to_gbnf(const char *json, size_t len, Error *err) {
     json_grammar_free(jg);
     cJSON_Delete(s);
     return out;
+}
+
+static char *slurp(const char *path, size_t *len, Error *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        err_set(err, "cannot open %s", path);
+        return NULL;
+    }
+    size_t cap = 4096, n = 0, r;
+    char *b = malloc(cap + 1);
+    while (b && (r = fread(b + n, 1, cap - n, f)) > 0) {
+        n += r;
+        if (n == cap) {
+            if (cap >= (64u << 20)) {
+                free(b);
+                fclose(f);
+                err_set(err, "%s is over 64 MiB", path);
+                return NULL;
+            }
+            char *t = realloc(b, (cap *= 2) + 1);
+            if (!t) free(b);
+            b = t;
+        }
+    }
+    int bad = !b || ferror(f);
+    fclose(f);
+    if (bad) {
+        free(b);
+        err_set(err, "cannot read %s", path);
+        return NULL;
+    }
+    b[n] = 0;
+    *len = n;
+    return b;
+}
+
+Grammar *grammar_from_files(const char *gbnf_file, const char *schema_file, Error *err) {
+    const char *path = gbnf_file ? gbnf_file : schema_file;
+    size_t n;
+    char *txt = slurp(path, &n, err);
+    if (!txt) return NULL;
+    Grammar *g = NULL;
+    if (gbnf_file) {
+        g = grammar_parse(txt, n, NULL, err);
+    } else {
+        char *gb = json_schema_to_gbnf(txt, n, err);
+        if (gb) g = grammar_parse(gb, strlen(gb), NULL, err);
+        free(gb);
+    }
+    free(txt);
+    if (!g) err_prefix(err, "%s", path);
+    return g;
 }

@@ -50,4 +50,9 @@ int gbnf_append_literal(char **buf, size_t *len, size_t *cap, const char *s, siz
 /* One call: the GBNF (root rule "root") for a schema given as JSON text. */
 char *json_schema_to_gbnf(const char *json, size_t len, Error *err);
 
+/* For the CLI's --grammar FILE / --json-schema FILE (one of them): the
+ * compiled grammar; errors name the file. */
+struct Grammar;
+struct Grammar *grammar_from_files(const char *gbnf_file, const char *schema_file, Error *err);
+
 #endif

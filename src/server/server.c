@@ -50,6 +50,7 @@
 #include "grammar.h"
 #include "model.h"
 #include "quant.h"
+#include "responses.h"
 #include "sampler.h"
 #include "structured.h"
 #include "threadpool.h"
@@ -145,6 +146,7 @@ typedef struct Job {
     Grammar *grammar;      /* the reply's grammar (response_format, grammar, tools), NULL if none */
     GrammarMatcher *gm;
     int tool_mode;         /* ToolMode: replies may be tool calls */
+    RespCtx *resp;         /* a Responses API request (POST /v1/responses), NULL for chat */
     /* owned by the engine while running */
     Sampler *smp;
     StopMatcher sm;
@@ -206,6 +208,7 @@ typedef struct Server {
     int n_vocab, eos;
     int sep_token;           /* the chat template's stop string as one token, or -1 */
     TokenTrie *trie;         /* the vocabulary's bytes, for grammars */
+    ResponseStore *rstore;   /* stored Responses (previous_response_id, GET /v1/responses/{id}) */
     char model_id[160];
     char file_id[160];       /* file name, also accepted as a model id */
     char file_id_noext[160];
@@ -273,6 +276,7 @@ static void job_free(Job *j) {
     free(j->prompt);
     grammar_matcher_free(j->gm);
     grammar_free(j->grammar);
+    resp_ctx_free(j->resp);
     sampler_free(j->smp);
     stop_matcher_free(&j->sm);
     str_free(&j->text);
@@ -1434,9 +1438,25 @@ static cJSON *chunk_new(Stream *st, cJSON **choice) {
 
 /* Turns what the job has produced since the last call into SSE chunks
  * (under mu). */
+/* The Responses API's events for what the job has produced (under mu). */
+static int stream_fill_responses(Stream *st) {
+    Job *j = st->job;
+    Server *s = st->s;
+    RespView v = {s->model_id,         j->text.s ? j->text.s : "", j->text.len, j->state == JOB_DONE, j->finish,
+                  j->error[0] ? j->error : NULL, j->n_prompt, j->cached_tokens, j->completion_tokens};
+    size_t n = 0;
+    bool oom, fin;
+    char *b = responses_stream(s->rstore, j->resp, &v, &n, &oom, &fin);
+    int r = oom || (b && n && str_put(&st->out, b, n)) ? -1 : 0;
+    free(b);
+    if (fin) st->finished = true;
+    return r;
+}
+
 static int stream_fill(Stream *st) {
     Job *j = st->job;
     Server *s = st->s;
+    if (j->resp) return stream_fill_responses(st);
     const bool chat = j->kind == KIND_CHAT;
     cJSON *c;
     if (!st->started) {
@@ -1579,6 +1599,11 @@ enum {
     EP_DETOKENIZE,
     EP_INDEX,
     EP_FAVICON,
+    EP_RESPONSES,       /* POST /v1/responses */
+    EP_RESPONSE,        /* GET, DELETE /v1/responses/{id} */
+    EP_TOKENIZE_TEXT,   /* xAI: POST /v1/tokenize-text */
+    EP_LANGUAGE_MODELS, /* xAI: GET /v1/language-models[/{id}] */
+    EP_LANGUAGE_MODEL,
 };
 
 typedef struct {
@@ -1605,11 +1630,25 @@ static int route(const char *url, const char **model_id) {
         return EP_MODEL;
     }
     if (!strcmp(url, "/tokenize")) return EP_TOKENIZE;
+    if (!strcmp(url, "/responses")) return EP_RESPONSES;
+    if (!strncmp(url, "/responses/", 11) && url[11]) {
+        *model_id = url + 11;
+        return EP_RESPONSE;
+    }
+    if (!strcmp(url, "/tokenize-text")) return EP_TOKENIZE_TEXT;
+    if (!strcmp(url, "/language-models")) return EP_LANGUAGE_MODELS;
+    if (!strncmp(url, "/language-models/", 17) && url[17]) {
+        *model_id = url + 17;
+        return EP_LANGUAGE_MODEL;
+    }
     if (!strcmp(url, "/detokenize")) return EP_DETOKENIZE;
     return EP_NONE;
 }
 
-static bool ep_is_post(int ep) { return ep == EP_CHAT || ep == EP_COMPLETIONS || ep == EP_TOKENIZE || ep == EP_DETOKENIZE; }
+static bool ep_is_post(int ep) {
+    return ep == EP_CHAT || ep == EP_COMPLETIONS || ep == EP_TOKENIZE || ep == EP_DETOKENIZE || ep == EP_RESPONSES ||
+           ep == EP_TOKENIZE_TEXT;
+}
 
 static bool authorized(Server *s, struct MHD_Connection *c) {
     if (!s->api_key) return true;
@@ -1797,7 +1836,23 @@ static int connection_fd(struct MHD_Connection *c) {
 
 static enum MHD_Result handle_generate(Server *s, struct MHD_Connection *c, Req *rq, const cJSON *root) {
     ApiErr e = {0};
-    Job *j = rq->ep == EP_CHAT ? parse_chat(s, root, &e) : parse_completion(s, root, &e);
+    Job *j;
+    if (rq->ep == EP_RESPONSES) { /* run as a chat request */
+        RespCtx *rc = NULL;
+        StructErr se = {0};
+        pthread_mutex_lock(&s->mu);
+        uint64_t seed = splitmix(&s->rng);
+        pthread_mutex_unlock(&s->mu);
+        cJSON *chat = responses_to_chat(root, s->rstore, seed, &rc, &se);
+        if (!chat) {
+            api_err(&e, se.status, se.code, se.param, "%s", se.msg);
+            return send_error(s, c, &e);
+        }
+        j = parse_chat(s, chat, &e);
+        cJSON_Delete(chat);
+        if (j) j->resp = rc;
+        else resp_ctx_free(rc);
+    } else j = rq->ep == EP_CHAT ? parse_chat(s, root, &e) : parse_completion(s, root, &e);
     if (!j) return send_error(s, c, &e);
     rq->job = j;
     int st = job_submit(s, j);
@@ -1813,7 +1868,11 @@ static enum MHD_Result handle_generate(Server *s, struct MHD_Connection *c, Req 
         cJSON *o = NULL;
         ApiErr fe = {0};
         if (j->error[0]) api_err(&fe, strcmp(j->error, SHUTDOWN_MSG) ? 500 : 503, NULL, NULL, "%s", j->error);
-        else o = final_response(s, j);
+        else if (j->resp) {
+            RespView v = {s->model_id, j->text.s ? j->text.s : "", j->text.len, true, j->finish, NULL,
+                          j->n_prompt, j->cached_tokens, j->completion_tokens};
+            o = responses_final(s->rstore, j->resp, &v);
+        } else o = final_response(s, j);
         if (s->verbose)
             fprintf(stderr, "grok serve: %s prompt %d (cached %d) completion %d finish %s %.3f s\n", j->id, j->n_prompt,
                     j->cached_tokens, j->completion_tokens, j->finish ? j->finish : "-", j->t_done - j->t_queued);
@@ -1845,6 +1904,8 @@ static enum MHD_Result handle_generate(Server *s, struct MHD_Connection *c, Req 
     MHD_destroy_response(r);
     return ok;
 }
+
+static enum MHD_Result handle_tokenize_text(Server *s, struct MHD_Connection *c, const cJSON *root);
 
 static enum MHD_Result handle_post(Server *s, struct MHD_Connection *c, Req *rq) {
     if (rq->too_big) {
@@ -1878,6 +1939,8 @@ static enum MHD_Result handle_post(Server *s, struct MHD_Connection *c, Req *rq)
         r = send_simple_error(s, c, 400, "invalid_json", "The request body must be a JSON object");
     } else if (rq->ep == EP_TOKENIZE || rq->ep == EP_DETOKENIZE) {
         r = handle_tokenize(s, c, root, rq->ep == EP_DETOKENIZE);
+    } else if (rq->ep == EP_TOKENIZE_TEXT) {
+        r = handle_tokenize_text(s, c, root);
     } else {
         r = handle_generate(s, c, rq, root);
     }
@@ -1885,8 +1948,83 @@ static enum MHD_Result handle_post(Server *s, struct MHD_Connection *c, Req *rq)
     return r;
 }
 
+static enum MHD_Result send_response_404(Server *s, struct MHD_Connection *c, const char *id) {
+    ApiErr e;
+    api_err(&e, 404, "not_found", "response_id", "Response with id '%.100s' not found", id);
+    return send_error(s, c, &e);
+}
+
+/* xAI's GET /v1/language-models entry for the served model. */
+static cJSON *language_model_json(Server *s) {
+    cJSON *o = cJSON_CreateObject(), *a;
+    cJSON_AddStringToObject(o, "id", s->model_id);
+    cJSON_AddStringToObject(o, "fingerprint", s->fingerprint);
+    cJSON_AddNumberToObject(o, "created", (double)s->started);
+    cJSON_AddStringToObject(o, "object", "model");
+    cJSON_AddStringToObject(o, "owned_by", "grok.c");
+    cJSON_AddStringToObject(o, "version", SERVER_VERSION);
+    if ((a = cJSON_AddArrayToObject(o, "input_modalities"))) cJSON_AddItemToArray(a, cJSON_CreateString("text"));
+    if ((a = cJSON_AddArrayToObject(o, "output_modalities"))) cJSON_AddItemToArray(a, cJSON_CreateString("text"));
+    cJSON_AddNumberToObject(o, "prompt_text_token_price", 0);
+    cJSON_AddNumberToObject(o, "completion_text_token_price", 0);
+    if ((a = cJSON_AddArrayToObject(o, "aliases"))) {
+        if (strcmp(s->file_id, s->model_id)) cJSON_AddItemToArray(a, cJSON_CreateString(s->file_id));
+        if (strcmp(s->file_id_noext, s->model_id) && strcmp(s->file_id_noext, s->file_id))
+            cJSON_AddItemToArray(a, cJSON_CreateString(s->file_id_noext));
+    }
+    return o;
+}
+
+/* xAI's POST /v1/tokenize-text: {text, model} -> {token_ids: [{token_id, string_token, token_bytes}]}. */
+static enum MHD_Result handle_tokenize_text(Server *s, struct MHD_Connection *c, const cJSON *root) {
+    ApiErr e = {0};
+    static const char *const fields[] = {"model", "text", "user", NULL};
+    if (check_fields(root, fields, &e) || check_model(s, root, &e)) return send_error(s, c, &e);
+    cJSON *t = field(root, "text");
+    if (!t || !cJSON_IsString(t)) {
+        api_err(&e, 400, t ? "invalid_type" : "missing_required_parameter", "text",
+                t ? "Invalid type for 'text': expected a string" : "Missing required parameter: 'text'");
+        return send_error(s, c, &e);
+    }
+    pthread_mutex_lock(&s->mu);
+    s->req_tokenize++;
+    pthread_mutex_unlock(&s->mu);
+    int *ids = NULL;
+    Error err = {{0}};
+    int n = tokenizer_encode(s->tok, t->valuestring, strlen(t->valuestring), false, &ids, &err);
+    if (n < 0) return send_simple_error(s, c, 500, NULL, err.msg);
+    cJSON *o = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(o, "token_ids");
+    for (int i = 0; i < n && arr; i++) {
+        char txt[256];
+        unsigned char raw[256];
+        size_t nr;
+        token_text(s, ids[i], txt, sizeof txt, raw, &nr);
+        cJSON *it = cJSON_CreateObject(), *b;
+        cJSON_AddNumberToObject(it, "token_id", ids[i]);
+        cJSON_AddStringToObject(it, "string_token", txt);
+        if ((b = cJSON_AddArrayToObject(it, "token_bytes")))
+            for (size_t k = 0; k < nr; k++) cJSON_AddItemToArray(b, cJSON_CreateNumber(raw[k]));
+        cJSON_AddItemToArray(arr, it);
+    }
+    free(ids);
+    return send_json(s, c, 200, o);
+}
+
 static enum MHD_Result handle_get(Server *s, struct MHD_Connection *c, Req *rq, const char *model_id) {
     switch (rq->ep) {
+    case EP_RESPONSE: {
+        cJSON *o = response_store_get(s->rstore, model_id);
+        return o ? send_json(s, c, 200, o) : send_response_404(s, c, model_id);
+    }
+    case EP_LANGUAGE_MODELS: {
+        cJSON *o = cJSON_CreateObject(), *d = cJSON_AddArrayToObject(o, "models");
+        if (d) cJSON_AddItemToArray(d, language_model_json(s));
+        return send_json(s, c, 200, o);
+    }
+    case EP_LANGUAGE_MODEL:
+        if (!strcmp(model_id, s->model_id) || !strcmp(model_id, s->file_id) || !strcmp(model_id, s->file_id_noext))
+            return send_json(s, c, 200, language_model_json(s));
+        return send_simple_error(s, c, 404, "model_not_found", "The model does not exist");
     case EP_INDEX:
         return send_buf(s, c, 200, "text/html; charset=utf-8", (char *)grok_webui_html, strlen(grok_webui_html), false);
     case EP_FAVICON:
@@ -1979,7 +2117,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (rq->ep == EP_NONE) return send_simple_error(s, c, 404, "not_found", "Not found");
     const bool want_post = ep_is_post(rq->ep);
     const bool is_get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
-    if ((want_post && !rq->post) || (!want_post && !is_get)) {
+    const bool is_delete = rq->ep == EP_RESPONSE && !strcmp(method, "DELETE");
+    if ((want_post && !rq->post) || (!want_post && !is_get && !is_delete)) {
         char msg[128];
         snprintf(msg, sizeof msg, "Method %.16s is not allowed here; use %s", method, want_post ? "POST" : "GET");
         return send_simple_error(s, c, 405, "method_not_allowed", msg);
@@ -1987,6 +2126,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (rq->ep != EP_INDEX && rq->ep != EP_FAVICON && rq->ep != EP_HEALTH && !authorized(s, c))
         return send_simple_error(s, c, 401, "invalid_api_key",
                                  "Incorrect or missing API key: send 'Authorization: Bearer KEY' with the server's --api-key");
+    if (is_delete) {
+        if (!response_store_delete(s->rstore, model_id)) return send_response_404(s, c, model_id);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "id", model_id);
+        cJSON_AddStringToObject(o, "object", "response");
+        cJSON_AddBoolToObject(o, "deleted", true);
+        return send_json(s, c, 200, o);
+    }
     return want_post ? handle_post(s, c, rq) : handle_get(s, c, rq, model_id);
 }
 
@@ -2057,6 +2204,7 @@ static int server_init(Server *s, Error *err) {
     s->n_vocab = s->m->cfg.n_vocab;
     s->eos = tokenizer_eos(s->tok);
     if (!(s->trie = token_trie_new(s->tok, err))) return -1;
+    if (!(s->rstore = response_store_new())) return err_set(err, "out of memory");
     ContextParams cp = {s->n_ctx, s->n_slots, 0, s->n_threads, (uint32_t)s->kv_type};
     s->ctx = context_new(s->m, &cp, err);
     if (!s->ctx) return -1;
@@ -2111,6 +2259,7 @@ static void server_free(Server *s) {
     free(s->logits);
     context_free(s->ctx);
     token_trie_free(s->trie);
+    response_store_free(s->rstore);
     tokenizer_free(s->tok);
     model_free(s->m);
 }

@@ -20,7 +20,8 @@
 #define MAX_ENUM 4096           /* values in one enum */
 #define MAX_COUNT 10000         /* minItems/maxItems/minLength/maxLength */
 #define MAX_GRAMMAR (8u << 20)  /* bytes of GBNF */
-#define MAX_BOUND 1e15          /* |minimum|, |maximum| */
+#define MAX_BOUND 1e15          /* |minimum|, |maximum| that constrain; integers are generated with at most 15 digits,
+                                   so bounds beyond this (zod's +-2^53-1) are no constraint at all */
 
 typedef struct {
     char *s;
@@ -151,7 +152,7 @@ static void prim(JsonGrammar *jg, unsigned p) {
         break;
     case P_INTEGER:
         prim(jg, P_SPACE);
-        bputs(o, "integer ::= \"-\"? ([0-9] | [1-9] [0-9]{0,15}) space\n");
+        bputs(o, "integer ::= \"-\"? ([0-9] | [1-9] [0-9]{0,14}) space\n");
         break;
     case P_BOOL:
         prim(jg, P_SPACE);
@@ -301,7 +302,7 @@ static void range_nn(Buf *b, long long a, long long z) {
     if (z >= 0) {
         ull_str((unsigned long long)z, zs);
         lz = strlen(zs);
-    } else lz = 16;
+    } else lz = 15;
     bputs(b, "(");
     for (size_t L = la; L <= lz; L++) {
         if (L > la) bputs(b, " | ");
@@ -385,8 +386,11 @@ static int bounds(JsonGrammar *jg, const cJSON *s, bool integer, const char *pat
         if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
             return fail(jg, path, "'%s' must be a number", kws[k]), -1;
         double x = v->valuedouble;
-        if (fabs(x) > MAX_BOUND) return fail(jg, path, "'%s' of %g is beyond +-1e15", kws[k], x), -1;
         const bool is_lo = k < 2, excl = k == 1 || k == 3;
+        if (fabs(x) > MAX_BOUND) {
+            if ((is_lo && x < 0) || (!is_lo && x > 0)) continue; /* beyond what is generated: no constraint */
+            return fail(jg, path, "'%s' of %g is beyond +-1e15", kws[k], x), -1;
+        }
         long long w;
         if (integer) {
             if (is_lo) w = (long long)(excl ? floor(x) + 1 : ceil(x));

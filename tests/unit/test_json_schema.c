@@ -107,6 +107,10 @@ int main(void) {
     cases("{\"type\":\"number\",\"minimum\":-3,\"maximum\":-1}", (const char *[]){"-1", "-2.5", "-3", NULL},
           (const char *[]){"-0.5", "-3.5", "0", "1", NULL});
 
+    /* zod's integers: +-(2^53 - 1) bounds are no constraint */
+    cases("{\"type\":\"integer\",\"minimum\":-9007199254740991,\"maximum\":9007199254740991}",
+          (const char *[]){"0", "-5", "999999999999999", NULL}, (const char *[]){"1.5", "1000000000000000", NULL});
+    error_case("{\"type\":\"integer\",\"minimum\":9007199254740991}", "beyond");
     /* integer ranges, exhaustively over -150..150 */
     static const struct { const char *kw; long lo, hi; } R[] = {
         {"\"minimum\":7,\"maximum\":123", 7, 123},       {"\"minimum\":-45,\"maximum\":9", -45, 9},

@@ -837,7 +837,7 @@ Grammar *grammar_parse(const char *text, size_t len, const char *root, Error *er
         g->rule_alt0[i] = a;
         for (int k = 0; k < p.rules[i].n_alts; k++) {
             g->alt_start[a++] = e;
-            memcpy(g->el + e, p.rules[i].alts[k].v, (size_t)p.rules[i].alts[k].n * sizeof *g->el);
+            if (p.rules[i].alts[k].n) memcpy(g->el + e, p.rules[i].alts[k].v, (size_t)p.rules[i].alts[k].n * sizeof *g->el);
             e += p.rules[i].alts[k].n;
             g->el[e].type = EL_END, g->el[e].arg = 0;
             e++;

@@ -238,6 +238,7 @@ typedef struct Server {
     uint64_t http_4xx, http_5xx;
     uint64_t prompt_tokens, prompt_tokens_computed, gen_tokens;
     uint64_t steps, batch_tokens;
+    uint64_t grammar_tokens, grammar_masks; /* tokens sampled under a grammar, full masks they needed */
     double ttft_sum;
     uint64_t ttft_count;
     double busy_seconds;
@@ -426,7 +427,7 @@ static void engine_token(Server *s, Slot *sl, float *lg) {
     TokLP lpe;
     bool has_lp = false;
     if (j->logprobs >= 0) memcpy(sl->raw, lg, (size_t)s->n_vocab * sizeof(float));
-    GrammarFilter gf = {j->gm, s->n_vocab};
+    GrammarFilter gf = {j->gm, s->n_vocab, 0};
     TokenFilter tf = {&gf, grammar_filter_allows, grammar_filter_mask};
     const int tok = j->gm ? sampler_sample_filtered(j->smp, lg, &tf) : sampler_sample(j->smp, lg);
     if (tok < 0) { /* nothing can continue the grammar (or its limits were hit) */
@@ -476,6 +477,7 @@ static void engine_token(Server *s, Slot *sl, float *lg) {
     sl->scratch.len = w;
     const double now = time_now();
     pthread_mutex_lock(&s->mu);
+    if (j->gm) s->grammar_tokens++, s->grammar_masks += (uint64_t)gf.n_masks;
     if (!eot) {
         j->completion_tokens++;
         s->gen_tokens++;
@@ -1729,6 +1731,10 @@ static enum MHD_Result handle_metrics(Server *s, struct MHD_Connection *c) {
            (unsigned long long)s->batch_tokens);
     METRIC("busy_seconds_total", "counter", "Seconds spent in forward passes.", "grok_busy_seconds_total %.6f",
            s->busy_seconds);
+    METRIC("grammar_tokens_total", "counter", "Tokens sampled under a grammar (response_format, grammar, tools).",
+           "grok_grammar_tokens_total %llu", (unsigned long long)s->grammar_tokens);
+    METRIC("grammar_masks_total", "counter", "Full vocabulary masks computed (the sampled token broke the grammar).",
+           "grok_grammar_masks_total %llu", (unsigned long long)s->grammar_masks);
     METRIC("uptime_seconds", "gauge", "Seconds since the server started.", "grok_uptime_seconds %.3f",
            (double)time(NULL) - (double)s->started);
 #undef METRIC

@@ -713,6 +713,7 @@ bool grammar_filter_allows(void *ctx, int tok) { return grammar_matcher_allows((
 
 int grammar_filter_mask(void *ctx, float *logits) {
     GrammarFilter *f = ctx;
+    f->n_masks++;
     int n = grammar_matcher_mask(f->gm, logits);
     for (int t = grammar_matcher_n_vocab(f->gm); t < f->n_vocab; t++) logits[t] = -INFINITY;
     return n;

@@ -310,7 +310,7 @@ static int cmd_run(int argc, char **argv) {
     StopMatcher sm = {0};
     TokenTrie *trie = NULL;
     GrammarMatcher *gm = NULL;
-    GrammarFilter rf = {NULL, 0, 0};
+    GrammarFilter rf = {NULL, 0, 0, 0};
     TokenFilter tf = {&rf, grammar_filter_allows, grammar_filter_mask};
     if (grammar) {
         const int eos = tokenizer_eos(tok);

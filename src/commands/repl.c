@@ -464,7 +464,7 @@ static int generate_reply(Chat *ch, Error *err) {
     Str reply = {0};
     Out out = {false, !ch->tty, {0}};
     GrammarMatcher *gm = NULL;
-    GrammarFilter gfc = {NULL, ch->n_vocab, 0};
+    GrammarFilter gfc = {NULL, ch->n_vocab, 0, 0};
     TokenFilter tf = {&gfc, grammar_filter_allows, grammar_filter_mask};
     if (ch->grammar) {
         int ends[2], n_end = 0;

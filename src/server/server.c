@@ -239,6 +239,8 @@ typedef struct Server {
     uint64_t prompt_tokens, prompt_tokens_computed, gen_tokens;
     uint64_t steps, batch_tokens;
     uint64_t grammar_tokens, grammar_masks; /* tokens sampled under a grammar, full masks they needed */
+    double grammar_seconds;                 /* engine time in grammar checks, masks and steps */
+    double sample_seconds;                  /* engine time sampling (grammar work included) */
     double ttft_sum;
     uint64_t ttft_count;
     double busy_seconds;
@@ -427,9 +429,11 @@ static void engine_token(Server *s, Slot *sl, float *lg) {
     TokLP lpe;
     bool has_lp = false;
     if (j->logprobs >= 0) memcpy(sl->raw, lg, (size_t)s->n_vocab * sizeof(float));
-    GrammarFilter gf = {j->gm, s->n_vocab, 0};
+    GrammarFilter gf = {j->gm, s->n_vocab, 0, 0};
     TokenFilter tf = {&gf, grammar_filter_allows, grammar_filter_mask};
+    const double t_s0 = time_now();
     const int tok = j->gm ? sampler_sample_filtered(j->smp, lg, &tf) : sampler_sample(j->smp, lg);
+    double t_sample = time_now() - t_s0;
     if (tok < 0) { /* nothing can continue the grammar (or its limits were hit) */
         pthread_mutex_lock(&s->mu);
         job_done(s, j, NULL, tok == -1 ? "grammar: no token of the vocabulary can continue the reply"
@@ -454,7 +458,9 @@ static void engine_token(Server *s, Slot *sl, float *lg) {
         sampler_accept(j->smp, tok);
         j->n_gen++;
         Error gerr = {{0}};
+        const double ta = j->gm ? time_now() : 0;
         if (j->gm && grammar_matcher_accept(j->gm, tok, &gerr)) oom = true; /* not reached: the token was allowed */
+        if (j->gm) gf.seconds += time_now() - ta, t_sample += time_now() - ta;
         size_t n = token_decoder_push(s->tok, &j->dec, tok, piece, sizeof piece);
         hit = stop_matcher_push(&j->sm, piece, n, &emit, &emit_len) != 0;
         if (str_put(&sl->scratch, emit, emit_len)) oom = true;
@@ -477,7 +483,8 @@ static void engine_token(Server *s, Slot *sl, float *lg) {
     sl->scratch.len = w;
     const double now = time_now();
     pthread_mutex_lock(&s->mu);
-    if (j->gm) s->grammar_tokens++, s->grammar_masks += (uint64_t)gf.n_masks;
+    if (j->gm) s->grammar_tokens++, s->grammar_masks += (uint64_t)gf.n_masks, s->grammar_seconds += gf.seconds;
+    s->sample_seconds += t_sample;
     if (!eot) {
         j->completion_tokens++;
         s->gen_tokens++;
@@ -1735,6 +1742,10 @@ static enum MHD_Result handle_metrics(Server *s, struct MHD_Connection *c) {
            "grok_grammar_tokens_total %llu", (unsigned long long)s->grammar_tokens);
     METRIC("grammar_masks_total", "counter", "Full vocabulary masks computed (the sampled token broke the grammar).",
            "grok_grammar_masks_total %llu", (unsigned long long)s->grammar_masks);
+    METRIC("sample_seconds_total", "counter", "Engine seconds spent sampling tokens (grammars included).",
+           "grok_sample_seconds_total %.6f", s->sample_seconds);
+    METRIC("grammar_seconds_total", "counter", "Engine seconds spent on grammars (checks, masks, steps).",
+           "grok_grammar_seconds_total %.6f", s->grammar_seconds);
     METRIC("uptime_seconds", "gauge", "Seconds since the server started.", "grok_uptime_seconds %.3f",
            (double)time(NULL) - (double)s->started);
 #undef METRIC

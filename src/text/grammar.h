@@ -74,7 +74,8 @@ bool grammar_matcher_must_end(const GrammarMatcher *m);
 typedef struct {
     GrammarMatcher *gm;
     int n_vocab;
-    int n_masks; /* full masks computed (the sampled token was rejected) */
+    int n_masks;    /* full masks computed (the sampled token was rejected) */
+    double seconds; /* time spent in checks and masks */
 } GrammarFilter;
 bool grammar_filter_allows(void *ctx, int token);
 int grammar_filter_mask(void *ctx, float *logits);

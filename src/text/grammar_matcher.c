@@ -709,13 +709,21 @@ int grammar_matcher_mask(GrammarMatcher *m, float *logits) {
     return n_allowed;
 }
 
-bool grammar_filter_allows(void *ctx, int tok) { return grammar_matcher_allows(((GrammarFilter *)ctx)->gm, tok); }
+bool grammar_filter_allows(void *ctx, int tok) {
+    GrammarFilter *f = ctx;
+    const double t0 = time_now();
+    bool ok = grammar_matcher_allows(f->gm, tok);
+    f->seconds += time_now() - t0;
+    return ok;
+}
 
 int grammar_filter_mask(void *ctx, float *logits) {
     GrammarFilter *f = ctx;
+    const double t0 = time_now();
     f->n_masks++;
     int n = grammar_matcher_mask(f->gm, logits);
     for (int t = grammar_matcher_n_vocab(f->gm); t < f->n_vocab; t++) logits[t] = -INFINITY;
+    f->seconds += time_now() - t0;
     return n;
 }
 

@@ -25,6 +25,7 @@
 
 #define MAX_STACKS 4096          /* live parser stacks in one state */
 #define MAX_EXPAND (1 << 17)     /* expansion steps per byte */
+#define MAX_WORK (1L << 24)      /* expansion steps per check, accept or mask (the engine thread must not stall) */
 #define COMPACT_FRAMES (1 << 20) /* frames kept before compacting */
 #define COMPACT_STATES (1 << 18) /* states kept before compacting */
 #define MAX_TOKEN_BYTES 1024
@@ -246,6 +247,7 @@ struct GrammarMatcher {
     int cur;
     bool at_start;
     bool failed;
+    long budget;       /* expansion steps left for the current operation */
     IVec work, tmp;
     int32_t *dst;      /* state per trie depth */
     uint64_t *allowed;
@@ -317,7 +319,7 @@ static int expand(GrammarMatcher *m, int32_t pos0, int32_t parent0, IVec *out) {
     while (w->n) {
         int32_t par = w->v[--w->n], pos = w->v[--w->n];
         for (;;) {
-            if (++steps > MAX_EXPAND) return -1;
+            if (++steps > MAX_EXPAND || --m->budget < 0) return -1;
             const Elem *e = &g->el[pos];
             if (e->type == EL_END) {
                 if (par < 0) {
@@ -575,11 +577,12 @@ GrammarMatcher *grammar_matcher_new(const Grammar *g, const TokenTrie *tt, const
     new_gen(m);
     IVec *out = &m->tmp;
     out->n = 0;
+    m->budget = MAX_WORK;
     const int r = g->root;
     for (int a = g->rule_alt0[r]; a < g->rule_alt0[r + 1]; a++)
         if (expand(m, g->alt_start[a], -1, out)) {
             grammar_matcher_free(m);
-            err_set(err, "grammar: too ambiguous at the start (over %d parser stacks)", MAX_STACKS);
+            err_set(err, "grammar: too ambiguous at the start (over %d parser stacks or its work limit)", MAX_STACKS);
             return NULL;
         }
     sort_tops(out->v, out->n);
@@ -610,6 +613,7 @@ static bool is_end_token(const GrammarMatcher *m, int tok) {
  * skipped with strip): 0 dead, -1 limit. */
 static int run_bytes(GrammarMatcher *m, const unsigned char *b, size_t n, bool strip) {
     int s = m->cur;
+    m->budget = MAX_WORK;
     for (size_t i = 0; i < n && s > 0; i++) {
         if (i == 0 && strip && b[0] == ' ') continue; /* the decoder drops it */
         s = step(m, s, b[i]);
@@ -640,7 +644,7 @@ static int commit(GrammarMatcher *m, int s, Error *err) {
 static int step_error(GrammarMatcher *m, int s, Error *err, const char *what) {
     if (s < 0) {
         m->failed = true;
-        return err_set(err, "grammar: too ambiguous (over %d parser stacks) or out of memory", MAX_STACKS);
+        return err_set(err, "grammar: too ambiguous (over %d parser stacks or its work limit) or out of memory", MAX_STACKS);
     }
     return err_set(err, "grammar: %s", what);
 }
@@ -675,6 +679,7 @@ int grammar_matcher_mask(GrammarMatcher *m, float *logits) {
     const TrieNode *nodes = tt->nodes;
     int32_t *dst = m->dst;
     dst[0] = m->cur;
+    m->budget = MAX_WORK;
     for (uint32_t i = 0; i < (uint32_t)tt->n_nodes;) {
         const TrieNode *nd = &nodes[i];
         const int d = nd->depth;

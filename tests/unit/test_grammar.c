@@ -131,6 +131,21 @@ static void test_parse_and_match(void) {
     expect_error("root ::= (\"a\"?)*\n", "left recursion");
     expect_error("start ::= \"a\"\n", "no rule named 'root'");
     expect_error("root ::= <[1]>\n", "token references");
+    /* an ambiguous grammar hits the matcher's limits: an error, quickly, not a hang */
+    g = parse("root ::= \"a\"{0,6000} \"a\"{0,6000} \"b\"\n");
+    if (g) {
+        char *as = malloc(6001);
+        memset(as, 'a', 6000);
+        as[6000] = 0;
+        Error err = {{0}};
+        double t0 = time_now();
+        int r = grammar_match_string(g, as, 6000, &err);
+        CHECK(r == -1 && strstr(err.msg, "too ambiguous"), "ambiguous grammar: %d %s", r, err.msg);
+        CHECK(time_now() - t0 < 5.0, "ambiguous grammar took %.1f s", time_now() - t0);
+        CHECK(match(g, "aaab") == 1, "ambiguous grammar, short input");
+        free(as);
+        grammar_free(g);
+    }
     /* deep nesting is an error, not a stack overflow */
     {
         char *deep = malloc(20000);

@@ -217,7 +217,7 @@ static const char *KNOWN[] = {"type", "properties", "required", "additionalPrope
                               "maxItems", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "$defs",
                               "definitions", "format", "minLength", "maxLength", "minimum", "maximum",
                               "exclusiveMinimum", "exclusiveMaximum", "title", "description", "default",
-                              "examples", "$schema", "$id", "$comment", "deprecated", "readOnly", "writeOnly",
+                              "examples", "$schema", "$id", "$comment", "deprecated", "readOnly", "writeOnly", "pattern",
                               NULL};
 
 static bool known(const char *k) {
@@ -576,11 +576,321 @@ static const char *visit_array(JsonGrammar *jg, const cJSON *s, const char *path
     return emit(jg, &b);
 }
 
+/* ---- pattern: an ECMA-262 regular expression subset --------------------------
+ *
+ * The grammar generates strings that match the whole pattern (a subset of the
+ * strings that contain a match, which is what JSON Schema asks). Literals,
+ * classes, ".", \d \w \s (and \D \W \S outside classes), groups (capturing
+ * or (?:)), |, * + ? {m} {m,} {m,n} (lazy forms too), ^ at the start and $
+ * at the end of an alternative. Characters JSON must escape (", \, control
+ * characters) are written escaped when a literal asks for them and left out
+ * of classes. Lookarounds, backreferences and word boundaries are errors. */
+
+typedef struct {
+    const char *p, *end;
+    Buf *out;
+    const char *err;
+    int depth;
+} Rx;
+
+typedef struct {
+    uint32_t lo, hi;
+} Rng;
+
+/* Emits code point c as it appears inside a JSON string (GBNF literal). */
+static void rx_lit(Buf *b, uint32_t c) {
+    char t[16];
+    int n;
+    if (c == '"') n = snprintf(t, sizeof t, "\\\"");
+    else if (c == '\\') n = snprintf(t, sizeof t, "\\\\");
+    else if (c == '\n') n = snprintf(t, sizeof t, "\\n");
+    else if (c == '\t') n = snprintf(t, sizeof t, "\\t");
+    else if (c == '\r') n = snprintf(t, sizeof t, "\\r");
+    else if (c < 0x20) n = snprintf(t, sizeof t, "\\u%04x", (unsigned)c);
+    else {
+        unsigned char u[4];
+        n = c < 0x80 ? (u[0] = (unsigned char)c, 1)
+            : c < 0x800 ? (u[0] = (unsigned char)(0xC0 | (c >> 6)), u[1] = (unsigned char)(0x80 | (c & 63)), 2)
+            : c < 0x10000 ? (u[0] = (unsigned char)(0xE0 | (c >> 12)), u[1] = (unsigned char)(0x80 | ((c >> 6) & 63)),
+                             u[2] = (unsigned char)(0x80 | (c & 63)), 3)
+                          : (u[0] = (unsigned char)(0xF0 | (c >> 18)), u[1] = (unsigned char)(0x80 | ((c >> 12) & 63)),
+                             u[2] = (unsigned char)(0x80 | ((c >> 6) & 63)), u[3] = (unsigned char)(0x80 | (c & 63)), 4);
+        if (!b->oom && gbnf_append_literal(&b->s, &b->len, &b->cap, (const char *)u, (size_t)n)) b->oom = true;
+        bputs(b, " ");
+        return;
+    }
+    if (!b->oom && gbnf_append_literal(&b->s, &b->len, &b->cap, t, (size_t)n)) b->oom = true;
+    bputs(b, " ");
+}
+
+static int rng_cmp(const void *a, const void *b) {
+    const Rng *x = a, *y = b;
+    return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+/* Emits a class of ranges (negated within what may appear raw in a JSON
+ * string), leaving out ", \ and control characters. */
+static int rx_class(Rx *r, Rng *rg, int n, bool neg) {
+    qsort(rg, (size_t)n, sizeof *rg, rng_cmp);
+    Rng m[256 + 8];
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (k && rg[i].lo <= m[k - 1].hi + 1) {
+            if (rg[i].hi > m[k - 1].hi) m[k - 1].hi = rg[i].hi;
+        } else if (k < 256) m[k++] = rg[i];
+        else return r->err = "character class too large", -1;
+    }
+    Rng f[300];
+    int nf = 0;
+    if (neg) {
+        uint32_t next = 0;
+        for (int i = 0; i < k; i++) {
+            if (m[i].lo > next) f[nf++] = (Rng){next, m[i].lo - 1};
+            next = m[i].hi + 1;
+        }
+        if (next <= 0x10FFFF) f[nf++] = (Rng){next, 0x10FFFF};
+    } else {
+        memcpy(f, m, (size_t)k * sizeof *f);
+        nf = k;
+    }
+    /* cut out 0..0x1F, '"', '\\' */
+    static const Rng cut[] = {{0, 0x1F}, {0x22, 0x22}, {0x5C, 0x5C}};
+    for (int c = 0; c < 3; c++) {
+        Rng g[300];
+        int ng = 0;
+        for (int i = 0; i < nf && ng < 298; i++) {
+            if (f[i].hi < cut[c].lo || f[i].lo > cut[c].hi) g[ng++] = f[i];
+            else {
+                if (f[i].lo < cut[c].lo) g[ng++] = (Rng){f[i].lo, cut[c].lo - 1};
+                if (f[i].hi > cut[c].hi) g[ng++] = (Rng){cut[c].hi + 1, f[i].hi};
+            }
+        }
+        memcpy(f, g, (size_t)ng * sizeof *f);
+        nf = ng;
+    }
+    if (nf == 0) return r->err = "a character class matches only characters that must be escaped in JSON", -1;
+    bputs(r->out, "[");
+    for (int i = 0; i < nf; i++) {
+        bprintf(r->out, f[i].lo > 0xFFFF ? "\\U%08X" : "\\u%04X", f[i].lo);
+        if (f[i].hi != f[i].lo) bprintf(r->out, f[i].hi > 0xFFFF ? "-\\U%08X" : "-\\u%04X", f[i].hi);
+    }
+    bputs(r->out, "] ");
+    return 0;
+}
+
+static long rx_utf8(Rx *r) {
+    const unsigned char *s = (const unsigned char *)r->p;
+    unsigned c = s[0];
+    int n = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+    if (!n || r->p + n > r->end) return r->err = "invalid UTF-8", -1;
+    uint32_t v = n == 1 ? c : n == 2 ? c & 0x1F : n == 3 ? c & 0x0F : c & 0x07;
+    for (int i = 1; i < n; i++) {
+        if ((s[i] & 0xC0) != 0x80) return r->err = "invalid UTF-8", -1;
+        v = (v << 6) | (s[i] & 63);
+    }
+    r->p += n;
+    return (long)v;
+}
+
+static long rx_hex(Rx *r, int n) {
+    uint32_t v = 0;
+    for (int i = 0; i < n; i++, r->p++) {
+        if (r->p >= r->end) return r->err = "truncated escape", -1;
+        char h = *r->p;
+        int d = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10 : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1;
+        if (d < 0) return r->err = "bad hex escape", -1;
+        v = v * 16 + (uint32_t)d;
+    }
+    return (long)v;
+}
+
+/* After a backslash: a class shorthand (adds ranges, returns -2 and sets
+ * *neg for \D \W \S) or one code point. */
+static long rx_escape(Rx *r, Rng *rg, int *n, bool *neg) {
+    if (r->p >= r->end) return r->err = "pattern ends with '\\'", -1;
+    char e = *r->p++;
+    *neg = false;
+    switch (e) {
+    case 'd': case 'D': rg[(*n)++] = (Rng){'0', '9'}; *neg = e == 'D'; return -2;
+    case 'w': case 'W':
+        rg[(*n)++] = (Rng){'0', '9'}, rg[(*n)++] = (Rng){'A', 'Z'}, rg[(*n)++] = (Rng){'a', 'z'}, rg[(*n)++] = (Rng){'_', '_'};
+        *neg = e == 'W';
+        return -2;
+    case 's': case 'S':
+        rg[(*n)++] = (Rng){' ', ' '}, rg[(*n)++] = (Rng){'\t', '\r'};
+        *neg = e == 'S';
+        return -2;
+    case 'n': return '\n';
+    case 't': return '\t';
+    case 'r': return '\r';
+    case 'f': return '\f';
+    case 'v': return '\v';
+    case '0': return 0;
+    case 'x': return rx_hex(r, 2);
+    case 'u': return rx_hex(r, 4);
+    default:
+        if ((e >= 'a' && e <= 'z') || (e >= 'A' && e <= 'Z') || (e >= '1' && e <= '9'))
+            return r->err = "backreferences, word boundaries and other letter escapes are not supported", -1;
+        return (unsigned char)e;
+    }
+}
+
+static int rx_alt(Rx *r);
+
+static int rx_atom(Rx *r) {
+    char c = *r->p;
+    Rng rg[300];
+    int n = 0;
+    bool neg = false;
+    if (c == '(') {
+        r->p++;
+        if (r->p < r->end && *r->p == '?') {
+            if (r->p + 1 < r->end && r->p[1] == ':') r->p += 2;
+            else return r->err = "lookarounds and named groups are not supported", -1;
+        }
+        if (++r->depth > 64) return r->err = "groups nested too deeply", -1;
+        bputs(r->out, "(");
+        if (rx_alt(r)) return -1;
+        if (r->p >= r->end || *r->p != ')') return r->err = "missing ')'", -1;
+        r->p++;
+        r->depth--;
+        bputs(r->out, ") ");
+        return 0;
+    }
+    if (c == '[') {
+        r->p++;
+        if (r->p < r->end && *r->p == '^') neg = true, r->p++;
+        bool first = true;
+        while (r->p < r->end && (*r->p != ']' || first)) {
+            first = false;
+            if (n > 280) return r->err = "character class too large", -1;
+            long a;
+            if (*r->p == '\\') {
+                r->p++;
+                bool sneg;
+                a = rx_escape(r, rg, &n, &sneg);
+                if (a == -1) return -1;
+                if (a == -2) {
+                    if (sneg) return r->err = "\\D, \\W and \\S inside a class are not supported", -1;
+                    continue;
+                }
+            } else if ((a = rx_utf8(r)) < 0) return -1;
+            long b = a;
+            if (r->p + 1 < r->end && *r->p == '-' && r->p[1] != ']') {
+                r->p++;
+                if (*r->p == '\\') {
+                    r->p++;
+                    bool sneg;
+                    b = rx_escape(r, rg, &n, &sneg);
+                    if (b < 0) return b == -1 ? -1 : (r->err = "a class shorthand cannot end a range", -1);
+                } else if ((b = rx_utf8(r)) < 0) return -1;
+                if (b < a) return r->err = "character range out of order", -1;
+            }
+            rg[n++] = (Rng){(uint32_t)a, (uint32_t)b};
+        }
+        if (r->p >= r->end) return r->err = "missing ']'", -1;
+        r->p++;
+        return rx_class(r, rg, n, neg);
+    }
+    if (c == '.') {
+        r->p++;
+        rg[0] = (Rng){'\n', '\n'};
+        return rx_class(r, rg, 1, true);
+    }
+    if (c == '*' || c == '+' || c == '?') return r->err = "nothing to repeat", -1;
+    if (c == '\\') {
+        r->p++;
+        long a = rx_escape(r, rg, &n, &neg);
+        if (a == -1) return -1;
+        if (a == -2) return rx_class(r, rg, n, neg);
+        rx_lit(r->out, (uint32_t)a);
+        return 0;
+    }
+    long a = rx_utf8(r);
+    if (a < 0) return -1;
+    rx_lit(r->out, (uint32_t)a);
+    return 0;
+}
+
+static int rx_seq(Rx *r) {
+    bool any = false;
+    if (r->p < r->end && *r->p == '^') r->p++;
+    while (r->p < r->end && *r->p != '|' && *r->p != ')') {
+        if (*r->p == '$') {
+            r->p++;
+            if (r->p < r->end && *r->p != '|' && *r->p != ')') return r->err = "'$' in the middle of a pattern", -1;
+            break;
+        }
+        if (*r->p == '^') return r->err = "'^' in the middle of a pattern", -1;
+        Buf atom = {0}, *save = r->out;
+        r->out = &atom;
+        int rc = rx_atom(r);
+        r->out = save;
+        if (rc) {
+            free(atom.s);
+            return -1;
+        }
+        /* a quantifier */
+        long lo = -1, hi = -1;
+        if (r->p < r->end && (*r->p == '*' || *r->p == '+' || *r->p == '?')) {
+            char q = *r->p++;
+            lo = q == '+', hi = q == '?' ? 1 : -2;
+        } else if (r->p < r->end && *r->p == '{' && r->p + 1 < r->end && r->p[1] >= '0' && r->p[1] <= '9') {
+            char *e;
+            lo = strtol(r->p + 1, &e, 10);
+            hi = lo;
+            if (*e == ',') {
+                if (e[1] == '}') hi = -2, e++;
+                else hi = strtol(e + 1, &e, 10);
+            }
+            if (*e != '}' || lo > MAX_COUNT || hi > MAX_COUNT || (hi >= 0 && hi < lo)) {
+                free(atom.s);
+                return r->err = "bad or too large {m,n} (at most 10000)", -1;
+            }
+            r->p = e + 1;
+        }
+        if (lo >= 0 && r->p < r->end && *r->p == '?') r->p++; /* lazy: same strings */
+        if (lo < 0) bputs(r->out, atom.s ? atom.s : "");
+        else if (hi == -2) bprintf(r->out, "(%s){%ld,} ", atom.s ? atom.s : "", lo);
+        else bprintf(r->out, "(%s){%ld,%ld} ", atom.s ? atom.s : "", lo, hi);
+        if (atom.oom) r->out->oom = true;
+        free(atom.s);
+        any = true;
+    }
+    if (!any) bputs(r->out, "\"\" ");
+    return 0;
+}
+
+static int rx_alt(Rx *r) {
+    if (rx_seq(r)) return -1;
+    while (r->p < r->end && *r->p == '|') {
+        r->p++;
+        bputs(r->out, "| ");
+        if (rx_seq(r)) return -1;
+    }
+    return 0;
+}
+
 static const char *visit_string(JsonGrammar *jg, const cJSON *s, const char *path) {
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(s, "format");
+    const cJSON *pat = cJSON_GetObjectItemCaseSensitive(s, "pattern");
     long mn = count_kw(jg, s, "minLength", path), mx = count_kw(jg, s, "maxLength", path);
     if (mn == -2 || mx == -2) return NULL;
     prim(jg, P_STRING);
+    if (pat) {
+        if (!cJSON_IsString(pat)) return fail(jg, path, "'pattern' must be a string");
+        if (fmt || mn >= 0 || mx >= 0)
+            return fail(jg, path, "'pattern' together with 'format', 'minLength' or 'maxLength' is not supported");
+        Buf b = {0};
+        Rx r = {pat->valuestring, pat->valuestring + strlen(pat->valuestring), &b, NULL, 0};
+        bputs(&b, "\"\\\"\" (");
+        if (rx_alt(&r) || (r.p < r.end && (r.err = "unmatched ')'"))) {
+            free(b.s);
+            return fail(jg, path, "'pattern' /%.100s/: %s", pat->valuestring, r.err);
+        }
+        bputs(&b, ") \"\\\"\" space");
+        return emit(jg, &b);
+    }
     if (fmt) {
         if (!cJSON_IsString(fmt)) return fail(jg, path, "'format' must be a string");
         const char *f = fmt->valuestring, *body;
@@ -749,7 +1059,7 @@ static const char *visit(JsonGrammar *jg, const cJSON *s, const char *path, int 
         static const struct { const char *kw, *type; } implied[] = {
             {"properties", "object"}, {"required", "object"}, {"additionalProperties", "object"},
             {"items", "array"}, {"minItems", "array"}, {"maxItems", "array"},
-            {"minLength", "string"}, {"maxLength", "string"}, {"format", "string"},
+            {"minLength", "string"}, {"maxLength", "string"}, {"format", "string"}, {"pattern", "string"},
             {"minimum", "number"}, {"maximum", "number"}, {"exclusiveMinimum", "number"}, {"exclusiveMaximum", "number"}};
         const char *t = NULL;
         for (size_t k = 0; k < sizeof implied / sizeof implied[0]; k++)

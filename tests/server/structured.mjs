@@ -70,6 +70,7 @@ const schemas = {
   },
   formats: { type: "object", properties: { day: { type: "string", format: "date" }, at: { type: "string", format: "date-time" }, t: { type: "string", format: "time" }, id: { type: "string", format: "uuid" }, code: { type: "string", minLength: 2, maxLength: 3 } }, required: ["day", "at", "t", "id", "code"] },
   array: { type: "array", items: { type: ["integer", "null"] }, minItems: 2, maxItems: 4 },
+  pattern: { type: "object", properties: { sku: { type: "string", pattern: "^[A-Z]{2,3}-\\d{2}(/[a-z]+)?$" }, q: { type: "string", pattern: "^(yes|no|maybe)$" } }, required: ["sku", "q"] },
 };
 {
   let n = 0, stopped = 0;
@@ -238,7 +239,7 @@ const validateWeather = ajv.compile(weather.function.parameters);
   await expect400("grammar syntax error", C, { messages: m, grammar: 'root ::= "a"\nb ::= ("x" | \n' }, "line 3, column 1", "grammar");
   await expect400("grammar: undefined rule", C, { messages: m, grammar: "root ::= foo" }, "undefined rule 'foo'", "grammar");
   await expect400("grammar: left recursion", C, { messages: m, grammar: 'root ::= root "a" | "a"' }, "left recursion", "grammar");
-  await expect400("schema: unsupported keyword", C, js({ type: "string", pattern: "^a+$" }), "'pattern'", "response_format.json_schema.schema");
+  await expect400("schema: unsupported keyword", C, js({ type: "integer", multipleOf: 3 }), "'multipleOf'", "response_format.json_schema.schema");
   await expect400("schema: $ref cycle", C, js({ $defs: { n: { type: "object", properties: { next: { $ref: "#/$defs/n" } } } }, $ref: "#/$defs/n" }), "recursive");
   let deep = { type: "integer" };
   for (let i = 0; i < 1000; i++) deep = { type: "array", items: deep };

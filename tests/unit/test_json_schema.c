@@ -135,7 +135,20 @@ int main(void) {
         grammar_free(g);
     }
 
-    error_case("{\"type\":\"string\",\"pattern\":\"^a\"}", "keyword 'pattern' is not supported");
+    /* patterns: the whole string matches */
+    cases("{\"type\":\"string\",\"pattern\":\"^[A-Z]{2}-\\\\d{3}$\"}", (const char *[]){"\"AB-123\"", NULL},
+          (const char *[]){"\"ab-123\"", "\"AB-12\"", "\"AB-1234\"", NULL});
+    cases("{\"pattern\":\"^(foo|ba[rz])+(?:\\\\.x)?$\"}", (const char *[]){"\"foo\"", "\"barbazfoo.x\"", NULL},
+          (const char *[]){"\"fo\"", "\"bar.y\"", "\"\"", NULL});
+    cases("{\"type\":\"string\",\"pattern\":\"a.c\\\\\\\\[^\\\"x]*\"}", (const char *[]){"\"abc\\\\yy\"", "\"a c\\\\\"", NULL},
+          (const char *[]){"\"abc\\\\x\"", "\"abc\"", NULL});
+    cases("{\"type\":\"string\",\"pattern\":\"^\\\\w+@\\\\w+\\\\.com$\"}", (const char *[]){"\"ann@ex.com\"", NULL},
+          (const char *[]){"\"ann@ex.org\"", "\"@ex.com\"", NULL});
+    error_case("{\"type\":\"string\",\"pattern\":\"(?=a)b\"}", "lookarounds");
+    error_case("{\"type\":\"string\",\"pattern\":\"(a)\\\\1\"}", "backreferences");
+    error_case("{\"type\":\"string\",\"pattern\":\"a{1,99999}\"}", "too large");
+    error_case("{\"type\":\"string\",\"pattern\":\"(ab\"}", "missing ')'");
+    error_case("{\"type\":\"string\",\"pattern\":\"a\",\"format\":\"date\"}", "together with 'format'");
     error_case("{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\",\"multipleOf\":3}}}",
                "'multipleOf' is not supported (at #/properties/a)");
     error_case("{\"$defs\":{\"n\":{\"type\":\"object\",\"properties\":{\"next\":{\"$ref\":\"#/$defs/n\"}}}},\"$ref\":\"#/$defs/n\"}",

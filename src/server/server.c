@@ -55,6 +55,7 @@
 #include "structured.h"
 #include "threadpool.h"
 #include "tokenizer.h"
+#include "xai.h"
 
 #define SERVER_VERSION "0.1.0"
 #define MAX_STOPS 8            /* user stop strings per request */
@@ -1971,28 +1972,12 @@ static enum MHD_Result send_response_404(Server *s, struct MHD_Connection *c, co
     return send_error(s, c, &e);
 }
 
-/* xAI's GET /v1/language-models entry for the served model. */
 static cJSON *language_model_json(Server *s) {
-    cJSON *o = cJSON_CreateObject(), *a;
-    cJSON_AddStringToObject(o, "id", s->model_id);
-    cJSON_AddStringToObject(o, "fingerprint", s->fingerprint);
-    cJSON_AddNumberToObject(o, "created", (double)s->started);
-    cJSON_AddStringToObject(o, "object", "model");
-    cJSON_AddStringToObject(o, "owned_by", "grok.c");
-    cJSON_AddStringToObject(o, "version", SERVER_VERSION);
-    if ((a = cJSON_AddArrayToObject(o, "input_modalities"))) cJSON_AddItemToArray(a, cJSON_CreateString("text"));
-    if ((a = cJSON_AddArrayToObject(o, "output_modalities"))) cJSON_AddItemToArray(a, cJSON_CreateString("text"));
-    cJSON_AddNumberToObject(o, "prompt_text_token_price", 0);
-    cJSON_AddNumberToObject(o, "completion_text_token_price", 0);
-    if ((a = cJSON_AddArrayToObject(o, "aliases"))) {
-        if (strcmp(s->file_id, s->model_id)) cJSON_AddItemToArray(a, cJSON_CreateString(s->file_id));
-        if (strcmp(s->file_id_noext, s->model_id) && strcmp(s->file_id_noext, s->file_id))
-            cJSON_AddItemToArray(a, cJSON_CreateString(s->file_id_noext));
-    }
-    return o;
+    const char *aliases[] = {s->file_id, s->file_id_noext, NULL};
+    return xai_language_model(s->model_id, s->fingerprint, s->started, SERVER_VERSION, aliases);
 }
 
-/* xAI's POST /v1/tokenize-text: {text, model} -> {token_ids: [{token_id, string_token, token_bytes}]}. */
+/* xAI's POST /v1/tokenize-text. */
 static enum MHD_Result handle_tokenize_text(Server *s, struct MHD_Connection *c, const cJSON *root) {
     ApiErr e = {0};
     static const char *const fields[] = {"model", "text", "user", NULL};
@@ -2006,25 +1991,9 @@ static enum MHD_Result handle_tokenize_text(Server *s, struct MHD_Connection *c,
     pthread_mutex_lock(&s->mu);
     s->req_tokenize++;
     pthread_mutex_unlock(&s->mu);
-    int *ids = NULL;
     Error err = {{0}};
-    int n = tokenizer_encode(s->tok, t->valuestring, strlen(t->valuestring), false, &ids, &err);
-    if (n < 0) return send_simple_error(s, c, 500, NULL, err.msg);
-    cJSON *o = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(o, "token_ids");
-    for (int i = 0; i < n && arr; i++) {
-        char txt[256];
-        unsigned char raw[256];
-        size_t nr;
-        token_text(s, ids[i], txt, sizeof txt, raw, &nr);
-        cJSON *it = cJSON_CreateObject(), *b;
-        cJSON_AddNumberToObject(it, "token_id", ids[i]);
-        cJSON_AddStringToObject(it, "string_token", txt);
-        if ((b = cJSON_AddArrayToObject(it, "token_bytes")))
-            for (size_t k = 0; k < nr; k++) cJSON_AddItemToArray(b, cJSON_CreateNumber(raw[k]));
-        cJSON_AddItemToArray(arr, it);
-    }
-    free(ids);
-    return send_json(s, c, 200, o);
+    cJSON *o = xai_tokenize_text(s->tok, t->valuestring, &err);
+    return o ? send_json(s, c, 200, o) : send_simple_error(s, c, 500, NULL, err.msg);
 }
 
 static enum MHD_Result handle_get(Server *s, struct MHD_Connection *c, Req *rq, const char *model_id) {

@@ -12,6 +12,8 @@
 #include "convert.h"
 #include "forward.h"
 #include "gguf.h"
+#include "grammar.h"
+#include "json_schema.h"
 #include "model.h"
 #include "quant.h"
 #include "perplexity.h"
@@ -189,6 +191,8 @@ static const char RUN_USAGE[] =
     "  --kv f16|f32            KV cache type (default f16)\n"
     "  --batch N               prompt tokens per forward pass (default 512)\n"
     "  --ignore-eos            keep generating after EOS (benchmarks)\n"
+    "  --grammar FILE          constrain the output to a GBNF grammar (llama.cpp's syntax)\n"
+    "  --json-schema FILE      constrain the output to JSON valid under a JSON schema\n"
     "  --no-stats              do not print timings\n";
 
 static int read_file(const char *path, char **out, size_t *len) {
@@ -229,7 +233,7 @@ static int cmd_run(int argc, char **argv) {
     Args a = {"run", argc, 0, argv, 0};
     LoadOpts o = {NULL, 0, 0, 0, GGML_TYPE_F16};
     SamplerParams sp = sampler_defaults();
-    const char *prompt = NULL, *prompt_file = NULL, *stops[MAX_STOPS];
+    const char *prompt = NULL, *prompt_file = NULL, *stops[MAX_STOPS], *grammar_file = NULL, *schema_file = NULL;
     int n_stops = 0, n_predict = 128, stats = 1, ignore_eos = 0;
     for (a.i = 1; a.i < argc && !a.bad; a.i++) {
         if (is_flag(&a, "-h", "--help")) {
@@ -260,10 +264,18 @@ static int cmd_run(int argc, char **argv) {
             if (v && (o.kv_type = kv_type_from(v)) < 0) return fail("run", "--kv must be f16 or f32");
         } else if (is_flag(&a, "--no-stats", NULL)) stats = 0;
         else if (is_flag(&a, "--ignore-eos", NULL)) ignore_eos = 1;
+        else if (is_flag(&a, "--grammar", NULL)) grammar_file = arg_value(&a);
+        else if (is_flag(&a, "--json-schema", NULL)) schema_file = arg_value(&a);
         else unknown_flag(&a);
     }
     if (a.bad) return 2;
     if (!o.model_path) return fail("run", "no model given (-m MODEL.gguf); see grok run --help");
+    if (grammar_file && schema_file) return fail("run", "give --grammar or --json-schema, not both");
+    Grammar *grammar = NULL;
+    if (grammar_file || schema_file) {
+        Error gerr = {{0}};
+        if (!(grammar = grammar_from_files(grammar_file, schema_file, &gerr))) return fail("run", gerr.msg);
+    }
     char *file_text = NULL;
     size_t prompt_len = 0;
     if (prompt_file) {
@@ -288,6 +300,7 @@ static int cmd_run(int argc, char **argv) {
     double load_s = 0;
     if (load("run", &o, &m, &c, &tok, &load_s)) {
         free(file_text);
+        grammar_free(grammar);
         return 1;
     }
     Error err = {{0}};
@@ -295,6 +308,18 @@ static int cmd_run(int argc, char **argv) {
     float *logits = NULL;
     Sampler *smp = NULL;
     StopMatcher sm = {0};
+    TokenTrie *trie = NULL;
+    GrammarMatcher *gm = NULL;
+    GrammarFilter rf = {NULL, 0, 0, 0};
+    TokenFilter tf = {&rf, grammar_filter_allows, grammar_filter_mask};
+    if (grammar) {
+        const int eos = tokenizer_eos(tok);
+        if (!(trie = token_trie_new(tok, &err)) || !(gm = grammar_matcher_new(grammar, trie, &eos, ignore_eos ? 0 : 1, &err))) {
+            fail("run", err.msg);
+            goto out;
+        }
+        rf.gm = gm, rf.n_vocab = m->cfg.n_vocab;
+    }
     int n_prompt = tokenizer_encode(tok, prompt, prompt_len, false, &ids, &err);
     const int n_ctx = context_n_ctx(c), V = m->cfg.n_vocab;
     if (n_prompt < 0) {
@@ -328,19 +353,31 @@ static int cmd_run(int argc, char **argv) {
     const char *why = "length";
     double t1 = time_now();
     while (n_gen < n_predict) {
-        int next = sampler_sample(smp, logits);
+        int next = gm ? sampler_sample_filtered(smp, logits, &tf) : sampler_sample(smp, logits);
+        if (next < 0) {
+            fail("run", next == -1 ? "no token of the vocabulary can continue the grammar" : "grammar: parser limits hit");
+            goto out;
+        }
         if (next == tokenizer_eos(tok) && !ignore_eos) {
             why = "eos";
             break;
         }
         sampler_accept(smp, next);
         n_gen++;
+        if (gm && grammar_matcher_accept(gm, next, &err)) {
+            fail("run", err.msg);
+            goto out;
+        }
         size_t len = token_decoder_push(tok, &dec, next, piece, sizeof piece);
         if (stop_matcher_push(&sm, piece, len, &emit, &emit_len)) stopped = 1;
         fwrite(emit, 1, emit_len, stdout);
         fflush(stdout);
         if (stopped) {
             why = "stop string";
+            break;
+        }
+        if (gm && grammar_matcher_must_end(gm)) {
+            why = "grammar complete";
             break;
         }
         if (n_gen == n_predict) break;
@@ -372,6 +409,9 @@ static int cmd_run(int argc, char **argv) {
     }
     rc = 0;
 out:
+    grammar_matcher_free(gm);
+    token_trie_free(trie);
+    grammar_free(grammar);
     stop_matcher_free(&sm);
     sampler_free(smp);
     free(logits);

@@ -56,6 +56,8 @@
 #include "common.h"
 #include "forward.h"
 #include "gguf.h"
+#include "grammar.h"
+#include "json_schema.h"
 #include "model.h"
 #include "quant.h"
 #include "sampler.h"
@@ -92,6 +94,8 @@ static const char CHAT_USAGE[] =
     "  --ctx N                 context size (default: min(model's, 4096))\n"
     "  --kv f16|f32            KV cache type (default f16)\n"
     "  --batch N               prompt tokens per forward pass (default 512)\n"
+    "  --grammar FILE          every reply follows a GBNF grammar (llama.cpp's syntax)\n"
+    "  --json-schema FILE      every reply is JSON valid under a JSON schema\n"
     "In the chat: a line ending in \\ continues on the next line; \"\"\" starts and ends a\n"
     "block of lines. //text sends a message starting with '/'. Commands:\n"
     "  /help  /reset  /system [TEXT|-]  /save FILE  /load FILE  /stats  /quit\n"
@@ -238,6 +242,8 @@ typedef struct {
     int st_new, st_reused, st_gen, st_dropped;
     double st_prompt_s, st_gen_s;
     const char *st_stop;
+    Grammar *grammar;  /* every reply follows it; NULL: free text */
+    TokenTrie *trie;
 } Chat;
 
 static int add_turn(Chat *ch, const char *role, const char *content, size_t len) {
@@ -465,6 +471,16 @@ static int generate_reply(Chat *ch, Error *err) {
     const char *stop = chat_stop_string(ch->tmpl);
     Str reply = {0};
     Out out = {false, !ch->tty, {0}};
+    GrammarMatcher *gm = NULL;
+    GrammarFilter gfc = {NULL, ch->n_vocab, 0, 0};
+    TokenFilter tf = {&gfc, grammar_filter_allows, grammar_filter_mask};
+    if (ch->grammar) {
+        int ends[2], n_end = 0;
+        if (!ch->ignore_eos) ends[n_end++] = tokenizer_eos(ch->tok);
+        if (ch->stop_token >= 0) ends[n_end++] = ch->stop_token;
+        if (!(gm = grammar_matcher_new(ch->grammar, ch->trie, ends, n_end, err))) goto done;
+        gfc.gm = gm;
+    }
     if (stop_matcher_init(&sm, &stop, 1, err)) goto done;
     int from = ch->n_cache - (sp.repeat_last_n > 0 ? sp.repeat_last_n : ch->n_cache);
     for (int i = from > 0 ? from : 0; i < ch->n_cache; i++) sampler_accept(smp, ch->cache[i]);
@@ -483,13 +499,18 @@ static int generate_reply(Chat *ch, Error *err) {
             ch->st_stop = "interrupted";
             break;
         }
-        int next = sampler_sample(smp, ch->logits);
+        int next = gm ? sampler_sample_filtered(smp, ch->logits, &tf) : sampler_sample(smp, ch->logits);
+        if (next < 0) {
+            err_set(err, "%s", next == -1 ? "no token of the vocabulary can continue the grammar" : "grammar: parser limits hit");
+            goto done;
+        }
         if ((next == eos && !ch->ignore_eos) || next == ch->stop_token) {
             ch->st_stop = "end of turn";
             break;
         }
         sampler_accept(smp, next);
         n_gen++;
+        if (gm && grammar_matcher_accept(gm, next, err)) goto done;
         size_t len = token_decoder_push(ch->tok, &dec, next, piece, sizeof piece);
         hit = stop_matcher_push(&sm, piece, len, &emit, &emit_len) != 0;
         if (str_add(&reply, emit, emit_len) || out_text(&out, emit, emit_len)) {
@@ -498,6 +519,10 @@ static int generate_reply(Chat *ch, Error *err) {
         }
         if (hit) {
             ch->st_stop = "end of turn";
+            break;
+        }
+        if (gm && grammar_matcher_must_end(gm)) {
+            ch->st_stop = "grammar complete";
             break;
         }
         if (n_gen == ch->n_predict) break;
@@ -541,6 +566,7 @@ static int generate_reply(Chat *ch, Error *err) {
     rc = add_turn(ch, "assistant", reply.s ? reply.s : "", reply.len);
     if (rc) err_set(err, "out of memory");
 done:
+    grammar_matcher_free(gm);
     free(out.ws.s);
     free(reply.s);
     stop_matcher_free(&sm);
@@ -896,7 +922,7 @@ static int kv_type_from(const char *s) {
 }
 
 int cmd_chat(int argc, char **argv) {
-    const char *model_path = NULL, *system = NULL, *tmpl_name = NULL;
+    const char *model_path = NULL, *system = NULL, *tmpl_name = NULL, *grammar_file = NULL, *schema_file = NULL;
     int n_threads = 0, n_ctx = 0, n_batch = 512, kv_type = GGML_TYPE_F16, n_predict = 1024, ignore_eos = 0;
     SamplerParams sp = sampler_defaults();
     for (int i = 1; i < argc; i++) {
@@ -935,6 +961,12 @@ int cmd_chat(int argc, char **argv) {
         } else if (FLAG("--chat-template", NULL)) {
             NEED();
             tmpl_name = v;
+        } else if (FLAG("--grammar", NULL)) {
+            NEED();
+            grammar_file = v;
+        } else if (FLAG("--json-schema", NULL)) {
+            NEED();
+            schema_file = v;
         } else if (FLAG("-n", "--n-predict")) {
             if (INT(1, INT_MAX)) return 2;
             n_predict = (int)x;
@@ -1010,6 +1042,11 @@ int cmd_chat(int argc, char **argv) {
         model_path = found;
     }
 
+    if (grammar_file && schema_file) {
+        fprintf(stderr, "grok chat: give --grammar or --json-schema, not both\n");
+        free(found);
+        return 2;
+    }
     Chat ch;
     memset(&ch, 0, sizeof ch);
     ch.sp = sp;
@@ -1045,6 +1082,11 @@ int cmd_chat(int argc, char **argv) {
     ch.n_vocab = ch.m->cfg.n_vocab;
     if (tokenizer_n_vocab(ch.tok) > ch.n_vocab) {
         fprintf(stderr, "grok chat: the tokenizer has more tokens than the model's embedding table\n");
+        goto out;
+    }
+    if ((grammar_file || schema_file) && (!(ch.grammar = grammar_from_files(grammar_file, schema_file, &err)) ||
+                                          !(ch.trie = token_trie_new(ch.tok, &err)))) {
+        fprintf(stderr, "grok chat: %s\n", err.msg);
         goto out;
     }
     if (n_ctx > ch.m->cfg.n_ctx_train)
@@ -1123,6 +1165,8 @@ out:
     free(ch.cache);
     free(ch.logits);
     context_free(ch.c);
+    token_trie_free(ch.trie);
+    grammar_free(ch.grammar);
     tokenizer_free(ch.tok);
     model_free(ch.m);
     free(found);

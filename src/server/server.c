@@ -47,11 +47,15 @@
 #include "common.h"
 #include "forward.h"
 #include "gguf.h"
+#include "grammar.h"
 #include "model.h"
 #include "quant.h"
+#include "responses.h"
 #include "sampler.h"
+#include "structured.h"
 #include "threadpool.h"
 #include "tokenizer.h"
+#include "xai.h"
 
 #define SERVER_VERSION "0.1.0"
 #define MAX_STOPS 8            /* user stop strings per request */
@@ -152,6 +156,10 @@ typedef struct Job {
     char id[48];
     long long created;
     double t_queued;
+    Grammar *grammar;      /* the reply's grammar (response_format, grammar, tools), NULL if none */
+    GrammarMatcher *gm;
+    int tool_mode;         /* ToolMode: replies may be tool calls */
+    RespCtx *resp;         /* a Responses API request (POST /v1/responses), NULL for chat */
     /* owned by the engine while running */
     Sampler *smp;
     StopMatcher sm;
@@ -212,6 +220,8 @@ typedef struct Server {
     ChatTemplate tmpl;
     int n_vocab, eos;
     int sep_token;           /* the chat template's stop string as one token, or -1 */
+    TokenTrie *trie;         /* the vocabulary's bytes, for grammars */
+    ResponseStore *rstore;   /* stored Responses (previous_response_id, GET /v1/responses/{id}) */
     char model_id[160];
     char file_id[160];       /* file name, also accepted as a model id */
     char file_id_noext[160];
@@ -241,6 +251,9 @@ typedef struct Server {
     uint64_t http_4xx, http_5xx;
     uint64_t prompt_tokens, prompt_tokens_computed, gen_tokens;
     uint64_t steps, batch_tokens;
+    uint64_t grammar_tokens, grammar_masks; /* tokens sampled under a grammar, full masks they needed */
+    double grammar_seconds;                 /* engine time in grammar checks, masks and steps */
+    double sample_seconds;                  /* engine time sampling (grammar work included) */
     double ttft_sum;
     uint64_t ttft_count;
     double busy_seconds;
@@ -277,6 +290,9 @@ static double rate_get(const Rate *r, double now) {
 static void job_free(Job *j) {
     if (!j) return;
     free(j->prompt);
+    grammar_matcher_free(j->gm);
+    grammar_free(j->grammar);
+    resp_ctx_free(j->resp);
     sampler_free(j->smp);
     stop_matcher_free(&j->sm);
     str_free(&j->text);
@@ -428,7 +444,19 @@ static void engine_token(Server *s, Slot *sl, float *lg) {
     TokLP lpe;
     bool has_lp = false;
     if (j->logprobs >= 0) memcpy(sl->raw, lg, (size_t)s->n_vocab * sizeof(float));
-    const int tok = sampler_sample(j->smp, lg);
+    GrammarFilter gf = {j->gm, s->n_vocab, 0, 0};
+    TokenFilter tf = {&gf, grammar_filter_allows, grammar_filter_mask};
+    const double t_s0 = time_now();
+    const int tok = j->gm ? sampler_sample_filtered(j->smp, lg, &tf) : sampler_sample(j->smp, lg);
+    double t_sample = time_now() - t_s0;
+    if (tok < 0) { /* nothing can continue the grammar (or its limits were hit) */
+        pthread_mutex_lock(&s->mu);
+        job_done(s, j, NULL, tok == -1 ? "grammar: no token of the vocabulary can continue the reply"
+                                       : "grammar: too ambiguous (parser limits) or out of memory");
+        slot_release(s, sl);
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
     const char *finish = NULL, *emit;
     size_t emit_len;
     char piece[256];
@@ -444,10 +472,14 @@ static void engine_token(Server *s, Slot *sl, float *lg) {
         }
         sampler_accept(j->smp, tok);
         j->n_gen++;
+        Error gerr = {{0}};
+        const double ta = j->gm ? time_now() : 0;
+        if (j->gm && grammar_matcher_accept(j->gm, tok, &gerr)) oom = true; /* not reached: the token was allowed */
+        if (j->gm) gf.seconds += time_now() - ta, t_sample += time_now() - ta;
         size_t n = token_decoder_push(s->tok, &j->dec, tok, piece, sizeof piece);
         hit = stop_matcher_push(&j->sm, piece, n, &emit, &emit_len) != 0;
         if (str_put(&sl->scratch, emit, emit_len)) oom = true;
-        if (hit) finish = "stop";
+        if (hit || (j->gm && grammar_matcher_must_end(j->gm))) finish = "stop";
         else if (j->n_gen >= j->max_tokens || sl->n_past >= s->n_ctx) finish = "length";
     }
     if (finish && !hit) { /* end of text: release what was held back */
@@ -466,6 +498,8 @@ static void engine_token(Server *s, Slot *sl, float *lg) {
     sl->scratch.len = w;
     const double now = time_now();
     pthread_mutex_lock(&s->mu);
+    if (j->gm) s->grammar_tokens++, s->grammar_masks += (uint64_t)gf.n_masks, s->grammar_seconds += gf.seconds;
+    s->sample_seconds += t_sample;
     if (!eot) {
         j->completion_tokens++;
         s->gen_tokens++;
@@ -774,7 +808,7 @@ static bool name_in(const char *name, const char *const *list) {
 
 /* Fields a client may send that grok.c cannot honour yet: a 400 naming them. */
 static const char *const UNSUPPORTED_FIELDS[] = {
-    "tools", "tool_choice", "functions", "function_call", "audio", "prediction", "web_search_options",
+    "functions", "function_call", "audio", "prediction", "web_search_options",
     "search_parameters", "reasoning_effort", "suffix", "deferred", NULL};
 
 static int check_fields(const cJSON *root, const char *const *known, ApiErr *e) {
@@ -905,13 +939,6 @@ static int parse_gen(Server *s, const cJSON *root, bool chat, GenOpts *g, ApiErr
             return api_err(e, 400, "invalid_value", "top_logprobs",
                            "Invalid 'top_logprobs': 'logprobs' must be true to use 'top_logprobs'");
         if (lp) g->logprobs = r ? (int)x : 0;
-        cJSON *rf = field(root, "response_format");
-        if (rf) {
-            cJSON *t = cJSON_IsObject(rf) ? field(rf, "type") : NULL;
-            if (!t || !cJSON_IsString(t) || strcmp(t->valuestring, "text") != 0)
-                return api_err(e, 400, "unsupported_parameter", "response_format",
-                               "'response_format' other than {\"type\": \"text\"} is not supported by this server (grok.c) yet");
-        }
         cJSON *mo = field(root, "modalities");
         if (mo) {
             bool ok = cJSON_IsArray(mo);
@@ -946,7 +973,8 @@ static int check_model(Server *s, const cJSON *root, ApiErr *e) {
 }
 
 /* Builds a job from the validated options and prompt tokens (takes ids). */
-static Job *make_job(Server *s, int kind, const GenOpts *g, int *ids, int n, const char *param, ApiErr *e) {
+static Job *make_job(Server *s, int kind, const GenOpts *g, const Structured *st, int *ids, int n, const char *param,
+                     ApiErr *e) {
     if (n >= s->n_ctx) {
         free(ids);
         api_err(e, 400, "context_length_exceeded", param,
@@ -983,12 +1011,25 @@ static Job *make_job(Server *s, int kind, const GenOpts *g, int *ids, int n, con
     const char *stops[MAX_STOPS + 1];
     int n_stops = 0;
     for (int i = 0; i < g->n_stops; i++) stops[n_stops++] = g->stops[i];
-    if (kind == KIND_CHAT) stops[n_stops++] = chat_stop_string(s->tmpl);
+    /* with a grammar, the grammar ends the reply (tools' plain-text replies still stop at the template's turn) */
+    if (kind == KIND_CHAT && (!st->gbnf || st->tool_mode == TOOLS_AUTO)) stops[n_stops++] = chat_stop_string(s->tmpl);
     j->smp = sampler_new(&sp, s->n_vocab, &err);
     if (!j->smp || stop_matcher_init(&j->sm, stops, n_stops, &err)) {
         api_err(e, 500, NULL, NULL, "%s", err.msg);
         job_free(j);
         return NULL;
+    }
+    j->tool_mode = st->tool_mode;
+    if (st->gbnf) {
+        int ends[2], n_end = 0;
+        if (!g->ignore_eos) ends[n_end++] = s->eos;
+        if (j->stop_token >= 0) ends[n_end++] = j->stop_token;
+        if (!(j->grammar = grammar_parse(st->gbnf, strlen(st->gbnf), NULL, &err)) ||
+            !(j->gm = grammar_matcher_new(j->grammar, s->trie, ends, n_end, &err))) {
+            api_err(e, 400, "invalid_grammar", NULL, "%s", err.msg);
+            job_free(j);
+            return NULL;
+        }
     }
     for (int i = 0; i < n; i++) sampler_accept(j->smp, ids[i]);
     token_decoder_init(&j->dec);
@@ -999,12 +1040,12 @@ static const char *const CHAT_FIELDS[] = {
     "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "min_p", "seed",
     "stop", "stream", "stream_options", "presence_penalty", "frequency_penalty", "repeat_penalty", "logprobs",
     "top_logprobs", "n", "user", "ignore_eos", "store", "metadata", "service_tier", "parallel_tool_calls", "response_format",
-    "logit_bias", "modalities", NULL};
+    "logit_bias", "modalities", "grammar", "tools", "tool_choice", NULL};
 
 static const char *const COMPLETION_FIELDS[] = {
     "model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "stream",
     "stream_options", "presence_penalty", "frequency_penalty", "repeat_penalty", "logprobs", "echo", "n",
-    "best_of", "user", "logit_bias", "ignore_eos", NULL};
+    "best_of", "user", "logit_bias", "ignore_eos", "grammar", NULL};
 
 /* Text of one message's content: a string or an array of text parts
  * (malloc'd). */
@@ -1068,11 +1109,20 @@ static Job *parse_chat(Server *s, const cJSON *root, ApiErr *e) {
         return NULL;
     }
     if (parse_gen(s, root, true, &g, e)) return NULL;
-    ChatMessage *cm = calloc((size_t)n, sizeof *cm);
-    char **texts = calloc((size_t)n, sizeof *texts);
+    Structured st;
+    StructErr se = {0};
+    if (structured_parse(root, true, &st, &se)) {
+        structured_free(&st);
+        api_err(e, se.status, se.code, se.param, "%s", se.msg);
+        return NULL;
+    }
+    /* the tools' description goes first, as a system message */
+    ChatMessage *cm = calloc((size_t)n + 1, sizeof *cm);
+    char **texts = calloc((size_t)n + 1, sizeof *texts);
     Job *job = NULL;
     char *prompt = NULL;
-    int i = 0;
+    int i = 0, base = st.tool_prompt ? 1 : 0;
+    if (cm && st.tool_prompt) cm[0].role = "system", cm[0].content = st.tool_prompt;
     if (!cm || !texts) {
         api_err(e, 500, NULL, NULL, "out of memory");
         goto out;
@@ -1097,12 +1147,12 @@ static Job *parse_chat(Server *s, const cJSON *root, ApiErr *e) {
         }
         const char *r = role->valuestring;
         if (!strcmp(r, "developer")) r = "system";
-        if (strcmp(r, "system") && strcmp(r, "user") && strcmp(r, "assistant")) {
-            api_err(e, 400, !strcmp(r, "tool") || !strcmp(r, "function") ? "unsupported_value" : "invalid_value", p,
-                    "Invalid '%s': '%.40s' (supported: system, developer, user, assistant)", p, r);
+        if (strcmp(r, "system") && strcmp(r, "user") && strcmp(r, "assistant") && strcmp(r, "tool")) {
+            api_err(e, 400, !strcmp(r, "function") ? "unsupported_value" : "invalid_value", p,
+                    "Invalid '%s': '%.40s' (supported: system, developer, user, assistant, tool)", p, r);
             goto out;
         }
-        static const char *const tool_keys[] = {"tool_calls", "function_call", "audio", NULL};
+        static const char *const tool_keys[] = {"function_call", "audio", NULL};
         for (const char *const *k = tool_keys; *k; k++)
             if (field(m, *k)) {
                 snprintf(p, sizeof p, "messages[%d].%s", i, *k);
@@ -1115,16 +1165,29 @@ static Job *parse_chat(Server *s, const cJSON *root, ApiErr *e) {
             api_err(e, 400, "missing_required_parameter", p, "Missing required parameter: '%s'", p);
             goto out;
         }
-        if (!(texts[i] = message_text(content, i, e))) {
+        cJSON *calls = field(m, "tool_calls");
+        if (calls && strcmp(r, "assistant") != 0) {
+            snprintf(p, sizeof p, "messages[%d].tool_calls", i);
+            api_err(e, 400, "invalid_value", p, "Invalid '%s': only assistant messages have tool calls", p);
+            goto out;
+        }
+        if (calls && !content) { /* the call as the model writes it */
+            snprintf(p, sizeof p, "messages[%d].tool_calls", i);
+            texts[base + i] = structured_tool_calls_text(calls, p, &se);
+            if (!texts[base + i]) {
+                api_err(e, se.status, se.code, se.param, "%s", se.msg);
+                goto out;
+            }
+        } else if (!(texts[base + i] = message_text(content, i, e))) {
             if (!e->status) api_err(e, 500, NULL, NULL, "out of memory");
             goto out;
         }
-        cm[i].role = r;
-        cm[i].content = texts[i];
+        cm[base + i].role = r;
+        cm[base + i].content = texts[base + i];
         i++;
     }
     Error err = {{0}};
-    prompt = chat_format(s->tmpl, cm, n, true, &err);
+    prompt = chat_format(s->tmpl, cm, n + base, true, &err);
     if (!prompt) {
         api_err(e, 400, "invalid_value", "messages", "%s", err.msg);
         goto out;
@@ -1135,10 +1198,11 @@ static Job *parse_chat(Server *s, const cJSON *root, ApiErr *e) {
         api_err(e, 500, NULL, NULL, "%s", err.msg);
         goto out;
     }
-    job = make_job(s, KIND_CHAT, &g, ids, nt, "messages", e);
+    job = make_job(s, KIND_CHAT, &g, &st, ids, nt, "messages", e);
 out:
+    structured_free(&st);
     if (texts)
-        for (int k = 0; k < n; k++) free(texts[k]);
+        for (int k = 0; k <= n; k++) free(texts[k]);
     free(texts);
     free(cm);
     free(prompt);
@@ -1204,7 +1268,17 @@ static Job *parse_completion(Server *s, const cJSON *root, ApiErr *e) {
         ids[0] = bos;
         n = 1;
     }
-    return make_job(s, KIND_COMPLETION, &g, ids, n, "prompt", e);
+    Structured st;
+    StructErr se = {0};
+    if (structured_parse(root, false, &st, &se)) {
+        structured_free(&st);
+        free(ids);
+        api_err(e, se.status, se.code, se.param, "%s", se.msg);
+        return NULL;
+    }
+    Job *j = make_job(s, KIND_COMPLETION, &g, &st, ids, n, "prompt", e);
+    structured_free(&st);
+    return j;
 }
 
 /* ---- response building ------------------------------------------------- */
@@ -1319,13 +1393,20 @@ static cJSON *final_response(Server *s, const Job *j) {
     cJSON *choices = cJSON_AddArrayToObject(o, "choices"), *c = cJSON_CreateObject();
     cJSON_AddNumberToObject(c, "index", 0);
     char *echo = NULL;
+    bool tool_calls = false;
     if (chat) {
         cJSON *msg = cJSON_AddObjectToObject(c, "message");
+        uint64_t r = (uint64_t)j->created ^ (uint64_t)(uintptr_t)j;
+        cJSON *calls = j->tool_mode && j->text.s ? structured_reply_tool_calls(j->text.s, &r) : NULL;
         if (msg) {
             cJSON_AddStringToObject(msg, "role", "assistant");
-            cJSON_AddStringToObject(msg, "content", j->text.s ? j->text.s : "");
+            if (calls) cJSON_AddNullToObject(msg, "content");
+            else cJSON_AddStringToObject(msg, "content", j->text.s ? j->text.s : "");
             cJSON_AddNullToObject(msg, "refusal");
-        }
+            if (calls) cJSON_AddItemToObject(msg, "tool_calls", calls);
+            else cJSON_Delete(calls);
+            if (calls) tool_calls = true;
+        } else cJSON_Delete(calls);
     } else {
         if (j->echo) echo = tokenizer_decode(s->tok, j->prompt, j->n_prompt);
         Str t = {0};
@@ -1339,7 +1420,7 @@ static cJSON *final_response(Server *s, const Job *j) {
                                    : completion_logprobs(s, j->lps, 0, j->n_lps, echo ? strlen(echo) : 0));
     else cJSON_AddNullToObject(c, "logprobs");
     free(echo);
-    cJSON_AddStringToObject(c, "finish_reason", j->finish ? j->finish : "stop");
+    cJSON_AddStringToObject(c, "finish_reason", tool_calls ? "tool_calls" : j->finish ? j->finish : "stop");
     cJSON_AddItemToArray(choices, c);
     cJSON_AddItemToObject(o, "usage", usage_json(j));
     return o;
@@ -1381,9 +1462,25 @@ static cJSON *chunk_new(Stream *st, cJSON **choice) {
 
 /* Turns what the job has produced since the last call into SSE chunks
  * (under mu). */
+/* The Responses API's events for what the job has produced (under mu). */
+static int stream_fill_responses(Stream *st) {
+    Job *j = st->job;
+    Server *s = st->s;
+    RespView v = {s->model_id,         j->text.s ? j->text.s : "", j->text.len, j->state == JOB_DONE, j->finish,
+                  j->error[0] ? j->error : NULL, j->n_prompt, j->cached_tokens, j->completion_tokens};
+    size_t n = 0;
+    bool oom, fin;
+    char *b = responses_stream(s->rstore, j->resp, &v, &n, &oom, &fin);
+    int r = oom || (b && n && str_put(&st->out, b, n)) ? -1 : 0;
+    free(b);
+    if (fin) st->finished = true;
+    return r;
+}
+
 static int stream_fill(Stream *st) {
     Job *j = st->job;
     Server *s = st->s;
+    if (j->resp) return stream_fill_responses(st);
     const bool chat = j->kind == KIND_CHAT;
     cJSON *c;
     if (!st->started) {
@@ -1399,7 +1496,28 @@ static int stream_fill(Stream *st) {
             if (sse_put(st, o)) return -1;
         }
     }
-    const bool new_text = j->text.len > st->text_sent, new_lp = j->n_lps > st->lps_sent;
+    /* a reply that is (or may still become) a tool call is held back until it is complete */
+    const bool hold = chat && j->tool_mode && structured_text_kind(j->text.s ? j->text.s : "", j->text.len) != 0;
+    bool tool_calls = false;
+    if (hold && j->state == JOB_DONE && !st->finished && !j->error[0]) {
+        uint64_t r = (uint64_t)j->created ^ (uint64_t)(uintptr_t)j;
+        cJSON *calls = j->text.s ? structured_reply_tool_calls(j->text.s, &r) : NULL;
+        if (calls) { /* all calls in one chunk, as xAI sends them */
+            cJSON *o = chunk_new(st, &c), *d = cJSON_AddObjectToObject(c, "delta");
+            int idx = 0;
+            for (cJSON *tc = calls->child; tc; tc = tc->next) cJSON_AddNumberToObject(tc, "index", idx++);
+            if (d) cJSON_AddItemToObject(d, "tool_calls", calls);
+            else cJSON_Delete(calls);
+            cJSON_AddNullToObject(c, "logprobs");
+            cJSON_AddNullToObject(c, "finish_reason");
+            if (sse_put(st, o)) return -1;
+            st->text_sent = j->text.len;
+            st->lps_sent = j->n_lps;
+            tool_calls = true;
+        }
+    }
+    const bool new_text = j->text.len > st->text_sent && (!hold || j->state == JOB_DONE),
+               new_lp = j->n_lps > st->lps_sent && (!hold || j->state == JOB_DONE);
     if (new_text || new_lp) {
         cJSON *o = chunk_new(st, &c);
         const char *txt = j->text.s ? j->text.s + st->text_sent : "";
@@ -1430,7 +1548,7 @@ static int stream_fill(Stream *st) {
             if (chat) cJSON_AddObjectToObject(c, "delta");
             else cJSON_AddStringToObject(c, "text", "");
             cJSON_AddNullToObject(c, "logprobs");
-            cJSON_AddStringToObject(c, "finish_reason", j->finish ? j->finish : "stop");
+            cJSON_AddStringToObject(c, "finish_reason", tool_calls ? "tool_calls" : j->finish ? j->finish : "stop");
             if (sse_put(st, o)) return -1;
             if (j->include_usage) {
                 o = response_head(s, j, chat ? "chat.completion.chunk" : "text_completion");
@@ -1505,6 +1623,11 @@ enum {
     EP_DETOKENIZE,
     EP_INDEX,
     EP_FAVICON,
+    EP_RESPONSES,       /* POST /v1/responses */
+    EP_RESPONSE,        /* GET, DELETE /v1/responses/{id} */
+    EP_TOKENIZE_TEXT,   /* xAI: POST /v1/tokenize-text */
+    EP_LANGUAGE_MODELS, /* xAI: GET /v1/language-models[/{id}] */
+    EP_LANGUAGE_MODEL,
 };
 
 typedef struct {
@@ -1531,11 +1654,25 @@ static int route(const char *url, const char **model_id) {
         return EP_MODEL;
     }
     if (!strcmp(url, "/tokenize")) return EP_TOKENIZE;
+    if (!strcmp(url, "/responses")) return EP_RESPONSES;
+    if (!strncmp(url, "/responses/", 11) && url[11]) {
+        *model_id = url + 11;
+        return EP_RESPONSE;
+    }
+    if (!strcmp(url, "/tokenize-text")) return EP_TOKENIZE_TEXT;
+    if (!strcmp(url, "/language-models")) return EP_LANGUAGE_MODELS;
+    if (!strncmp(url, "/language-models/", 17) && url[17]) {
+        *model_id = url + 17;
+        return EP_LANGUAGE_MODEL;
+    }
     if (!strcmp(url, "/detokenize")) return EP_DETOKENIZE;
     return EP_NONE;
 }
 
-static bool ep_is_post(int ep) { return ep == EP_CHAT || ep == EP_COMPLETIONS || ep == EP_TOKENIZE || ep == EP_DETOKENIZE; }
+static bool ep_is_post(int ep) {
+    return ep == EP_CHAT || ep == EP_COMPLETIONS || ep == EP_TOKENIZE || ep == EP_DETOKENIZE || ep == EP_RESPONSES ||
+           ep == EP_TOKENIZE_TEXT;
+}
 
 static bool authorized(Server *s, struct MHD_Connection *c) {
     if (!s->api_key) return true;
@@ -1616,6 +1753,14 @@ static enum MHD_Result handle_metrics(Server *s, struct MHD_Connection *c) {
            (unsigned long long)s->batch_tokens);
     METRIC("busy_seconds_total", "counter", "Seconds spent in forward passes.", "grok_busy_seconds_total %.6f",
            s->busy_seconds);
+    METRIC("grammar_tokens_total", "counter", "Tokens sampled under a grammar (response_format, grammar, tools).",
+           "grok_grammar_tokens_total %llu", (unsigned long long)s->grammar_tokens);
+    METRIC("grammar_masks_total", "counter", "Full vocabulary masks computed (the sampled token broke the grammar).",
+           "grok_grammar_masks_total %llu", (unsigned long long)s->grammar_masks);
+    METRIC("sample_seconds_total", "counter", "Engine seconds spent sampling tokens (grammars included).",
+           "grok_sample_seconds_total %.6f", s->sample_seconds);
+    METRIC("grammar_seconds_total", "counter", "Engine seconds spent on grammars (checks, masks, steps).",
+           "grok_grammar_seconds_total %.6f", s->grammar_seconds);
     METRIC("uptime_seconds", "gauge", "Seconds since the server started.", "grok_uptime_seconds %.3f",
            (double)time(NULL) - (double)s->started);
 #undef METRIC
@@ -1723,7 +1868,23 @@ static int connection_fd(struct MHD_Connection *c) {
 
 static enum MHD_Result handle_generate(Server *s, struct MHD_Connection *c, Req *rq, const cJSON *root) {
     ApiErr e = {0};
-    Job *j = rq->ep == EP_CHAT ? parse_chat(s, root, &e) : parse_completion(s, root, &e);
+    Job *j;
+    if (rq->ep == EP_RESPONSES) { /* run as a chat request */
+        RespCtx *rc = NULL;
+        StructErr se = {0};
+        pthread_mutex_lock(&s->mu);
+        uint64_t seed = splitmix(&s->rng);
+        pthread_mutex_unlock(&s->mu);
+        cJSON *chat = responses_to_chat(root, s->rstore, seed, &rc, &se);
+        if (!chat) {
+            api_err(&e, se.status, se.code, se.param, "%s", se.msg);
+            return send_error(s, c, &e);
+        }
+        j = parse_chat(s, chat, &e);
+        cJSON_Delete(chat);
+        if (j) j->resp = rc;
+        else resp_ctx_free(rc);
+    } else j = rq->ep == EP_CHAT ? parse_chat(s, root, &e) : parse_completion(s, root, &e);
     if (!j) return send_error(s, c, &e);
     rq->job = j;
     int st = job_submit(s, j);
@@ -1739,7 +1900,11 @@ static enum MHD_Result handle_generate(Server *s, struct MHD_Connection *c, Req 
         cJSON *o = NULL;
         ApiErr fe = {0};
         if (j->error[0]) api_err(&fe, strcmp(j->error, SHUTDOWN_MSG) ? 500 : 503, NULL, NULL, "%s", j->error);
-        else o = final_response(s, j);
+        else if (j->resp) {
+            RespView v = {s->model_id, j->text.s ? j->text.s : "", j->text.len, true, j->finish, NULL,
+                          j->n_prompt, j->cached_tokens, j->completion_tokens};
+            o = responses_final(s->rstore, j->resp, &v);
+        } else o = final_response(s, j);
         if (s->verbose)
             fprintf(stderr, "grok serve: %s prompt %d (cached %d) completion %d finish %s %.3f s\n", j->id, j->n_prompt,
                     j->cached_tokens, j->completion_tokens, j->finish ? j->finish : "-", j->t_done - j->t_queued);
@@ -1771,6 +1936,8 @@ static enum MHD_Result handle_generate(Server *s, struct MHD_Connection *c, Req 
     MHD_destroy_response(r);
     return ok;
 }
+
+static enum MHD_Result handle_tokenize_text(Server *s, struct MHD_Connection *c, const cJSON *root);
 
 static enum MHD_Result handle_post(Server *s, struct MHD_Connection *c, Req *rq) {
     if (rq->too_big) {
@@ -1804,6 +1971,8 @@ static enum MHD_Result handle_post(Server *s, struct MHD_Connection *c, Req *rq)
         r = send_simple_error(s, c, 400, "invalid_json", "The request body must be a JSON object");
     } else if (rq->ep == EP_TOKENIZE || rq->ep == EP_DETOKENIZE) {
         r = handle_tokenize(s, c, root, rq->ep == EP_DETOKENIZE);
+    } else if (rq->ep == EP_TOKENIZE_TEXT) {
+        r = handle_tokenize_text(s, c, root);
     } else {
         r = handle_generate(s, c, rq, root);
     }
@@ -1811,8 +1980,51 @@ static enum MHD_Result handle_post(Server *s, struct MHD_Connection *c, Req *rq)
     return r;
 }
 
+static enum MHD_Result send_response_404(Server *s, struct MHD_Connection *c, const char *id) {
+    ApiErr e;
+    api_err(&e, 404, "not_found", "response_id", "Response with id '%.100s' not found", id);
+    return send_error(s, c, &e);
+}
+
+static cJSON *language_model_json(Server *s) {
+    const char *aliases[] = {s->file_id, s->file_id_noext, NULL};
+    return xai_language_model(s->model_id, s->fingerprint, s->started, SERVER_VERSION, aliases);
+}
+
+/* xAI's POST /v1/tokenize-text. */
+static enum MHD_Result handle_tokenize_text(Server *s, struct MHD_Connection *c, const cJSON *root) {
+    ApiErr e = {0};
+    static const char *const fields[] = {"model", "text", "user", NULL};
+    if (check_fields(root, fields, &e) || check_model(s, root, &e)) return send_error(s, c, &e);
+    cJSON *t = field(root, "text");
+    if (!t || !cJSON_IsString(t)) {
+        api_err(&e, 400, t ? "invalid_type" : "missing_required_parameter", "text",
+                t ? "Invalid type for 'text': expected a string" : "Missing required parameter: 'text'");
+        return send_error(s, c, &e);
+    }
+    pthread_mutex_lock(&s->mu);
+    s->req_tokenize++;
+    pthread_mutex_unlock(&s->mu);
+    Error err = {{0}};
+    cJSON *o = xai_tokenize_text(s->tok, t->valuestring, &err);
+    return o ? send_json(s, c, 200, o) : send_simple_error(s, c, 500, NULL, err.msg);
+}
+
 static enum MHD_Result handle_get(Server *s, struct MHD_Connection *c, Req *rq, const char *model_id) {
     switch (rq->ep) {
+    case EP_RESPONSE: {
+        cJSON *o = response_store_get(s->rstore, model_id);
+        return o ? send_json(s, c, 200, o) : send_response_404(s, c, model_id);
+    }
+    case EP_LANGUAGE_MODELS: {
+        cJSON *o = cJSON_CreateObject(), *d = cJSON_AddArrayToObject(o, "models");
+        if (d) cJSON_AddItemToArray(d, language_model_json(s));
+        return send_json(s, c, 200, o);
+    }
+    case EP_LANGUAGE_MODEL:
+        if (!strcmp(model_id, s->model_id) || !strcmp(model_id, s->file_id) || !strcmp(model_id, s->file_id_noext))
+            return send_json(s, c, 200, language_model_json(s));
+        return send_simple_error(s, c, 404, "model_not_found", "The model does not exist");
     case EP_INDEX:
         return send_buf(s, c, 200, "text/html; charset=utf-8", (char *)grok_webui_html, strlen(grok_webui_html), false);
     case EP_FAVICON:
@@ -1905,7 +2117,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (rq->ep == EP_NONE) return send_simple_error(s, c, 404, "not_found", "Not found");
     const bool want_post = ep_is_post(rq->ep);
     const bool is_get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
-    if ((want_post && !rq->post) || (!want_post && !is_get)) {
+    const bool is_delete = rq->ep == EP_RESPONSE && !strcmp(method, "DELETE");
+    if ((want_post && !rq->post) || (!want_post && !is_get && !is_delete)) {
         char msg[128];
         snprintf(msg, sizeof msg, "Method %.16s is not allowed here; use %s", method, want_post ? "POST" : "GET");
         return send_simple_error(s, c, 405, "method_not_allowed", msg);
@@ -1913,6 +2126,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (rq->ep != EP_INDEX && rq->ep != EP_FAVICON && rq->ep != EP_HEALTH && !authorized(s, c))
         return send_simple_error(s, c, 401, "invalid_api_key",
                                  "Incorrect or missing API key: send 'Authorization: Bearer KEY' with the server's --api-key");
+    if (is_delete) {
+        if (!response_store_delete(s->rstore, model_id)) return send_response_404(s, c, model_id);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "id", model_id);
+        cJSON_AddStringToObject(o, "object", "response");
+        cJSON_AddBoolToObject(o, "deleted", true);
+        return send_json(s, c, 200, o);
+    }
     return want_post ? handle_post(s, c, rq) : handle_get(s, c, rq, model_id);
 }
 
@@ -1982,6 +2203,8 @@ static int server_init(Server *s, Error *err) {
         return err_set(err, "the tokenizer has more tokens than the model's embedding table");
     s->n_vocab = s->m->cfg.n_vocab;
     s->eos = tokenizer_eos(s->tok);
+    if (!(s->trie = token_trie_new(s->tok, err))) return -1;
+    if (!(s->rstore = response_store_new())) return err_set(err, "out of memory");
     ContextParams cp = {s->n_ctx, s->n_slots, 0, s->n_threads, (uint32_t)s->kv_type};
     s->ctx = context_new(s->m, &cp, err);
     if (!s->ctx) return -1;
@@ -2035,6 +2258,8 @@ static void server_free(Server *s) {
     free(s->row_slot);
     free(s->logits);
     context_free(s->ctx);
+    token_trie_free(s->trie);
+    response_store_free(s->rstore);
     tokenizer_free(s->tok);
     model_free(s->m);
 }

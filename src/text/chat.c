@@ -70,19 +70,20 @@ char *chat_format(ChatTemplate t, const ChatMessage *msgs, int n, bool add_gener
     puts_(&b, "");
     for (int i = 0; i < n; i++) {
         const char *role = msgs[i].role, *content = msgs[i].content ? msgs[i].content : "";
-        int r = !strcmp(role, "system") ? 0 : !strcmp(role, "user") ? 1 : !strcmp(role, "assistant") ? 2 : -1;
+        int r = !strcmp(role, "system") ? 0 : !strcmp(role, "user") ? 1 : !strcmp(role, "assistant") ? 2
+              : !strcmp(role, "tool") ? 3 : -1;
         if (r < 0) {
             free(b.s);
-            err_set(err, "unknown chat role '%s' (system, user or assistant)", role);
+            err_set(err, "unknown chat role '%s' (system, user, assistant or tool)", role);
             return NULL;
         }
         if (t == CHAT_TEMPLATE_GROK2) {
-            static const char *const label[] = {"System: ", "Human: ", "Assistant: "};
+            static const char *const label[] = {"System: ", "Human: ", "Assistant: ", "Tool: "};
             puts_(&b, label[r]);
             put_stripped(&b, content);
             puts_(&b, GROK2_SEPARATOR "\n\n");
         } else {
-            static const char *const label[] = {"", "User: ", "Assistant: "};
+            static const char *const label[] = {"", "User: ", "Assistant: ", "Tool: "};
             puts_(&b, label[r]);
             put_stripped(&b, content);
             puts_(&b, "\n\n");

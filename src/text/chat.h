@@ -22,7 +22,7 @@
 typedef enum { CHAT_TEMPLATE_GROK2 = 0, CHAT_TEMPLATE_PLAIN = 1 } ChatTemplate;
 
 typedef struct {
-    const char *role;     /* "system", "user" or "assistant" */
+    const char *role;     /* "system", "user", "assistant" or "tool" (a tool's result: "Tool: {content}") */
     const char *content;
 } ChatMessage;
 

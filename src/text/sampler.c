@@ -411,10 +411,28 @@ static int gather(const float *w, int n, float r, Cand *cand, double *mass) {
     return m;
 }
 
-int sampler_sample(Sampler *s, float *logits) {
-    const int n = s->n_vocab;
-    if (s->p.repeat_last_n != 0 && s->n_distinct > 0) apply_penalties(s, logits);
+static int pick(Sampler *s, const float *logits);
 
+int sampler_sample(Sampler *s, float *logits) {
+    if (s->p.repeat_last_n != 0 && s->n_distinct > 0) apply_penalties(s, logits);
+    return pick(s, logits);
+}
+
+/* The pick is checked first; only a rejected pick costs a full mask, and
+ * the second pick (from the masked logits) draws the generator once more. */
+int sampler_sample_filtered(Sampler *s, float *logits, const TokenFilter *f) {
+    if (s->p.repeat_last_n != 0 && s->n_distinct > 0) apply_penalties(s, logits);
+    int t = pick(s, logits);
+    if (!f || f->allows(f->ctx, t)) return t;
+    int n_ok = f->mask(f->ctx, logits);
+    if (n_ok <= 0) return n_ok < 0 ? -2 : -1;
+    t = pick(s, logits);
+    return f->allows(f->ctx, t) ? t : -1;
+}
+
+/* Picks from (penalized) logits without changing them. */
+static int pick(Sampler *s, const float *logits) {
+    const int n = s->n_vocab;
     const float temp = s->p.temperature;
     if (!(temp > 0.0f)) return argmax(logits, n);
     const float inv_t = 1.0f / temp;

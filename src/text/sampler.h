@@ -36,6 +36,20 @@ void sampler_reset(Sampler *s);
 /* Picks a token. logits (n_vocab) may be modified in place. */
 int sampler_sample(Sampler *s, float *logits);
 
+/* A constraint on the next token (a grammar): allows() checks one token,
+ * mask() sets the logits of every disallowed token to -INFINITY and returns
+ * how many remain (-1 on an internal limit). */
+typedef struct {
+    void *ctx;
+    bool (*allows)(void *ctx, int token);
+    int (*mask)(void *ctx, float *logits);
+} TokenFilter;
+
+/* Like sampler_sample, but only returns a token the filter allows: the
+ * sampled token is checked first and the mask computed only if it is
+ * rejected. Returns -1 if no token is allowed, -2 if the filter failed. */
+int sampler_sample_filtered(Sampler *s, float *logits, const TokenFilter *f);
+
 /* Stop strings: feed generated text, learn whether a stop string occurred
  * and how much of the text is safe to print (text that could still be the
  * beginning of a stop string is held back). */

@@ -2385,3 +2385,7 @@ char *tokenizer_decode(const Tokenizer *t, const int *ids, int n) {
 }
 
 bool tokenizer_is_bpe(const Tokenizer *t) { return t && t->bpe; }
+
+bool tokenizer_drops_leading_space(const Tokenizer *t) {
+    return t && !t->bpe && (t->add_dummy_prefix || t->remove_extra_ws);
+}

@@ -61,6 +61,9 @@ void tokenizer_free(Tokenizer *t);
 
 /* True for a byte-level BPE (gpt2) tokenizer. */
 bool tokenizer_is_bpe(const Tokenizer *t);
+/* True when decoding drops the leading space of the first piece (the
+ * SentencePiece dummy prefix). */
+bool tokenizer_drops_leading_space(const Tokenizer *t);
 
 int tokenizer_n_vocab(const Tokenizer *t);
 int tokenizer_bos(const Tokenizer *t);  /* -1 if none */

@@ -36,12 +36,16 @@ fail() { echo "FAIL: $*"; for f in "$T"/srv*.err; do echo "--- $f"; tail -20 "$f
 # the npm packages, installed once per lock file
 NPM_DIR=${GROK_NPM_DIR:-$HOME/.cache/grok-test-npm}
 mkdir -p "$NPM_DIR"
+# one installer at a time per folder (test_structured.sh shares it)
+exec 9>"$NPM_DIR/.lock"
+flock 9
 if ! cmp -s "$GROK_SRC/tests/server/package-lock.json" "$NPM_DIR/.installed-lock" || [ ! -d "$NPM_DIR/node_modules/openai" ]; then
   cp "$GROK_SRC/tests/server/package.json" "$GROK_SRC/tests/server/package-lock.json" "$NPM_DIR/"
   (cd "$NPM_DIR" && npm ci --no-audit --no-fund --loglevel=error) || fail "npm ci in $NPM_DIR"
   cp "$GROK_SRC/tests/server/package-lock.json" "$NPM_DIR/.installed-lock"
 fi
 cp "$GROK_SRC"/tests/server/*.mjs "$NPM_DIR/"
+flock -u 9
 
 # a tiny random model: fast enough for 2 cores
 model=$T/srv.gguf
@@ -52,6 +56,7 @@ model=$T/srv.gguf
 start_server() {
   local name=$1
   shift
+  : >"$T/$name.out" # exists before the background shell gets to open it
   "$GROK" serve -m "$model" --port 0 "$@" >"$T/$name.out" 2>"$T/$name.err" &
   PID=$!
   pids+=("$PID")

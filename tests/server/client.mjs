@@ -176,8 +176,8 @@ async function api() {
   await expectError("negative max_tokens", C, { ...ok, max_tokens: -5 }, 400, "max_tokens");
   await expectError("fractional max_tokens", C, { ...ok, max_tokens: 1.5 }, 400, "max_tokens");
   await expectError("n = 2", C, { ...ok, n: 2 }, 400, "n");
-  await expectError("tools", C, { ...ok, tools: [{ type: "function", function: { name: "f" } }] }, 400, "tools");
-  await expectError("response_format json_schema", C, { ...ok, response_format: { type: "json_schema", json_schema: {} } }, 400, "response_format");
+  await expectError("tools: bad function name", C, { ...ok, tools: [{ type: "function", function: { name: "not a name" } }] }, 400, "tools[0].function.name");
+  await expectError("response_format: unsupported keyword", C, { ...ok, response_format: { type: "json_schema", json_schema: { name: "x", schema: { type: "integer", multipleOf: 3 } } } }, 400, "response_format.json_schema.schema");
   await expectError("unknown field", C, { ...ok, frobnicate: 1 }, 400, "frobnicate");
   await expectError("too many stops", C, { ...ok, stop: ["a", "b", "c", "d", "e", "f", "g", "h", "i"] }, 400, "stop");
   await expectError("top_logprobs without logprobs", C, { ...ok, top_logprobs: 2 }, 400, "top_logprobs");

@@ -2021,7 +2021,7 @@ typedef void (*DecRowsFn)(DEC_PARAMS);
 
 #define DEC_A_FNS(SUFFIX, TYPE)                                                                   \
     AVX2 static void dec_a_avx2_##SUFFIX(DEC_PARAMS) {                                            \
-        DEC_ROWS(dec_a2_avx2, X2Row, TYPE, wr, X, n, vec_dot_type(TYPE) == GGML_TYPE_Q8_1)        \
+        DEC_ROWS_T4(dec_a2_avx2, X2Row, TYPE, wr, X, n, vec_dot_type(TYPE) == GGML_TYPE_Q8_1)     \
     }                                                                                             \
     AVX512 static void dec_a_avx512_##SUFFIX(DEC_PARAMS) {                                        \
         DEC_ROWS_T4(dec_a8_avx512, X8Row, TYPE, wr, X, n, vec_dot_type(TYPE) == GGML_TYPE_Q8_1)   \

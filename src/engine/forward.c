@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kv.h"
 #include "quant.h"
 #include "threadpool.h"
 
@@ -40,9 +41,10 @@ struct Context {
     ThreadPool *tp;
     int kv_dim;            /* n_head_kv * head_dim */
     int q_dim;             /* n_head * head_dim */
-    size_t kv_elt;         /* bytes per cached value */
-    uint8_t *k_cache;      /* (n_layer, n_seq, n_ctx, kv_dim) keys after RoPE */
-    uint8_t *v_cache;      /* (n_layer, n_seq, n_ctx, kv_dim) */
+    size_t k_row, v_row;   /* bytes of one position's keys / values (kv_dim values, kv.h types) */
+    size_t k_head, v_head; /* bytes of one head's keys / values */
+    uint8_t *k_cache;      /* (n_layer, n_seq, n_ctx) rows of k_row bytes: keys after RoPE */
+    uint8_t *v_cache;      /* (n_layer, n_seq, n_ctx) rows of v_row bytes */
     float *inv_freq;       /* (head_dim/2) RoPE inverse frequencies */
     /* scratch for one chunk of up to n_batch tokens */
     float *x;              /* (n_batch, n_embd) residual stream */
@@ -64,6 +66,7 @@ struct Context {
     uint8_t *act;          /* activations in a weight's vec_dot_type */
     uint8_t *act2;
     float *scores;         /* (n_threads, n_ctx) attention scratch */
+    uint8_t *qprep;        /* (n_threads, kv_query_bytes(head_dim)) the query as the K type wants it */
     float *out_rows;       /* (n_batch, n_embd) normed rows that want logits */
 };
 
@@ -203,38 +206,36 @@ static void attn_fn(void *ctx, int ith, int nth) {
     Context *c = a->c;
     const ModelConfig *cfg = &c->m->cfg;
     const int hd = cfg->head_dim, group = cfg->n_head / cfg->n_head_kv;
-    const size_t row = (size_t)c->kv_dim * c->kv_elt;
     float *s = c->scores + (size_t)ith * c->p.n_ctx;
-    const uint32_t kt = c->p.kv_type;
+    const uint32_t kt = c->p.kv_type_k, vt = c->p.kv_type_v;
+    uint8_t *qp = c->qprep + (size_t)ith * kv_query_bytes(kt, hd);
     for (int w = ith; w < a->n_tok * cfg->n_head; w += nth) {
         const int t = w / cfg->n_head, h = w % cfg->n_head, g = h / group;
         const int pos = a->pos[t];
         const float *q = c->q + (size_t)t * c->q_dim + (size_t)h * hd;
-        const size_t base = (((size_t)a->layer * c->p.n_seq + (size_t)a->seq[t]) * c->p.n_ctx) * row;
-        const uint8_t *K = c->k_cache + base + (size_t)g * hd * c->kv_elt;
-        const uint8_t *V = c->v_cache + base + (size_t)g * hd * c->kv_elt;
+        const size_t base = ((size_t)a->layer * c->p.n_seq + (size_t)a->seq[t]) * c->p.n_ctx;
+        const uint8_t *K = c->k_cache + base * c->k_row + (size_t)g * c->k_head;
+        const uint8_t *V = c->v_cache + base * c->v_row + (size_t)g * c->v_head;
         /* Grok-2 attention temperature (B4): log2(pos)/log2(len) past len. */
         const float temp = (cfg->attn_temp_len > 0 && pos > cfg->attn_temp_len)
                                ? (float)(log2((double)pos) / log2((double)cfg->attn_temp_len))
                                : 1.0f;
-        vec_dot_rows(kt, K, row, pos + 1, q, hd, s); /* s_j = q . k_j */
+        kv_dot_rows(kt, K, c->k_row, pos + 1, kv_prep_query(kt, q, qp, hd), hd, s); /* s_j = q . k_j */
         /* s_j <- softmax_j(softcap(s_j * attn_scale) * temp) */
         softcap_softmax(s, pos + 1, cfg->attn_scale, cfg->attn_softcap, temp);
         float *o = c->att + (size_t)t * c->q_dim + (size_t)h * hd;
-        vec_mad_rows(kt, o, s, V, row, pos + 1, hd); /* o = sum_j s_j v_j */
+        kv_mad_rows(vt, o, s, V, c->v_row, pos + 1, hd); /* o = sum_j s_j v_j */
     }
 }
 
+static size_t kv_index(const Context *c, int layer, int seq, int pos) {
+    return (((size_t)layer * c->p.n_seq + (size_t)seq) * c->p.n_ctx) + (size_t)pos;
+}
+
 static void kv_store(Context *c, int layer, int seq, int pos, const float *k, const float *v) {
-    const size_t row = (size_t)c->kv_dim * c->kv_elt;
-    const size_t off = ((((size_t)layer * c->p.n_seq + (size_t)seq) * c->p.n_ctx) + (size_t)pos) * row;
-    if (c->p.kv_type == GGML_TYPE_F32) {
-        memcpy(c->k_cache + off, k, row);
-        memcpy(c->v_cache + off, v, row);
-    } else {
-        quantize_row(GGML_TYPE_F16, k, c->k_cache + off, c->kv_dim);
-        quantize_row(GGML_TYPE_F16, v, c->v_cache + off, c->kv_dim);
-    }
+    const size_t i = kv_index(c, layer, seq, pos);
+    kv_quantize(c->p.kv_type_k, k, c->k_cache + i * c->k_row, c->kv_dim);
+    kv_quantize(c->p.kv_type_v, v, c->v_cache + i * c->v_row, c->kv_dim);
 }
 
 /* ---- one chunk of tokens through the model ---------------------------- */
@@ -479,7 +480,7 @@ int forward_tokens(Context *c, int seq, const int *tokens, int n, int pos0, floa
 int context_n_ctx(const Context *c) { return c->p.n_ctx; }
 int context_n_threads(const Context *c) { return tp_size(c->tp); }
 size_t context_kv_bytes(const Context *c) {
-    return 2 * (size_t)c->m->cfg.n_layer * c->p.n_seq * c->p.n_ctx * c->kv_dim * c->kv_elt;
+    return (size_t)c->m->cfg.n_layer * c->p.n_seq * c->p.n_ctx * (c->k_row + c->v_row);
 }
 
 void context_free(Context *c) {
@@ -489,6 +490,7 @@ void context_free(Context *c) {
     free(c->x), free(c->u), free(c->q), free(c->k), free(c->v), free(c->qkv), free(c->att), free(c->proj);
     free(c->moe), free(c->router), free(c->sel), free(c->gate_w), free(c->order), free(c->ex_start), free(c->ex_fill);
     free(c->hg), free(c->hu), free(c->down), free(c->gathered), free(c->act), free(c->act2), free(c->scores);
+    free(c->qprep);
     free(c->out_rows);
     free(c);
 }
@@ -512,8 +514,13 @@ Context *context_new(const Model *m, const ContextParams *pp, Error *err) {
     if (c->p.n_seq <= 0) c->p.n_seq = 1;
     if (c->p.n_batch <= 0) c->p.n_batch = DEFAULT_BATCH;
     if (c->p.n_threads <= 0) c->p.n_threads = cpu_count();
-    if (c->p.kv_type != GGML_TYPE_F32 && c->p.kv_type != GGML_TYPE_F16) {
-        err_set(err, "the KV cache type must be f32 or f16");
+    if (!kv_type_ok(c->p.kv_type_k) || !kv_type_ok(c->p.kv_type_v)) {
+        err_set(err, "the KV cache types must be " KV_TYPE_NAMES);
+        goto fail;
+    }
+    if (cfg->head_dim % kv_type_block(c->p.kv_type_k) || cfg->head_dim % kv_type_block(c->p.kv_type_v)) {
+        err_set(err, "a %s / %s KV cache needs a head size that is a multiple of 32 (this model's is %d)",
+                type_info(c->p.kv_type_k)->name, type_info(c->p.kv_type_v)->name, cfg->head_dim);
         goto fail;
     }
     if (c->p.n_ctx <= 0) {
@@ -522,8 +529,11 @@ Context *context_new(const Model *m, const ContextParams *pp, Error *err) {
     }
     c->kv_dim = cfg->n_head_kv * cfg->head_dim;
     c->q_dim = cfg->n_head * cfg->head_dim;
-    c->kv_elt = c->p.kv_type == GGML_TYPE_F32 ? 4 : 2;
-    const size_t cache = (size_t)cfg->n_layer * c->p.n_seq * c->p.n_ctx * c->kv_dim * c->kv_elt;
+    c->k_row = kv_row_bytes(c->p.kv_type_k, c->kv_dim);
+    c->v_row = kv_row_bytes(c->p.kv_type_v, c->kv_dim);
+    c->k_head = kv_row_bytes(c->p.kv_type_k, cfg->head_dim);
+    c->v_head = kv_row_bytes(c->p.kv_type_v, cfg->head_dim);
+    const size_t rows = (size_t)cfg->n_layer * c->p.n_seq * c->p.n_ctx;
     const size_t B = (size_t)c->p.n_batch, K = (size_t)cfg->n_expert_used, E = (size_t)cfg->n_embd;
     const size_t F = (size_t)(cfg->n_ff > cfg->n_ff_dense ? cfg->n_ff : cfg->n_ff_dense);
     size_t widest = E > F ? E : F;
@@ -532,8 +542,8 @@ Context *context_new(const Model *m, const ContextParams *pp, Error *err) {
     bool ok = true;
     c->tp = tp_create(c->p.n_threads, err);
     if (!c->tp) goto fail;
-    c->k_cache = zalloc(cache, 1, &ok);
-    c->v_cache = zalloc(cache, 1, &ok);
+    c->k_cache = zalloc(rows, c->k_row, &ok);
+    c->v_cache = zalloc(rows, c->v_row, &ok);
     c->inv_freq = zalloc((size_t)cfg->head_dim / 2, sizeof(float), &ok);
     c->x = zalloc(B * E, sizeof(float), &ok);
     c->u = zalloc(B * E, sizeof(float), &ok);
@@ -557,9 +567,11 @@ Context *context_new(const Model *m, const ContextParams *pp, Error *err) {
     c->act = zalloc(rows_k * widest, sizeof(float), &ok);
     c->act2 = zalloc(rows_k * widest, sizeof(float), &ok);
     c->scores = zalloc((size_t)c->p.n_threads * c->p.n_ctx, sizeof(float), &ok);
+    c->qprep = zalloc((size_t)c->p.n_threads, kv_query_bytes(c->p.kv_type_k, cfg->head_dim), &ok);
     c->out_rows = zalloc(B * E, sizeof(float), &ok);
     if (!ok) {
-        err_set(err, "out of memory allocating the context (KV cache %.1f MiB)", 2.0 * cache / 1048576.0);
+        err_set(err, "out of memory allocating the context (KV cache %.1f MiB)",
+                (double)rows * (c->k_row + c->v_row) / 1048576.0);
         goto fail;
     }
     /* inv_freq[d] = 1 / base^(2d/hd), in f32 as model.py RotaryEmbedding */

@@ -16,7 +16,8 @@ typedef struct {
     int n_seq;         /* independent sequences (slots); 0 = 1 */
     int n_batch;       /* most tokens computed together; 0 = 512 */
     int n_threads;     /* 0 = all cores */
-    uint32_t kv_type;  /* GGML_TYPE_F32 or GGML_TYPE_F16 */
+    uint32_t kv_type_k; /* cached keys: GGML_TYPE_F32, F16, BF16, Q8_0 or Q4_0 (kv.h) */
+    uint32_t kv_type_v; /* cached values: the same choice */
 } ContextParams;
 
 typedef struct Context Context;

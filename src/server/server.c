@@ -46,6 +46,7 @@
 #include "chat.h"
 #include "common.h"
 #include "forward.h"
+#include "kv.h"
 #include "gguf.h"
 #include "grammar.h"
 #include "model.h"
@@ -206,7 +207,7 @@ typedef struct Server {
     int n_slots;
     int n_ctx;
     int n_threads;
-    int kv_type;
+    int kv_k, kv_v;
     int max_queue;
     int chunk;               /* prompt tokens per engine step */
     size_t max_body;
@@ -2170,7 +2171,8 @@ static const char SERVE_USAGE[] =
     "  --chat-template NAME    grok-2 or plain (default: what the model names)\n"
     "  --alias NAME            model id to report (default: the model's name)\n"
     "  -t, --threads N         threads (default: all cores)\n"
-    "  --kv f16|f32            KV cache type (default f16)\n"
+    "  --kv TYPE               KV cache type, " KV_TYPE_NAMES " (default f16)\n"
+    "  --kv-k TYPE, --kv-v TYPE  keys' / values' type alone\n"
     "  --max-body BYTES        largest request body (default 4194304)\n"
     "  --max-queue N           most requests waiting for a slot (default 1024)\n"
     "  --prefill-chunk N       prompt tokens per step, between decode steps (default 256)\n"
@@ -2205,7 +2207,7 @@ static int server_init(Server *s, Error *err) {
     s->eos = tokenizer_eos(s->tok);
     if (!(s->trie = token_trie_new(s->tok, err))) return -1;
     if (!(s->rstore = response_store_new())) return err_set(err, "out of memory");
-    ContextParams cp = {s->n_ctx, s->n_slots, 0, s->n_threads, (uint32_t)s->kv_type};
+    ContextParams cp = {s->n_ctx, s->n_slots, 0, s->n_threads, (uint32_t)s->kv_k, (uint32_t)s->kv_v};
     s->ctx = context_new(s->m, &cp, err);
     if (!s->ctx) return -1;
     s->n_ctx = context_n_ctx(s->ctx);
@@ -2271,7 +2273,7 @@ int cmd_serve(int argc, char **argv) {
     s->host = "127.0.0.1";
     s->port = 8080;
     s->n_slots = 4;
-    s->kv_type = GGML_TYPE_F16;
+    s->kv_k = s->kv_v = GGML_TYPE_F16;
     s->max_queue = 1024;
     s->chunk = PREFILL_CHUNK;
     s->max_body = 4u << 20;
@@ -2336,14 +2338,15 @@ int cmd_serve(int argc, char **argv) {
         } else if (FLAG("--alias", NULL)) {
             NEED();
             s->alias = v;
-        } else if (FLAG("--kv", NULL)) {
+        } else if (FLAG("--kv", NULL) || FLAG("--kv-k", NULL) || FLAG("--kv-v", NULL)) {
             NEED();
-            if (!strcmp(v, "f16")) s->kv_type = GGML_TYPE_F16;
-            else if (!strcmp(v, "f32")) s->kv_type = GGML_TYPE_F32;
-            else {
-                fprintf(stderr, "grok serve: --kv must be f16 or f32\n");
+            const int t = kv_type_parse(v);
+            if (t < 0) {
+                fprintf(stderr, "grok serve: %s must be one of " KV_TYPE_NAMES "\n", f);
                 return 2;
             }
+            if (!FLAG("--kv-v", NULL)) s->kv_k = t;
+            if (!FLAG("--kv-k", NULL)) s->kv_v = t;
         } else if (FLAG("-v", "--verbose")) {
             s->verbose = true;
         } else {

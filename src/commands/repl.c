@@ -407,12 +407,15 @@ static int fit_conversation(Chat *ch, int **ids_out, int *n_out, Error *err) {
     }
 }
 
-/* Brings the KV cache to ids[0..n): keeps the common prefix, processes the
- * rest in batches (Ctrl-C stops between batches: returns 1). Leaves the
- * logits of the last token in ch->logits. */
+/* Brings the KV cache to ids[0..n): keeps the common prefix and, after
+ * oldest turns were dropped, shifts the cached turns that remain down into
+ * place (context shift: no recomputation), processes the rest in batches
+ * (Ctrl-C stops between batches: returns 1). Leaves the logits of the last
+ * token in ch->logits. */
+#define SHIFT_MIN_RUN 16 /* fewer cached tokens than this are recomputed rather than shifted */
 static int sync_cache(Chat *ch, const int *ids, int n, Error *err) {
-    int keep = 0;
-    while (keep < n && keep < ch->n_cache && ch->cache[keep] == ids[keep]) keep++;
+    int keep = context_reuse(ch->c, 0, ch->cache, ch->n_cache, ids, n, SHIFT_MIN_RUN, err);
+    if (keep < 0) return -1;
     if (keep == n) keep = n - 1; /* the last token runs again for its logits */
     ch->n_cache = keep;
     ch->st_reused = keep;

@@ -67,6 +67,7 @@ struct Context {
     uint8_t *act2;
     float *scores;         /* (n_threads, n_ctx) attention scratch */
     uint8_t *qprep;        /* (n_threads, kv_query_bytes(head_dim)) the query as the K type wants it */
+    float *shift_tmp;      /* (n_threads, kv_dim + head_dim * 2) context shift: a key row, cos/sin */
     float *out_rows;       /* (n_batch, n_embd) normed rows that want logits */
 };
 
@@ -236,6 +237,80 @@ static void kv_store(Context *c, int layer, int seq, int pos, const float *k, co
     const size_t i = kv_index(c, layer, seq, pos);
     kv_quantize(c->p.kv_type_k, k, c->k_cache + i * c->k_row, c->kv_dim);
     kv_quantize(c->p.kv_type_v, v, c->v_cache + i * c->v_row, c->kv_dim);
+}
+
+/* ---- context shift ------------------------------------------------------ */
+
+typedef struct {
+    Context *c;
+    int seq, p0, p1, delta;
+} ShiftTask;
+
+/* One key row from position `from` to `to`: undo the rotation by the
+ * angles rope() used at `from`, apply those it uses at `to` (so an f32 row
+ * ends as a fresh computation at `to` would have it, up to the rounding of
+ * cos/sin). */
+static void rerotate(float *k, int n_heads, int hd, int from, int to, const float *inv_freq, float *cs) {
+    const int half = hd / 2;
+    float *c0 = cs, *s0 = cs + half, *c1 = cs + 2 * half, *s1 = cs + 3 * half;
+    for (int d = 0; d < half; d++) {
+        const float a = (float)from * inv_freq[d], b = (float)to * inv_freq[d];
+        c0[d] = cosf(a), s0[d] = sinf(a), c1[d] = cosf(b), s1[d] = sinf(b);
+    }
+    for (int h = 0; h < n_heads; h++) {
+        float *v = k + (size_t)h * hd;
+        for (int d = 0; d < half; d++) {
+            const float x = v[d], y = v[d + half];
+            const float u = x * c0[d] + y * s0[d], w = y * c0[d] - x * s0[d]; /* rotate by -from */
+            v[d] = u * c1[d] - w * s1[d];
+            v[d + half] = w * c1[d] + u * s1[d];
+        }
+    }
+}
+
+static void shift_fn(void *ctx, int ith, int nth) {
+    ShiftTask *t = ctx;
+    Context *c = t->c;
+    const ModelConfig *cfg = &c->m->cfg;
+    float *row = c->shift_tmp + (size_t)ith * (c->kv_dim + 2 * cfg->head_dim);
+    const bool up = t->delta > 0; /* walk away from the destination so no source is overwritten first */
+    for (int il = ith; il < cfg->n_layer; il += nth) {
+        for (int i = 0; i < t->p1 - t->p0; i++) {
+            const int from = up ? t->p1 - 1 - i : t->p0 + i, to = from + t->delta;
+            const size_t s = kv_index(c, il, t->seq, from), d = kv_index(c, il, t->seq, to);
+            kv_dequantize(c->p.kv_type_k, c->k_cache + s * c->k_row, row, c->kv_dim);
+            rerotate(row, cfg->n_head_kv, cfg->head_dim, from, to, c->inv_freq, row + c->kv_dim);
+            kv_quantize(c->p.kv_type_k, row, c->k_cache + d * c->k_row, c->kv_dim);
+            memmove(c->v_cache + d * c->v_row, c->v_cache + s * c->v_row, c->v_row);
+        }
+    }
+}
+
+int context_shift(Context *c, int seq, int p0, int p1, int delta, Error *err) {
+    if (seq < 0 || seq >= c->p.n_seq) return err_set(err, "sequence %d does not exist (%d slots)", seq, c->p.n_seq);
+    if (p0 < 0 || p1 < p0 || p1 > c->p.n_ctx || p0 + delta < 0 || p1 + delta > c->p.n_ctx)
+        return err_set(err, "cannot move positions %d..%d by %d in a context of %d", p0, p1, delta, c->p.n_ctx);
+    if (delta == 0 || p1 == p0) return 0;
+    ShiftTask t = {c, seq, p0, p1, delta};
+    tp_run(c->tp, shift_fn, &t);
+    return 0;
+}
+
+int context_reuse(Context *c, int seq, int *cache, int n_cache, const int *ids, int n, int min_run, Error *err) {
+    int keep = 0;
+    while (keep < n && keep < n_cache && cache[keep] == ids[keep]) keep++;
+    if (keep == n || keep == n_cache) return keep;
+    /* the longest stretch of the cache after the prefix that continues ids */
+    int best_d = 0, best_m = 0;
+    for (int d = 1; keep + d < n_cache && n_cache - keep - d > best_m; d++) {
+        int m = 0;
+        while (keep + m < n && keep + d + m < n_cache && cache[keep + d + m] == ids[keep + m]) m++;
+        if (m > best_m) best_m = m, best_d = d;
+    }
+    if (best_m < (min_run > 1 ? min_run : 1)) return keep;
+    if (context_shift(c, seq, keep + best_d, keep + best_d + best_m, -best_d, err)) return -1;
+    memmove(cache + keep, cache + keep + best_d, (size_t)best_m * sizeof(int));
+    return keep + best_m;
 }
 
 /* ---- one chunk of tokens through the model ---------------------------- */
@@ -490,7 +565,7 @@ void context_free(Context *c) {
     free(c->x), free(c->u), free(c->q), free(c->k), free(c->v), free(c->qkv), free(c->att), free(c->proj);
     free(c->moe), free(c->router), free(c->sel), free(c->gate_w), free(c->order), free(c->ex_start), free(c->ex_fill);
     free(c->hg), free(c->hu), free(c->down), free(c->gathered), free(c->act), free(c->act2), free(c->scores);
-    free(c->qprep);
+    free(c->qprep), free(c->shift_tmp);
     free(c->out_rows);
     free(c);
 }
@@ -568,6 +643,7 @@ Context *context_new(const Model *m, const ContextParams *pp, Error *err) {
     c->act2 = zalloc(rows_k * widest, sizeof(float), &ok);
     c->scores = zalloc((size_t)c->p.n_threads * c->p.n_ctx, sizeof(float), &ok);
     c->qprep = zalloc((size_t)c->p.n_threads, kv_query_bytes(c->p.kv_type_k, cfg->head_dim), &ok);
+    c->shift_tmp = zalloc((size_t)c->p.n_threads * (c->kv_dim + 2 * (size_t)cfg->head_dim), sizeof(float), &ok);
     c->out_rows = zalloc(B * E, sizeof(float), &ok);
     if (!ok) {
         err_set(err, "out of memory allocating the context (KV cache %.1f MiB)",

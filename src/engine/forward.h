@@ -43,6 +43,23 @@ typedef struct {
  * (nothing is computed). */
 int forward(Context *c, const Batch *b, float *logits, Error *err);
 
+/* Context shift: moves what positions [p0, p1) of a sequence cache to
+ * [p0 + delta, p1 + delta), re-rotating each key's RoPE from its old
+ * position to its new one (q8_0 / q4_0 keys: dequantized, rotated,
+ * requantized); values move as they are. The keys and values stay those
+ * computed with the old context before them (as llama.cpp's context shift).
+ * Positions left behind keep stale entries until overwritten. */
+int context_shift(Context *c, int seq, int p0, int p1, int delta, Error *err);
+
+/* Brings a sequence's cache, which holds cache[0..n_cache) at positions
+ * 0.., as far as it can towards ids[0..n) without computing: the common
+ * prefix stays, and if a later stretch of at least min_run cached tokens
+ * continues ids after it (a conversation whose oldest turns were dropped),
+ * that stretch is shifted down into place and cache[] updated to match.
+ * Returns how many of ids are now in the cache (the caller computes the
+ * rest from there), or -1 on error. */
+int context_reuse(Context *c, int seq, int *cache, int n_cache, const int *ids, int n, int min_run, Error *err);
+
 /* One sequence, tokens at positions pos0.. : logits of every position
  * (all_logits) or of the last one only. */
 int forward_tokens(Context *c, int seq, const int *tokens, int n, int pos0, float *logits, bool all_logits,

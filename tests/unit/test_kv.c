@@ -295,12 +295,89 @@ static void test_bad_params(void) {
     remove(path);
 }
 
+/* Context shift: a cache holding [sys t1 t2] made to hold [sys t2] by
+ * context_reuse, then t3 run after it, against a fresh run of [sys t2 t3].
+ * With one layer the cached keys and values of t2 do not depend on t1, so
+ * the two agree up to the KV type's rounding (of the re-rotated keys). */
+static void test_shift(void) {
+    const char *tmp = getenv("GROK_TMP") ? getenv("GROK_TMP") : "/tmp";
+    char path[1024];
+    Error err;
+    snprintf(path, sizeof path, "%s/test_kv_shift.gguf", tmp);
+    SynthParams sp = {256, 1, 4, 2, 96, 2, 2, 256, 320, GGML_TYPE_F32, 0, 0, 31, NULL}; /* head size 64 */
+    if (synth_write_model(&sp, path, &err)) {
+        CHECK(0, "write: %s", err.msg);
+        return;
+    }
+    Model *m = model_load(path, &err);
+    CHECK(m != NULL, "load");
+    if (!m) return;
+    const int V = m->cfg.n_vocab;
+    enum { NS = 6, N1 = 20, N2 = 40, N3 = 10, NC = NS + N1 + N2, NI = NS + N2 + N3 };
+    int cache[NC], ids[NI];
+    for (int i = 0; i < NC; i++) cache[i] = (i * 97 + 5) % V;
+    memcpy(ids, cache, NS * sizeof(int));
+    memcpy(ids + NS, cache + NS + N1, N2 * sizeof(int));
+    for (int i = 0; i < N3; i++) ids[NS + N2 + i] = (i * 61 + 3) % V;
+    const double mean_bound[N_TYPES] = {1e-9, 1e-7, 1e-5, 1e-5, 2e-3};
+    float *a = malloc(sizeof(float) * N3 * V), *b = malloc(sizeof(float) * NI * V);
+    for (int t = 0; t < N_TYPES; t++) {
+        ContextParams cp = {128, 1, 0, 2, TYPES[t], TYPES[t]};
+        Context *c = context_new(m, &cp, &err), *f = context_new(m, &cp, &err);
+        if (!c || !f) {
+            CHECK(0, "context");
+            context_free(c), context_free(f);
+            continue;
+        }
+        int cc[NC];
+        memcpy(cc, cache, sizeof cc);
+        CHECK(forward_tokens(c, 0, cc, NC, 0, b, false, &err) == 0, "fill");
+        const int got = context_reuse(c, 0, cc, NC, ids, NI, 8, &err);
+        CHECK(got == NS + N2 && !memcmp(cc, ids, (size_t)got * sizeof(int)), "%s: reuse kept %d of %d tokens",
+              type_info(TYPES[t])->name, got, NS + N2);
+        CHECK(forward_tokens(c, 0, ids + NS + N2, N3, NS + N2, a, true, &err) == 0, "after the shift");
+        CHECK(forward_tokens(f, 0, ids, NI, 0, b, true, &err) == 0, "fresh");
+        double mean = 0, worst = 0;
+        for (int i = 0; i < N3; i++) {
+            const double kl = kl_div(b + (size_t)(NS + N2 + i) * V, a + (size_t)i * V, V);
+            mean += kl / N3, worst = fmax(worst, kl);
+        }
+        printf("shift, %s: KL after shift vs fresh: mean %.3g max %.3g\n", type_info(TYPES[t])->name, mean, worst);
+        CHECK(mean <= mean_bound[t], "%s: shifted vs fresh KL mean %g", type_info(TYPES[t])->name, mean);
+        if (TYPES[t] == GGML_TYPE_F32) {
+            float d = 0, mx = 0;
+            for (size_t i = 0; i < (size_t)N3 * V; i++)
+                d = fmaxf(d, fabsf(a[i] - b[(size_t)(NS + N2) * V + i])), mx = fmaxf(mx, fabsf(a[i]));
+            CHECK(d / mx < 1e-4f, "f32: shifted vs fresh logits differ by %g of the largest", d / mx);
+        }
+        context_free(c), context_free(f);
+    }
+    /* no reusable stretch: only the common prefix; shorter than min_run: the same */
+    ContextParams cp = {128, 1, 0, 1, GGML_TYPE_F16, GGML_TYPE_F16};
+    Context *c = context_new(m, &cp, &err);
+    int cc[NC], other[NI];
+    memcpy(cc, cache, sizeof cc);
+    for (int i = 0; i < NI; i++) other[i] = i < NS ? cache[i] : (i * 7 + 1) % V;
+    CHECK(context_reuse(c, 0, cc, NC, other, NI, 8, &err) == NS, "no stretch to reuse: the prefix");
+    CHECK(context_reuse(c, 0, cc, NC, ids, NI, N2 + 1, &err) == NS, "stretch shorter than min_run: the prefix");
+    CHECK(context_reuse(c, 0, cc, NC, cache, NC, 8, &err) == NC, "same tokens: all");
+    CHECK(context_shift(c, 0, 10, 20, -11, &err) != 0, "shift below position 0 refused");
+    CHECK(context_shift(c, 0, 100, 120, 10, &err) != 0, "shift past the context refused");
+    CHECK(context_shift(c, 1, 10, 20, -5, &err) != 0, "bad sequence refused");
+    CHECK(context_shift(c, 0, 10, 20, 5, &err) == 0, "shift up works");
+    context_free(c);
+    free(a), free(b);
+    model_free(m);
+    remove(path);
+}
+
 int main(void) {
     test_names();
     test_rounding();
     test_kernels();
     test_model_parity();
     test_bad_params();
+    test_shift();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }

@@ -241,7 +241,7 @@ typedef struct {
     float *logits;   /* (n_vocab) */
     int n_replies;
     /* statistics of the last reply */
-    int st_new, st_reused, st_gen, st_dropped;
+    int st_new, st_reused, st_shifted, st_gen, st_dropped;
     double st_prompt_s, st_gen_s;
     const char *st_stop;
     Grammar *grammar;  /* every reply follows it; NULL: free text */
@@ -414,8 +414,11 @@ static int fit_conversation(Chat *ch, int **ids_out, int *n_out, Error *err) {
  * token in ch->logits. */
 #define SHIFT_MIN_RUN 16 /* fewer cached tokens than this are recomputed rather than shifted */
 static int sync_cache(Chat *ch, const int *ids, int n, Error *err) {
+    int prefix = 0;
+    while (prefix < n && prefix < ch->n_cache && ch->cache[prefix] == ids[prefix]) prefix++;
     int keep = context_reuse(ch->c, 0, ch->cache, ch->n_cache, ids, n, SHIFT_MIN_RUN, err);
     if (keep < 0) return -1;
+    ch->st_shifted = keep > prefix ? keep - prefix : 0;
     if (keep == n) keep = n - 1; /* the last token runs again for its logits */
     ch->n_cache = keep;
     ch->st_reused = keep;
@@ -735,8 +738,9 @@ static void print_stats(const Chat *ch) {
     if (ch->n_replies == 0) {
         fprintf(o, "no reply yet\n");
     } else {
-        fprintf(o, "last prompt: %d new tokens processed, %d reused from the cache, %.1f tok/s\n", ch->st_new,
-                ch->st_reused, ch->st_prompt_s > 0 ? ch->st_new / ch->st_prompt_s : 0.0);
+        fprintf(o, "last prompt: %d new tokens processed, %d reused from the cache (%d moved by a context shift), "
+                   "%.1f tok/s\n",
+                ch->st_new, ch->st_reused, ch->st_shifted, ch->st_prompt_s > 0 ? ch->st_new / ch->st_prompt_s : 0.0);
         fprintf(o, "last reply: %d tokens, %.1f tok/s, stop: %s\n", ch->st_gen,
                 ch->st_gen > 1 && ch->st_gen_s > 0 ? (ch->st_gen - 1) / ch->st_gen_s : 0.0, ch->st_stop);
     }

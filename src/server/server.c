@@ -214,6 +214,7 @@ typedef struct Server {
     const char *api_key;
     const char *alias;
     bool verbose;
+    bool context_shift;      /* chat prompts over the context drop their oldest turns */
     /* the model */
     Model *m;
     Tokenizer *tok;
@@ -372,6 +373,8 @@ static void slot_release(Server *s, Slot *sl) {
     job_unref(j);
 }
 
+#define SHIFT_MIN_RUN 16 /* fewer cached tokens than this are recomputed rather than shifted */
+
 static int common_prefix(const int *a, int na, const int *b, int nb) {
     int n = na < nb ? na : nb, i = 0;
     while (i < n && a[i] == b[i]) i++;
@@ -400,7 +403,13 @@ static void engine_admit(Server *s) {
             job_unref(j);
             continue;
         }
-        int keep = best_lcp < j->n_prompt ? best_lcp : j->n_prompt - 1;
+        /* the common prefix, and a later cached stretch that continues the
+         * prompt (a conversation whose oldest turns were dropped) shifted
+         * into place */
+        Error rerr = {{0}};
+        int reuse = context_reuse(s->ctx, best, sl->cache, sl->n_past, j->prompt, j->n_prompt, SHIFT_MIN_RUN, &rerr);
+        if (reuse < 0) reuse = best_lcp;
+        int keep = reuse < j->n_prompt ? reuse : j->n_prompt - 1;
         sl->job = j;
         sl->n_past = keep;
         sl->prefill = true;
@@ -1188,16 +1197,31 @@ static Job *parse_chat(Server *s, const cJSON *root, ApiErr *e) {
         i++;
     }
     Error err = {{0}};
-    prompt = chat_format(s->tmpl, cm, n + base, true, &err);
-    if (!prompt) {
-        api_err(e, 400, "invalid_value", "messages", "%s", err.msg);
-        goto out;
-    }
-    int *ids = NULL;
-    int nt = tokenizer_encode(s->tok, prompt, strlen(prompt), false, &ids, &err);
-    if (nt < 0) {
-        api_err(e, 500, NULL, NULL, "%s", err.msg);
-        goto out;
+    /* --context-shift: the leading system messages stay, the oldest turns
+     * after them go (a user message and what follows it) until the prompt
+     * leaves room for the reply; the cache of the turns kept is reused by a
+     * context shift (engine_admit) */
+    int ns = 0, nm = n + base, nt = 0, *ids = NULL;
+    while (ns < nm && !strcmp(cm[ns].role, "system")) ns++;
+    const int reserve = g.max_tokens > 0 && g.max_tokens < s->n_ctx / 2 ? g.max_tokens : s->n_ctx / 4;
+    for (;;) {
+        free(prompt), free(ids), ids = NULL;
+        prompt = chat_format(s->tmpl, cm, nm, true, &err);
+        if (!prompt) {
+            api_err(e, 400, "invalid_value", "messages", "%s", err.msg);
+            goto out;
+        }
+        nt = tokenizer_encode(s->tok, prompt, strlen(prompt), false, &ids, &err);
+        if (nt < 0) {
+            api_err(e, 500, NULL, NULL, "%s", err.msg);
+            goto out;
+        }
+        if (!s->context_shift || nt + reserve <= s->n_ctx || nm - ns <= 1) break;
+        int k = ns + 1; /* drop the oldest turn: up to the next user message */
+        while (k < nm - 1 && strcmp(cm[k].role, "user")) k++;
+        if (s->verbose) fprintf(stderr, "grok serve: context shift: dropped %d message(s)\n", k - ns);
+        memmove(cm + ns, cm + k, (size_t)(nm - k) * sizeof *cm);
+        nm -= k - ns;
     }
     job = make_job(s, KIND_CHAT, &g, &st, ids, nt, "messages", e);
 out:
@@ -2176,6 +2200,8 @@ static const char SERVE_USAGE[] =
     "  --max-body BYTES        largest request body (default 4194304)\n"
     "  --max-queue N           most requests waiting for a slot (default 1024)\n"
     "  --prefill-chunk N       prompt tokens per step, between decode steps (default 256)\n"
+    "  --context-shift         chat prompts longer than the context drop their oldest turns\n"
+    "                          (system messages stay) instead of being refused\n"
     "  -v, --verbose           log each request\n";
 
 static int parse_int(const char *flag, const char *v, long lo, long hi, long *out) {
@@ -2347,6 +2373,8 @@ int cmd_serve(int argc, char **argv) {
             }
             if (!FLAG("--kv-v", NULL)) s->kv_k = t;
             if (!FLAG("--kv-k", NULL)) s->kv_v = t;
+        } else if (FLAG("--context-shift", NULL)) {
+            s->context_shift = true;
         } else if (FLAG("-v", "--verbose")) {
             s->verbose = true;
         } else {

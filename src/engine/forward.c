@@ -296,6 +296,39 @@ int context_shift(Context *c, int seq, int p0, int p1, int delta, Error *err) {
     return 0;
 }
 
+size_t context_kv_pos_bytes(const Context *c) { return (size_t)c->m->cfg.n_layer * (c->k_row + c->v_row); }
+
+/* buf: for each layer, the key rows of the positions, then their value rows */
+static void kv_copy(Context *c, int seq, int p0, int p1, uint8_t *buf, bool out) {
+    const size_t n = (size_t)(p1 - p0);
+    for (int il = 0; il < c->m->cfg.n_layer; il++) {
+        const size_t i = kv_index(c, il, seq, p0);
+        uint8_t *k = c->k_cache + i * c->k_row, *v = c->v_cache + i * c->v_row;
+        if (out) {
+            memcpy(buf, k, n * c->k_row);
+            memcpy(buf + n * c->k_row, v, n * c->v_row);
+        } else {
+            memcpy(k, buf, n * c->k_row);
+            memcpy(v, buf + n * c->k_row, n * c->v_row);
+        }
+        buf += n * (c->k_row + c->v_row);
+    }
+}
+
+int context_kv_read(const Context *c, int seq, int p0, int p1, void *buf, Error *err) {
+    if (seq < 0 || seq >= c->p.n_seq || p0 < 0 || p1 < p0 || p1 > c->p.n_ctx)
+        return err_set(err, "no positions %d..%d in sequence %d", p0, p1, seq);
+    kv_copy((Context *)c, seq, p0, p1, buf, true);
+    return 0;
+}
+
+int context_kv_write(Context *c, int seq, int p0, int p1, const void *buf, Error *err) {
+    if (seq < 0 || seq >= c->p.n_seq || p0 < 0 || p1 < p0 || p1 > c->p.n_ctx)
+        return err_set(err, "no positions %d..%d in sequence %d", p0, p1, seq);
+    kv_copy(c, seq, p0, p1, (uint8_t *)buf, false);
+    return 0;
+}
+
 int context_reuse(Context *c, int seq, int *cache, int n_cache, const int *ids, int n, int min_run, Error *err) {
     int keep = 0;
     while (keep < n && keep < n_cache && cache[keep] == ids[keep]) keep++;

@@ -60,6 +60,14 @@ int context_shift(Context *c, int seq, int p0, int p1, int delta, Error *err);
  * rest from there), or -1 on error. */
 int context_reuse(Context *c, int seq, int *cache, int n_cache, const int *ids, int n, int min_run, Error *err);
 
+/* Saving and restoring cached positions (the server's prompt cache): the
+ * keys and values of positions [p0, p1) of a sequence as
+ * (p1 - p0) * context_kv_pos_bytes bytes, layer by layer (its key rows,
+ * then its value rows), in the cache's own types. */
+size_t context_kv_pos_bytes(const Context *c);
+int context_kv_read(const Context *c, int seq, int p0, int p1, void *buf, Error *err);
+int context_kv_write(Context *c, int seq, int p0, int p1, const void *buf, Error *err);
+
 /* One sequence, tokens at positions pos0.. : logits of every position
  * (all_logits) or of the last one only. */
 int forward_tokens(Context *c, int seq, const int *tokens, int n, int pos0, float *logits, bool all_logits,

@@ -47,6 +47,7 @@
 #include "common.h"
 #include "forward.h"
 #include "kv.h"
+#include "prompt_cache.h"
 #include "gguf.h"
 #include "grammar.h"
 #include "model.h"
@@ -215,6 +216,9 @@ typedef struct Server {
     const char *alias;
     bool verbose;
     bool context_shift;      /* chat prompts over the context drop their oldest turns */
+    long cache_ram_mib;      /* prompt cache across requests: RAM budget (0 = off) */
+    const char *cache_dir;   /* and its disk tier, or NULL */
+    PromptCache *pc;
     /* the model */
     Model *m;
     Tokenizer *tok;
@@ -367,6 +371,8 @@ static void job_cancel(Server *s, Job *j) {
 
 static void slot_release(Server *s, Slot *sl) {
     Job *j = sl->job;
+    /* what the slot computed goes to the prompt cache, for any slot to start from */
+    if (s->pc) pcache_save(s->pc, s->ctx, (int)(sl - s->slots), sl->cache, sl->n_past);
     sl->job = NULL;
     sl->prefill = false;
     s->n_busy--;
@@ -409,6 +415,10 @@ static void engine_admit(Server *s) {
         Error rerr = {{0}};
         int reuse = context_reuse(s->ctx, best, sl->cache, sl->n_past, j->prompt, j->n_prompt, SHIFT_MIN_RUN, &rerr);
         if (reuse < 0) reuse = best_lcp;
+        if (s->pc) { /* then whole blocks from the prompt cache (the last prompt token is always computed) */
+            const int r = pcache_restore(s->pc, s->ctx, best, j->prompt, j->n_prompt - 1, reuse);
+            if (r > reuse) memcpy(sl->cache + reuse, j->prompt + reuse, (size_t)(r - reuse) * sizeof(int)), reuse = r;
+        }
         int keep = reuse < j->n_prompt ? reuse : j->n_prompt - 1;
         sl->job = j;
         sl->n_past = keep;
@@ -1786,6 +1796,26 @@ static enum MHD_Result handle_metrics(Server *s, struct MHD_Connection *c) {
            "grok_sample_seconds_total %.6f", s->sample_seconds);
     METRIC("grammar_seconds_total", "counter", "Engine seconds spent on grammars (checks, masks, steps).",
            "grok_grammar_seconds_total %.6f", s->grammar_seconds);
+    if (s->pc) {
+        PCacheStats pst;
+        pcache_stats(s->pc, &pst);
+        METRIC("prompt_cache_lookups_total", "counter", "Prompt cache lookups by result (hit: some blocks restored).",
+               "grok_prompt_cache_lookups_total{result=\"hit\"} %llu\ngrok_prompt_cache_lookups_total{result=\"miss\"} %llu",
+               (unsigned long long)pst.hits, (unsigned long long)pst.misses);
+        METRIC("prompt_cache_evictions_total", "counter", "Prompt cache blocks evicted from RAM for space.",
+               "grok_prompt_cache_evictions_total %llu", (unsigned long long)pst.evictions);
+        METRIC("prompt_cache_tokens_restored_total", "counter", "Prompt tokens restored from the prompt cache.",
+               "grok_prompt_cache_tokens_restored_total %llu", (unsigned long long)pst.tokens_restored);
+        METRIC("prompt_cache_bytes", "gauge", "Bytes the prompt cache holds in RAM (of --cache-ram).",
+               "grok_prompt_cache_bytes %llu", (unsigned long long)pst.bytes);
+        METRIC("prompt_cache_blocks", "gauge", "Blocks of " "32" " positions in the prompt cache's RAM.",
+               "grok_prompt_cache_blocks %llu", (unsigned long long)pst.blocks);
+        METRIC("prompt_cache_disk_total", "counter", "Disk tier: blocks read, written, and failed or rejected files.",
+               "grok_prompt_cache_disk_total{op=\"read\"} %llu\ngrok_prompt_cache_disk_total{op=\"write\"} %llu\n"
+               "grok_prompt_cache_disk_total{op=\"error\"} %llu",
+               (unsigned long long)pst.disk_reads, (unsigned long long)pst.disk_writes,
+               (unsigned long long)pst.disk_errors);
+    }
     METRIC("uptime_seconds", "gauge", "Seconds since the server started.", "grok_uptime_seconds %.3f",
            (double)time(NULL) - (double)s->started);
 #undef METRIC
@@ -2200,6 +2230,9 @@ static const char SERVE_USAGE[] =
     "  --max-body BYTES        largest request body (default 4194304)\n"
     "  --max-queue N           most requests waiting for a slot (default 1024)\n"
     "  --prefill-chunk N       prompt tokens per step, between decode steps (default 256)\n"
+    "  --cache-ram MiB         prompt cache across requests: keys and values of earlier prompts\n"
+    "                          kept in blocks of 32 positions, LRU, within this budget (default 0: off)\n"
+    "  --cache-dir DIR         and on disk in DIR (survives restarts; needs --cache-ram)\n"
     "  --context-shift         chat prompts longer than the context drop their oldest turns\n"
     "                          (system messages stay) instead of being refused\n"
     "  -v, --verbose           log each request\n";
@@ -2235,6 +2268,12 @@ static int server_init(Server *s, Error *err) {
     if (!(s->rstore = response_store_new())) return err_set(err, "out of memory");
     ContextParams cp = {s->n_ctx, s->n_slots, 0, s->n_threads, (uint32_t)s->kv_k, (uint32_t)s->kv_v};
     s->ctx = context_new(s->m, &cp, err);
+    if (s->ctx && s->cache_ram_mib > 0) {
+        s->pc = pcache_new((size_t)s->cache_ram_mib << 20, s->cache_dir,
+                           pcache_model_key(s->m, (uint32_t)s->kv_k, (uint32_t)s->kv_v), context_kv_pos_bytes(s->ctx),
+                           err);
+        if (!s->pc) return -1;
+    }
     if (!s->ctx) return -1;
     s->n_ctx = context_n_ctx(s->ctx);
     copy_id(s->model_id, sizeof s->model_id, s->alias ? s->alias : s->m->name);
@@ -2285,6 +2324,7 @@ static void server_free(Server *s) {
     free(s->b_out);
     free(s->row_slot);
     free(s->logits);
+    pcache_free(s->pc);
     context_free(s->ctx);
     token_trie_free(s->trie);
     response_store_free(s->rstore);
@@ -2347,6 +2387,13 @@ int cmd_serve(int argc, char **argv) {
             NEED();
             if (parse_int(f, v, 1024, 1L << 30, &x)) return 2;
             s->max_body = (size_t)x;
+        } else if (FLAG("--cache-ram", NULL)) {
+            NEED();
+            if (parse_int(f, v, 0, 1L << 30, &x)) return 2;
+            s->cache_ram_mib = x;
+        } else if (FLAG("--cache-dir", NULL)) {
+            NEED();
+            s->cache_dir = v;
         } else if (FLAG("--prefill-chunk", NULL)) {
             NEED();
             if (parse_int(f, v, 1, 1 << 16, &x)) return 2;
@@ -2387,6 +2434,10 @@ int cmd_serve(int argc, char **argv) {
     if (!s->model_path) {
         fprintf(stderr, "grok serve: no model given (-m MODEL.gguf); see grok serve --help\n");
         return 1;
+    }
+    if (s->cache_dir && s->cache_ram_mib <= 0) {
+        fprintf(stderr, "grok serve: --cache-dir needs --cache-ram MiB (blocks pass through RAM)\n");
+        return 2;
     }
     int tmpl = -1;
     if (tmpl_name && (tmpl = chat_template_from_name(tmpl_name)) < 0) {

@@ -27,7 +27,7 @@ start_server() { # NAME ARGS... : sets URL and PID
   pids+=("$PID")
   URL=
   for _ in $(seq 100); do
-    URL=$(sed -n 's/^grok serve: listening on \(http:[^ ]*\).*/\1/p' "$T/$name.out")
+    URL=$(sed -n 's/^grok serve: listening on \(http:[^ ]*\).*/\1/p' "$T/$name.out" 2>/dev/null)
     [ -n "$URL" ] && break
     sleep 0.1
   done

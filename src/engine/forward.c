@@ -26,6 +26,7 @@
 
 #define DEFAULT_CTX_CAP 4096   /* default context: min(model's, this) */
 #define DEFAULT_BATCH 512
+#define GROK_MAX_GROUP 64      /* most query heads per key/value head */
 #define MATMUL_CHUNK_MIN 16    /* rows per work item handed to a thread: at least, */
 #define MATMUL_CHUNK_MAX 256   /* at most; ~8 items per thread in between (fewer
                                   calls: each prepares the activations anew) */
@@ -43,8 +44,9 @@ struct Context {
     int q_dim;             /* n_head * head_dim */
     size_t k_row, v_row;   /* bytes of one position's keys / values (kv_dim values, kv.h types) */
     size_t k_head, v_head; /* bytes of one head's keys / values */
-    uint8_t *k_cache;      /* (n_layer, n_seq, n_ctx) rows of k_row bytes: keys after RoPE */
-    uint8_t *v_cache;      /* (n_layer, n_seq, n_ctx) rows of v_row bytes */
+    uint8_t *k_cache;      /* (n_layer, n_seq, n_head_kv, n_ctx) rows of k_head bytes: keys after RoPE */
+    uint8_t *v_cache;      /* (n_layer, n_seq, n_head_kv, n_ctx) rows of v_head bytes (a head's
+                              positions are contiguous: attention streams them) */
     float *inv_freq;       /* (head_dim/2) RoPE inverse frequencies */
     /* scratch for one chunk of up to n_batch tokens */
     float *x;              /* (n_batch, n_embd) residual stream */
@@ -65,8 +67,8 @@ struct Context {
     float *gathered;       /* (n_batch * n_expert_used, n_embd) routed inputs */
     uint8_t *act;          /* activations in a weight's vec_dot_type */
     uint8_t *act2;
-    float *scores;         /* (n_threads, n_ctx) attention scratch */
-    uint8_t *qprep;        /* (n_threads, kv_query_bytes(head_dim)) the query as the K type wants it */
+    float *scores;         /* (n_threads, group * n_ctx + head_dim) attention scratch: scores, a partial sum */
+    uint8_t *qprep;        /* (n_threads, group, kv_query_bytes(head_dim)) queries as the K type wants them */
     float *shift_tmp;      /* (n_threads, kv_dim + head_dim * 2) context shift: a key row, cos/sin */
     float *out_rows;       /* (n_batch, n_embd) normed rows that want logits */
 };
@@ -196,47 +198,76 @@ static const void *prep_act(uint8_t *buf, uint32_t wtype, const float *x, int n_
 
 /* ---- attention --------------------------------------------------------- */
 
+#define ATT_TILE 256 /* cached positions per pass over the heads that share them */
+
+static size_t kv_index(const Context *c, int layer, int seq, int g, int pos) {
+    return (((size_t)layer * c->p.n_seq + (size_t)seq) * c->m->cfg.n_head_kv + (size_t)g) * c->p.n_ctx + (size_t)pos;
+}
+
 typedef struct {
     Context *c;
     int layer, n_tok;
     const int *pos, *seq;
+    int per;               /* query heads per work item: a divisor of the GQA group */
 } AttnTask;
 
+/* The query heads of a GQA group read the same cached keys and values: a
+ * work item takes `per` of them and walks the cache in tiles of ATT_TILE
+ * positions, running every head over a tile while it is in L1/L2, so the
+ * cache streams from memory once per item instead of once per head. */
 static void attn_fn(void *ctx, int ith, int nth) {
     AttnTask *a = ctx;
     Context *c = a->c;
     const ModelConfig *cfg = &c->m->cfg;
-    const int hd = cfg->head_dim, group = cfg->n_head / cfg->n_head_kv;
-    float *s = c->scores + (size_t)ith * c->p.n_ctx;
+    const int hd = cfg->head_dim, group = cfg->n_head / cfg->n_head_kv, per = a->per, n_sub = group / per;
+    const size_t qbytes = kv_query_bytes(c->p.kv_type_k, hd);
+    float *scr = c->scores + (size_t)ith * ((size_t)group * c->p.n_ctx + (size_t)hd), *tmp = scr + (size_t)group * c->p.n_ctx;
     const uint32_t kt = c->p.kv_type_k, vt = c->p.kv_type_v;
-    uint8_t *qp = c->qprep + (size_t)ith * kv_query_bytes(kt, hd);
-    for (int w = ith; w < a->n_tok * cfg->n_head; w += nth) {
-        const int t = w / cfg->n_head, h = w % cfg->n_head, g = h / group;
-        const int pos = a->pos[t];
-        const float *q = c->q + (size_t)t * c->q_dim + (size_t)h * hd;
-        const size_t base = ((size_t)a->layer * c->p.n_seq + (size_t)a->seq[t]) * c->p.n_ctx;
-        const uint8_t *K = c->k_cache + base * c->k_row + (size_t)g * c->k_head;
-        const uint8_t *V = c->v_cache + base * c->v_row + (size_t)g * c->v_head;
+    uint8_t *qbuf = c->qprep + (size_t)ith * group * qbytes;
+    const void *qp[GROK_MAX_GROUP];
+    for (int w = ith; w < a->n_tok * cfg->n_head_kv * n_sub; w += nth) {
+        const int t = w / (cfg->n_head_kv * n_sub), g = w % (cfg->n_head_kv * n_sub) / n_sub;
+        const int h0 = g * group + w % n_sub * per;
+        const int pos = a->pos[t], n = pos + 1;
+        const size_t base = kv_index(c, a->layer, a->seq[t], g, 0);
+        const uint8_t *K = c->k_cache + base * c->k_head, *V = c->v_cache + base * c->v_head;
         /* Grok-2 attention temperature (B4): log2(pos)/log2(len) past len. */
         const float temp = (cfg->attn_temp_len > 0 && pos > cfg->attn_temp_len)
                                ? (float)(log2((double)pos) / log2((double)cfg->attn_temp_len))
                                : 1.0f;
-        kv_dot_rows(kt, K, c->k_row, pos + 1, kv_prep_query(kt, q, qp, hd), hd, s); /* s_j = q . k_j */
-        /* s_j <- softmax_j(softcap(s_j * attn_scale) * temp) */
-        softcap_softmax(s, pos + 1, cfg->attn_scale, cfg->attn_softcap, temp);
-        float *o = c->att + (size_t)t * c->q_dim + (size_t)h * hd;
-        kv_mad_rows(vt, o, s, V, c->v_row, pos + 1, hd); /* o = sum_j s_j v_j */
+        for (int k = 0; k < per; k++)
+            qp[k] = kv_prep_query(kt, c->q + (size_t)t * c->q_dim + (size_t)(h0 + k) * hd, qbuf + k * qbytes, hd);
+        for (int j0 = 0; j0 < n; j0 += ATT_TILE) { /* s_j = q . k_j */
+            const int m = n - j0 < ATT_TILE ? n - j0 : ATT_TILE;
+            for (int k = 0; k < per; k++)
+                kv_dot_rows(kt, K + (size_t)j0 * c->k_head, c->k_head, m, qp[k], hd, scr + (size_t)k * c->p.n_ctx + j0);
+        }
+        for (int k = 0; k < per; k++) { /* s_j <- softmax_j(softcap(s_j * attn_scale) * temp) */
+            softcap_softmax(scr + (size_t)k * c->p.n_ctx, n, cfg->attn_scale, cfg->attn_softcap, temp);
+            memset(c->att + (size_t)t * c->q_dim + (size_t)(h0 + k) * hd, 0, (size_t)hd * sizeof(float));
+        }
+        for (int j0 = 0; j0 < n; j0 += ATT_TILE) { /* o = sum_j s_j v_j */
+            const int m = n - j0 < ATT_TILE ? n - j0 : ATT_TILE;
+            for (int k = 0; k < per; k++) {
+                float *o = c->att + (size_t)t * c->q_dim + (size_t)(h0 + k) * hd;
+                kv_mad_rows(vt, m == n ? o : tmp, scr + (size_t)k * c->p.n_ctx + j0, V + (size_t)j0 * c->v_head,
+                            c->v_head, m, hd);
+                if (m != n)
+                    for (int i = 0; i < hd; i++) o[i] += tmp[i];
+            }
+        }
     }
 }
 
-static size_t kv_index(const Context *c, int layer, int seq, int pos) {
-    return (((size_t)layer * c->p.n_seq + (size_t)seq) * c->p.n_ctx) + (size_t)pos;
-}
+
 
 static void kv_store(Context *c, int layer, int seq, int pos, const float *k, const float *v) {
-    const size_t i = kv_index(c, layer, seq, pos);
-    kv_quantize(c->p.kv_type_k, k, c->k_cache + i * c->k_row, c->kv_dim);
-    kv_quantize(c->p.kv_type_v, v, c->v_cache + i * c->v_row, c->kv_dim);
+    const int hd = c->m->cfg.head_dim;
+    for (int g = 0; g < c->m->cfg.n_head_kv; g++) {
+        const size_t i = kv_index(c, layer, seq, g, pos);
+        kv_quantize(c->p.kv_type_k, k + (size_t)g * hd, c->k_cache + i * c->k_head, hd);
+        kv_quantize(c->p.kv_type_v, v + (size_t)g * hd, c->v_cache + i * c->v_head, hd);
+    }
 }
 
 /* ---- context shift ------------------------------------------------------ */
@@ -277,11 +308,13 @@ static void shift_fn(void *ctx, int ith, int nth) {
     for (int il = ith; il < cfg->n_layer; il += nth) {
         for (int i = 0; i < t->p1 - t->p0; i++) {
             const int from = up ? t->p1 - 1 - i : t->p0 + i, to = from + t->delta;
-            const size_t s = kv_index(c, il, t->seq, from), d = kv_index(c, il, t->seq, to);
-            kv_dequantize(c->p.kv_type_k, c->k_cache + s * c->k_row, row, c->kv_dim);
-            rerotate(row, cfg->n_head_kv, cfg->head_dim, from, to, c->inv_freq, row + c->kv_dim);
-            kv_quantize(c->p.kv_type_k, row, c->k_cache + d * c->k_row, c->kv_dim);
-            memmove(c->v_cache + d * c->v_row, c->v_cache + s * c->v_row, c->v_row);
+            for (int g = 0; g < cfg->n_head_kv; g++) {
+                const size_t s = kv_index(c, il, t->seq, g, from), d = kv_index(c, il, t->seq, g, to);
+                kv_dequantize(c->p.kv_type_k, c->k_cache + s * c->k_head, row, cfg->head_dim);
+                rerotate(row, 1, cfg->head_dim, from, to, c->inv_freq, row + c->kv_dim);
+                kv_quantize(c->p.kv_type_k, row, c->k_cache + d * c->k_head, cfg->head_dim);
+                memmove(c->v_cache + d * c->v_head, c->v_cache + s * c->v_head, c->v_head);
+            }
         }
     }
 }
@@ -298,21 +331,23 @@ int context_shift(Context *c, int seq, int p0, int p1, int delta, Error *err) {
 
 size_t context_kv_pos_bytes(const Context *c) { return (size_t)c->m->cfg.n_layer * (c->k_row + c->v_row); }
 
-/* buf: for each layer, the key rows of the positions, then their value rows */
+/* buf: for each layer and key/value head, its key rows of the positions,
+ * then its value rows */
 static void kv_copy(Context *c, int seq, int p0, int p1, uint8_t *buf, bool out) {
     const size_t n = (size_t)(p1 - p0);
-    for (int il = 0; il < c->m->cfg.n_layer; il++) {
-        const size_t i = kv_index(c, il, seq, p0);
-        uint8_t *k = c->k_cache + i * c->k_row, *v = c->v_cache + i * c->v_row;
-        if (out) {
-            memcpy(buf, k, n * c->k_row);
-            memcpy(buf + n * c->k_row, v, n * c->v_row);
-        } else {
-            memcpy(k, buf, n * c->k_row);
-            memcpy(v, buf + n * c->k_row, n * c->v_row);
+    for (int il = 0; il < c->m->cfg.n_layer; il++)
+        for (int g = 0; g < c->m->cfg.n_head_kv; g++) {
+            const size_t i = kv_index(c, il, seq, g, p0);
+            uint8_t *k = c->k_cache + i * c->k_head, *v = c->v_cache + i * c->v_head;
+            if (out) {
+                memcpy(buf, k, n * c->k_head);
+                memcpy(buf + n * c->k_head, v, n * c->v_head);
+            } else {
+                memcpy(k, buf, n * c->k_head);
+                memcpy(v, buf + n * c->k_head, n * c->v_head);
+            }
+            buf += n * (c->k_head + c->v_head);
         }
-        buf += n * (c->k_row + c->v_row);
-    }
 }
 
 int context_kv_read(const Context *c, int seq, int p0, int p1, void *buf, Error *err) {
@@ -383,7 +418,11 @@ static void attention_block(Context *c, int il, int nt, const int *pos, const in
             rope(c->k + (size_t)t * c->kv_dim + (size_t)h * hd, hd, pos[t], c->inv_freq);
         kv_store(c, il, seq[t], pos[t], c->k + (size_t)t * c->kv_dim, c->v + (size_t)t * c->kv_dim);
     }
-    AttnTask at = {c, il, nt, pos, seq};
+    /* as many heads per work item as leave every thread two items or more */
+    const int group = cfg->n_head / cfg->n_head_kv, nth = tp_size(c->tp);
+    int per = group;
+    while (per > 1 && (group % per || nt * cfg->n_head_kv * (group / per) < 2 * nth)) per--;
+    AttnTask at = {c, il, nt, pos, seq, per};
     tp_run(c->tp, attn_fn, &at);
     const void *ao = prep_act(c->act, L->wo.type, c->att, nt, c->q_dim, &rb);
     mat_add(mt, &L->wo, 0, E, ao, rb, nt, c->proj, E);
@@ -635,6 +674,11 @@ Context *context_new(const Model *m, const ContextParams *pp, Error *err) {
         err_set(err, "context size must be positive");
         goto fail;
     }
+    if (cfg->n_head / cfg->n_head_kv > GROK_MAX_GROUP) {
+        err_set(err, "%d query heads per key/value head: at most %d are supported", cfg->n_head / cfg->n_head_kv,
+                GROK_MAX_GROUP);
+        goto fail;
+    }
     c->kv_dim = cfg->n_head_kv * cfg->head_dim;
     c->q_dim = cfg->n_head * cfg->head_dim;
     c->k_row = kv_row_bytes(c->p.kv_type_k, c->kv_dim);
@@ -674,8 +718,9 @@ Context *context_new(const Model *m, const ContextParams *pp, Error *err) {
     c->gathered = zalloc(rows_k * E, sizeof(float), &ok);
     c->act = zalloc(rows_k * widest, sizeof(float), &ok);
     c->act2 = zalloc(rows_k * widest, sizeof(float), &ok);
-    c->scores = zalloc((size_t)c->p.n_threads * c->p.n_ctx, sizeof(float), &ok);
-    c->qprep = zalloc((size_t)c->p.n_threads, kv_query_bytes(c->p.kv_type_k, cfg->head_dim), &ok);
+    const size_t group = (size_t)(cfg->n_head / cfg->n_head_kv);
+    c->scores = zalloc((size_t)c->p.n_threads * (group * c->p.n_ctx + (size_t)cfg->head_dim), sizeof(float), &ok);
+    c->qprep = zalloc((size_t)c->p.n_threads * group, kv_query_bytes(c->p.kv_type_k, cfg->head_dim), &ok);
     c->shift_tmp = zalloc((size_t)c->p.n_threads * (c->kv_dim + 2 * (size_t)cfg->head_dim), sizeof(float), &ok);
     c->out_rows = zalloc(B * E, sizeof(float), &ok);
     if (!ok) {

@@ -229,6 +229,34 @@ static void disk_write(PromptCache *pc, const Entry *e) {
     pc->st.disk_writes++;
 }
 
+const uint8_t *pcache_parse_block(const PromptCache *pc, const void *buf, size_t n, uint64_t key, uint64_t parent,
+                                  const int *tokens, const char **why) {
+    FileHeader h;
+    const size_t want = sizeof h + PCACHE_BLOCK * sizeof(int) + pc->data_bytes;
+    const uint8_t *b = buf;
+    if (n < sizeof h) {
+        *why = "truncated";
+        return NULL;
+    }
+    memcpy(&h, b, sizeof h);
+    if (memcmp(h.magic, FILE_MAGIC, sizeof h.magic)) *why = "not a grok.c prompt cache block";
+    else if (h.model_key != pc->model_key || h.block_tokens != PCACHE_BLOCK || h.data_bytes != pc->data_bytes)
+        *why = "made for another model or KV cache layout";
+    else if (n < want) *why = "truncated";
+    else if (n > want) *why = "longer than a block";
+    else if (tokens && (h.key != key || h.parent != parent || memcmp(b + sizeof h, tokens, PCACHE_BLOCK * sizeof(int))))
+        *why = "holds other tokens";
+    else {
+        int t[PCACHE_BLOCK];
+        memcpy(t, b + sizeof h, sizeof t);
+        const uint8_t *data = b + sizeof h + sizeof t;
+        if (checksum(t, data, pc->data_bytes) != h.checksum) *why = "corrupt (checksum)";
+        else if (block_key(h.parent, t) != h.key) *why = "its key does not match its tokens";
+        else return data;
+    }
+    return NULL;
+}
+
 /* Reads block `key` (parent, tokens as expected) from the disk tier into a
  * new RAM entry; -1 if absent or rejected. */
 static int disk_read(PromptCache *pc, uint64_t key, uint64_t parent, const int *toks, uint64_t tick) {
@@ -237,35 +265,27 @@ static int disk_read(PromptCache *pc, uint64_t key, uint64_t parent, const int *
     file_path(pc, key, path, sizeof path);
     FILE *f = fopen(path, "rb");
     if (!f) return -1;
-    FileHeader h;
-    int t[PCACHE_BLOCK];
-    const char *why = NULL;
-    int i = -1;
-    if (fread(&h, sizeof h, 1, f) != 1 || fread(t, sizeof t, 1, f) != 1) why = "truncated";
-    else if (memcmp(h.magic, FILE_MAGIC, sizeof h.magic)) why = "not a grok.c prompt cache block";
-    else if (h.model_key != pc->model_key || h.block_tokens != PCACHE_BLOCK || h.data_bytes != pc->data_bytes)
-        why = "made for another model or KV cache layout";
-    else if (h.key != key || h.parent != parent || memcmp(t, toks, sizeof t)) why = "holds other tokens";
-    else if ((i = take_entry(pc, tick)) < 0) {
+    const size_t cap = sizeof(FileHeader) + PCACHE_BLOCK * sizeof(int) + pc->data_bytes + 1;
+    uint8_t *buf = malloc(cap);
+    if (!buf) {
         fclose(f);
-        return -1; /* no room: not the file's fault */
-    } else if (fread(pc->e[i].data, pc->data_bytes, 1, f) != 1) why = "truncated";
-    else if (fgetc(f) != EOF) why = "longer than a block";
-    else if (checksum(t, pc->e[i].data, pc->data_bytes) != h.checksum) why = "corrupt (checksum)";
-    fclose(f);
-    if (why) {
-        if (i >= 0) { /* give the entry back */
-            free(pc->e[i].data);
-            pc->e[i].data = NULL;
-            pc->e[i].next = pc->free_head;
-            pc->free_head = i;
-        }
-        pc->st.disk_errors++;
-        warn(pc, "ignoring %s: %s", path, why);
         return -1;
     }
-    insert(pc, i, key, parent, toks, tick);
-    pc->st.disk_reads++;
+    const size_t n = fread(buf, 1, cap, f); /* one byte more than a block: a longer file is noticed */
+    fclose(f);
+    const char *why = NULL;
+    const uint8_t *data = pcache_parse_block(pc, buf, n, key, parent, toks, &why);
+    int i = -1;
+    if (data && (i = take_entry(pc, tick)) >= 0) {
+        memcpy(pc->e[i].data, data, pc->data_bytes);
+        insert(pc, i, key, parent, toks, tick);
+        pc->st.disk_reads++;
+    }
+    free(buf);
+    if (!data) {
+        pc->st.disk_errors++;
+        warn(pc, "ignoring %s: %s", path, why);
+    }
     return i;
 }
 

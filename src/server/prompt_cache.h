@@ -64,4 +64,12 @@ int pcache_restore(PromptCache *pc, Context *c, int seq, const int *tokens, int 
 
 void pcache_stats(const PromptCache *pc, PCacheStats *st);
 
+/* Checks the n bytes of a block file as the disk tier does before using
+ * it: returns the block's keys and values (inside buf), or NULL with *why
+ * (truncated, longer, not a block file, another model or KV layout, other
+ * tokens, bad checksum). With tokens NULL, key, parent and tokens are not
+ * compared with expected ones (the fuzzer). */
+const uint8_t *pcache_parse_block(const PromptCache *pc, const void *buf, size_t n, uint64_t key, uint64_t parent,
+                                  const int *tokens, const char **why);
+
 #endif

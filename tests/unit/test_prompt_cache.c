@@ -309,7 +309,32 @@ static void test_disk(Context *c, uint64_t key, const int *a, int na) {
     free(got), free(want);
 }
 
+/* the fuzzer's seed (written by hand from the format) is a block pcache_parse_block accepts */
+static void test_seed(void) {
+    const char *src = getenv("GROK_SRC");
+    if (!src) return;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tests/fuzz/seed_prompt_cache/block", src);
+    FILE *f = fopen(path, "rb");
+    CHECK(f != NULL, "open %s", path);
+    if (!f) return;
+    static uint8_t buf[8192];
+    const size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    Error err;
+    PromptCache *pc = pcache_new(1 << 20, NULL, 0x1234567890abcdefull, 64, &err);
+    const char *why = NULL;
+    CHECK(pc && pcache_parse_block(pc, buf, n, 0, 0, NULL, &why) != NULL, "the fuzz seed is a valid block: %s",
+          why ? why : "");
+    buf[100] ^= 1;
+    CHECK(pc && !pcache_parse_block(pc, buf, n, 0, 0, NULL, &why) && strstr(why, "checksum"), "a flipped bit: %s",
+          why ? why : "");
+    CHECK(pc && !pcache_parse_block(pc, buf, n - 1, 0, 0, NULL, &why) && strstr(why, "truncated"), "one byte short");
+    pcache_free(pc);
+}
+
 int main(void) {
+    test_seed();
     const char *t = getenv("GROK_TMP") ? getenv("GROK_TMP") : "/tmp";
     snprintf(tmp, sizeof tmp, "%s", t);
     mkdir(tmp, 0755);

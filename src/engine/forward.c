@@ -67,7 +67,7 @@ struct Context {
     float *gathered;       /* (n_batch * n_expert_used, n_embd) routed inputs */
     uint8_t *act;          /* activations in a weight's vec_dot_type */
     uint8_t *act2;
-    float *scores;         /* (n_threads, group * n_ctx + head_dim) attention scratch: scores, a partial sum */
+    float *scores;         /* (n_threads, group * (n_ctx + head_dim)) attention scratch: scores, partial sums */
     uint8_t *qprep;        /* (n_threads, group, kv_query_bytes(head_dim)) queries as the K type wants them */
     float *shift_tmp;      /* (n_threads, kv_dim + head_dim * 2) context shift: a key row, cos/sin */
     float *out_rows;       /* (n_batch, n_embd) normed rows that want logits */
@@ -221,7 +221,8 @@ static void attn_fn(void *ctx, int ith, int nth) {
     const ModelConfig *cfg = &c->m->cfg;
     const int hd = cfg->head_dim, group = cfg->n_head / cfg->n_head_kv, per = a->per, n_sub = group / per;
     const size_t qbytes = kv_query_bytes(c->p.kv_type_k, hd);
-    float *scr = c->scores + (size_t)ith * ((size_t)group * c->p.n_ctx + (size_t)hd), *tmp = scr + (size_t)group * c->p.n_ctx;
+    float *scr = c->scores + (size_t)ith * (size_t)group * (c->p.n_ctx + (size_t)hd);
+    float *tmp = scr + (size_t)group * c->p.n_ctx;
     const uint32_t kt = c->p.kv_type_k, vt = c->p.kv_type_v;
     uint8_t *qbuf = c->qprep + (size_t)ith * group * qbytes;
     const void *qp[GROK_MAX_GROUP];
@@ -246,15 +247,19 @@ static void attn_fn(void *ctx, int ith, int nth) {
             softcap_softmax(scr + (size_t)k * c->p.n_ctx, n, cfg->attn_scale, cfg->attn_softcap, temp);
             memset(c->att + (size_t)t * c->q_dim + (size_t)(h0 + k) * hd, 0, (size_t)hd * sizeof(float));
         }
-        for (int j0 = 0; j0 < n; j0 += ATT_TILE) { /* o = sum_j s_j v_j */
+        float *o[GROK_MAX_GROUP], *part[GROK_MAX_GROUP];
+        const float *wt[GROK_MAX_GROUP];
+        for (int k = 0; k < per; k++) {
+            o[k] = c->att + (size_t)t * c->q_dim + (size_t)(h0 + k) * hd;
+            part[k] = n <= ATT_TILE ? o[k] : tmp + (size_t)k * hd;
+        }
+        for (int j0 = 0; j0 < n; j0 += ATT_TILE) { /* o = sum_j s_j v_j, every head of the item per row */
             const int m = n - j0 < ATT_TILE ? n - j0 : ATT_TILE;
-            for (int k = 0; k < per; k++) {
-                float *o = c->att + (size_t)t * c->q_dim + (size_t)(h0 + k) * hd;
-                kv_mad_rows(vt, m == n ? o : tmp, scr + (size_t)k * c->p.n_ctx + j0, V + (size_t)j0 * c->v_head,
-                            c->v_head, m, hd);
-                if (m != n)
-                    for (int i = 0; i < hd; i++) o[i] += tmp[i];
-            }
+            for (int k = 0; k < per; k++) wt[k] = scr + (size_t)k * c->p.n_ctx + j0;
+            kv_mad_rows_multi(vt, per, part, wt, V + (size_t)j0 * c->v_head, c->v_head, m, hd);
+            if (n > ATT_TILE)
+                for (int k = 0; k < per; k++)
+                    for (int i = 0; i < hd; i++) o[k][i] += part[k][i];
         }
     }
 }
@@ -719,7 +724,7 @@ Context *context_new(const Model *m, const ContextParams *pp, Error *err) {
     c->act = zalloc(rows_k * widest, sizeof(float), &ok);
     c->act2 = zalloc(rows_k * widest, sizeof(float), &ok);
     const size_t group = (size_t)(cfg->n_head / cfg->n_head_kv);
-    c->scores = zalloc((size_t)c->p.n_threads * (group * c->p.n_ctx + (size_t)cfg->head_dim), sizeof(float), &ok);
+    c->scores = zalloc((size_t)c->p.n_threads * group * (c->p.n_ctx + (size_t)cfg->head_dim), sizeof(float), &ok);
     c->qprep = zalloc((size_t)c->p.n_threads * group, kv_query_bytes(c->p.kv_type_k, cfg->head_dim), &ok);
     c->shift_tmp = zalloc((size_t)c->p.n_threads * (c->kv_dim + 2 * (size_t)cfg->head_dim), sizeof(float), &ok);
     c->out_rows = zalloc(B * E, sizeof(float), &ok);

@@ -139,6 +139,31 @@ static void test_kernels(void) {
                 CHECK(ds < 1e-5 && dm < 1e-5, "%s n=%d %s vs scalar: dot %g mad %g", type_info(ty)->name, n,
                       quant_simd_level_name(lv), ds, dm);
             }
+            /* several heads' weighted sums over the same rows at once */
+            enum { NH = 6 };
+            static float wm[NH][NR], om[NH][MAXN], oref[NH][MAXN];
+            float *op[NH];
+            const float *wp[NH];
+            for (int k = 0; k < NH; k++) {
+                for (int j = 0; j < NR; j++) wm[k][j] = fabsf(frand());
+                op[k] = om[k], wp[k] = wm[k];
+                kv_mad_rows_level(SIMD_SCALAR, ty, oref[k], wm[k], rows, rb, NR, n);
+            }
+            for (int lv = SIMD_SCALAR; lv <= SIMD_AVX512; lv++) {
+                if (!quant_simd_supported(lv)) continue;
+                for (int nh = 1; nh <= NH; nh += 4) { /* 1 and 5 heads: a partial group of 4 */
+                    kv_mad_rows_multi_level(lv, ty, nh, op, wp, rows, rb, NR, n);
+                    double dm = 0;
+                    for (int k = 0; k < nh; k++)
+                        for (int i = 0; i < n; i++) {
+                            double mag = 0;
+                            for (int j = 0; j < NR; j++) mag += fabs((double)wm[k][j] * xs[j][i]);
+                            dm = fmax(dm, fabs((double)om[k][i] - oref[k][i]) / (mag + 1e-30));
+                        }
+                    CHECK(dm < 1e-5, "%s n=%d %s: %d heads at once vs one by one: %g", type_info(ty)->name, n,
+                          quant_simd_level_name(lv), nh, dm);
+                }
+            }
             /* quantized keys: the score error against exact f32 math stays small */
             if (ty == GGML_TYPE_Q8_0 || ty == GGML_TYPE_Q4_0) {
                 double worst = 0;

@@ -54,11 +54,20 @@ void kv_dot_rows(uint32_t ktype, const void *rows, size_t row_bytes, int64_t n_r
 void kv_mad_rows(uint32_t vtype, float *o, const float *w, const void *rows, size_t row_bytes, int64_t n_rows,
                  int64_t n);
 
+/* kv_mad_rows for nh weight vectors over the same rows at once (the query
+ * heads of a GQA group): o[k][i] = sum_j w[k][j] * row_j[i]. For q8_0 /
+ * q4_0 (AVX-512) each block is expanded to floats once for all of them; the
+ * float types run head by head (their expansion costs about nothing). */
+void kv_mad_rows_multi(uint32_t vtype, int nh, float *const *o, const float *const *w, const void *rows,
+                       size_t row_bytes, int64_t n_rows, int64_t n);
+
 /* The same at an explicit SIMD level (SimdLevel of quant.h; an unsupported
  * level runs the scalar code). The scalar level is the reference. */
 void kv_dot_rows_level(int level, uint32_t ktype, const void *rows, size_t row_bytes, int64_t n_rows, const void *q,
                        int64_t n, float *out);
 void kv_mad_rows_level(int level, uint32_t vtype, float *o, const float *w, const void *rows, size_t row_bytes,
                        int64_t n_rows, int64_t n);
+void kv_mad_rows_multi_level(int level, uint32_t vtype, int nh, float *const *o, const float *const *w,
+                             const void *rows, size_t row_bytes, int64_t n_rows, int64_t n);
 
 #endif

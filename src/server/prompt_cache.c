@@ -153,36 +153,38 @@ static int find(const PromptCache *pc, uint64_t key, uint64_t parent, const int 
     return -1;
 }
 
-static void unlink_entry(PromptCache *pc, int i) {
-    int *p = &pc->bucket[pc->e[i].key & (pc->n_buckets - 1)];
-    while (*p != i) p = &pc->e[*p].next;
-    *p = pc->e[i].next;
+/* An entry with a data buffer to fill: a free one, or the least recently
+ * used block's (evicted; its buffer is reused, so a full cache does not
+ * churn the allocator); -1 if every block was touched at `now` or later
+ * (the operation in progress) or on allocation failure. */
+static int take_entry(PromptCache *pc, uint64_t now) {
+    if (pc->free_head >= 0) {
+        const int i = pc->free_head;
+        uint8_t *d = malloc(pc->data_bytes);
+        if (!d) return -1;
+        pc->free_head = pc->e[i].next;
+        pc->e[i].data = d;
+        return i;
+    }
+    int lru = -1;
+    for (int i = 0; i < pc->cap; i++)
+        if (pc->e[i].data && (lru < 0 || pc->e[i].tick < pc->e[lru].tick)) lru = i;
+    if (lru < 0 || pc->e[lru].tick >= now) return -1;
+    int *p = &pc->bucket[pc->e[lru].key & (pc->n_buckets - 1)]; /* out of its bucket, buffer kept */
+    while (*p != lru) p = &pc->e[*p].next;
+    *p = pc->e[lru].next;
+    pc->st.blocks--;
+    pc->st.bytes -= pc->cost;
+    pc->st.evictions++;
+    return lru;
+}
+
+/* Gives back an entry take_entry returned and that was not inserted. */
+static void drop_entry(PromptCache *pc, int i) {
     free(pc->e[i].data);
     pc->e[i].data = NULL;
     pc->e[i].next = pc->free_head;
     pc->free_head = i;
-    pc->st.blocks--;
-    pc->st.bytes -= pc->cost;
-}
-
-/* A free entry with its data buffer, evicting the least recently used
- * block if none is free; -1 if every block was touched at `now` or later
- * (the operation in progress) or on allocation failure. */
-static int take_entry(PromptCache *pc, uint64_t now) {
-    if (pc->free_head < 0) {
-        int lru = -1;
-        for (int i = 0; i < pc->cap; i++)
-            if (pc->e[i].data && (lru < 0 || pc->e[i].tick < pc->e[lru].tick)) lru = i;
-        if (lru < 0 || pc->e[lru].tick >= now) return -1;
-        unlink_entry(pc, lru);
-        pc->st.evictions++;
-    }
-    const int i = pc->free_head;
-    uint8_t *d = malloc(pc->data_bytes);
-    if (!d) return -1;
-    pc->free_head = pc->e[i].next;
-    pc->e[i].data = d;
-    return i;
 }
 
 static void insert(PromptCache *pc, int i, uint64_t key, uint64_t parent, const int *toks, uint64_t tick) {
@@ -307,10 +309,7 @@ void pcache_save(PromptCache *pc, Context *c, int seq, const int *tokens, int n)
             if ((i = take_entry(pc, now)) < 0) return;
             Error err;
             if (context_kv_read(c, seq, b * PCACHE_BLOCK, (b + 1) * PCACHE_BLOCK, pc->e[i].data, &err)) {
-                free(pc->e[i].data);
-                pc->e[i].data = NULL;
-                pc->e[i].next = pc->free_head;
-                pc->free_head = i;
+                drop_entry(pc, i);
                 return;
             }
             insert(pc, i, key, parent, tk, tick);

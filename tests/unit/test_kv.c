@@ -92,7 +92,7 @@ static void test_kernels(void) {
         const uint32_t ty = TYPES[t];
         for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
             const int n = dims[di];
-            const size_t rb = kv_row_bytes(ty, n) + 6; /* rows not packed: the stride is honoured */
+            const size_t rb = kv_row_bytes(ty, n) + 8; /* rows not packed: the stride is honoured */
             uint8_t *rows = calloc(NR, rb), *qbuf = malloc(kv_query_bytes(ty, n));
             float x[NR][MAXN], xs[NR][MAXN], q[MAXN], qs[MAXN], w[NR], o_ref[MAXN], o[MAXN], s_ref[NR], s[NR];
             for (int j = 0; j < NR; j++) {

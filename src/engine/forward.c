@@ -373,11 +373,15 @@ int context_reuse(Context *c, int seq, int *cache, int n_cache, const int *ids, 
     int keep = 0;
     while (keep < n && keep < n_cache && cache[keep] == ids[keep]) keep++;
     if (keep == n || keep == n_cache) return keep;
-    /* the longest stretch of the cache after the prefix that continues ids */
+    /* the longest stretch of the cache after the prefix that continues ids;
+     * token comparisons are bounded (a cache and prompt of one repeated
+     * token would otherwise cost n_cache * n) */
     int best_d = 0, best_m = 0;
-    for (int d = 1; keep + d < n_cache && n_cache - keep - d > best_m; d++) {
+    int64_t budget = 8 * ((int64_t)n_cache + n);
+    for (int d = 1; keep + d < n_cache && n_cache - keep - d > best_m && budget > 0; d++) {
         int m = 0;
         while (keep + m < n && keep + d + m < n_cache && cache[keep + d + m] == ids[keep + m]) m++;
+        budget -= m + 1;
         if (m > best_m) best_m = m, best_d = d;
     }
     if (best_m < (min_run > 1 ? min_run : 1)) return keep;

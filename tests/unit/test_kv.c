@@ -386,6 +386,14 @@ static void test_shift(void) {
     CHECK(context_reuse(c, 0, cc, NC, other, NI, 8, &err) == NS, "no stretch to reuse: the prefix");
     CHECK(context_reuse(c, 0, cc, NC, ids, NI, N2 + 1, &err) == NS, "stretch shorter than min_run: the prefix");
     CHECK(context_reuse(c, 0, cc, NC, cache, NC, 8, &err) == NC, "same tokens: all");
+    { /* one repeated token in the cache and the prompt: bounded work, a sensible answer */
+        enum { R = 120 };
+        int rc_[R], ri[R];
+        for (int i = 0; i < R; i++) rc_[i] = i == 0 ? 1 : 7, ri[i] = i < R / 2 ? 7 : 9;
+        const int got = context_reuse(c, 0, rc_, R, ri, R, 8, &err);
+        CHECK(got == R / 2 && rc_[0] == 7 && rc_[R / 2 - 1] == 7, "repeated tokens: the run after the first is shifted (%d)",
+              got);
+    }
     CHECK(context_shift(c, 0, 10, 20, -11, &err) != 0, "shift below position 0 refused");
     CHECK(context_shift(c, 0, 100, 120, 10, &err) != 0, "shift past the context refused");
     CHECK(context_shift(c, 1, 10, 20, -5, &err) != 0, "bad sequence refused");

@@ -472,12 +472,13 @@ void kv_dot_rows_level(int level, uint32_t t, const void *rows, size_t rb, int64
             (level >= SIMD_AVX512 ? dot_bf16_avx512 : dot_bf16_avx2)(rows, rb, nr, q, n, out);
             return;
         }
-        if (level == quant_simd_level()) { /* f32 / f16: quant.c's kernels */
-            vec_dot_rows(t, rows, rb, nr, q, n, out);
-            return;
-        }
     }
 #endif
+    /* f32 / f16: quant.c's kernels (AVX-512, NEON) at the level in use */
+    if ((t == GGML_TYPE_F32 || t == GGML_TYPE_F16) && level != SIMD_SCALAR && level == quant_simd_level()) {
+        vec_dot_rows(t, rows, rb, nr, q, n, out);
+        return;
+    }
     dot_rows_ref(t, rows, rb, nr, q, n, out);
 }
 
@@ -494,12 +495,12 @@ void kv_mad_rows_level(int level, uint32_t t, float *o, const float *w, const vo
             (level >= SIMD_AVX512 ? mad_bf16_avx512 : mad_bf16_avx2)(o, w, rows, rb, nr, n);
             return;
         }
-        if (level == quant_simd_level()) {
-            vec_mad_rows(t, o, w, rows, rb, nr, n);
-            return;
-        }
     }
 #endif
+    if ((t == GGML_TYPE_F32 || t == GGML_TYPE_F16) && level != SIMD_SCALAR && level == quant_simd_level()) {
+        vec_mad_rows(t, o, w, rows, rb, nr, n);
+        return;
+    }
     mad_rows_ref(t, o, w, rows, rb, nr, n);
 }
 

@@ -14,7 +14,9 @@
  *
  * Every kernel has a portable scalar version (the reference the tests use)
  * and AVX2 / AVX-512 versions picked at run time like quant.c's (GROK_SIMD
- * caps the level). f32 and f16 go through quant.c's attention kernels. */
+ * caps the level). f32 and f16 go through quant.c's attention kernels
+ * (which have NEON versions too); on aarch64 bf16 / q8_0 / q4_0 run the
+ * scalar code for now. */
 #ifndef GROK_KV_H
 #define GROK_KV_H
 

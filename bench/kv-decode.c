@@ -6,9 +6,7 @@
  * does not depend on what the cache holds. Prints | type | KV MiB | tok/s |,
  * best of ROUNDS, types alternating.
  *
- *   make && cc -O2 -D_GNU_SOURCE -Isrc -Isrc/engine -Isrc/engine/cpu -Isrc/formats bench/kv-decode.c \
- *       build/libgrokcore.a -lm -lpthread $(pkg-config --libs libmicrohttpd libcjson libedit) -o build/kv-decode
- *   build/kv-decode MODEL.gguf DEPTH [ROUNDS] */
+ *   make && build/bench-kv-decode MODEL.gguf DEPTH [ROUNDS] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

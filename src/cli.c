@@ -14,6 +14,7 @@
 #include "gguf.h"
 #include "grammar.h"
 #include "json_schema.h"
+#include "kv.h"
 #include "model.h"
 #include "quant.h"
 #include "perplexity.h"
@@ -122,10 +123,24 @@ static int parse_ids(const char *s, int **out) {
     return n;
 }
 
-static int kv_type_from(const char *s) {
-    if (strcmp(s, "f32") == 0) return GGML_TYPE_F32;
-    if (strcmp(s, "f16") == 0) return GGML_TYPE_F16;
-    return -1;
+/* --kv T (keys and values), --kv-k T, --kv-v T: true if the flag was one of
+ * them (a.bad is set for a bad type). */
+static bool kv_flag(Args *a, int *k, int *v) {
+    const bool both = is_flag(a, "--kv", NULL);
+    const bool ko = !both && is_flag(a, "--kv-k", NULL);
+    const bool vo = !both && !ko && is_flag(a, "--kv-v", NULL);
+    if (!both && !ko && !vo) return false;
+    const char *flag = a->argv[a->i], *s = arg_value(a);
+    if (!s) return true;
+    const int t = kv_type_parse(s);
+    if (t < 0) {
+        fprintf(stderr, "grok %s: %s must be one of " KV_TYPE_NAMES ", not '%s'\n", a->cmd, flag, s);
+        a->bad = 1;
+        return true;
+    }
+    if (both || ko) *k = t;
+    if (both || vo) *v = t;
+    return true;
 }
 
 /* ---- shared loading ---------------------------------------------------- */
@@ -133,7 +148,7 @@ static int kv_type_from(const char *s) {
 typedef struct {
     const char *model_path;
     int n_threads, n_ctx, n_batch;
-    int kv_type;
+    int kv_k, kv_v;
 } LoadOpts;
 
 static int load(const char *cmd, const LoadOpts *o, Model **mp, Context **cp_out, Tokenizer **tp, double *load_s) {
@@ -156,7 +171,7 @@ static int load(const char *cmd, const LoadOpts *o, Model **mp, Context **cp_out
     if (o->n_ctx > m->cfg.n_ctx_train)
         fprintf(stderr, "grok %s: warning: --ctx %d exceeds the model's trained context %d\n", cmd, o->n_ctx,
                 m->cfg.n_ctx_train);
-    ContextParams cp = {o->n_ctx, 1, o->n_batch, o->n_threads, (uint32_t)o->kv_type};
+    ContextParams cp = {o->n_ctx, 1, o->n_batch, o->n_threads, (uint32_t)o->kv_k, (uint32_t)o->kv_v};
     Context *c = context_new(m, &cp, &err);
     if (!c) {
         if (tp) tokenizer_free(*tp);
@@ -188,7 +203,8 @@ static const char RUN_USAGE[] =
     "  --stop TEXT             stop when TEXT is generated (up to 8)\n"
     "  -t, --threads N         threads (default: all cores)\n"
     "  --ctx N                 context size (default: min(model's, 4096))\n"
-    "  --kv f16|f32            KV cache type (default f16)\n"
+    "  --kv TYPE               KV cache type, " KV_TYPE_NAMES " (default f16)\n"
+    "  --kv-k TYPE, --kv-v TYPE  keys' / values' type alone\n"
     "  --batch N               prompt tokens per forward pass (default 512)\n"
     "  --ignore-eos            keep generating after EOS (benchmarks)\n"
     "  --grammar FILE          constrain the output to a GBNF grammar (llama.cpp's syntax)\n"
@@ -231,7 +247,7 @@ static int read_file(const char *path, char **out, size_t *len) {
 
 static int cmd_run(int argc, char **argv) {
     Args a = {"run", argc, 0, argv, 0};
-    LoadOpts o = {NULL, 0, 0, 0, GGML_TYPE_F16};
+    LoadOpts o = {NULL, 0, 0, 0, GGML_TYPE_F16, GGML_TYPE_F16};
     SamplerParams sp = sampler_defaults();
     const char *prompt = NULL, *prompt_file = NULL, *stops[MAX_STOPS], *grammar_file = NULL, *schema_file = NULL;
     int n_stops = 0, n_predict = 128, stats = 1, ignore_eos = 0;
@@ -259,10 +275,8 @@ static int cmd_run(int argc, char **argv) {
         } else if (is_flag(&a, "-t", "--threads")) o.n_threads = (int)arg_int(&a, 1, 1024);
         else if (is_flag(&a, "-c", "--ctx")) o.n_ctx = (int)arg_int(&a, 1, 1 << 24);
         else if (is_flag(&a, "--batch", "-b")) o.n_batch = (int)arg_int(&a, 1, 1 << 16);
-        else if (is_flag(&a, "--kv", NULL)) {
-            const char *v = arg_value(&a);
-            if (v && (o.kv_type = kv_type_from(v)) < 0) return fail("run", "--kv must be f16 or f32");
-        } else if (is_flag(&a, "--no-stats", NULL)) stats = 0;
+        else if (kv_flag(&a, &o.kv_k, &o.kv_v)) continue;
+        else if (is_flag(&a, "--no-stats", NULL)) stats = 0;
         else if (is_flag(&a, "--ignore-eos", NULL)) ignore_eos = 1;
         else if (is_flag(&a, "--grammar", NULL)) grammar_file = arg_value(&a);
         else if (is_flag(&a, "--json-schema", NULL)) schema_file = arg_value(&a);
@@ -431,11 +445,11 @@ static const char EVAL_USAGE[] =
     "position as little-endian float32, row after row (n_tokens x n_vocab).\n"
     "  --batch N     tokens per forward pass (default 512; 1 = one token at a time)\n"
     "  -t N          threads        --ctx N    context (default: max(n_tokens, 4096 cap))\n"
-    "  --kv f16|f32  KV cache type (default f32)\n";
+    "  --kv TYPE     KV cache type, " KV_TYPE_NAMES " (default f32); --kv-k / --kv-v: one side\n";
 
 static int cmd_eval(int argc, char **argv) {
     Args a = {"eval", argc, 0, argv, 0};
-    LoadOpts o = {NULL, 0, 0, 0, GGML_TYPE_F32};
+    LoadOpts o = {NULL, 0, 0, 0, GGML_TYPE_F32, GGML_TYPE_F32};
     const char *tokens_s = NULL, *out_path = NULL;
     for (a.i = 1; a.i < argc && !a.bad; a.i++) {
         if (is_flag(&a, "-h", "--help")) {
@@ -447,10 +461,8 @@ static int cmd_eval(int argc, char **argv) {
         else if (is_flag(&a, "-t", "--threads")) o.n_threads = (int)arg_int(&a, 1, 1024);
         else if (is_flag(&a, "-c", "--ctx")) o.n_ctx = (int)arg_int(&a, 1, 1 << 24);
         else if (is_flag(&a, "--batch", "-b")) o.n_batch = (int)arg_int(&a, 1, 1 << 16);
-        else if (is_flag(&a, "--kv", NULL)) {
-            const char *v = arg_value(&a);
-            if (v && (o.kv_type = kv_type_from(v)) < 0) return fail("eval", "--kv must be f16 or f32");
-        } else unknown_flag(&a);
+        else if (kv_flag(&a, &o.kv_k, &o.kv_v)) continue;
+        else unknown_flag(&a);
     }
     if (a.bad) return 2;
     if (!o.model_path || !tokens_s || !out_path) return fail("eval", "needs -m MODEL, --tokens IDS and --logits FILE");

@@ -25,6 +25,7 @@
 #include "common.h"
 #include "forward.h"
 #include "gguf.h"
+#include "kv.h"
 #include "model.h"
 #include "quant.h"
 #include "threadpool.h"
@@ -199,17 +200,17 @@ static Stat stats(const double *v, int n) {
 }
 
 /* One pp run (n tokens) and/or one tg run (g tokens): tokens per second. */
-static int run_pp(Context *c, const int *toks, int n, float *logits, double *tps, Error *err) {
+static int run_pp(Context *c, const int *toks, int n, int depth, float *logits, double *tps, Error *err) {
     const double t0 = time_now();
-    if (forward_tokens(c, 0, toks, n, 0, logits, false, err)) return -1;
+    if (forward_tokens(c, 0, toks, n, depth, logits, false, err)) return -1;
     *tps = n / (time_now() - t0);
     return 0;
 }
 
-static int run_tg(Context *c, const int *toks, int g, float *logits, double *tps, Error *err) {
+static int run_tg(Context *c, const int *toks, int g, int depth, float *logits, double *tps, Error *err) {
     const double t0 = time_now();
     for (int i = 0; i < g; i++)
-        if (forward_tokens(c, 0, toks + i, 1, i, logits, false, err)) return -1;
+        if (forward_tokens(c, 0, toks + i, 1, depth + i, logits, false, err)) return -1;
     *tps = g / (time_now() - t0);
     return 0;
 }
@@ -229,14 +230,16 @@ static int parse_threads(const char *s, int *out) {
 }
 
 static const char USAGE[] =
-    "usage: grok bench -m MODEL.gguf [-p 512] [-n 128] [-t 1,2] [-r 5] [--kv f16|f32] [--no-bw]\n"
+    "usage: grok bench -m MODEL.gguf [-p 512] [-n 128] [-t 1,2] [-r 5] [-d 0] [--kv TYPE] [--no-bw]\n"
     "Prompt processing (pp) and generation (tg) speed, like llama-bench: tokens/s\n"
     "as mean +- standard deviation over the repetitions, for each thread count.\n"
     "For generation also: GB/s of weights read and that as a fraction of the\n"
     "machine's read bandwidth (measured here with the same thread count).\n"
     "  -p N      prompt tokens (0 = skip pp)        -n N   generated tokens (0 = skip tg)\n"
     "  -t LIST   thread counts, e.g. 1,2 (default: all cores)\n"
-    "  -r N      repetitions (default 5)           --kv   KV cache type (default f16)\n"
+    "  -r N      repetitions (default 5)\n"
+    "  -d N      depth: both tests run after N tokens already in the KV cache (default 0)\n"
+    "  --kv T    KV cache type, " KV_TYPE_NAMES " (default f16); --kv-k T, --kv-v T: one side\n"
     "  --no-bw   skip the bandwidth measurement\n";
 
 static int bfail(const char *msg) {
@@ -246,8 +249,8 @@ static int bfail(const char *msg) {
 
 int cmd_bench(int argc, char **argv) {
     const char *path = NULL;
-    int n_pp = 512, n_tg = 128, reps = 5, threads[MAX_THREAD_SETS], n_sets = 0, do_bw = 1;
-    uint32_t kv = GGML_TYPE_F16;
+    int n_pp = 512, n_tg = 128, reps = 5, depth = 0, threads[MAX_THREAD_SETS], n_sets = 0, do_bw = 1;
+    int kv_k = GGML_TYPE_F16, kv_v = GGML_TYPE_F16;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -269,10 +272,12 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "-p") && num && x >= 0 && x <= 65536) n_pp = (int)x;
         else if (!strcmp(a, "-n") && num && x >= 0 && x <= 65536) n_tg = (int)x;
         else if (!strcmp(a, "-r") && num && x >= 1 && x <= 1000) reps = (int)x;
+        else if (!strcmp(a, "-d") && num && x >= 0 && x <= (1 << 20)) depth = (int)x;
         else if (!strcmp(a, "-t") && (n_sets = parse_threads(v, threads)) > 0) {
-        } else if (!strcmp(a, "--kv") && (!strcmp(v, "f16") || !strcmp(v, "f32")))
-            kv = !strcmp(v, "f16") ? GGML_TYPE_F16 : GGML_TYPE_F32;
-        else {
+        } else if ((!strcmp(a, "--kv") || !strcmp(a, "--kv-k") || !strcmp(a, "--kv-v")) && kv_type_parse(v) >= 0) {
+            if (strcmp(a, "--kv-v")) kv_k = kv_type_parse(v);
+            if (strcmp(a, "--kv-k")) kv_v = kv_type_parse(v);
+        } else {
             fprintf(stderr, "grok bench: bad option or value: %s %s (see grok bench --help)\n", a, v);
             return 2;
         }
@@ -305,31 +310,52 @@ int cmd_bench(int argc, char **argv) {
         toks[i] = 1 + (int)(s % (uint64_t)(V > 1 ? V - 1 : 1));
     }
     const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
-    printf("model: %s (%s, %.2f GiB, %.2f B params, %.2f B active), %s kernels, KV %s\n", base, model_type_name(m),
-           file_bytes / 1073741824.0, n_params / 1e9, n_active / 1e9, quant_simd_name(), kv == GGML_TYPE_F16 ? "f16" : "f32");
+    printf("model: %s (%s, %.2f GiB, %.2f B params, %.2f B active), %s kernels, KV K %s V %s\n", base,
+           model_type_name(m), file_bytes / 1073741824.0, n_params / 1e9, n_active / 1e9, quant_simd_name(),
+           type_info((uint32_t)kv_k)->name, type_info((uint32_t)kv_v)->name);
     printf("weights read per generated token: %.1f MiB\n\n", wpt / 1048576.0);
     long hwm_kib = -1;
     size_t kv_bytes = 0;
     Stat res_pp[MAX_THREAD_SETS], res_tg[MAX_THREAD_SETS];
     for (int si = 0; si < n_sets; si++) {
-        ContextParams cp = {n_pp + n_tg + 16, 1, 512, threads[si], kv};
+        ContextParams cp = {depth + (n_pp > n_tg ? n_pp : n_tg) + 16, 1, 512, threads[si], (uint32_t)kv_k,
+                            (uint32_t)kv_v};
         Context *c = context_new(m, &cp, &err);
         if (!c) {
             bfail(err.msg);
             goto out;
         }
         kv_bytes = context_kv_bytes(c);
+        if (si == 0)
+            printf("KV cache: %.1f MiB for %d positions (%.1f KiB per token)\n\n", kv_bytes / 1048576.0,
+                   context_n_ctx(c), kv_bytes / 1024.0 / context_n_ctx(c));
         double w;
+        if (depth > 0) { /* the context the tests run after, computed once */
+            int *dt = malloc((size_t)depth * sizeof(int));
+            if (!dt) {
+                bfail("out of memory");
+                context_free(c);
+                goto out;
+            }
+            for (int i = 0; i < depth; i++) dt[i] = toks[i % n_tok];
+            const int rc_d = forward_tokens(c, 0, dt, depth, 0, logits, false, &err);
+            free(dt);
+            if (rc_d) {
+                bfail(err.msg);
+                context_free(c);
+                goto out;
+            }
+        }
         /* warm-up: faults the weights in, wakes the threads */
-        if ((n_pp > 0 && run_pp(c, toks, n_pp < 32 ? n_pp : 32, logits, &w, &err)) ||
-            (n_tg > 0 && run_tg(c, toks, n_tg < 4 ? n_tg : 4, logits, &w, &err))) {
+        if ((n_pp > 0 && run_pp(c, toks, n_pp < 32 ? n_pp : 32, depth, logits, &w, &err)) ||
+            (n_tg > 0 && run_tg(c, toks, n_tg < 4 ? n_tg : 4, depth, logits, &w, &err))) {
             bfail(err.msg);
             context_free(c);
             goto out;
         }
         for (int r = 0; r < reps; r++) { /* pp and tg alternate, as the load on the machine drifts */
-            if ((n_pp > 0 && run_pp(c, toks, n_pp, logits, &pp[r], &err)) ||
-                (n_tg > 0 && run_tg(c, toks, n_tg, logits, &tg[r], &err))) {
+            if ((n_pp > 0 && run_pp(c, toks, n_pp, depth, logits, &pp[r], &err)) ||
+                (n_tg > 0 && run_tg(c, toks, n_tg, depth, logits, &tg[r], &err))) {
                 bfail(err.msg);
                 context_free(c);
                 goto out;

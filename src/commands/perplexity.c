@@ -29,12 +29,13 @@
 #include "common.h"
 #include "forward.h"
 #include "gguf.h"
+#include "kv.h"
 #include "model.h"
 #include "quant.h"
 #include "tokenizer.h"
 
 static const char PPL_USAGE[] =
-    "usage: grok perplexity -m MODEL.gguf -f FILE [--ctx N] [--batch N] [-t N] [--kv f16|f32] [--second-half]\n"
+    "usage: grok perplexity -m MODEL.gguf -f FILE [--ctx N] [--batch N] [-t N] [--kv TYPE] [--second-half]\n"
     "Perplexity of the model on a text file: the file's tokens (no BOS) are cut into\n"
     "windows of --ctx tokens (default 512, or the model's trained context if smaller;\n"
     "the last window may be shorter), each is evaluated from position 0, and every\n"
@@ -43,7 +44,8 @@ static const char PPL_USAGE[] =
     "\"perplexity: X.XXXX\".\n"
     "  --batch N       tokens per forward pass (default 512)\n"
     "  -t, --threads N threads (default: all cores)\n"
-    "  --kv f16|f32    KV cache type (default f16)\n"
+    "  --kv TYPE       KV cache type, " KV_TYPE_NAMES " (default f16)\n"
+    "  --kv-k TYPE     --kv-v TYPE: the keys' / values' type alone\n"
     "  --second-half   score only the second half of each window, as llama.cpp does\n";
 
 static int fail(const char *msg) {
@@ -106,7 +108,7 @@ static double nll(const float *row, int n, int target) {
 int cmd_perplexity(int argc, char **argv) {
     const char *model_path = NULL, *file = NULL;
     int n_ctx = 0, n_batch = 512, n_threads = 0, second_half = 0;
-    uint32_t kv_type = GGML_TYPE_F16;
+    int kv_k = GGML_TYPE_F16, kv_v = GGML_TYPE_F16;
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(f, "-h") || !strcmp(f, "--help")) {
@@ -129,10 +131,14 @@ int cmd_perplexity(int argc, char **argv) {
             if (parse_int(f, v, 1, 1 << 16, &n_batch)) return 2;
         } else if (!strcmp(f, "-t") || !strcmp(f, "--threads")) {
             if (parse_int(f, v, 1, 1024, &n_threads)) return 2;
-        } else if (!strcmp(f, "--kv")) {
-            if (!strcmp(v, "f16")) kv_type = GGML_TYPE_F16;
-            else if (!strcmp(v, "f32")) kv_type = GGML_TYPE_F32;
-            else return fail("--kv must be f16 or f32");
+        } else if (!strcmp(f, "--kv") || !strcmp(f, "--kv-k") || !strcmp(f, "--kv-v")) {
+            const int t = kv_type_parse(v);
+            if (t < 0) {
+                fprintf(stderr, "grok perplexity: %s must be one of " KV_TYPE_NAMES "\n", f);
+                return 2;
+            }
+            if (strcmp(f, "--kv-v")) kv_k = t;
+            if (strcmp(f, "--kv-k")) kv_v = t;
         } else {
             fprintf(stderr, "grok perplexity: unknown option '%s' (see grok perplexity --help)\n", f);
             return 2;
@@ -188,7 +194,7 @@ int cmd_perplexity(int argc, char **argv) {
         fprintf(stderr, "grok perplexity: warning: --ctx %d exceeds the model's trained context %d\n", n_ctx,
                 m->cfg.n_ctx_train);
     if (n_batch > n_ctx) n_batch = n_ctx;
-    ContextParams cp = {n_ctx, 1, n_batch, n_threads, kv_type};
+    ContextParams cp = {n_ctx, 1, n_batch, n_threads, (uint32_t)kv_k, (uint32_t)kv_v};
     c = context_new(m, &cp, &err);
     logits = malloc((size_t)n_batch * V * sizeof(float));
     if (!c || !logits) {

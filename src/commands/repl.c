@@ -58,6 +58,7 @@
 #include "gguf.h"
 #include "grammar.h"
 #include "json_schema.h"
+#include "kv.h"
 #include "model.h"
 #include "quant.h"
 #include "sampler.h"
@@ -92,7 +93,8 @@ static const char CHAT_USAGE[] =
     "  --ignore-eos            do not end a reply at EOS (the template's stop still ends it)\n"
     "  -t, --threads N         threads (default: all cores)\n"
     "  --ctx N                 context size (default: min(model's, 4096))\n"
-    "  --kv f16|f32            KV cache type (default f16)\n"
+    "  --kv TYPE               KV cache type, " KV_TYPE_NAMES " (default f16)\n"
+    "  --kv-k TYPE, --kv-v TYPE  keys' / values' type alone\n"
     "  --batch N               prompt tokens per forward pass (default 512)\n"
     "  --grammar FILE          every reply follows a GBNF grammar (llama.cpp's syntax)\n"
     "  --json-schema FILE      every reply is JSON valid under a JSON schema\n"
@@ -239,7 +241,7 @@ typedef struct {
     float *logits;   /* (n_vocab) */
     int n_replies;
     /* statistics of the last reply */
-    int st_new, st_reused, st_gen, st_dropped;
+    int st_new, st_reused, st_shifted, st_gen, st_dropped;
     double st_prompt_s, st_gen_s;
     const char *st_stop;
     Grammar *grammar;  /* every reply follows it; NULL: free text */
@@ -405,12 +407,18 @@ static int fit_conversation(Chat *ch, int **ids_out, int *n_out, Error *err) {
     }
 }
 
-/* Brings the KV cache to ids[0..n): keeps the common prefix, processes the
- * rest in batches (Ctrl-C stops between batches: returns 1). Leaves the
- * logits of the last token in ch->logits. */
+/* Brings the KV cache to ids[0..n): keeps the common prefix and, after
+ * oldest turns were dropped, shifts the cached turns that remain down into
+ * place (context shift: no recomputation), processes the rest in batches
+ * (Ctrl-C stops between batches: returns 1). Leaves the logits of the last
+ * token in ch->logits. */
+#define SHIFT_MIN_RUN 16 /* fewer cached tokens than this are recomputed rather than shifted */
 static int sync_cache(Chat *ch, const int *ids, int n, Error *err) {
-    int keep = 0;
-    while (keep < n && keep < ch->n_cache && ch->cache[keep] == ids[keep]) keep++;
+    int prefix = 0;
+    while (prefix < n && prefix < ch->n_cache && ch->cache[prefix] == ids[prefix]) prefix++;
+    int keep = context_reuse(ch->c, 0, ch->cache, ch->n_cache, ids, n, SHIFT_MIN_RUN, err);
+    if (keep < 0) return -1;
+    ch->st_shifted = keep > prefix ? keep - prefix : 0;
     if (keep == n) keep = n - 1; /* the last token runs again for its logits */
     ch->n_cache = keep;
     ch->st_reused = keep;
@@ -730,8 +738,9 @@ static void print_stats(const Chat *ch) {
     if (ch->n_replies == 0) {
         fprintf(o, "no reply yet\n");
     } else {
-        fprintf(o, "last prompt: %d new tokens processed, %d reused from the cache, %.1f tok/s\n", ch->st_new,
-                ch->st_reused, ch->st_prompt_s > 0 ? ch->st_new / ch->st_prompt_s : 0.0);
+        fprintf(o, "last prompt: %d new tokens processed, %d reused from the cache (%d moved by a context shift), "
+                   "%.1f tok/s\n",
+                ch->st_new, ch->st_reused, ch->st_shifted, ch->st_prompt_s > 0 ? ch->st_new / ch->st_prompt_s : 0.0);
         fprintf(o, "last reply: %d tokens, %.1f tok/s, stop: %s\n", ch->st_gen,
                 ch->st_gen > 1 && ch->st_gen_s > 0 ? (ch->st_gen - 1) / ch->st_gen_s : 0.0, ch->st_stop);
     }
@@ -915,15 +924,11 @@ oom:
 
 static bool flag_is(const char *f, const char *a, const char *b) { return !strcmp(f, a) || (b && !strcmp(f, b)); }
 
-static int kv_type_from(const char *s) {
-    if (!strcmp(s, "f32")) return GGML_TYPE_F32;
-    if (!strcmp(s, "f16")) return GGML_TYPE_F16;
-    return -1;
-}
 
 int cmd_chat(int argc, char **argv) {
     const char *model_path = NULL, *system = NULL, *tmpl_name = NULL, *grammar_file = NULL, *schema_file = NULL;
-    int n_threads = 0, n_ctx = 0, n_batch = 512, kv_type = GGML_TYPE_F16, n_predict = 1024, ignore_eos = 0;
+    int n_threads = 0, n_ctx = 0, n_batch = 512, kv_k = GGML_TYPE_F16, kv_v = GGML_TYPE_F16, n_predict = 1024;
+    int ignore_eos = 0;
     SamplerParams sp = sampler_defaults();
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -1008,12 +1013,15 @@ int cmd_chat(int argc, char **argv) {
         } else if (FLAG("--batch", "-b")) {
             if (INT(1, 1 << 16)) return 2;
             n_batch = (int)x;
-        } else if (FLAG("--kv", NULL)) {
+        } else if (FLAG("--kv", NULL) || FLAG("--kv-k", NULL) || FLAG("--kv-v", NULL)) {
             NEED();
-            if ((kv_type = kv_type_from(v)) < 0) {
-                fprintf(stderr, "grok chat: --kv must be f16 or f32\n");
+            const int t = kv_type_parse(v);
+            if (t < 0) {
+                fprintf(stderr, "grok chat: %s must be one of " KV_TYPE_NAMES "\n", f);
                 return 2;
             }
+            if (!FLAG("--kv-v", NULL)) kv_k = t;
+            if (!FLAG("--kv-k", NULL)) kv_v = t;
         } else {
             fprintf(stderr, "grok chat: unknown option '%s' (see grok chat --help)\n", f);
             return 2;
@@ -1094,7 +1102,7 @@ int cmd_chat(int argc, char **argv) {
                 ch.m->cfg.n_ctx_train);
     /* worker threads start with SIGINT blocked, so Ctrl-C interrupts the main thread */
     pthread_sigmask(SIG_BLOCK, &sigint, &old_mask);
-    ContextParams cp = {n_ctx, 1, n_batch, n_threads, (uint32_t)kv_type};
+    ContextParams cp = {n_ctx, 1, n_batch, n_threads, (uint32_t)kv_k, (uint32_t)kv_v};
     ch.c = context_new(ch.m, &cp, &err);
     pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
     if (!ch.c) {

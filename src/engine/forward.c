@@ -20,11 +20,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kv.h"
 #include "quant.h"
 #include "threadpool.h"
 
 #define DEFAULT_CTX_CAP 4096   /* default context: min(model's, this) */
 #define DEFAULT_BATCH 512
+#define GROK_MAX_GROUP 64      /* most query heads per key/value head */
 #define MATMUL_CHUNK_MIN 16    /* rows per work item handed to a thread: at least, */
 #define MATMUL_CHUNK_MAX 256   /* at most; ~8 items per thread in between (fewer
                                   calls: each prepares the activations anew) */
@@ -40,9 +42,11 @@ struct Context {
     ThreadPool *tp;
     int kv_dim;            /* n_head_kv * head_dim */
     int q_dim;             /* n_head * head_dim */
-    size_t kv_elt;         /* bytes per cached value */
-    uint8_t *k_cache;      /* (n_layer, n_seq, n_ctx, kv_dim) keys after RoPE */
-    uint8_t *v_cache;      /* (n_layer, n_seq, n_ctx, kv_dim) */
+    size_t k_row, v_row;   /* bytes of one position's keys / values (kv_dim values, kv.h types) */
+    size_t k_head, v_head; /* bytes of one head's keys / values */
+    uint8_t *k_cache;      /* (n_layer, n_seq, n_head_kv, n_ctx) rows of k_head bytes: keys after RoPE */
+    uint8_t *v_cache;      /* (n_layer, n_seq, n_head_kv, n_ctx) rows of v_head bytes (a head's
+                              positions are contiguous: attention streams them) */
     float *inv_freq;       /* (head_dim/2) RoPE inverse frequencies */
     /* scratch for one chunk of up to n_batch tokens */
     float *x;              /* (n_batch, n_embd) residual stream */
@@ -63,7 +67,9 @@ struct Context {
     float *gathered;       /* (n_batch * n_expert_used, n_embd) routed inputs */
     uint8_t *act;          /* activations in a weight's vec_dot_type */
     uint8_t *act2;
-    float *scores;         /* (n_threads, n_ctx) attention scratch */
+    float *scores;         /* (n_threads, group * (n_ctx + head_dim)) attention scratch: scores, partial sums */
+    uint8_t *qprep;        /* (n_threads, group, kv_query_bytes(head_dim)) queries as the K type wants them */
+    float *shift_tmp;      /* (n_threads, kv_dim + head_dim * 2) context shift: a key row, cos/sin */
     float *out_rows;       /* (n_batch, n_embd) normed rows that want logits */
 };
 
@@ -192,49 +198,196 @@ static const void *prep_act(uint8_t *buf, uint32_t wtype, const float *x, int n_
 
 /* ---- attention --------------------------------------------------------- */
 
+#define ATT_TILE 256 /* cached positions per pass over the heads that share them */
+
+static size_t kv_index(const Context *c, int layer, int seq, int g, int pos) {
+    return (((size_t)layer * c->p.n_seq + (size_t)seq) * c->m->cfg.n_head_kv + (size_t)g) * c->p.n_ctx + (size_t)pos;
+}
+
 typedef struct {
     Context *c;
     int layer, n_tok;
     const int *pos, *seq;
+    int per;               /* query heads per work item: a divisor of the GQA group */
 } AttnTask;
 
+/* The query heads of a GQA group read the same cached keys and values: a
+ * work item takes `per` of them and walks the cache in tiles of ATT_TILE
+ * positions, running every head over a tile while it is in L1/L2, so the
+ * cache streams from memory once per item instead of once per head. */
 static void attn_fn(void *ctx, int ith, int nth) {
     AttnTask *a = ctx;
     Context *c = a->c;
     const ModelConfig *cfg = &c->m->cfg;
-    const int hd = cfg->head_dim, group = cfg->n_head / cfg->n_head_kv;
-    const size_t row = (size_t)c->kv_dim * c->kv_elt;
-    float *s = c->scores + (size_t)ith * c->p.n_ctx;
-    const uint32_t kt = c->p.kv_type;
-    for (int w = ith; w < a->n_tok * cfg->n_head; w += nth) {
-        const int t = w / cfg->n_head, h = w % cfg->n_head, g = h / group;
-        const int pos = a->pos[t];
-        const float *q = c->q + (size_t)t * c->q_dim + (size_t)h * hd;
-        const size_t base = (((size_t)a->layer * c->p.n_seq + (size_t)a->seq[t]) * c->p.n_ctx) * row;
-        const uint8_t *K = c->k_cache + base + (size_t)g * hd * c->kv_elt;
-        const uint8_t *V = c->v_cache + base + (size_t)g * hd * c->kv_elt;
+    const int hd = cfg->head_dim, group = cfg->n_head / cfg->n_head_kv, per = a->per, n_sub = group / per;
+    const size_t qbytes = kv_query_bytes(c->p.kv_type_k, hd);
+    float *scr = c->scores + (size_t)ith * (size_t)group * (c->p.n_ctx + (size_t)hd);
+    float *tmp = scr + (size_t)group * c->p.n_ctx;
+    const uint32_t kt = c->p.kv_type_k, vt = c->p.kv_type_v;
+    uint8_t *qbuf = c->qprep + (size_t)ith * group * qbytes;
+    const void *qp[GROK_MAX_GROUP];
+    for (int w = ith; w < a->n_tok * cfg->n_head_kv * n_sub; w += nth) {
+        const int t = w / (cfg->n_head_kv * n_sub), g = w % (cfg->n_head_kv * n_sub) / n_sub;
+        const int h0 = g * group + w % n_sub * per;
+        const int pos = a->pos[t], n = pos + 1;
+        const size_t base = kv_index(c, a->layer, a->seq[t], g, 0);
+        const uint8_t *K = c->k_cache + base * c->k_head, *V = c->v_cache + base * c->v_head;
         /* Grok-2 attention temperature (B4): log2(pos)/log2(len) past len. */
         const float temp = (cfg->attn_temp_len > 0 && pos > cfg->attn_temp_len)
                                ? (float)(log2((double)pos) / log2((double)cfg->attn_temp_len))
                                : 1.0f;
-        vec_dot_rows(kt, K, row, pos + 1, q, hd, s); /* s_j = q . k_j */
-        /* s_j <- softmax_j(softcap(s_j * attn_scale) * temp) */
-        softcap_softmax(s, pos + 1, cfg->attn_scale, cfg->attn_softcap, temp);
-        float *o = c->att + (size_t)t * c->q_dim + (size_t)h * hd;
-        vec_mad_rows(kt, o, s, V, row, pos + 1, hd); /* o = sum_j s_j v_j */
+        for (int k = 0; k < per; k++)
+            qp[k] = kv_prep_query(kt, c->q + (size_t)t * c->q_dim + (size_t)(h0 + k) * hd, qbuf + k * qbytes, hd);
+        for (int j0 = 0; j0 < n; j0 += ATT_TILE) { /* s_j = q . k_j */
+            const int m = n - j0 < ATT_TILE ? n - j0 : ATT_TILE;
+            for (int k = 0; k < per; k++)
+                kv_dot_rows(kt, K + (size_t)j0 * c->k_head, c->k_head, m, qp[k], hd, scr + (size_t)k * c->p.n_ctx + j0);
+        }
+        for (int k = 0; k < per; k++) { /* s_j <- softmax_j(softcap(s_j * attn_scale) * temp) */
+            softcap_softmax(scr + (size_t)k * c->p.n_ctx, n, cfg->attn_scale, cfg->attn_softcap, temp);
+            memset(c->att + (size_t)t * c->q_dim + (size_t)(h0 + k) * hd, 0, (size_t)hd * sizeof(float));
+        }
+        float *o[GROK_MAX_GROUP], *part[GROK_MAX_GROUP];
+        const float *wt[GROK_MAX_GROUP];
+        for (int k = 0; k < per; k++) {
+            o[k] = c->att + (size_t)t * c->q_dim + (size_t)(h0 + k) * hd;
+            part[k] = n <= ATT_TILE ? o[k] : tmp + (size_t)k * hd;
+        }
+        for (int j0 = 0; j0 < n; j0 += ATT_TILE) { /* o = sum_j s_j v_j, every head of the item per row */
+            const int m = n - j0 < ATT_TILE ? n - j0 : ATT_TILE;
+            for (int k = 0; k < per; k++) wt[k] = scr + (size_t)k * c->p.n_ctx + j0;
+            kv_mad_rows_multi(vt, per, part, wt, V + (size_t)j0 * c->v_head, c->v_head, m, hd);
+            if (n > ATT_TILE)
+                for (int k = 0; k < per; k++)
+                    for (int i = 0; i < hd; i++) o[k][i] += part[k][i];
+        }
     }
 }
 
+
+
 static void kv_store(Context *c, int layer, int seq, int pos, const float *k, const float *v) {
-    const size_t row = (size_t)c->kv_dim * c->kv_elt;
-    const size_t off = ((((size_t)layer * c->p.n_seq + (size_t)seq) * c->p.n_ctx) + (size_t)pos) * row;
-    if (c->p.kv_type == GGML_TYPE_F32) {
-        memcpy(c->k_cache + off, k, row);
-        memcpy(c->v_cache + off, v, row);
-    } else {
-        quantize_row(GGML_TYPE_F16, k, c->k_cache + off, c->kv_dim);
-        quantize_row(GGML_TYPE_F16, v, c->v_cache + off, c->kv_dim);
+    const int hd = c->m->cfg.head_dim;
+    for (int g = 0; g < c->m->cfg.n_head_kv; g++) {
+        const size_t i = kv_index(c, layer, seq, g, pos);
+        kv_quantize(c->p.kv_type_k, k + (size_t)g * hd, c->k_cache + i * c->k_head, hd);
+        kv_quantize(c->p.kv_type_v, v + (size_t)g * hd, c->v_cache + i * c->v_head, hd);
     }
+}
+
+/* ---- context shift ------------------------------------------------------ */
+
+typedef struct {
+    Context *c;
+    int seq, p0, p1, delta;
+} ShiftTask;
+
+/* One key row from position `from` to `to`: undo the rotation by the
+ * angles rope() used at `from`, apply those it uses at `to` (so an f32 row
+ * ends as a fresh computation at `to` would have it, up to the rounding of
+ * cos/sin). */
+static void rerotate(float *k, int n_heads, int hd, int from, int to, const float *inv_freq, float *cs) {
+    const int half = hd / 2;
+    float *c0 = cs, *s0 = cs + half, *c1 = cs + 2 * half, *s1 = cs + 3 * half;
+    for (int d = 0; d < half; d++) {
+        const float a = (float)from * inv_freq[d], b = (float)to * inv_freq[d];
+        c0[d] = cosf(a), s0[d] = sinf(a), c1[d] = cosf(b), s1[d] = sinf(b);
+    }
+    for (int h = 0; h < n_heads; h++) {
+        float *v = k + (size_t)h * hd;
+        for (int d = 0; d < half; d++) {
+            const float x = v[d], y = v[d + half];
+            const float u = x * c0[d] + y * s0[d], w = y * c0[d] - x * s0[d]; /* rotate by -from */
+            v[d] = u * c1[d] - w * s1[d];
+            v[d + half] = w * c1[d] + u * s1[d];
+        }
+    }
+}
+
+static void shift_fn(void *ctx, int ith, int nth) {
+    ShiftTask *t = ctx;
+    Context *c = t->c;
+    const ModelConfig *cfg = &c->m->cfg;
+    float *row = c->shift_tmp + (size_t)ith * (c->kv_dim + 2 * cfg->head_dim);
+    const bool up = t->delta > 0; /* walk away from the destination so no source is overwritten first */
+    for (int il = ith; il < cfg->n_layer; il += nth) {
+        for (int i = 0; i < t->p1 - t->p0; i++) {
+            const int from = up ? t->p1 - 1 - i : t->p0 + i, to = from + t->delta;
+            for (int g = 0; g < cfg->n_head_kv; g++) {
+                const size_t s = kv_index(c, il, t->seq, g, from), d = kv_index(c, il, t->seq, g, to);
+                kv_dequantize(c->p.kv_type_k, c->k_cache + s * c->k_head, row, cfg->head_dim);
+                rerotate(row, 1, cfg->head_dim, from, to, c->inv_freq, row + c->kv_dim);
+                kv_quantize(c->p.kv_type_k, row, c->k_cache + d * c->k_head, cfg->head_dim);
+                memmove(c->v_cache + d * c->v_head, c->v_cache + s * c->v_head, c->v_head);
+            }
+        }
+    }
+}
+
+int context_shift(Context *c, int seq, int p0, int p1, int delta, Error *err) {
+    if (seq < 0 || seq >= c->p.n_seq) return err_set(err, "sequence %d does not exist (%d slots)", seq, c->p.n_seq);
+    if (p0 < 0 || p1 < p0 || p1 > c->p.n_ctx || p0 + delta < 0 || p1 + delta > c->p.n_ctx)
+        return err_set(err, "cannot move positions %d..%d by %d in a context of %d", p0, p1, delta, c->p.n_ctx);
+    if (delta == 0 || p1 == p0) return 0;
+    ShiftTask t = {c, seq, p0, p1, delta};
+    tp_run(c->tp, shift_fn, &t);
+    return 0;
+}
+
+size_t context_kv_pos_bytes(const Context *c) { return (size_t)c->m->cfg.n_layer * (c->k_row + c->v_row); }
+
+/* buf: for each layer and key/value head, its key rows of the positions,
+ * then its value rows */
+static void kv_copy(Context *c, int seq, int p0, int p1, uint8_t *buf, bool out) {
+    const size_t n = (size_t)(p1 - p0);
+    for (int il = 0; il < c->m->cfg.n_layer; il++)
+        for (int g = 0; g < c->m->cfg.n_head_kv; g++) {
+            const size_t i = kv_index(c, il, seq, g, p0);
+            uint8_t *k = c->k_cache + i * c->k_head, *v = c->v_cache + i * c->v_head;
+            if (out) {
+                memcpy(buf, k, n * c->k_head);
+                memcpy(buf + n * c->k_head, v, n * c->v_head);
+            } else {
+                memcpy(k, buf, n * c->k_head);
+                memcpy(v, buf + n * c->k_head, n * c->v_head);
+            }
+            buf += n * (c->k_head + c->v_head);
+        }
+}
+
+int context_kv_read(const Context *c, int seq, int p0, int p1, void *buf, Error *err) {
+    if (seq < 0 || seq >= c->p.n_seq || p0 < 0 || p1 < p0 || p1 > c->p.n_ctx)
+        return err_set(err, "no positions %d..%d in sequence %d", p0, p1, seq);
+    kv_copy((Context *)c, seq, p0, p1, buf, true);
+    return 0;
+}
+
+int context_kv_write(Context *c, int seq, int p0, int p1, const void *buf, Error *err) {
+    if (seq < 0 || seq >= c->p.n_seq || p0 < 0 || p1 < p0 || p1 > c->p.n_ctx)
+        return err_set(err, "no positions %d..%d in sequence %d", p0, p1, seq);
+    kv_copy(c, seq, p0, p1, (uint8_t *)buf, false);
+    return 0;
+}
+
+int context_reuse(Context *c, int seq, int *cache, int n_cache, const int *ids, int n, int min_run, Error *err) {
+    int keep = 0;
+    while (keep < n && keep < n_cache && cache[keep] == ids[keep]) keep++;
+    if (keep == n || keep == n_cache) return keep;
+    /* the longest stretch of the cache after the prefix that continues ids;
+     * token comparisons are bounded (a cache and prompt of one repeated
+     * token would otherwise cost n_cache * n) */
+    int best_d = 0, best_m = 0;
+    int64_t budget = 8 * ((int64_t)n_cache + n);
+    for (int d = 1; keep + d < n_cache && n_cache - keep - d > best_m && budget > 0; d++) {
+        int m = 0;
+        while (keep + m < n && keep + d + m < n_cache && cache[keep + d + m] == ids[keep + m]) m++;
+        budget -= m + 1;
+        if (m > best_m) best_m = m, best_d = d;
+    }
+    if (best_m < (min_run > 1 ? min_run : 1)) return keep;
+    if (context_shift(c, seq, keep + best_d, keep + best_d + best_m, -best_d, err)) return -1;
+    memmove(cache + keep, cache + keep + best_d, (size_t)best_m * sizeof(int));
+    return keep + best_m;
 }
 
 /* ---- one chunk of tokens through the model ---------------------------- */
@@ -274,7 +427,11 @@ static void attention_block(Context *c, int il, int nt, const int *pos, const in
             rope(c->k + (size_t)t * c->kv_dim + (size_t)h * hd, hd, pos[t], c->inv_freq);
         kv_store(c, il, seq[t], pos[t], c->k + (size_t)t * c->kv_dim, c->v + (size_t)t * c->kv_dim);
     }
-    AttnTask at = {c, il, nt, pos, seq};
+    /* as many heads per work item as leave every thread two items or more */
+    const int group = cfg->n_head / cfg->n_head_kv, nth = tp_size(c->tp);
+    int per = group;
+    while (per > 1 && (group % per || nt * cfg->n_head_kv * (group / per) < 2 * nth)) per--;
+    AttnTask at = {c, il, nt, pos, seq, per};
     tp_run(c->tp, attn_fn, &at);
     const void *ao = prep_act(c->act, L->wo.type, c->att, nt, c->q_dim, &rb);
     mat_add(mt, &L->wo, 0, E, ao, rb, nt, c->proj, E);
@@ -479,7 +636,7 @@ int forward_tokens(Context *c, int seq, const int *tokens, int n, int pos0, floa
 int context_n_ctx(const Context *c) { return c->p.n_ctx; }
 int context_n_threads(const Context *c) { return tp_size(c->tp); }
 size_t context_kv_bytes(const Context *c) {
-    return 2 * (size_t)c->m->cfg.n_layer * c->p.n_seq * c->p.n_ctx * c->kv_dim * c->kv_elt;
+    return (size_t)c->m->cfg.n_layer * c->p.n_seq * c->p.n_ctx * (c->k_row + c->v_row);
 }
 
 void context_free(Context *c) {
@@ -489,6 +646,7 @@ void context_free(Context *c) {
     free(c->x), free(c->u), free(c->q), free(c->k), free(c->v), free(c->qkv), free(c->att), free(c->proj);
     free(c->moe), free(c->router), free(c->sel), free(c->gate_w), free(c->order), free(c->ex_start), free(c->ex_fill);
     free(c->hg), free(c->hu), free(c->down), free(c->gathered), free(c->act), free(c->act2), free(c->scores);
+    free(c->qprep), free(c->shift_tmp);
     free(c->out_rows);
     free(c);
 }
@@ -512,18 +670,31 @@ Context *context_new(const Model *m, const ContextParams *pp, Error *err) {
     if (c->p.n_seq <= 0) c->p.n_seq = 1;
     if (c->p.n_batch <= 0) c->p.n_batch = DEFAULT_BATCH;
     if (c->p.n_threads <= 0) c->p.n_threads = cpu_count();
-    if (c->p.kv_type != GGML_TYPE_F32 && c->p.kv_type != GGML_TYPE_F16) {
-        err_set(err, "the KV cache type must be f32 or f16");
+    if (!kv_type_ok(c->p.kv_type_k) || !kv_type_ok(c->p.kv_type_v)) {
+        err_set(err, "the KV cache types must be " KV_TYPE_NAMES);
+        goto fail;
+    }
+    if (cfg->head_dim % kv_type_block(c->p.kv_type_k) || cfg->head_dim % kv_type_block(c->p.kv_type_v)) {
+        err_set(err, "a %s / %s KV cache needs a head size that is a multiple of 32 (this model's is %d)",
+                type_info(c->p.kv_type_k)->name, type_info(c->p.kv_type_v)->name, cfg->head_dim);
         goto fail;
     }
     if (c->p.n_ctx <= 0) {
         err_set(err, "context size must be positive");
         goto fail;
     }
+    if (cfg->n_head / cfg->n_head_kv > GROK_MAX_GROUP) {
+        err_set(err, "%d query heads per key/value head: at most %d are supported", cfg->n_head / cfg->n_head_kv,
+                GROK_MAX_GROUP);
+        goto fail;
+    }
     c->kv_dim = cfg->n_head_kv * cfg->head_dim;
     c->q_dim = cfg->n_head * cfg->head_dim;
-    c->kv_elt = c->p.kv_type == GGML_TYPE_F32 ? 4 : 2;
-    const size_t cache = (size_t)cfg->n_layer * c->p.n_seq * c->p.n_ctx * c->kv_dim * c->kv_elt;
+    c->k_row = kv_row_bytes(c->p.kv_type_k, c->kv_dim);
+    c->v_row = kv_row_bytes(c->p.kv_type_v, c->kv_dim);
+    c->k_head = kv_row_bytes(c->p.kv_type_k, cfg->head_dim);
+    c->v_head = kv_row_bytes(c->p.kv_type_v, cfg->head_dim);
+    const size_t rows = (size_t)cfg->n_layer * c->p.n_seq * c->p.n_ctx;
     const size_t B = (size_t)c->p.n_batch, K = (size_t)cfg->n_expert_used, E = (size_t)cfg->n_embd;
     const size_t F = (size_t)(cfg->n_ff > cfg->n_ff_dense ? cfg->n_ff : cfg->n_ff_dense);
     size_t widest = E > F ? E : F;
@@ -532,8 +703,8 @@ Context *context_new(const Model *m, const ContextParams *pp, Error *err) {
     bool ok = true;
     c->tp = tp_create(c->p.n_threads, err);
     if (!c->tp) goto fail;
-    c->k_cache = zalloc(cache, 1, &ok);
-    c->v_cache = zalloc(cache, 1, &ok);
+    c->k_cache = zalloc(rows, c->k_row, &ok);
+    c->v_cache = zalloc(rows, c->v_row, &ok);
     c->inv_freq = zalloc((size_t)cfg->head_dim / 2, sizeof(float), &ok);
     c->x = zalloc(B * E, sizeof(float), &ok);
     c->u = zalloc(B * E, sizeof(float), &ok);
@@ -556,10 +727,14 @@ Context *context_new(const Model *m, const ContextParams *pp, Error *err) {
     c->gathered = zalloc(rows_k * E, sizeof(float), &ok);
     c->act = zalloc(rows_k * widest, sizeof(float), &ok);
     c->act2 = zalloc(rows_k * widest, sizeof(float), &ok);
-    c->scores = zalloc((size_t)c->p.n_threads * c->p.n_ctx, sizeof(float), &ok);
+    const size_t group = (size_t)(cfg->n_head / cfg->n_head_kv);
+    c->scores = zalloc((size_t)c->p.n_threads * group * (c->p.n_ctx + (size_t)cfg->head_dim), sizeof(float), &ok);
+    c->qprep = zalloc((size_t)c->p.n_threads * group, kv_query_bytes(c->p.kv_type_k, cfg->head_dim), &ok);
+    c->shift_tmp = zalloc((size_t)c->p.n_threads * (c->kv_dim + 2 * (size_t)cfg->head_dim), sizeof(float), &ok);
     c->out_rows = zalloc(B * E, sizeof(float), &ok);
     if (!ok) {
-        err_set(err, "out of memory allocating the context (KV cache %.1f MiB)", 2.0 * cache / 1048576.0);
+        err_set(err, "out of memory allocating the context (KV cache %.1f MiB)",
+                (double)rows * (c->k_row + c->v_row) / 1048576.0);
         goto fail;
     }
     /* inv_freq[d] = 1 / base^(2d/hd), in f32 as model.py RotaryEmbedding */

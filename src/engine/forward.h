@@ -16,7 +16,8 @@ typedef struct {
     int n_seq;         /* independent sequences (slots); 0 = 1 */
     int n_batch;       /* most tokens computed together; 0 = 512 */
     int n_threads;     /* 0 = all cores */
-    uint32_t kv_type;  /* GGML_TYPE_F32 or GGML_TYPE_F16 */
+    uint32_t kv_type_k; /* cached keys: GGML_TYPE_F32, F16, BF16, Q8_0 or Q4_0 (kv.h) */
+    uint32_t kv_type_v; /* cached values: the same choice */
 } ContextParams;
 
 typedef struct Context Context;
@@ -41,6 +42,31 @@ typedef struct {
  * Bad token ids, positions outside the context or bad sequences are errors
  * (nothing is computed). */
 int forward(Context *c, const Batch *b, float *logits, Error *err);
+
+/* Context shift: moves what positions [p0, p1) of a sequence cache to
+ * [p0 + delta, p1 + delta), re-rotating each key's RoPE from its old
+ * position to its new one (q8_0 / q4_0 keys: dequantized, rotated,
+ * requantized); values move as they are. The keys and values stay those
+ * computed with the old context before them (as llama.cpp's context shift).
+ * Positions left behind keep stale entries until overwritten. */
+int context_shift(Context *c, int seq, int p0, int p1, int delta, Error *err);
+
+/* Brings a sequence's cache, which holds cache[0..n_cache) at positions
+ * 0.., as far as it can towards ids[0..n) without computing: the common
+ * prefix stays, and if a later stretch of at least min_run cached tokens
+ * continues ids after it (a conversation whose oldest turns were dropped),
+ * that stretch is shifted down into place and cache[] updated to match.
+ * Returns how many of ids are now in the cache (the caller computes the
+ * rest from there), or -1 on error. */
+int context_reuse(Context *c, int seq, int *cache, int n_cache, const int *ids, int n, int min_run, Error *err);
+
+/* Saving and restoring cached positions (the server's prompt cache): the
+ * keys and values of positions [p0, p1) of a sequence as
+ * (p1 - p0) * context_kv_pos_bytes bytes, layer by layer (its key rows,
+ * then its value rows), in the cache's own types. */
+size_t context_kv_pos_bytes(const Context *c);
+int context_kv_read(const Context *c, int seq, int p0, int p1, void *buf, Error *err);
+int context_kv_write(Context *c, int seq, int p0, int p1, const void *buf, Error *err);
 
 /* One sequence, tokens at positions pos0.. : logits of every position
  * (all_logits) or of the last one only. */

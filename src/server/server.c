@@ -46,6 +46,8 @@
 #include "chat.h"
 #include "common.h"
 #include "forward.h"
+#include "kv.h"
+#include "prompt_cache.h"
 #include "gguf.h"
 #include "grammar.h"
 #include "model.h"
@@ -206,13 +208,17 @@ typedef struct Server {
     int n_slots;
     int n_ctx;
     int n_threads;
-    int kv_type;
+    int kv_k, kv_v;
     int max_queue;
     int chunk;               /* prompt tokens per engine step */
     size_t max_body;
     const char *api_key;
     const char *alias;
     bool verbose;
+    bool context_shift;      /* chat prompts over the context drop their oldest turns */
+    long cache_ram_mib;      /* prompt cache across requests: RAM budget (0 = off) */
+    const char *cache_dir;   /* and its disk tier, or NULL */
+    PromptCache *pc;
     /* the model */
     Model *m;
     Tokenizer *tok;
@@ -365,11 +371,15 @@ static void job_cancel(Server *s, Job *j) {
 
 static void slot_release(Server *s, Slot *sl) {
     Job *j = sl->job;
+    /* what the slot computed goes to the prompt cache, for any slot to start from */
+    if (s->pc) pcache_save(s->pc, s->ctx, (int)(sl - s->slots), sl->cache, sl->n_past);
     sl->job = NULL;
     sl->prefill = false;
     s->n_busy--;
     job_unref(j);
 }
+
+#define SHIFT_MIN_RUN 16 /* fewer cached tokens than this are recomputed rather than shifted */
 
 static int common_prefix(const int *a, int na, const int *b, int nb) {
     int n = na < nb ? na : nb, i = 0;
@@ -399,7 +409,17 @@ static void engine_admit(Server *s) {
             job_unref(j);
             continue;
         }
-        int keep = best_lcp < j->n_prompt ? best_lcp : j->n_prompt - 1;
+        /* the common prefix, and a later cached stretch that continues the
+         * prompt (a conversation whose oldest turns were dropped) shifted
+         * into place */
+        Error rerr = {{0}};
+        int reuse = context_reuse(s->ctx, best, sl->cache, sl->n_past, j->prompt, j->n_prompt, SHIFT_MIN_RUN, &rerr);
+        if (reuse < 0) reuse = best_lcp;
+        if (s->pc) { /* then whole blocks from the prompt cache (the last prompt token is always computed) */
+            const int r = pcache_restore(s->pc, s->ctx, best, j->prompt, j->n_prompt - 1, reuse);
+            if (r > reuse) memcpy(sl->cache + reuse, j->prompt + reuse, (size_t)(r - reuse) * sizeof(int)), reuse = r;
+        }
+        int keep = reuse < j->n_prompt ? reuse : j->n_prompt - 1;
         sl->job = j;
         sl->n_past = keep;
         sl->prefill = true;
@@ -1187,16 +1207,31 @@ static Job *parse_chat(Server *s, const cJSON *root, ApiErr *e) {
         i++;
     }
     Error err = {{0}};
-    prompt = chat_format(s->tmpl, cm, n + base, true, &err);
-    if (!prompt) {
-        api_err(e, 400, "invalid_value", "messages", "%s", err.msg);
-        goto out;
-    }
-    int *ids = NULL;
-    int nt = tokenizer_encode(s->tok, prompt, strlen(prompt), false, &ids, &err);
-    if (nt < 0) {
-        api_err(e, 500, NULL, NULL, "%s", err.msg);
-        goto out;
+    /* --context-shift: the leading system messages stay, the oldest turns
+     * after them go (a user message and what follows it) until the prompt
+     * leaves room for the reply; the cache of the turns kept is reused by a
+     * context shift (engine_admit) */
+    int ns = 0, nm = n + base, nt = 0, *ids = NULL;
+    while (ns < nm && !strcmp(cm[ns].role, "system")) ns++;
+    const int reserve = g.max_tokens > 0 && g.max_tokens < s->n_ctx / 2 ? g.max_tokens : s->n_ctx / 4;
+    for (;;) {
+        free(prompt), free(ids), ids = NULL;
+        prompt = chat_format(s->tmpl, cm, nm, true, &err);
+        if (!prompt) {
+            api_err(e, 400, "invalid_value", "messages", "%s", err.msg);
+            goto out;
+        }
+        nt = tokenizer_encode(s->tok, prompt, strlen(prompt), false, &ids, &err);
+        if (nt < 0) {
+            api_err(e, 500, NULL, NULL, "%s", err.msg);
+            goto out;
+        }
+        if (!s->context_shift || nt + reserve <= s->n_ctx || nm - ns <= 1) break;
+        int k = ns + 1; /* drop the oldest turn: up to the next user message */
+        while (k < nm - 1 && strcmp(cm[k].role, "user")) k++;
+        if (s->verbose) fprintf(stderr, "grok serve: context shift: dropped %d message(s)\n", k - ns);
+        memmove(cm + ns, cm + k, (size_t)(nm - k) * sizeof *cm);
+        nm -= k - ns;
     }
     job = make_job(s, KIND_CHAT, &g, &st, ids, nt, "messages", e);
 out:
@@ -1761,6 +1796,26 @@ static enum MHD_Result handle_metrics(Server *s, struct MHD_Connection *c) {
            "grok_sample_seconds_total %.6f", s->sample_seconds);
     METRIC("grammar_seconds_total", "counter", "Engine seconds spent on grammars (checks, masks, steps).",
            "grok_grammar_seconds_total %.6f", s->grammar_seconds);
+    if (s->pc) {
+        PCacheStats pst;
+        pcache_stats(s->pc, &pst);
+        METRIC("prompt_cache_lookups_total", "counter", "Prompt cache lookups by result (hit: some blocks restored).",
+               "grok_prompt_cache_lookups_total{result=\"hit\"} %llu\ngrok_prompt_cache_lookups_total{result=\"miss\"} %llu",
+               (unsigned long long)pst.hits, (unsigned long long)pst.misses);
+        METRIC("prompt_cache_evictions_total", "counter", "Prompt cache blocks evicted from RAM for space.",
+               "grok_prompt_cache_evictions_total %llu", (unsigned long long)pst.evictions);
+        METRIC("prompt_cache_tokens_restored_total", "counter", "Prompt tokens restored from the prompt cache.",
+               "grok_prompt_cache_tokens_restored_total %llu", (unsigned long long)pst.tokens_restored);
+        METRIC("prompt_cache_bytes", "gauge", "Bytes the prompt cache holds in RAM (of --cache-ram).",
+               "grok_prompt_cache_bytes %llu", (unsigned long long)pst.bytes);
+        METRIC("prompt_cache_blocks", "gauge", "Blocks of " "32" " positions in the prompt cache's RAM.",
+               "grok_prompt_cache_blocks %llu", (unsigned long long)pst.blocks);
+        METRIC("prompt_cache_disk_total", "counter", "Disk tier: blocks read, written, and failed or rejected files.",
+               "grok_prompt_cache_disk_total{op=\"read\"} %llu\ngrok_prompt_cache_disk_total{op=\"write\"} %llu\n"
+               "grok_prompt_cache_disk_total{op=\"error\"} %llu",
+               (unsigned long long)pst.disk_reads, (unsigned long long)pst.disk_writes,
+               (unsigned long long)pst.disk_errors);
+    }
     METRIC("uptime_seconds", "gauge", "Seconds since the server started.", "grok_uptime_seconds %.3f",
            (double)time(NULL) - (double)s->started);
 #undef METRIC
@@ -2170,10 +2225,16 @@ static const char SERVE_USAGE[] =
     "  --chat-template NAME    grok-2 or plain (default: what the model names)\n"
     "  --alias NAME            model id to report (default: the model's name)\n"
     "  -t, --threads N         threads (default: all cores)\n"
-    "  --kv f16|f32            KV cache type (default f16)\n"
+    "  --kv TYPE               KV cache type, " KV_TYPE_NAMES " (default f16)\n"
+    "  --kv-k TYPE, --kv-v TYPE  keys' / values' type alone\n"
     "  --max-body BYTES        largest request body (default 4194304)\n"
     "  --max-queue N           most requests waiting for a slot (default 1024)\n"
     "  --prefill-chunk N       prompt tokens per step, between decode steps (default 256)\n"
+    "  --cache-ram MiB         prompt cache across requests: keys and values of earlier prompts\n"
+    "                          kept in blocks of 32 positions, LRU, within this budget (default 0: off)\n"
+    "  --cache-dir DIR         and on disk in DIR (survives restarts; needs --cache-ram)\n"
+    "  --context-shift         chat prompts longer than the context drop their oldest turns\n"
+    "                          (system messages stay) instead of being refused\n"
     "  -v, --verbose           log each request\n";
 
 static int parse_int(const char *flag, const char *v, long lo, long hi, long *out) {
@@ -2205,8 +2266,14 @@ static int server_init(Server *s, Error *err) {
     s->eos = tokenizer_eos(s->tok);
     if (!(s->trie = token_trie_new(s->tok, err))) return -1;
     if (!(s->rstore = response_store_new())) return err_set(err, "out of memory");
-    ContextParams cp = {s->n_ctx, s->n_slots, 0, s->n_threads, (uint32_t)s->kv_type};
+    ContextParams cp = {s->n_ctx, s->n_slots, 0, s->n_threads, (uint32_t)s->kv_k, (uint32_t)s->kv_v};
     s->ctx = context_new(s->m, &cp, err);
+    if (s->ctx && s->cache_ram_mib > 0) {
+        s->pc = pcache_new((size_t)s->cache_ram_mib << 20, s->cache_dir,
+                           pcache_model_key(s->m, (uint32_t)s->kv_k, (uint32_t)s->kv_v), context_kv_pos_bytes(s->ctx),
+                           err);
+        if (!s->pc) return -1;
+    }
     if (!s->ctx) return -1;
     s->n_ctx = context_n_ctx(s->ctx);
     copy_id(s->model_id, sizeof s->model_id, s->alias ? s->alias : s->m->name);
@@ -2257,6 +2324,7 @@ static void server_free(Server *s) {
     free(s->b_out);
     free(s->row_slot);
     free(s->logits);
+    pcache_free(s->pc);
     context_free(s->ctx);
     token_trie_free(s->trie);
     response_store_free(s->rstore);
@@ -2271,7 +2339,7 @@ int cmd_serve(int argc, char **argv) {
     s->host = "127.0.0.1";
     s->port = 8080;
     s->n_slots = 4;
-    s->kv_type = GGML_TYPE_F16;
+    s->kv_k = s->kv_v = GGML_TYPE_F16;
     s->max_queue = 1024;
     s->chunk = PREFILL_CHUNK;
     s->max_body = 4u << 20;
@@ -2319,6 +2387,13 @@ int cmd_serve(int argc, char **argv) {
             NEED();
             if (parse_int(f, v, 1024, 1L << 30, &x)) return 2;
             s->max_body = (size_t)x;
+        } else if (FLAG("--cache-ram", NULL)) {
+            NEED();
+            if (parse_int(f, v, 0, 1L << 30, &x)) return 2;
+            s->cache_ram_mib = x;
+        } else if (FLAG("--cache-dir", NULL)) {
+            NEED();
+            s->cache_dir = v;
         } else if (FLAG("--prefill-chunk", NULL)) {
             NEED();
             if (parse_int(f, v, 1, 1 << 16, &x)) return 2;
@@ -2336,14 +2411,17 @@ int cmd_serve(int argc, char **argv) {
         } else if (FLAG("--alias", NULL)) {
             NEED();
             s->alias = v;
-        } else if (FLAG("--kv", NULL)) {
+        } else if (FLAG("--kv", NULL) || FLAG("--kv-k", NULL) || FLAG("--kv-v", NULL)) {
             NEED();
-            if (!strcmp(v, "f16")) s->kv_type = GGML_TYPE_F16;
-            else if (!strcmp(v, "f32")) s->kv_type = GGML_TYPE_F32;
-            else {
-                fprintf(stderr, "grok serve: --kv must be f16 or f32\n");
+            const int t = kv_type_parse(v);
+            if (t < 0) {
+                fprintf(stderr, "grok serve: %s must be one of " KV_TYPE_NAMES "\n", f);
                 return 2;
             }
+            if (!FLAG("--kv-v", NULL)) s->kv_k = t;
+            if (!FLAG("--kv-k", NULL)) s->kv_v = t;
+        } else if (FLAG("--context-shift", NULL)) {
+            s->context_shift = true;
         } else if (FLAG("-v", "--verbose")) {
             s->verbose = true;
         } else {
@@ -2356,6 +2434,10 @@ int cmd_serve(int argc, char **argv) {
     if (!s->model_path) {
         fprintf(stderr, "grok serve: no model given (-m MODEL.gguf); see grok serve --help\n");
         return 1;
+    }
+    if (s->cache_dir && s->cache_ram_mib <= 0) {
+        fprintf(stderr, "grok serve: --cache-dir needs --cache-ram MiB (blocks pass through RAM)\n");
+        return 2;
     }
     int tmpl = -1;
     if (tmpl_name && (tmpl = chat_template_from_name(tmpl_name)) < 0) {

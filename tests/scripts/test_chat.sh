@@ -98,6 +98,18 @@ if [ -f "$nano" ]; then
   c1=$(sed -n 's/^context: \([0-9]*\) of.*/\1/p' <<<"$st" | head -n 1)
   r2=$(sed -n 's/.*new tokens processed, \([0-9]*\) reused.*/\1/p' <<<"$st" | tail -n 1)
   check '[ -n "$c1" ] && [ -n "$r2" ] && [ "$r2" -ge $((c1 - 3)) ]' "grok-nano turn 2 reuses the cache of turn 1: $st"
+  # context shift: when the oldest exchange is dropped, the turns kept after
+  # the system prompt are moved down in the cache, not recomputed; with every
+  # KV type the chat goes on with a reply
+  qs=$'What does happy mean?\nWhat does sad mean?\nWhat does big mean?\nWhat does small mean?\n/stats'
+  for kv in f16 q8_0 q4_0; do
+    o=$("$GROK" chat -m "$nano" -t 1 --temp 0 -n 40 --ctx 160 --kv "$kv" --system "Be brief." <<<"$qs" 2>"$dir/err8")
+    moved=$(sed -n 's/.*(\([0-9]*\) moved by a context shift).*/\1/p' "$dir/err8" | tail -n 1)
+    check 'grep -q "dropped the 2 oldest" "$dir/err8" && [ -n "$moved" ] && [ "$moved" -ge 40 ]' \
+      "--kv $kv: the turn after the drop moves the kept turns by a context shift: $(cat "$dir/err8")"
+    check '[ "$(wc -l <<<"$o")" -eq 4 ] && grep -q "[[:alpha:]]" <<<"$(sed -n 4p <<<"$o")"' \
+      "--kv $kv: a reply after the context shift: '$o'"
+  done
 else
   echo "note: $nano not found; the grok-nano question is skipped"
 fi

@@ -29,6 +29,11 @@
 
 #define GROK_VERSION "0.1.0"
 #define MAX_STOPS 8
+/* run -f: a prompt file of more than this many bytes per context token
+ * (--ctx, else 131072, the largest Grok context) cannot fit and is refused
+ * before it is read */
+#define RUN_FILE_BYTES_PER_TOKEN 32
+#define TOKENIZE_MAX_FILE ((size_t)1 << 30)
 
 static int fail(const char *cmd, const char *msg) {
     fprintf(stderr, "grok %s: %s\n", cmd, msg);
@@ -211,39 +216,6 @@ static const char RUN_USAGE[] =
     "  --json-schema FILE      constrain the output to JSON valid under a JSON schema\n"
     "  --no-stats              do not print timings\n";
 
-static int read_file(const char *path, char **out, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return -1;
-    size_t cap = 4096, n = 0;
-    char *b = malloc(cap + 1);
-    if (!b) {
-        fclose(f);
-        return -1;
-    }
-    size_t r;
-    while ((r = fread(b + n, 1, cap - n, f)) > 0) {
-        n += r;
-        if (n == cap) {
-            char *t = realloc(b, (cap *= 2) + 1);
-            if (!t) {
-                free(b);
-                fclose(f);
-                return -1;
-            }
-            b = t;
-        }
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(b);
-        return -1;
-    }
-    b[n] = 0;
-    *out = b;
-    *len = n;
-    return 0;
-}
 
 static int cmd_run(int argc, char **argv) {
     Args a = {"run", argc, 0, argv, 0};
@@ -293,10 +265,13 @@ static int cmd_run(int argc, char **argv) {
     char *file_text = NULL;
     size_t prompt_len = 0;
     if (prompt_file) {
-        if (read_file(prompt_file, &file_text, &prompt_len)) {
-            fprintf(stderr, "grok run: cannot read %s: %s\n", prompt_file, strerror(errno));
-            return 1;
-        }
+        /* a prompt must fit in the context: more than RUN_FILE_BYTES_PER_TOKEN
+         * bytes per token of the largest context cannot */
+        const size_t max = (size_t)RUN_FILE_BYTES_PER_TOKEN * (size_t)(o.n_ctx > 0 ? o.n_ctx : 1 << 17);
+        Error ferr = {{0}};
+        if (!(file_text = read_file_capped(prompt_file, max < ((size_t)1 << 20) ? (size_t)1 << 20 : max,
+                                           "prompt file", &prompt_len, &ferr)))
+            return fail("run", ferr.msg);
         prompt = file_text;
     } else if (prompt) {
         prompt_len = strlen(prompt);
@@ -685,10 +660,8 @@ static int cmd_tokenize(int argc, char **argv) {
     char *buf = NULL;
     size_t len = 0;
     if (file) {
-        if (read_file(file, &buf, &len)) {
-            fprintf(stderr, "grok tokenize: cannot read %s: %s\n", file, strerror(errno));
-            return 1;
-        }
+        Error ferr = {{0}};
+        if (!(buf = read_file_capped(file, TOKENIZE_MAX_FILE, "text file", &len, &ferr))) return fail("tokenize", ferr.msg);
         text = buf;
     } else if (!text) {
         return fail("tokenize", "no text given");

@@ -33,4 +33,26 @@ int err_prefix(Error *err, const char *fmt, ...)
 /* Monotonic wall-clock time in seconds. */
 double time_now(void);
 
+/* ---- files ------------------------------------------------------------- *
+ * Every file grok.c reads is opened with open_regular(): a FIFO, device or
+ * directory is refused before anything blocks on it or reads it forever. */
+
+/* Opens path read-only (O_NONBLOCK, so a FIFO cannot block the open) and
+ * refuses anything but a regular file. Returns the fd or -1 (err set;
+ * errno kept for the caller). */
+int open_regular(const char *path, Error *err);
+
+/* Reads a whole regular file of at most max bytes (what = what it is, for
+ * the message: "prompt file", "conversation"...). Returns a malloc'd,
+ * NUL-terminated buffer (*len bytes) or NULL with err set. */
+char *read_file_capped(const char *path, size_t max, const char *what, size_t *len, Error *err);
+
+/* Output files are written under a temporary name and renamed over the
+ * output only when complete. out_tmp_create() refuses an output that exists
+ * and is not a regular file (a device, FIFO, directory or symlink), creates
+ * the temporary exclusively beside it ("OUT.tmp.XXXXXX", mkstemp: O_EXCL,
+ * never through a symlink) with the usual 0666 & ~umask mode, and returns
+ * its fd (*tmp_out: its malloc'd name), or -1 with err set. */
+int out_tmp_create(const char *path, char **tmp_out, Error *err);
+
 #endif

@@ -68,11 +68,12 @@ typedef struct {
 
 static int map_file(const char *path, Mapped *m, Error *err) {
     memset(m, 0, sizeof *m);
-    int fd = open(path, O_RDONLY);
+    int fd = open_regular(path, err); /* FIFOs and devices refused */
     struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0) {
+    if (fd < 0) return -1;
+    if (fstat(fd, &st) != 0) {
         int e = errno;
-        if (fd >= 0) close(fd);
+        close(fd);
         return err_set(err, "%s: %s", path, strerror(e));
     }
     m->size = (uint64_t)st.st_size;
@@ -992,25 +993,7 @@ static double cfg_num(cJSON *c, const char *k1, const char *k2, double def) {
 }
 
 static char *read_text(const char *path, size_t *len, Error *err) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        err_set(err, "%s: %s", path, strerror(errno));
-        return NULL;
-    }
-    char *buf = NULL;
-    long n = -1;
-    if (fseek(fp, 0, SEEK_END) == 0) n = ftell(fp);
-    if (n >= 0 && fseek(fp, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n + 1)) &&
-        fread(buf, 1, (size_t)n, fp) == (size_t)n) {
-        buf[n] = 0;
-        *len = (size_t)n;
-        fclose(fp);
-        return buf;
-    }
-    fclose(fp);
-    free(buf);
-    err_set(err, "%s: cannot read", path);
-    return NULL;
+    return read_file_capped(path, (size_t)1 << 30, "file", len, err);
 }
 
 /* Grok-2's tokenizer.tok.json: {"regular_tokens": [{"bytes": [...], "token": id}, ...],

@@ -34,6 +34,9 @@
 #include "quant.h"
 #include "tokenizer.h"
 
+/* Largest text file read (wikitext-103 train is ~540 MB). */
+#define PPL_MAX_FILE ((size_t)1 << 30)
+
 static const char PPL_USAGE[] =
     "usage: grok perplexity -m MODEL.gguf -f FILE [--ctx N] [--batch N] [-t N] [--kv TYPE] [--second-half]\n"
     "Perplexity of the model on a text file: the file's tokens (no BOS) are cut into\n"
@@ -65,35 +68,6 @@ static int parse_int(const char *flag, const char *v, long lo, long hi, int *out
     return 0;
 }
 
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 1 << 16, n = 0, r;
-    char *b = malloc(cap + 1);
-    while (b && (r = fread(b + n, 1, cap - n, f)) > 0) {
-        n += r;
-        if (n == cap) {
-            char *t = realloc(b, (cap *= 2) + 1);
-            if (!t) {
-                free(b);
-                b = NULL;
-                errno = ENOMEM;
-                break;
-            }
-            b = t;
-        }
-    }
-    if (b && ferror(f)) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    if (b) {
-        b[n] = 0;
-        *len = n;
-    }
-    return b;
-}
 
 /* -log softmax(row)[target], in double. */
 static double nll(const float *row, int n, int target) {
@@ -146,9 +120,10 @@ int cmd_perplexity(int argc, char **argv) {
     }
     if (!model_path || !file) return fail("needs -m MODEL.gguf and -f FILE (see grok perplexity --help)");
     size_t text_len = 0;
-    char *text = read_file(file, &text_len);
+    Error rerr = {{0}};
+    char *text = read_file_capped(file, PPL_MAX_FILE, "text file", &text_len, &rerr);
     if (!text) {
-        fprintf(stderr, "grok perplexity: cannot read %s: %s\n", file, strerror(errno));
+        fprintf(stderr, "grok perplexity: %s\n", rerr.msg);
         return 1;
     }
     if (text_len == 0) {

@@ -64,6 +64,9 @@
 #include "sampler.h"
 #include "tokenizer.h"
 
+/* Largest conversation file /load reads. */
+#define CHAT_MAX_FILE ((size_t)16 << 20)
+
 /* The only mutable static state of grok chat: set by the SIGINT handler
  * (Ctrl-C), polled and cleared by the REPL. A handler may portably do no
  * more than write a volatile sig_atomic_t. */
@@ -650,30 +653,14 @@ static int save_chat(const Chat *ch, const char *path, Error *err) {
 }
 
 static char *read_all(const char *path, Error *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        err_set(err, "cannot open %s: %s", path, strerror(errno));
+    size_t len = 0;
+    char *b = read_file_capped(path, CHAT_MAX_FILE, "conversation", &len, err);
+    if (b && len == 0) {
+        err_set(err, "%s is empty", path);
+        free(b);
         return NULL;
     }
-    Str b = {0};
-    char buf[4096];
-    size_t r;
-    while ((r = fread(buf, 1, sizeof buf, f)) > 0)
-        if (str_add(&b, buf, r)) {
-            fclose(f);
-            free(b.s);
-            err_set(err, "out of memory");
-            return NULL;
-        }
-    bool bad = ferror(f);
-    fclose(f);
-    if (bad || !b.s) {
-        if (bad) err_set(err, "cannot read %s", path);
-        else err_set(err, "%s is empty", path);
-        free(b.s);
-        return NULL;
-    }
-    return b.s;
+    return b;
 }
 
 /* Replaces the conversation with the one in a /save file: {"messages":

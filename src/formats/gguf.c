@@ -8,7 +8,8 @@
  *
  * Writer: metadata and tensor infos are collected in memory; gguf_write
  * streams header, infos, padding and then each tensor's (padded) data into
- * "path.tmp" and renames it over `path` only when everything succeeded. */
+ * "path.tmp.XXXXXX" (created exclusively: common.h out_tmp_create) and
+ * renames it over `path` only when everything succeeded. */
 #include "gguf.h"
 
 #include <errno.h>
@@ -611,8 +612,8 @@ void gguf_close(GGUFFile *f) {
 
 static int map_file(const char *path, MappedFile *mf, Error *err) {
     memset(mf, 0, sizeof *mf);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return err_set(err, "%s: cannot open: %s", path, strerror(errno));
+    int fd = open_regular(path, err); /* a FIFO or device: refused, never blocked on */
+    if (fd < 0) return -1;
     struct stat st;
     if (fstat(fd, &st) != 0) {
         int e = errno;
@@ -1277,18 +1278,18 @@ int gguf_write(GGUFWriter *w, const char *path, Error *err) {
             return err_set(err, "%s: general.alignment %" PRIu64 " is not a power of two", path, align);
     }
 
-    size_t pl = strlen(path);
-    char *tmp = malloc(pl + 5);
-    if (!tmp) return err_set(err, "%s: out of memory", path);
-    memcpy(tmp, path, pl);
-    memcpy(tmp + pl, ".tmp", 5);
+    char *tmp = NULL;
+    int fd = out_tmp_create(path, &tmp, err);
+    if (fd < 0) return -1;
 
     Out o = {NULL, false, 0, 0};
     void *buf = NULL;
     size_t buf_cap = 0;
-    o.fp = fopen(tmp, "wb");
+    o.fp = fdopen(fd, "wb");
     if (!o.fp) {
-        err_set(err, "%s: cannot create: %s", tmp, strerror(errno));
+        err_set(err, "%s: cannot write: %s", tmp, strerror(errno));
+        close(fd);
+        unlink(tmp);
         free(tmp);
         return -1;
     }

@@ -131,9 +131,13 @@ STFile *st_open(const char *path, Error *err) {
         err_set(err, "out of memory");
         return NULL;
     }
-    int fd = open(path, O_RDONLY);
+    int fd = open_regular(path, err); /* FIFOs and devices refused */
     struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0) {
+    if (fd < 0) {
+        st_close(f);
+        return NULL;
+    }
+    if (fstat(fd, &st) != 0) {
         err_set(err, "%s: %s", path, strerror(errno));
         if (fd >= 0) close(fd);
         st_close(f);

@@ -31,6 +31,8 @@
  * control tokens before it do not count). */
 #include "tokenizer.h"
 
+#include <unistd.h>
+
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -647,9 +649,12 @@ fail:
 }
 
 Tokenizer *tokenizer_from_spm_file(const char *path, Error *err) {
-    FILE *fp = fopen(path, "rb");
+    int fd = open_regular(path, err); /* FIFOs and devices refused */
+    if (fd < 0) return NULL;
+    FILE *fp = fdopen(fd, "rb");
     if (!fp) {
         err_set(err, "%s: %s", path, strerror(errno));
+        close(fd);
         return NULL;
     }
     unsigned char *buf = NULL;

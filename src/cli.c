@@ -2,6 +2,7 @@
  * Each command parses its own flags, prints errors as "grok CMD: message"
  * and returns a non-zero exit status on failure. */
 #include <errno.h>
+#include <stdbool.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -98,14 +99,38 @@ static int unknown_flag(Args *a) {
     return 0;
 }
 
-/* Parses "1,2,3" (commas and/or spaces). Returns the count or -1. */
+static bool id_space(char c) { return c == ' ' || c == '\n' || c == '\t'; }
+
+/* Parses "1,2,3" or "1 2 3": ids separated by spaces and at most one comma
+ * (an empty item, as in "1,,2" or "1,", is an error). Returns the count or
+ * -1. */
 static int parse_ids(const char *s, int **out) {
     int cap = 16, n = 0;
     int *ids = malloc((size_t)cap * sizeof(int));
     if (!ids) return -1;
+    while (id_space(*s)) s++;
     while (*s) {
-        while (*s == ',' || *s == ' ' || *s == '\n' || *s == '\t') s++;
-        if (!*s) break;
+        if (n > 0) { /* a separator: spaces, at most one comma, spaces */
+            const char *p = s;
+            while (id_space(*s)) s++;
+            if (*s == ',') s++;
+            while (id_space(*s)) s++;
+            if (s == p) {
+                free(ids);
+                return -1;
+            }
+            if (!*s) {
+                if (s[-1] == ',' || memchr(p, ',', (size_t)(s - p))) { /* a trailing comma */
+                    free(ids);
+                    return -1;
+                }
+                break;
+            }
+        }
+        if (!(*s >= '0' && *s <= '9')) {
+            free(ids);
+            return -1;
+        }
         char *end;
         errno = 0;
         long v = strtol(s, &end, 10);
@@ -228,8 +253,12 @@ static int cmd_run(int argc, char **argv) {
             fputs(RUN_USAGE, stdout);
             return 0;
         } else if (is_flag(&a, "-m", "--model")) o.model_path = arg_value(&a);
-        else if (is_flag(&a, "-p", "--prompt")) prompt = arg_value(&a);
-        else if (is_flag(&a, "-f", "--file")) prompt_file = arg_value(&a);
+        else if (is_flag(&a, "-p", "--prompt") || is_flag(&a, "-f", "--file")) {
+            if (prompt || prompt_file) /* a second prompt would silently win */
+                return fail("run", "the prompt is given twice (-p and -f take one prompt, once)");
+            if (is_flag(&a, "-p", "--prompt")) prompt = arg_value(&a);
+            else prompt_file = arg_value(&a);
+        }
         else if (is_flag(&a, "-n", "--n-predict")) n_predict = (int)arg_int(&a, 0, INT_MAX);
         else if (is_flag(&a, "--temp", "--temperature")) sp.temperature = (float)arg_float(&a, 0, 100);
         else if (is_flag(&a, "--top-k", NULL)) sp.top_k = (int)arg_int(&a, 0, INT_MAX);

@@ -600,8 +600,14 @@ int forward(Context *c, const Batch *b, float *logits, Error *err) {
             memset(zero_seq, 0, sizeof zero_seq);
             seq = zero_seq;
         }
-        int n = forward_chunk(c, b->token + done, b->pos + done, seq, b->output ? b->output + done : NULL, nt,
-                              logits ? logits + out_row * (size_t)cfg->n_vocab : NULL);
+        float *lg = logits ? logits + out_row * (size_t)cfg->n_vocab : NULL;
+        int n = forward_chunk(c, b->token + done, b->pos + done, seq, b->output ? b->output + done : NULL, nt, lg);
+        /* a NaN or infinite logit (weights or activations out of range) is
+         * an error, never sampled into text */
+        for (size_t i = 0; lg && i < (size_t)n * (size_t)cfg->n_vocab; i++)
+            if (!isfinite(lg[i]))
+                return err_set(err, "the model computed a non-finite logit (%g for token %zu); its weights or "
+                               "hyper-parameters are out of range", (double)lg[i], i % (size_t)cfg->n_vocab);
         out_row += (size_t)n;
         done += nt;
     }

@@ -2,6 +2,8 @@
  * architecture (../shared/docs/gguf-and-llamacpp.md §2.1-2.2). */
 #include "model.h"
 
+#include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,19 +83,50 @@ static int read_config(const GGUFFile *f, ModelConfig *c, Error *err) {
         opt_f32(f, "grok.router_logit_softcapping", &c->router_softcap, GROK2_ROUTER_SOFTCAP, err) ||
         opt_u32(f, "grok.attention.temperature_length", &c->attn_temp_len, 0, err))
         return -1;
-    if (!(c->eps >= 0.0f) || !(c->rope_base > 0.0f))
-        return err_set(err, "bad epsilon %g or rope base %g", (double)c->eps, (double)c->rope_base);
-    if (c->attn_softcap < 0 || c->final_softcap < 0 || c->router_softcap < 0)
-        return err_set(err, "soft-caps must not be negative");
+    /* a NaN or infinite multiplier makes every logit NaN: refuse the file */
+    const struct {
+        const char *key;
+        float v;
+        float lo;        /* smallest value allowed */
+        bool lo_open;    /* lo itself excluded */
+    } fk[] = {
+        {"grok.attention.layer_norm_rms_epsilon", c->eps, 0.0f, false},
+        {"grok.rope.freq_base", c->rope_base, 0.0f, true},
+        {"grok.embedding_scale", c->embedding_scale, -INFINITY, false},
+        {"grok.logit_scale", c->logit_scale, -INFINITY, false},
+        {"grok.attention.output_scale", c->attn_scale, -INFINITY, false},
+        {"grok.attn_logit_softcapping", c->attn_softcap, 0.0f, false},
+        {"grok.final_logit_softcapping", c->final_softcap, 0.0f, false},
+        {"grok.router_logit_softcapping", c->router_softcap, 0.0f, false},
+    };
+    for (size_t i = 0; i < sizeof fk / sizeof fk[0]; i++) {
+        if (!isfinite(fk[i].v))
+            return err_set(err, "key %s = %g is not a finite number", fk[i].key, (double)fk[i].v);
+        if (fk[i].v < fk[i].lo || (fk[i].lo_open && fk[i].v == fk[i].lo))
+            return err_set(err, "key %s = %g is out of range (it must be %s %g)", fk[i].key, (double)fk[i].v,
+                           fk[i].lo_open ? ">" : ">=", (double)fk[i].lo);
+    }
+    /* log2(pos) / log2(len): len 1 divides by zero */
+    if (c->attn_temp_len == 1)
+        return err_set(err, "key grok.attention.temperature_length = 1 is out of range (0 = off, or at least 2)");
     return 0;
 }
 
+/* Marks tensor g as used by the model (used: one flag per tensor of f, may
+ * be NULL), so that load can refuse tensors nothing reads. */
+static void mark_used(const GGUFFile *f, bool *used, const GGUFTensor *g) {
+    if (!used || !g) return;
+    const GGUFTensor *first = gguf_tensor(f, 0);
+    if (first && g >= first && (uint64_t)(g - first) < gguf_n_tensors(f)) used[g - first] = true;
+}
+
 /* Looks up a tensor and checks its shape (ggml ne order) and type. */
-static int bind(const GGUFFile *f, Tensor *t, const char *name, int64_t ne0, int64_t ne1, int64_t ne2, bool required,
-                Error *err) {
+static int bind_u(const GGUFFile *f, bool *used, Tensor *t, const char *name, int64_t ne0, int64_t ne1, int64_t ne2,
+                  bool required, Error *err) {
     memset(t, 0, sizeof *t);
     const GGUFTensor *g = gguf_find_tensor(f, name);
     if (!g) return required ? err_set(err, "missing tensor %s", name) : 0;
+    mark_used(f, used, g);
     int64_t want[GGUF_MAX_DIMS] = {ne0, ne1, ne2, 1};
     for (int d = 0; d < GGUF_MAX_DIMS; d++)
         if (g->ne[d] != want[d])
@@ -113,9 +146,10 @@ static int bind(const GGUFFile *f, Tensor *t, const char *name, int64_t ne0, int
 }
 
 /* Small tensors (norms, router) are converted to f32 copies. */
-static int bind_f32(const GGUFFile *f, float **out, const char *name, int64_t ne0, int64_t ne1, Error *err) {
+static int bind_f32_u(const GGUFFile *f, bool *used, float **out, const char *name, int64_t ne0, int64_t ne1,
+                      Error *err) {
     Tensor t;
-    if (bind(f, &t, name, ne0, ne1, 1, true, err)) return -1;
+    if (bind_u(f, used, &t, name, ne0, ne1, 1, true, err)) return -1;
     *out = malloc((size_t)(ne0 * ne1) * sizeof(float));
     if (!*out) return err_set(err, "out of memory");
     for (int64_t r = 0; r < t.rows; r++)
@@ -123,7 +157,9 @@ static int bind_f32(const GGUFFile *f, float **out, const char *name, int64_t ne
     return 0;
 }
 
-static int bind_layer(const GGUFFile *f, const ModelConfig *c, int il, Layer *L, Error *err) {
+static int bind_layer(const GGUFFile *f, bool *used, const ModelConfig *c, int il, Layer *L, Error *err) {
+#define bind(f, ...) bind_u(f, used, __VA_ARGS__)
+#define bind_f32(f, ...) bind_f32_u(f, used, __VA_ARGS__)
     char n[96];
     const int64_t E = c->n_embd, q = (int64_t)c->n_head * c->head_dim, kv = (int64_t)c->n_head_kv * c->head_dim;
 #define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s.weight", il, s), n)
@@ -154,6 +190,8 @@ static int bind_layer(const GGUFFile *f, const ModelConfig *c, int il, Layer *L,
             return -1;
     }
 #undef NAME
+#undef bind
+#undef bind_f32
     return 0;
 }
 
@@ -164,7 +202,22 @@ Model *model_from_gguf(GGUFFile *f, Error *err) {
         return NULL;
     }
     ModelConfig *c = &m->cfg;
+    bool *used = NULL;
     if (read_config(f, c, err)) goto fail;
+    /* every layer has at least 9 tensors: a block_count the tensors cannot
+     * back is refused before anything is allocated for it */
+    if ((uint64_t)c->n_layer * 9 > gguf_n_tensors(f)) {
+        err_set(err, "key grok.block_count = %d, but the file has only %llu tensors (at least 9 per layer)", c->n_layer,
+                (unsigned long long)gguf_n_tensors(f));
+        goto fail;
+    }
+    used = calloc(gguf_n_tensors(f) + 1, sizeof *used);
+    if (!used) {
+        err_set(err, "out of memory");
+        goto fail;
+    }
+#define bind(f, ...) bind_u(f, used, __VA_ARGS__)
+#define bind_f32(f, ...) bind_f32_u(f, used, __VA_ARGS__)
 
     const GGUFTensor *emb = gguf_find_tensor(f, "token_embd.weight");
     if (!emb) {
@@ -183,6 +236,10 @@ Model *model_from_gguf(GGUFFile *f, Error *err) {
      * temperature). Grok-1 files run exactly as the Grok-1 reference:
      * no router cap (model.py Router has none), no temperature. */
     const GGUFTensor *dense = gguf_find_tensor(f, "blk.0.ffn_up.weight");
+    if (dense && (dense->ne[1] <= 0 || dense->ne[1] > INT32_MAX)) {
+        err_set(err, "tensor blk.0.ffn_up.weight has a bad shape (dimension 1 is %lld)", (long long)dense->ne[1]);
+        goto fail;
+    }
     c->n_ff_dense = dense ? (int)dense->ne[1] : 0;
     if (!dense) {
         c->router_softcap = 0.0f;
@@ -200,7 +257,25 @@ Model *model_from_gguf(GGUFFile *f, Error *err) {
         goto fail;
     }
     for (int il = 0; il < c->n_layer; il++)
-        if (bind_layer(f, c, il, &m->layers[il], err)) goto fail;
+        if (bind_layer(f, used, c, il, &m->layers[il], err)) goto fail;
+#undef bind
+#undef bind_f32
+    /* a layer's tensor nothing reads means the file disagrees with itself
+     * (block_count too small, a half-present Grok-2 shared MLP...) */
+    for (uint64_t i = 0; i < gguf_n_tensors(f); i++) {
+        const GGUFTensor *g = gguf_tensor(f, i);
+        if (used[i] || strncmp(g->name, "blk.", 4) != 0) continue;
+        int il = atoi(g->name + 4);
+        if (il >= c->n_layer)
+            err_set(err, "tensor %s is not used: the file says grok.block_count = %d", g->name, c->n_layer);
+        else if (strstr(g->name, "ffn_up.") || strstr(g->name, "ffn_gate.") || strstr(g->name, "ffn_down."))
+            err_set(err, "tensor %s is not used: a Grok-2 shared MLP needs blk.0.ffn_up.weight, which is missing",
+                    g->name);
+        else err_set(err, "tensor %s is not used by the grok architecture", g->name);
+        goto fail;
+    }
+    free(used);
+    used = NULL;
 
     GGUFString name;
     if (gguf_get_str(f, "general.name", &name, NULL) == 1)
@@ -208,6 +283,7 @@ Model *model_from_gguf(GGUFFile *f, Error *err) {
     m->file = f;
     return m;
 fail:
+    free(used);
     m->file = NULL; /* the caller keeps ownership on failure */
     model_free(m);
     return NULL;

@@ -196,6 +196,140 @@ expect_error("new: unwritable", ["new", "/proc/nope/n.gguf", "--embd", "64", "--
                                  "--heads", "4", "--kv-heads", "2", "--vocab", "300"])
 expect_error("tokenize: not a tokenizer", ["tokenize", "-m", write("junk.model", b"\x0a\xff\xff\xff\xff\x0f"), "hi"])
 
+# 6. non-finite or out-of-range hyper-parameters are refused at load, naming the key
+#    (issue 16, finding 6); block_count against the tensors (7, 10)
+def key_value_at(key):
+    return kv_pos[key][1]  # the value follows the type field
+
+
+NAN, INF = float("nan"), float("inf")
+for key in ["grok.rope.freq_base", "grok.attention.layer_norm_rms_epsilon", "grok.embedding_scale",
+            "grok.logit_scale", "grok.attention.output_scale", "grok.attn_logit_softcapping"]:
+    for tag, v in (("nan", NAN), ("inf", INF), ("-inf", -INF)):
+        expect_bad_file(f"key-{key}-{tag}", patched(key_value_at(key), "f", v), key)
+expect_bad_file("key-rms-epsilon-negative", patched(key_value_at("grok.attention.layer_norm_rms_epsilon"), "f", -1.0),
+                "layer_norm_rms_epsilon")
+expect_bad_file("key-rope-base-zero", patched(key_value_at("grok.rope.freq_base"), "f", 0.0), "freq_base")
+expect_bad_file("block_count-huge", patched(key_value_at("grok.block_count"), "I", 2**31 - 1), "block_count")
+# the good model has one layer: a second layer's tensors would be unused; use a 2-layer file with block_count = 1
+two = os.path.join(TMP, "two.gguf")
+rc, err = run(["new", two, "--embd", "64", "--layers", "2", "--heads", "4", "--kv-heads", "2", "--ff", "64",
+               "--experts", "4", "--experts-used", "2", "--vocab", "300", "--ctx", "64"])
+if rc != 0:
+    failures.append(f"grok new (2 layers): {err}")
+else:
+    b2 = open(two, "rb").read()
+    at = b2.index(b"grok.block_count") + len(b"grok.block_count") + 4
+    assert struct.unpack_from("<I", b2, at)[0] == 2
+    bb = bytearray(b2)
+    struct.pack_into("<I", bb, at, 1)
+    expect_bad_file("block_count-too-small", bytes(bb), "blk.1.")
+# Grok-2: temperature_length = 1, non-finite soft-caps, a half-present shared MLP
+g2 = os.path.join(TMP, "g2.gguf")
+rc, err = run(["new", g2, "--embd", "64", "--layers", "1", "--heads", "4", "--kv-heads", "2", "--ff", "64",
+               "--experts", "4", "--experts-used", "2", "--vocab", "300", "--ctx", "64", "--grok2"])
+if rc != 0:
+    failures.append(f"grok new --grok2: {err}")
+else:
+    b2 = open(g2, "rb").read()
+
+    def g2_patch(key, fmt, v):
+        at = b2.index(key.encode()) + len(key) + 4
+        bb = bytearray(b2)
+        struct.pack_into("<" + fmt, bb, at, v)
+        return bytes(bb)
+
+    expect_bad_file("g2-temperature_length-1", g2_patch("grok.attention.temperature_length", "I", 1), "temperature_length")
+    for key in ["grok.router_logit_softcapping", "grok.final_logit_softcapping"]:
+        expect_bad_file(f"g2-{key}-inf", g2_patch(key, "f", INF), key)
+        expect_bad_file(f"g2-{key}-nan", g2_patch(key, "f", NAN), key)
+    nm = b"blk.0.ffn_up.weight"
+    at = b2.index(nm)
+    expect_bad_file("g2-missing-ffn_up", b2[:at] + b"blk.0.ffn_uX.weight" + b2[at + len(nm):], "blk.0.ffn_")
+    nm = b"blk.0.ffn_gate.weight"
+    at = b2.index(nm)
+    expect_bad_file("g2-missing-ffn_gate", b2[:at] + b"blk.0.ffn_gatX.weight" + b2[at + len(nm):], "blk.0.ffn_gate.weight")
+    # ffn_up's second dimension 0
+    at = b2.index(b"blk.0.ffn_up.weight") + len(b"blk.0.ffn_up.weight") + 4 + 8
+    bb = bytearray(b2)
+    struct.pack_into("<q", bb, at, 0)
+    expect_bad_file("g2-ffn_up-zero-dim", bytes(bb), "ffn_")
+
+# a NaN weight: every logit NaN -> an error at run time, never text
+norm = tensor_pos["output_norm.weight"]
+data_start = (header_end + 31) // 32 * 32
+norm_off = struct.unpack_from("<Q", blob, norm["offset"])[0]
+bb = bytearray(blob)
+for i in range(64):
+    struct.pack_into("<f", bb, data_start + norm_off + 4 * i, NAN)
+path = write("nan-weights.gguf", bytes(bb))
+expect_error("NaN weights: eval", ["eval", "-m", path, "--tokens", "1,2", "--logits", os.path.join(TMP, "x.f32")],
+             "non-finite")
+expect_error("NaN weights: run", ["run", "-m", path, "-p", "hi", "-n", "2"], "non-finite")
+
+# 7. files that are not regular: refused before reading, never a hang (8, 2)
+fifo = os.path.join(TMP, "fifo.gguf")
+if os.path.exists(fifo):
+    os.unlink(fifo)
+os.mkfifo(fifo)
+expect_error("FIFO model: info", ["info", fifo], "FIFO")
+expect_error("FIFO model: run", ["run", "-m", fifo, "-p", "hi"], "FIFO")
+expect_error("FIFO prompt file", ["run", "-m", good, "-f", fifo, "-n", "2"], "FIFO")
+expect_error("run -f /dev/zero", ["run", "-m", good, "-f", "/dev/zero", "-n", "2"], "regular")
+expect_error("tokenize -f /dev/zero", ["tokenize", "-m", good, "-f", "/dev/zero"], "regular")
+big = os.path.join(TMP, "big.txt")
+with open(big, "wb") as f:
+    f.truncate(64 << 20)  # sparse: 64 MiB of zeros, over 32 bytes x 64 tokens of context
+expect_error("run -f over the size limit", ["run", "-m", good, "-f", big, "--ctx", "64", "-n", "2"], "limit")
+os.unlink(big)
+
+# 8. outputs: a symlink at a temporary name is never followed, a non-regular output is refused (3)
+victim = os.path.join(TMP, "victim")
+with open(victim, "w") as f:
+    f.write("precious\n")
+out = os.path.join(TMP, "q.gguf")
+for stale in (out, out + ".tmp"):
+    if os.path.lexists(stale):
+        os.unlink(stale)
+os.symlink(victim, out + ".tmp")
+checks += 1
+rc, err = run(["quantize", good, out, "Q8_0"])
+if rc != 0:
+    failures.append(f"quantize beside a symlink OUT.tmp failed: {err[-300:]}")
+if open(victim).read() != "precious\n":
+    failures.append("quantize wrote through the symlink OUT.tmp into its target")
+if not os.path.islink(out + ".tmp"):
+    failures.append("quantize replaced the symlink OUT.tmp")
+if rc == 0 and open(out, "rb").read(4) != b"GGUF":
+    failures.append("quantize: the output is not a GGUF file")
+leftovers = [n for n in os.listdir(TMP) if n.startswith("q.gguf.tmp.")]
+if leftovers:
+    failures.append(f"quantize left temporaries: {leftovers}")
+os.unlink(out + ".tmp")
+link = os.path.join(TMP, "link.gguf")
+if os.path.lexists(link):
+    os.unlink(link)
+os.symlink(victim, link)
+expect_error("quantize: output is a symlink", ["quantize", good, link, "Q8_0"], "symbolic link")
+if open(victim).read() != "precious\n":
+    failures.append("quantize wrote through an output symlink")
+expect_error("quantize: output is a FIFO", ["quantize", good, fifo, "Q8_0"], "FIFO")
+expect_error("new: output is a FIFO", ["new", fifo, "--embd", "64", "--layers", "1", "--heads", "4", "--kv-heads", "2",
+                                       "--ff", "64", "--experts", "4", "--experts-used", "2", "--vocab", "300"], "FIFO")
+if not os.path.exists("/dev/null") or not os.path.exists(fifo):
+    failures.append("a device or FIFO output was replaced")
+expect_error("quantize: output is a device", ["quantize", good, "/dev/null", "Q8_0"], "device")
+if not os.path.exists("/dev/null") or os.path.isfile("/dev/null"):
+    failures.append("/dev/null was replaced by a regular file")
+os.unlink(fifo)
+
+# 9. small argument checks (10)
+expect_error("detokenize 1,,2", ["detokenize", "-m", good, "1,,2"], "token id list")
+expect_error("detokenize trailing comma", ["detokenize", "-m", good, "1,2,"], "token id list")
+expect_error("eval --tokens 1,,2", ["eval", "-m", good, "--tokens", "1,,2", "--logits", os.path.join(TMP, "x.f32")])
+expect_error("run: -p twice", ["run", "-m", good, "-p", "one", "-p", "two", "-n", "1"], "-p")
+expect_error("run: -p and -f", ["run", "-m", good, "-p", "one", "-f", victim, "-n", "1"], "-f")
+
 for f in failures:
     print("FAIL:", f)
 print(f"{checks - len(failures)} passed, {len(failures)} failed")

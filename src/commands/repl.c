@@ -291,6 +291,24 @@ static int set_system(Chat *ch, const char *text) {
     return 0;
 }
 
+/* 0 if a system prompt (with the template and the assistant cue) leaves
+ * room in the context for a message; else -1 with a message. */
+static int system_fits(const Chat *ch, const char *text, Error *err) {
+    if (!text || all_space(text)) return 0;
+    ChatMessage sm = {"system", text};
+    char *t = chat_format(ch->tmpl, &sm, 1, true, err);
+    if (!t) return -1;
+    int *ids = NULL;
+    int n = tokenizer_encode(ch->tok, t, strlen(t), false, &ids, err);
+    free(t);
+    free(ids);
+    if (n < 0) return -1;
+    if (n >= ch->n_ctx)
+        return err_set(err, "the system prompt takes %d tokens but the context holds %d (shorten it or raise --ctx)", n,
+                       ch->n_ctx);
+    return 0;
+}
+
 /* The conversation, formatted with the assistant cue and tokenized. */
 static int conversation_tokens(const Chat *ch, int **ids, Error *err) {
     ChatMessage *msgs = malloc((size_t)(ch->n_turns + 1) * sizeof *msgs);
@@ -692,6 +710,12 @@ static int load_chat(Chat *ch, const char *path, Error *err) {
         }
         i++;
     }
+    const cJSON *first = msgs->child;
+    if (first && !strcmp(cJSON_GetObjectItemCaseSensitive(first, "role")->valuestring, "system") &&
+        system_fits(ch, cJSON_GetObjectItemCaseSensitive(first, "content")->valuestring, err)) {
+        cJSON_Delete(root);
+        return err_prefix(err, "%s", path);
+    }
     /* valid: replace */
     clear_turns(ch);
     int rc = set_system(ch, NULL);
@@ -755,6 +779,7 @@ static int run_command(Chat *ch, char *line) {
         fprintf(o, "conversation cleared%s\n", ch->system ? " (the system prompt stays)" : "");
     } else if (IS("system")) {
         if (!*arg) fprintf(o, "system prompt: %s\n", ch->system ? ch->system : "(none)");
+        else if (strcmp(arg, "-") && system_fits(ch, arg, &err)) fprintf(stderr, "grok chat: %s\n", err.msg);
         else if (set_system(ch, strcmp(arg, "-") ? arg : NULL)) fprintf(stderr, "grok chat: out of memory\n");
         else fprintf(o, "system prompt %s\n", ch->system ? "set" : "removed");
     } else if (IS("save")) {
@@ -1104,6 +1129,10 @@ int cmd_chat(int argc, char **argv) {
     ch.logits = malloc((size_t)ch.n_vocab * sizeof(float));
     if (!ch.cache || !ch.logits) {
         fprintf(stderr, "grok chat: out of memory\n");
+        goto out;
+    }
+    if (system_fits(&ch, ch.system, &err)) {
+        fprintf(stderr, "grok chat: --system: %s\n", err.msg);
         goto out;
     }
     double load_s = time_now() - t0;

@@ -330,6 +330,42 @@ expect_error("eval --tokens 1,,2", ["eval", "-m", good, "--tokens", "1,,2", "--l
 expect_error("run: -p twice", ["run", "-m", good, "-p", "one", "-p", "two", "-n", "1"], "-p")
 expect_error("run: -p and -f", ["run", "-m", good, "-p", "one", "-f", victim, "-n", "1"], "-f")
 
+# 10. grok chat: a system prompt that cannot fit, conversations that are not regular files (2, 10)
+def chat(stdin_text, extra=()):
+    global checks
+    checks += 1
+    try:
+        p = subprocess.run([GROK, "chat", "-m", good, "--ctx", "64", "-n", "2", "--temp", "0"] + list(extra),
+                           input=stdin_text.encode(), capture_output=True, timeout=60)
+        return p.returncode, p.stderr.decode("utf-8", "replace")
+    except subprocess.TimeoutExpired:
+        return "timeout", ""
+
+
+import json
+long_sys = os.path.join(TMP, "long-system.json")
+with open(long_sys, "w") as f:
+    json.dump({"messages": [{"role": "system", "content": "word " * 400}, {"role": "user", "content": "hi"}]}, f)
+rc, err = chat(f"/load {long_sys}\n")
+if rc != 0 or "system prompt takes" not in err:
+    failures.append(f"chat: /load of a system prompt longer than the context: rc {rc}: {err[-300:]}")
+rc, err = chat("/system " + "word " * 400 + "\n/system\n")
+if rc != 0 or "system prompt takes" not in err:
+    failures.append(f"chat: /system longer than the context: rc {rc}: {err[-300:]}")
+rc, err = chat("", ["--system", "word " * 400])
+if rc in (0, "timeout") or "system prompt takes" not in err:
+    failures.append(f"chat: --system longer than the context: rc {rc}: {err[-300:]}")
+rc, err = chat("/load /dev/zero\n")
+if rc != 0 or "not a regular file" not in err:
+    failures.append(f"chat: /load /dev/zero: rc {rc}: {err[-300:]}")
+big = os.path.join(TMP, "big.json")
+with open(big, "wb") as f:
+    f.truncate(17 << 20)
+rc, err = chat(f"/load {big}\n")
+if rc != 0 or "limit" not in err:
+    failures.append(f"chat: /load of a 17 MiB file: rc {rc}: {err[-300:]}")
+os.unlink(big)
+
 for f in failures:
     print("FAIL:", f)
 print(f"{checks - len(failures)} passed, {len(failures)} failed")

@@ -364,6 +364,7 @@ static int cmd_run(int argc, char **argv) {
     double t_prompt = time_now() - t0;
     TokenDecoder dec;
     token_decoder_init(&dec);
+    token_decoder_after(tok, &dec, ids, n_prompt); /* the text continues the prompt: " is", not "is" */
     char piece[256];
     const char *emit;
     size_t emit_len;

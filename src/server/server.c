@@ -1053,6 +1053,9 @@ static Job *make_job(Server *s, int kind, const GenOpts *g, const Structured *st
     }
     for (int i = 0; i < n; i++) sampler_accept(j->smp, ids[i]);
     token_decoder_init(&j->dec);
+    /* a completion continues its prompt (" is" after "The answer is"); a chat
+     * reply starts a message, whose separating space the template owns */
+    if (kind == KIND_COMPLETION) token_decoder_after(s->tok, &j->dec, ids, n);
     return j;
 }
 

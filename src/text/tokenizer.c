@@ -2356,6 +2356,15 @@ void token_decoder_init(TokenDecoder *d) {
     memset(d, 0, sizeof *d);
 }
 
+void token_decoder_after(const Tokenizer *t, TokenDecoder *d, const int *ids, int n) {
+    if (!d) return;
+    for (int i = 0; i < n && ids; i++) {
+        Sink s = {NULL, 0, 0, false, false};
+        dec_step(t, d, ids[i], &s);
+    }
+    d->n_pending = 0; /* an incomplete character of the prompt is the prompt's */
+}
+
 size_t token_decoder_push(const Tokenizer *t, TokenDecoder *d, int id, char *out, size_t cap) {
     Sink s = {out, 0, out ? cap : 0, false, false};
     if (out && cap) out[0] = '\0';

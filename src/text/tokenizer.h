@@ -108,6 +108,10 @@ typedef struct {
 } TokenDecoder;
 
 void token_decoder_init(TokenDecoder *d);
+/* Puts the decoder after the text of ids[0..n) (a prompt), without output:
+ * what it decodes next continues that text, so a leading "▁" is a space
+ * (" is" after "The answer is"). Only the start of a whole text drops it. */
+void token_decoder_after(const Tokenizer *t, TokenDecoder *d, const int *ids, int n);
 /* Appends the completed text for `id` to out (cap bytes incl. NUL; 64 is
  * always enough for one token plus pending bytes... use >= 128) and returns
  * its length. Control tokens produce nothing. */

@@ -28,6 +28,9 @@
 #include <limits.h>
 #include <math.h>
 #include <microhttpd.h>
+#if defined(__GLIBC__) || defined(__linux__)
+#include <malloc.h> /* malloc_trim */
+#endif
 #include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
@@ -39,6 +42,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -50,6 +54,7 @@
 #include "prompt_cache.h"
 #include "gguf.h"
 #include "grammar.h"
+#include "http_guard.h"
 #include "model.h"
 #include "quant.h"
 #include "responses.h"
@@ -68,6 +73,10 @@
 #define RATE_BUCKETS 16        /* per-second buckets for the tok/s gauges */
 #define RATE_WINDOW 10         /* seconds the tok/s gauges average over */
 #define SHUTDOWN_MSG "the server is shutting down"
+#define TIMEOUT_S 30           /* default --timeout: seconds a connection may sit with no bytes in or out */
+#define MAX_CONNS 2048         /* default --max-conns */
+#define MAX_CONNS_PER_IP 64    /* default --max-conns-per-ip */
+#define SHUTDOWN_GRACE_MS 5000 /* on SIGTERM: how long the running requests get to receive their error */
 
 /* ---- small helpers ----------------------------------------------------- */
 
@@ -117,22 +126,6 @@ static void abs_deadline(struct timespec *ts, int ms) {
     if (ts->tv_nsec >= 1000000000L) ts->tv_sec++, ts->tv_nsec -= 1000000000L;
 }
 
-/* True when the peer has closed (or reset) the connection. */
-static bool client_gone(int fd) {
-    if (fd < 0) return false;
-    struct pollfd p = {fd, POLLIN | POLLRDHUP, 0};
-    int r = poll(&p, 1, 0);
-    if (r <= 0) return false;
-    if (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) return true;
-    if (p.revents & POLLIN) {
-        char c;
-        ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (n == 0) return true;
-        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return true;
-    }
-    return false;
-}
-
 /* ---- jobs and slots ---------------------------------------------------- */
 
 enum { KIND_CHAT, KIND_COMPLETION };
@@ -162,6 +155,7 @@ typedef struct Job {
     GrammarMatcher *gm;
     int tool_mode;         /* ToolMode: replies may be tool calls */
     RespCtx *resp;         /* a Responses API request (POST /v1/responses), NULL for chat */
+    SamplerParams sp;      /* the sampler is built when a slot takes the job, not while it waits */
     /* owned by the engine while running */
     Sampler *smp;
     StopMatcher sm;
@@ -205,6 +199,9 @@ typedef struct Server {
     const char *model_path;
     const char *host;
     int port;
+    unsigned timeout_s;      /* --timeout */
+    unsigned max_conns;      /* --max-conns */
+    unsigned max_conns_ip;   /* --max-conns-per-ip */
     int n_slots;
     int n_ctx;
     int n_threads;
@@ -240,6 +237,8 @@ typedef struct Server {
     pthread_mutex_t mu;
     pthread_mutex_t json_mu; /* around cJSON parsing */
     pthread_cond_t work;     /* the engine waits here for jobs */
+    pthread_cond_t idle;     /* signalled when a request ends (shutdown waits for n_reqs == 0) */
+    int n_reqs;              /* requests being handled (under mu) */
     bool stopping;
     /* queue (under mu) */
     Job *q_head, *q_tail;
@@ -373,6 +372,8 @@ static void slot_release(Server *s, Slot *sl) {
     Job *j = sl->job;
     /* what the slot computed goes to the prompt cache, for any slot to start from */
     if (s->pc) pcache_save(s->pc, s->ctx, (int)(sl - s->slots), sl->cache, sl->n_past);
+    sampler_free(j->smp); /* the vocabulary-sized buffers go with the slot */
+    j->smp = NULL;
     sl->job = NULL;
     sl->prefill = false;
     s->n_busy--;
@@ -409,6 +410,15 @@ static void engine_admit(Server *s) {
             job_unref(j);
             continue;
         }
+        /* the vocabulary-sized sampler buffers exist only while a slot runs
+         * the job: a queue of 1,000 requests holds no 1,000 of them */
+        Error err = {{0}};
+        if (!(j->smp = sampler_new(&j->sp, s->n_vocab, &err))) {
+            job_done(s, j, NULL, err.msg);
+            job_unref(j);
+            continue;
+        }
+        for (int i = 0; i < j->n_prompt; i++) sampler_accept(j->smp, j->prompt[i]);
         /* the common prefix, and a later cached stretch that continues the
          * prompt (a conversation whose oldest turns were dropped) shifted
          * into place */
@@ -628,6 +638,7 @@ static void engine_step(Server *s) {
 
 static void *engine_main(void *arg) {
     Server *s = arg;
+    bool trimmed = true; /* memory handed back since the last request */
     pthread_mutex_lock(&s->mu);
     for (;;) {
         for (int i = 0; i < s->n_slots; i++) {
@@ -651,9 +662,22 @@ static void *engine_main(void *arg) {
         }
         engine_admit(s);
         if (s->n_busy == 0) {
+            if (!trimmed) {
+                /* a burst is over: give the heap's free pages back (requests
+                 * cancelled mid-stream leave it fragmented; RSS would stay at
+                 * the burst's peak) */
+                trimmed = true;
+                pthread_mutex_unlock(&s->mu);
+#ifdef __GLIBC__
+                malloc_trim(0);
+#endif
+                pthread_mutex_lock(&s->mu);
+                continue;
+            }
             pthread_cond_wait(&s->work, &s->mu);
             continue;
         }
+        trimmed = false;
         pthread_mutex_unlock(&s->mu);
         engine_step(s);
         pthread_mutex_lock(&s->mu);
@@ -1033,8 +1057,8 @@ static Job *make_job(Server *s, int kind, const GenOpts *g, const Structured *st
     for (int i = 0; i < g->n_stops; i++) stops[n_stops++] = g->stops[i];
     /* with a grammar, the grammar ends the reply (tools' plain-text replies still stop at the template's turn) */
     if (kind == KIND_CHAT && (!st->gbnf || st->tool_mode == TOOLS_AUTO)) stops[n_stops++] = chat_stop_string(s->tmpl);
-    j->smp = sampler_new(&sp, s->n_vocab, &err);
-    if (!j->smp || stop_matcher_init(&j->sm, stops, n_stops, &err)) {
+    j->sp = sp;
+    if (stop_matcher_init(&j->sm, stops, n_stops, &err)) {
         api_err(e, 500, NULL, NULL, "%s", err.msg);
         job_free(j);
         return NULL;
@@ -1051,7 +1075,6 @@ static Job *make_job(Server *s, int kind, const GenOpts *g, const Structured *st
             return NULL;
         }
     }
-    for (int i = 0; i < n; i++) sampler_accept(j->smp, ids[i]);
     token_decoder_init(&j->dec);
     /* a completion continues its prompt (" is" after "The answer is"); a chat
      * reply starts a message, whose separating space the template owns */
@@ -1379,8 +1402,10 @@ static cJSON *chat_logprobs(Server *s, const TokLP *lps, int from, int to) {
     return o;
 }
 
-/* Legacy completions logprobs for entries [from, to); offsets start at off0. */
-static cJSON *completion_logprobs(Server *s, const TokLP *lps, int from, int to, size_t off0) {
+/* Legacy completions logprobs for entries [from, to); offsets start at off0
+ * and count each token's bytes (*end: the offset after the last; may be
+ * NULL). */
+static cJSON *completion_logprobs(Server *s, const TokLP *lps, int from, int to, size_t off0, size_t *end) {
     cJSON *o = cJSON_CreateObject();
     cJSON *toks = cJSON_AddArrayToObject(o, "tokens"), *tlp = cJSON_AddArrayToObject(o, "token_logprobs");
     cJSON *top = cJSON_AddArrayToObject(o, "top_logprobs"), *off = cJSON_AddArrayToObject(o, "text_offset");
@@ -1401,6 +1426,7 @@ static cJSON *completion_logprobs(Server *s, const TokLP *lps, int from, int to,
         }
         cJSON_AddItemToArray(top, alt);
     }
+    if (end) *end = pos;
     return o;
 }
 
@@ -1455,7 +1481,7 @@ static cJSON *final_response(Server *s, const Job *j) {
     if (j->logprobs >= 0)
         cJSON_AddItemToObject(c, "logprobs",
                               chat ? chat_logprobs(s, j->lps, 0, j->n_lps)
-                                   : completion_logprobs(s, j->lps, 0, j->n_lps, echo ? strlen(echo) : 0));
+                                   : completion_logprobs(s, j->lps, 0, j->n_lps, echo ? strlen(echo) : 0, NULL));
     else cJSON_AddNullToObject(c, "logprobs");
     free(echo);
     cJSON_AddStringToObject(c, "finish_reason", tool_calls ? "tool_calls" : j->finish ? j->finish : "stop");
@@ -1470,11 +1496,14 @@ typedef struct {
     Server *s;
     Job *job;
     int fd;
+    struct MHD_Connection *conn;
     Str out;           /* SSE bytes ready to send */
     size_t out_off;
     size_t text_sent;  /* job->text bytes already sent */
     int lps_sent;
+    size_t lp_off;     /* text_offset of the next logprobs entry */
     bool started, finished;
+    bool probed;       /* the client sent FIN and got a keep-alive comment to tell gone from half-closed */
 } Stream;
 
 static int sse_put(Stream *st, cJSON *o) {
@@ -1568,7 +1597,7 @@ static int stream_fill(Stream *st) {
         if (j->logprobs >= 0)
             cJSON_AddItemToObject(c, "logprobs",
                                   chat ? chat_logprobs(s, j->lps, st->lps_sent, j->n_lps)
-                                       : completion_logprobs(s, j->lps, st->lps_sent, j->n_lps, st->text_sent));
+                                       : completion_logprobs(s, j->lps, st->lps_sent, j->n_lps, st->lp_off, &st->lp_off));
         else cJSON_AddNullToObject(c, "logprobs");
         cJSON_AddNullToObject(c, "finish_reason");
         st->text_sent = j->text.len;
@@ -1624,11 +1653,25 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
             pthread_mutex_unlock(&s->mu);
             return MHD_CONTENT_READER_END_WITH_ERROR;
         }
+        if (st->finished && st->conn && s->timeout_s) /* the rest is up to the client: idle timeout again */
+            MHD_set_connection_option(st->conn, MHD_CONNECTION_OPTION_TIMEOUT, s->timeout_s);
         if (st->out.len) continue;
-        if (client_gone(st->fd)) {
+        const int ps = peer_state(st->fd);
+        if (ps == PEER_GONE) {
             job_cancel(s, st->job);
             pthread_mutex_unlock(&s->mu);
             return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+        if (ps == PEER_EOF && !st->probed) {
+            /* gone, or half-closed and still reading? An SSE comment tells:
+             * a closed socket answers it with a reset (PEER_GONE next time) */
+            st->probed = true;
+            if (str_puts(&st->out, ": keep-alive\n\n")) {
+                job_cancel(s, st->job);
+                pthread_mutex_unlock(&s->mu);
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            }
+            continue;
         }
         struct timespec ts;
         abs_deadline(&ts, WAIT_POLL_MS);
@@ -1675,6 +1718,7 @@ typedef struct {
     Str body;
     size_t received;
     bool too_big, responded;
+    bool http11;             /* HTTP/1.1 or later: may be sent an interim 100 Continue */
     Job *job;
 } Req;
 
@@ -1903,10 +1947,13 @@ fail:
 
 /* Waits for a non-streaming job; returns false if the client went away
  * (the job is then cancelled). */
-static bool wait_job(Server *s, Job *j, int fd) {
+static bool wait_job(Server *s, Job *j, int fd, bool http11) {
+    /* a FIN alone may be a client that half-closed after its request: an
+     * HTTP/1.1 client is asked with a 100 Continue (see http_guard.h) */
+    PeerWatch w = {http11, !http11, false};
     pthread_mutex_lock(&s->mu);
     while (j->state != JOB_DONE) {
-        if (client_gone(fd)) {
+        if (peer_gone(fd, &w)) {
             job_cancel(s, j);
             pthread_mutex_unlock(&s->mu);
             return false;
@@ -1952,8 +1999,12 @@ static enum MHD_Result handle_generate(Server *s, struct MHD_Connection *c, Req 
                                            : "The server is shutting down");
     }
     const int fd = connection_fd(c);
+    /* waiting for the model is not idling: no connection timeout until the
+     * answer is ready (setting it again restarts the timer) */
+    if (s->timeout_s) MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
     if (!j->stream) {
-        if (!wait_job(s, j, fd)) return MHD_NO;
+        if (!wait_job(s, j, fd, rq->http11)) return MHD_NO;
+        if (s->timeout_s) MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, s->timeout_s);
         pthread_mutex_lock(&s->mu);
         cJSON *o = NULL;
         ApiErr fe = {0};
@@ -1979,6 +2030,7 @@ static enum MHD_Result handle_generate(Server *s, struct MHD_Connection *c, Req 
     stm->s = s;
     stm->job = j;
     stm->fd = fd;
+    stm->conn = c;
     pthread_mutex_lock(&s->mu);
     j->refs++;
     pthread_mutex_unlock(&s->mu);
@@ -2004,6 +2056,15 @@ static enum MHD_Result handle_post(Server *s, struct MHD_Connection *c, Req *rq)
         return send_simple_error(s, c, 413, "request_too_large", msg);
     }
     const char *end = NULL, *const body = rq->body.s ? rq->body.s : "";
+    /* JSON text is UTF-8: a malformed byte is a 400, not a silent U+FFFD */
+    const size_t bad = utf8_invalid_at(body, rq->body.len);
+    if (bad != (size_t)-1) {
+        ApiErr e;
+        api_err(&e, 400, "invalid_json", NULL,
+                "The request body is not valid UTF-8 (byte 0x%02x at offset %zu); JSON text must be UTF-8",
+                (unsigned char)body[bad], bad);
+        return send_error(s, c, &e);
+    }
     /* cJSON records parse errors in a global of its own: one parse at a time */
     pthread_mutex_lock(&s->json_mu);
     cJSON *root = cJSON_ParseWithLengthOpts(body, rq->body.len, &end, false);
@@ -2122,7 +2183,6 @@ static enum MHD_Result handle_get(Server *s, struct MHD_Connection *c, Req *rq, 
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **con_cls) {
-    (void)version;
     Server *s = cls;
     Req *rq = *con_cls;
     const char *model_id = NULL;
@@ -2133,7 +2193,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (!rq) {
         rq = calloc(1, sizeof *rq);
         if (!rq) return MHD_NO;
+        pthread_mutex_lock(&s->mu);
+        s->n_reqs++;
+        pthread_mutex_unlock(&s->mu);
         rq->s = s;
+        rq->http11 = version && strcmp(version, MHD_HTTP_VERSION_1_0) != 0 && strcmp(version, "HTTP/0.9") != 0;
         rq->ep = route(url, &model_id);
         rq->post = !strcmp(method, "POST");
         *con_cls = rq;
@@ -2210,6 +2274,9 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     str_free(&rq->body);
     free(rq);
     *con_cls = NULL;
+    pthread_mutex_lock(&s->mu);
+    if (--s->n_reqs == 0) pthread_cond_broadcast(&s->idle);
+    pthread_mutex_unlock(&s->mu);
 }
 
 /* ---- setup and the command --------------------------------------------- */
@@ -2238,6 +2305,11 @@ static const char SERVE_USAGE[] =
     "  --cache-dir DIR         and on disk in DIR (survives restarts; needs --cache-ram)\n"
     "  --context-shift         chat prompts longer than the context drop their oldest turns\n"
     "                          (system messages stay) instead of being refused\n"
+    "  --timeout S             close a connection idle for S seconds: no request, a slow header or\n"
+    "                          body, an unread answer (default 30; 0 = never); not while a request\n"
+    "                          waits for the model\n"
+    "  --max-conns N           most open connections (default 2048, at most the open-file limit)\n"
+    "  --max-conns-per-ip N    most open connections from one address (default 64; 0 = no limit)\n"
     "  -v, --verbose           log each request\n";
 
 static int parse_int(const char *flag, const char *v, long lo, long hi, long *out) {
@@ -2335,6 +2407,56 @@ static void server_free(Server *s) {
     model_free(s->m);
 }
 
+static int idle_cond_init(pthread_cond_t *c) {
+    pthread_condattr_t ca;
+    if (pthread_condattr_init(&ca)) return -1;
+#if !defined(__APPLE__)
+    pthread_condattr_setclock(&ca, COND_CLOCK);
+#endif
+    int r = pthread_cond_init(c, &ca);
+    pthread_condattr_destroy(&ca);
+    return r;
+}
+
+/* Logs why libmicrohttpd refused or dropped a connection (-v). */
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    fputs("grok serve: http: ", stderr);
+    vfprintf(stderr, fmt, ap);
+}
+
+static struct MHD_Daemon *start_http(Server *s, unsigned flags, uint16_t port, const struct sockaddr *addr) {
+    if (s->verbose) flags |= MHD_USE_ERROR_LOG;
+    return MHD_start_daemon(flags, port, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                            MHD_OPTION_SOCK_ADDR, addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                            MHD_OPTION_CONNECTION_LIMIT, s->max_conns, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                            s->max_conns_ip, MHD_OPTION_CONNECTION_TIMEOUT, s->timeout_s, MHD_OPTION_END);
+}
+
+/* Stops the engine (every running or queued request ends with the shutdown
+ * error), lets the connections deliver those errors (at most
+ * SHUTDOWN_GRACE_MS), then stops HTTP. */
+static void server_stop(Server *s) {
+    if (s->engine_running) {
+        pthread_mutex_lock(&s->mu);
+        s->stopping = true;
+        pthread_cond_signal(&s->work);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->engine, NULL);
+        s->engine_running = false;
+    }
+    if (s->daemon) {
+        struct timespec ts;
+        abs_deadline(&ts, SHUTDOWN_GRACE_MS);
+        pthread_mutex_lock(&s->mu);
+        while (s->n_reqs > 0)
+            if (pthread_cond_timedwait(&s->idle, &s->mu, &ts) == ETIMEDOUT) break;
+        pthread_mutex_unlock(&s->mu);
+        MHD_stop_daemon(s->daemon);
+        s->daemon = NULL;
+    }
+}
+
 int cmd_serve(int argc, char **argv) {
     Server srv;
     memset(&srv, 0, sizeof srv);
@@ -2346,6 +2468,9 @@ int cmd_serve(int argc, char **argv) {
     s->max_queue = 1024;
     s->chunk = PREFILL_CHUNK;
     s->max_body = 4u << 20;
+    s->timeout_s = TIMEOUT_S;
+    s->max_conns = MAX_CONNS;
+    s->max_conns_ip = MAX_CONNS_PER_IP;
     s->api_key = getenv("GROK_API_KEY");
     if (s->api_key && !s->api_key[0]) s->api_key = NULL;
     const char *tmpl_name = NULL;
@@ -2401,6 +2526,18 @@ int cmd_serve(int argc, char **argv) {
             NEED();
             if (parse_int(f, v, 1, 1 << 16, &x)) return 2;
             s->chunk = (int)x;
+        } else if (FLAG("--timeout", NULL)) {
+            NEED();
+            if (parse_int(f, v, 0, 86400, &x)) return 2;
+            s->timeout_s = (unsigned)x;
+        } else if (FLAG("--max-conns", NULL)) {
+            NEED();
+            if (parse_int(f, v, 1, 1 << 20, &x)) return 2;
+            s->max_conns = (unsigned)x;
+        } else if (FLAG("--max-conns-per-ip", NULL)) {
+            NEED();
+            if (parse_int(f, v, 0, 1 << 20, &x)) return 2;
+            s->max_conns_ip = (unsigned)x;
         } else if (FLAG("--max-queue", NULL)) {
             NEED();
             if (parse_int(f, v, 1, 1 << 20, &x)) return 2;
@@ -2457,11 +2594,12 @@ int cmd_serve(int argc, char **argv) {
 
     Error err = {{0}};
     int rc = 1;
-    bool mu_ok = false, json_ok = false, work_ok = false;
+    bool mu_ok = false, json_ok = false, work_ok = false, idle_ok = false;
     if (pthread_mutex_init(&s->mu, NULL) == 0) mu_ok = true;
     if (pthread_mutex_init(&s->json_mu, NULL) == 0) json_ok = true;
     if (pthread_cond_init(&s->work, NULL) == 0) work_ok = true;
-    if (!mu_ok || !json_ok || !work_ok) {
+    if (idle_cond_init(&s->idle) == 0) idle_ok = true;
+    if (!mu_ok || !json_ok || !work_ok || !idle_ok) {
         fprintf(stderr, "grok serve: cannot create locks\n");
         goto out;
     }
@@ -2496,12 +2634,24 @@ int cmd_serve(int argc, char **argv) {
         goto out;
     }
     s->engine_running = true;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL;
+    /* every connection is a descriptor (and a thread): the soft open-file
+     * limit goes up to the hard one, and --max-conns stays below it */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        if (rl.rlim_cur < rl.rlim_max) {
+            rlim_t want = rl.rlim_max == RLIM_INFINITY ? 65536 : rl.rlim_max;
+            struct rlimit nrl = {want, rl.rlim_max};
+            if (setrlimit(RLIMIT_NOFILE, &nrl) == 0) rl.rlim_cur = want;
+        }
+        if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur > 64 && s->max_conns > rl.rlim_cur - 64) {
+            fprintf(stderr, "grok serve: --max-conns %u lowered to %llu (the open-file limit is %llu)\n", s->max_conns,
+                    (unsigned long long)(rl.rlim_cur - 64), (unsigned long long)rl.rlim_cur);
+            s->max_conns = (unsigned)(rl.rlim_cur - 64);
+        }
+    }
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL | MHD_USE_ITC;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
-    if (s->verbose) flags |= MHD_USE_ERROR_LOG;
-    s->daemon = MHD_start_daemon(flags, (uint16_t)s->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_LIMIT,
-                                 (unsigned)1000, MHD_OPTION_END);
+    s->daemon = start_http(s, flags, (uint16_t)s->port, ai->ai_addr);
     freeaddrinfo(ai);
     if (!s->daemon) {
         fprintf(stderr, "grok serve: cannot listen on %s:%d (address in use or not allowed?)\n", s->host, s->port);
@@ -2521,17 +2671,15 @@ int cmd_serve(int argc, char **argv) {
     int sig = 0;
     sigwait(&sigs, &sig);
     fprintf(stderr, "grok serve: signal %d, shutting down\n", sig);
+    /* no new connections; the running requests get their 503 (a JSON error,
+     * or an SSE error event and [DONE]) before the connections close */
+    MHD_socket ls = MHD_quiesce_daemon(s->daemon);
+    if (ls != MHD_INVALID_SOCKET) close(ls);
     rc = 0;
 out:
-    if (s->engine_running) {
-        pthread_mutex_lock(&s->mu);
-        s->stopping = true;
-        pthread_cond_signal(&s->work);
-        pthread_mutex_unlock(&s->mu);
-        pthread_join(s->engine, NULL);
-    }
-    if (s->daemon) MHD_stop_daemon(s->daemon);
+    server_stop(s);
     server_free(s);
+    if (idle_ok) pthread_cond_destroy(&s->idle);
     if (work_ok) pthread_cond_destroy(&s->work);
     if (mu_ok) pthread_mutex_destroy(&s->mu);
     if (json_ok) pthread_mutex_destroy(&s->json_mu);

@@ -10,7 +10,11 @@
 #   4. the web page in headless Chromium: send messages, see the streamed
 #      answers, stop, history, screenshots at desktop and phone sizes
 #      (tests/server/page.mjs; skipped with a notice if chromium is missing)
-#   5. SIGTERM shuts the server down cleanly (exit status 0).
+#   5. hostile clients (tests/server/attack.mjs): 1,100+ idle connections
+#      while new clients are served, the idle timeout, garbage, half-closed
+#      clients, invalid UTF-8; a bounded soak (RSS, p99 /health latency);
+#      the first token's leading space; SIGTERM with 32 requests in flight
+#   6. SIGTERM shuts the server down cleanly (exit status 0).
 # The npm packages (tests/server/package-lock.json) are installed into a
 # cache outside the repository: $GROK_NPM_DIR or ~/.cache/grok-test-npm.
 # Env (from ctest): GROK (binary), GROK_SRC, GROK_TMP. Exit 77: node/npm
@@ -103,6 +107,36 @@ if grep -qa __asan_init "$GROK"; then
   echo "NOTICE: sanitizer build: the RSS check is off"
 fi
 node "$NPM_DIR/load.mjs" "$MAIN_URL" "$MAIN_PID" 32 3 3 "$rss_check" || fail "load"
+
+echo "== hostile clients: idle connections, garbage, half-close, invalid UTF-8 (attack.mjs conns)"
+# --timeout 2 so that the test sees idle connections closed; --ctx 4096 so
+# that a long request is still running when its client goes away
+start_server srv3 --parallel 4 --ctx 4096 -t 1 --timeout 2
+ATK_URL=$URL ATK_PID=$PID
+node "$NPM_DIR/attack.mjs" conns "$ATK_URL" || fail "attack conns"
+
+echo "== soak: random requests with disconnects and slow clients (attack.mjs soak)"
+# bounded in time: GROK_SOAK_SECONDS (default 15) and GROK_SOAK_REQUESTS
+# (default: no limit); GROK_SOAK_SECONDS=600 GROK_SOAK_REQUESTS=10000 is the long run
+node "$NPM_DIR/attack.mjs" soak "$ATK_URL" "$ATK_PID" "${GROK_SOAK_SECONDS:-15}" "${GROK_SOAK_REQUESTS:-1000000000}" "$rss_check" \
+  || fail "attack soak"
+stop_server "$ATK_PID" || fail "the attacked server did not exit cleanly on SIGTERM"
+
+echo "== the first token's leading space, and SIGTERM with 32 requests in flight (grok-nano)"
+NANO=$GROK_SRC/models/grok-nano.gguf
+if [ -f "$NANO" ]; then
+  model_saved=$model
+  model=$NANO
+  start_server srv4 --parallel 2 --ctx 4096 -t 1
+  model=$model_saved
+  node "$NPM_DIR/attack.mjs" text "$URL" || fail "attack text"
+  node "$NPM_DIR/attack.mjs" sigterm "$URL" "$PID" || fail "attack sigterm"
+  rc=0
+  wait "$PID" || rc=$?
+  [ "$rc" = 0 ] || fail "grok serve exited with $rc after SIGTERM with requests in flight"
+else
+  echo "NOTICE: $NANO missing: leading-space and SIGTERM tests skipped"
+fi
 
 echo "== web page in headless Chromium"
 CHROMIUM=${CHROMIUM:-$(command -v chromium || command -v chromium-browser || true)}

@@ -2427,6 +2427,11 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
 
 static struct MHD_Daemon *start_http(Server *s, unsigned flags, uint16_t port, const struct sockaddr *addr) {
     if (s->verbose) flags |= MHD_USE_ERROR_LOG;
+    if (!addr) /* no listening socket: connections come from MHD_add_connection */
+        return MHD_start_daemon(flags | MHD_USE_NO_LISTEN_SOCKET, 0, NULL, NULL, on_request, s,
+                                MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                                MHD_OPTION_CONNECTION_LIMIT, s->max_conns, MHD_OPTION_CONNECTION_TIMEOUT, s->timeout_s,
+                                MHD_OPTION_END);
     return MHD_start_daemon(flags, port, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                             MHD_OPTION_SOCK_ADDR, addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                             MHD_OPTION_CONNECTION_LIMIT, s->max_conns, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
@@ -2684,4 +2689,109 @@ out:
     if (mu_ok) pthread_mutex_destroy(&s->mu);
     if (json_ok) pthread_mutex_destroy(&s->json_mu);
     return rc;
+}
+
+/* ---- in-process server (tests, fuzz target) ----------------------------- */
+
+#define LOCAL_MAX_OUT ((size_t)4 << 20)
+
+Server *serve_local_open(const char *model_path, int n_ctx, int n_slots, Error *err) {
+    Server *s = calloc(1, sizeof *s);
+    if (!s) {
+        err_set(err, "out of memory");
+        return NULL;
+    }
+    s->model_path = model_path;
+    s->host = "local";
+    s->n_slots = n_slots;
+    s->n_ctx = n_ctx;
+    s->n_threads = 1;
+    s->kv_type = GGML_TYPE_F16;
+    s->max_queue = 64;
+    s->chunk = PREFILL_CHUNK;
+    s->max_body = 1u << 20;
+    s->max_conns = 64;
+    if (pthread_mutex_init(&s->mu, NULL) || pthread_mutex_init(&s->json_mu, NULL) || pthread_cond_init(&s->work, NULL) ||
+        idle_cond_init(&s->idle)) {
+        free(s);
+        err_set(err, "cannot create locks");
+        return NULL;
+    }
+    if (server_init(s, err)) goto fail;
+    s->tmpl = chat_template_detect(s->m->file);
+    const char *sep = chat_stop_string(s->tmpl);
+    s->sep_token = tokenizer_find(s->tok, sep, strlen(sep));
+    if (pthread_create(&s->engine, NULL, engine_main, s)) {
+        err_set(err, "cannot start the engine thread");
+        goto fail;
+    }
+    s->engine_running = true;
+    if (!(s->daemon = start_http(s, 0, 0, NULL))) {
+        err_set(err, "cannot start libmicrohttpd");
+        goto fail;
+    }
+    return s;
+fail:
+    serve_local_close(s);
+    return NULL;
+}
+
+int serve_local_request(Server *s, const void *req, size_t n, char **out, size_t *out_len) {
+    int sv[2];
+    *out = NULL;
+    *out_len = 0;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv)) return -1;
+    struct sockaddr_in peer;
+    memset(&peer, 0, sizeof peer);
+    peer.sin_family = AF_INET;
+    peer.sin_port = htons(40000);
+    peer.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (MHD_add_connection(s->daemon, sv[0], (const struct sockaddr *)&peer, sizeof peer) != MHD_YES) {
+        close(sv[0]);
+        close(sv[1]);
+        return -1;
+    }
+    Str o = {0};
+    size_t off = 0;
+    bool shut = false, closed = false;
+    char buf[16384];
+    for (int it = 0; it < 200000 && !closed; it++) {
+        if (off < n) {
+            ssize_t w = send(sv[1], (const char *)req + off, n - off, MSG_NOSIGNAL);
+            if (w > 0) off += (size_t)w;
+        }
+        if (off == n && !shut) {
+            shutdown(sv[1], SHUT_WR);
+            shut = true;
+        }
+        MHD_run(s->daemon);
+        for (;;) {
+            ssize_t r = recv(sv[1], buf, sizeof buf, 0);
+            if (r > 0) {
+                if (o.len + (size_t)r <= LOCAL_MAX_OUT && str_put(&o, buf, (size_t)r)) break;
+                continue;
+            }
+            if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) closed = true;
+            break;
+        }
+        const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+        if (shut && di && di->num_connections == 0) closed = true;
+    }
+    close(sv[1]);
+    for (int i = 0; i < 4; i++) MHD_run(s->daemon); /* lets MHD see the close */
+    if (!o.s && str_puts(&o, "")) return -1;
+    *out = o.s;
+    *out_len = o.len;
+    return 0;
+}
+
+void serve_local_close(Server *s) {
+    if (!s) return;
+    server_stop(s);
+    server_free(s);
+    pthread_cond_destroy(&s->idle);
+    pthread_cond_destroy(&s->work);
+    pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->json_mu);
+    free(s);
 }

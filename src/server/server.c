@@ -54,6 +54,7 @@
 #include "prompt_cache.h"
 #include "gguf.h"
 #include "grammar.h"
+#include "http_accept.h"
 #include "http_guard.h"
 #include "model.h"
 #include "quant.h"
@@ -232,6 +233,7 @@ typedef struct Server {
     long long started;
     /* threads */
     struct MHD_Daemon *daemon;
+    Acceptor *acceptor;      /* the listening socket and connections not yet sent anything */
     pthread_t engine;
     bool engine_running;
     pthread_mutex_t mu;
@@ -2430,8 +2432,8 @@ static struct MHD_Daemon *start_http(Server *s, unsigned flags, uint16_t port, c
     if (!addr) /* no listening socket: connections come from MHD_add_connection */
         return MHD_start_daemon(flags | MHD_USE_NO_LISTEN_SOCKET, 0, NULL, NULL, on_request, s,
                                 MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                                MHD_OPTION_CONNECTION_LIMIT, s->max_conns, MHD_OPTION_CONNECTION_TIMEOUT, s->timeout_s,
-                                MHD_OPTION_END);
+                                MHD_OPTION_CONNECTION_LIMIT, s->max_conns, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                                s->max_conns_ip, MHD_OPTION_CONNECTION_TIMEOUT, s->timeout_s, MHD_OPTION_END);
     return MHD_start_daemon(flags, port, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                             MHD_OPTION_SOCK_ADDR, addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                             MHD_OPTION_CONNECTION_LIMIT, s->max_conns, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
@@ -2442,6 +2444,8 @@ static struct MHD_Daemon *start_http(Server *s, unsigned flags, uint16_t port, c
  * error), lets the connections deliver those errors (at most
  * SHUTDOWN_GRACE_MS), then stops HTTP. */
 static void server_stop(Server *s) {
+    acceptor_stop(s->acceptor); /* no new connections */
+    s->acceptor = NULL;
     if (s->engine_running) {
         pthread_mutex_lock(&s->mu);
         s->stopping = true;
@@ -2656,14 +2660,35 @@ int cmd_serve(int argc, char **argv) {
     }
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL | MHD_USE_ITC;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
-    s->daemon = start_http(s, flags, (uint16_t)s->port, ai->ai_addr);
-    freeaddrinfo(ai);
-    if (!s->daemon) {
-        fprintf(stderr, "grok serve: cannot listen on %s:%d (address in use or not allowed?)\n", s->host, s->port);
+    /* our own listening socket: http_accept.c holds each new connection
+     * until its first bytes, answers garbage with a 400 and hands the rest
+     * to libmicrohttpd */
+    int lfd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+    if (lfd >= 0) setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (lfd < 0 || bind(lfd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(lfd, 511) != 0) {
+        fprintf(stderr, "grok serve: cannot listen on %s:%d: %s\n", s->host, s->port, strerror(errno));
+        if (lfd >= 0) close(lfd);
+        freeaddrinfo(ai);
         goto out;
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    int port = di ? (int)di->port : s->port;
+    freeaddrinfo(ai);
+    struct sockaddr_storage bound;
+    socklen_t bound_len = sizeof bound;
+    int port = s->port;
+    if (getsockname(lfd, (struct sockaddr *)&bound, &bound_len) == 0)
+        port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                 : ((struct sockaddr_in *)&bound)->sin_port);
+    s->daemon = start_http(s, flags, 0, NULL);
+    if (!s->daemon) {
+        fprintf(stderr, "grok serve: cannot start libmicrohttpd\n");
+        close(lfd);
+        goto out;
+    }
+    if (!(s->acceptor = acceptor_start(lfd, s->daemon, s->timeout_s, s->max_conns, s->max_conns_ip, s->verbose, &err))) {
+        fprintf(stderr, "grok serve: %s\n", err.msg);
+        close(lfd);
+        goto out;
+    }
     const bool v6 = strchr(s->host, ':') != NULL;
     fprintf(stderr,
             "grok serve: model %s (%s template), %d slots x %d tokens, %d threads, %s kernels, loaded in %.2f s\n",
@@ -2678,8 +2703,8 @@ int cmd_serve(int argc, char **argv) {
     fprintf(stderr, "grok serve: signal %d, shutting down\n", sig);
     /* no new connections; the running requests get their 503 (a JSON error,
      * or an SSE error event and [DONE]) before the connections close */
-    MHD_socket ls = MHD_quiesce_daemon(s->daemon);
-    if (ls != MHD_INVALID_SOCKET) close(ls);
+    acceptor_stop(s->acceptor);
+    s->acceptor = NULL;
     rc = 0;
 out:
     server_stop(s);

@@ -88,7 +88,7 @@ printf 'a' >"$dir/one.txt"
 ppl -f "$dir/one.txt" >/dev/null 2>"$dir/err"; rc=$?
 check '[ $rc -ne 0 ] && grep -q "too short" "$dir/err"' "one-token file: rc $rc, $(cat "$dir/err")"
 ppl -f "$dir/nothere.txt" >/dev/null 2>"$dir/err"; rc=$?
-check '[ $rc -ne 0 ] && grep -q "cannot read" "$dir/err"' "missing file: rc $rc, $(cat "$dir/err")"
+check '[ $rc -ne 0 ] && grep -qE "cannot (read|open)" "$dir/err"' "missing file: rc $rc, $(cat "$dir/err")"
 ppl >/dev/null 2>&1; rc=$?
 check '[ $rc -ne 0 ]' "no -f is an error"
 check '"$GROK" perplexity --help | grep -q "second-half"' "grok perplexity --help"

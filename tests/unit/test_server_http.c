@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "http_accept.h"
 #include "http_guard.h"
 #include "server.h"
 #include "synth.h"
@@ -82,6 +83,20 @@ static void test_peer(void) {
     close(sv2[1]);
 }
 
+static void test_garbage(void) {
+    static const struct {
+        const char *s;
+        int garbage;
+    } cases[] = {
+        {"GET / HTTP/1.1\r\n", 0}, {"POST", 0}, {"\r\nGET /", 0}, {"\r\n", 0}, {"M-SEARCH * HTTP/1.1", 0},
+        {"\x01\x02 garbage\r\n\r\n", 1}, {"garbage\r\n\r\n", 1}, {" GET /", 1}, {"\xff\xfe", 1},
+        {"GET\t/", 1}, {"G\x7fT /", 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        CHECK(http_start_is_garbage(cases[i].s, strlen(cases[i].s)) == cases[i].garbage, "http_start_is_garbage case %zu", i);
+    CHECK(http_start_is_garbage("\0\x01\x02 garbage\r\n", 14) == 1, "a leading NUL is garbage");
+}
+
 static char *ask(Server *s, const char *req) {
     char *out = NULL;
     size_t n = 0;
@@ -145,6 +160,7 @@ static void test_server(void) {
 int main(void) {
     test_utf8();
     test_peer();
+    test_garbage();
     test_server();
     printf("test_server_http: %d passed, %d failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;

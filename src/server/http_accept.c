@@ -111,7 +111,7 @@ static void *acceptor_main(void *arg) {
     if (!pf) return NULL;
     for (;;) {
         pf[0] = (struct pollfd){a->wake[0], POLLIN, 0};
-        pf[1] = (struct pollfd){a->listen_fd, a->n < a->max_pending ? POLLIN : 0, 0};
+        pf[1] = (struct pollfd){a->listen_fd, POLLIN, 0}; /* when full, accept_new() closes at once */
         double next = 0, t = now_s();
         for (unsigned i = 0; i < a->n; i++) {
             pf[2 + i] = (struct pollfd){a->p[i].fd, POLLIN | POLLRDHUP, 0};

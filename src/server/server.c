@@ -2652,10 +2652,13 @@ int cmd_serve(int argc, char **argv) {
             struct rlimit nrl = {want, rl.rlim_max};
             if (setrlimit(RLIMIT_NOFILE, &nrl) == 0) rl.rlim_cur = want;
         }
-        if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur > 64 && s->max_conns > rl.rlim_cur - 64) {
+        /* connections waiting for their first bytes and those being served
+         * are counted apart: two of --max-conns, plus the server's own files */
+        const rlim_t room = rl.rlim_cur > 128 ? (rl.rlim_cur - 64) / 2 : 32;
+        if (rl.rlim_cur != RLIM_INFINITY && s->max_conns > room) {
             fprintf(stderr, "grok serve: --max-conns %u lowered to %llu (the open-file limit is %llu)\n", s->max_conns,
-                    (unsigned long long)(rl.rlim_cur - 64), (unsigned long long)rl.rlim_cur);
-            s->max_conns = (unsigned)(rl.rlim_cur - 64);
+                    (unsigned long long)room, (unsigned long long)rl.rlim_cur);
+            s->max_conns = (unsigned)room;
         }
     }
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL | MHD_USE_ITC;

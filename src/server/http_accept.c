@@ -17,6 +17,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifndef POLLRDHUP /* macOS */
+#define POLLRDHUP 0
+#endif
+
 typedef struct {
     int fd;
     struct sockaddr_storage addr;
@@ -84,10 +88,15 @@ static void accept_new(Acceptor *a) {
     for (;;) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof ss;
-        int fd = accept4(a->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept(a->listen_fd, (struct sockaddr *)&ss, &sl);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED) continue;
             return; /* EAGAIN, or out of descriptors: try again on the next wake-up */
+        }
+        int fl = fcntl(fd, F_GETFL);
+        if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+            close(fd);
+            continue;
         }
         unsigned same = 0;
         for (unsigned i = 0; i < a->n && a->max_per_ip; i++) same += same_addr(&a->p[i].addr, &ss);
@@ -171,7 +180,7 @@ Acceptor *acceptor_start(int listen_fd, struct MHD_Daemon *d, unsigned timeout_s
     a->max_per_ip = max_per_ip;
     a->verbose = verbose;
     int fl = fcntl(listen_fd, F_GETFL);
-    if (fl < 0 || fcntl(listen_fd, F_SETFL, fl | O_NONBLOCK) < 0 || pipe2(a->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
+    if (fl < 0 || fcntl(listen_fd, F_SETFL, fl | O_NONBLOCK) < 0 || pipe(a->wake) != 0) {
         err_set(err, "cannot set up the listening socket: %s", strerror(errno));
         free(a->p);
         free(a);

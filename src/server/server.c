@@ -110,7 +110,7 @@ static void str_free(Str *b) {
 
 /* macOS has neither pthread_condattr_setclock (its timed waits count on
  * CLOCK_REALTIME) nor POLLRDHUP (a closed peer then shows as readable with
- * recv() == 0, which client_gone checks too). */
+ * recv() == 0, which peer_state() in http_guard.c checks too). */
 #if defined(__APPLE__)
 #define COND_CLOCK CLOCK_REALTIME
 #else

@@ -2734,7 +2734,7 @@ Server *serve_local_open(const char *model_path, int n_ctx, int n_slots, Error *
     s->n_slots = n_slots;
     s->n_ctx = n_ctx;
     s->n_threads = 1;
-    s->kv_type = GGML_TYPE_F16;
+    s->kv_k = s->kv_v = GGML_TYPE_F16;
     s->max_queue = 64;
     s->chunk = PREFILL_CHUNK;
     s->max_body = 1u << 20;

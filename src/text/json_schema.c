@@ -591,6 +591,7 @@ typedef struct {
     Buf *out;
     const char *err;
     int depth;
+    bool nullable; /* the atom / sequence / alternation just read can match "" */
 } Rx;
 
 typedef struct {
@@ -750,13 +751,14 @@ static int rx_atom(Rx *r) {
         }
         if (++r->depth > 64) return r->err = "groups nested too deeply", -1;
         bputs(r->out, "(");
-        if (rx_alt(r)) return -1;
+        if (rx_alt(r)) return -1; /* sets r->nullable for the group */
         if (r->p >= r->end || *r->p != ')') return r->err = "missing ')'", -1;
         r->p++;
         r->depth--;
         bputs(r->out, ") ");
         return 0;
     }
+    r->nullable = false; /* a literal, a class, '.' */
     if (c == '[') {
         r->p++;
         if (r->p < r->end && *r->p == '^') neg = true, r->p++;
@@ -813,7 +815,7 @@ static int rx_atom(Rx *r) {
 }
 
 static int rx_seq(Rx *r) {
-    bool any = false;
+    bool any = false, nullable = true;
     if (r->p < r->end && *r->p == '^') r->p++;
     while (r->p < r->end && *r->p != '|' && *r->p != ')') {
         if (*r->p == '$') {
@@ -824,7 +826,9 @@ static int rx_seq(Rx *r) {
         if (*r->p == '^') return r->err = "'^' in the middle of a pattern", -1;
         Buf atom = {0}, *save = r->out;
         r->out = &atom;
+        const bool seq_nullable = nullable;
         int rc = rx_atom(r);
+        const bool atom_nullable = r->nullable;
         r->out = save;
         if (rc) {
             free(atom.s);
@@ -850,6 +854,11 @@ static int rx_seq(Rx *r) {
             r->p = e + 1;
         }
         if (lo >= 0 && r->p < r->end && *r->p == '?') r->p++; /* lazy: same strings */
+        if (hi == -2 && atom_nullable) { /* GBNF writes x+ as a recursive rule, left-recursive when x can be empty */
+            free(atom.s);
+            return r->err = "'*', '+' or '{n,}' after a part that can match the empty string is not supported", -1;
+        }
+        nullable = seq_nullable && (atom_nullable || lo == 0 || (lo < 0 && atom_nullable));
         if (lo < 0) bputs(r->out, atom.s ? atom.s : "");
         else if (hi == -2) bprintf(r->out, "(%s){%ld,} ", atom.s ? atom.s : "", lo);
         else bprintf(r->out, "(%s){%ld,%ld} ", atom.s ? atom.s : "", lo, hi);
@@ -858,16 +867,20 @@ static int rx_seq(Rx *r) {
         any = true;
     }
     if (!any) bputs(r->out, "\"\" ");
+    r->nullable = nullable;
     return 0;
 }
 
 static int rx_alt(Rx *r) {
     if (rx_seq(r)) return -1;
+    bool nullable = r->nullable;
     while (r->p < r->end && *r->p == '|') {
         r->p++;
         bputs(r->out, "| ");
         if (rx_seq(r)) return -1;
+        nullable |= r->nullable;
     }
+    r->nullable = nullable;
     return 0;
 }
 
@@ -882,7 +895,7 @@ static const char *visit_string(JsonGrammar *jg, const cJSON *s, const char *pat
         if (fmt || mn >= 0 || mx >= 0)
             return fail(jg, path, "'pattern' together with 'format', 'minLength' or 'maxLength' is not supported");
         Buf b = {0};
-        Rx r = {pat->valuestring, pat->valuestring + strlen(pat->valuestring), &b, NULL, 0};
+        Rx r = {pat->valuestring, pat->valuestring + strlen(pat->valuestring), &b, NULL, 0, false};
         bputs(&b, "\"\\\"\" (");
         if (rx_alt(&r) || (r.p < r.end && (r.err = "unmatched ')'"))) {
             free(b.s);

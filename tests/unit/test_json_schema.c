@@ -148,6 +148,12 @@ int main(void) {
     error_case("{\"type\":\"string\",\"pattern\":\"(a)\\\\1\"}", "backreferences");
     error_case("{\"type\":\"string\",\"pattern\":\"a{1,99999}\"}", "too large");
     error_case("{\"type\":\"string\",\"pattern\":\"(ab\"}", "missing ')'");
+    /* a repeated part that can match "" would be a left-recursive rule (the
+     * fuzz target found "()+"): refused; bounded or non-empty repeats work */
+    error_case("{\"type\":\"string\",\"pattern\":\"^a()+b$\"}", "can match the empty string");
+    error_case("{\"type\":\"string\",\"pattern\":\"(a|b*)*\"}", "can match the empty string");
+    cases("{\"type\":\"string\",\"pattern\":\"^(ab)+(c?)?x*(d*){2,3}$\"}",
+          (const char *[]){"\"ab\"", "\"ababcxxdd\"", NULL}, (const char *[]){"\"\"", "\"abe\"", NULL});
     error_case("{\"type\":\"string\",\"pattern\":\"a\",\"format\":\"date\"}", "together with 'format'");
     error_case("{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\",\"multipleOf\":3}}}",
                "'multipleOf' is not supported (at #/properties/a)");

@@ -826,7 +826,6 @@ static int rx_seq(Rx *r) {
         if (*r->p == '^') return r->err = "'^' in the middle of a pattern", -1;
         Buf atom = {0}, *save = r->out;
         r->out = &atom;
-        const bool seq_nullable = nullable;
         int rc = rx_atom(r);
         const bool atom_nullable = r->nullable;
         r->out = save;
@@ -858,7 +857,7 @@ static int rx_seq(Rx *r) {
             free(atom.s);
             return r->err = "'*', '+' or '{n,}' after a part that can match the empty string is not supported", -1;
         }
-        nullable = seq_nullable && (atom_nullable || lo == 0 || (lo < 0 && atom_nullable));
+        nullable = nullable && (atom_nullable || lo == 0); /* no quantifier (lo < 0): as the atom */
         if (lo < 0) bputs(r->out, atom.s ? atom.s : "");
         else if (hi == -2) bprintf(r->out, "(%s){%ld,} ", atom.s ? atom.s : "", lo);
         else bprintf(r->out, "(%s){%ld,%ld} ", atom.s ? atom.s : "", lo, hi);

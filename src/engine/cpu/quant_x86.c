@@ -566,7 +566,7 @@ AVX512 static INL void load_w8(uint32_t type, const uint8_t *p, int nbg, __m512i
                                float *m) {
     const size_t sz = type_info(type)->type_size;
     __m256i q[8];
-    float d[8];
+    __m256 dvec;
     if (nbg == 8) {
         /* the eight (d, m) fp16 pairs in one gather: every block starts with d, and Q4_1 / Q5_1 with m after it */
         float dd[8], dm[8];
@@ -574,24 +574,18 @@ AVX512 static INL void load_w8(uint32_t type, const uint8_t *p, int nbg, __m512i
         for (int i = 0; i < 8; i++) q[i] = load_a_block(type, p + (size_t)i * sz, &dd[i], &dm[i]); /* scales: below */
         const __m256i dm32 = _mm256_i32gather_epi32((const int *)p, _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
                                                                                          _mm256_set1_epi32((int)sz)), 1);
-        const __m256 dvec = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dm32));
+        dvec = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dm32));
         if (type == GGML_TYPE_Q4_1 || type == GGML_TYPE_Q5_1)
             _mm256_storeu_ps(m, _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(dm32, 16))));
         else
             _mm256_storeu_ps(m, _mm256_setzero_ps());
-        split8(q, t);
-        const __m512i k80 = _mm512_set1_epi8((char)0x80), z = _mm512_setzero_si512();
-        __m512i c = _mm512_dpbusd_epi32(z, k80, t[0]);
-        c = _mm512_dpbusd_epi32(c, k80, t[1]);
-        c = _mm512_dpbusd_epi32(c, k80, t[2]);
-        *nc = _mm512_sub_epi32(z, _mm512_dpbusd_epi32(c, k80, t[3]));
-        *dv = lanes8(dvec);
-        return;
     } else {
+        float d[8];
         for (int i = 0; i < 8; i++) {
             if (i < nbg) q[i] = load_a_block(type, p + (size_t)i * sz, &d[i], &m[i]);
             else q[i] = _mm256_setzero_si256(), d[i] = m[i] = 0.0f;
         }
+        dvec = _mm256_loadu_ps(d);
     }
     split8(q, t);
     const __m512i k80 = _mm512_set1_epi8((char)0x80), z = _mm512_setzero_si512();
@@ -599,7 +593,7 @@ AVX512 static INL void load_w8(uint32_t type, const uint8_t *p, int nbg, __m512i
     c = _mm512_dpbusd_epi32(c, k80, t[1]);
     c = _mm512_dpbusd_epi32(c, k80, t[2]);
     *nc = _mm512_sub_epi32(z, _mm512_dpbusd_epi32(c, k80, t[3]));
-    *dv = lanes8(_mm256_setr_ps(d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]));
+    *dv = lanes8(dvec);
 }
 
 AVX512 static void unpack_w8_row(uint32_t type, const uint8_t *row, int64_t nb, const W8Row *c) {

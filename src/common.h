@@ -6,6 +6,7 @@
 #ifndef GROK_COMMON_H
 #define GROK_COMMON_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,6 +26,23 @@ int err_set(Error *err, const char *fmt, ...)
 
 /* Prefixes an existing message: "ctx: old message". Returns -1. */
 int err_prefix(Error *err, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* A growable NUL-terminated string. On an allocation failure it keeps what
+ * it had and sets oom; later appends are ignored, so callers check oom once
+ * at the end. Zero-initialise; free(b.s) when done. */
+typedef struct {
+    char *s;
+    size_t len, cap;
+    bool oom;
+} Buf;
+
+void buf_put(Buf *b, const char *s, size_t n);
+void buf_puts(Buf *b, const char *s);
+void buf_printf(Buf *b, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))
 #endif

@@ -594,30 +594,9 @@ cJSON *responses_final(ResponseStore *rs, RespCtx *c, const RespView *v) {
 
 /* ---- streaming ------------------------------------------------------------------ */
 
-typedef struct {
-    char *s;
-    size_t len, cap;
-    bool oom;
-} SBuf;
-
-static void sb_put(SBuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = (b->len + n + 1) * 2;
-        char *t = realloc(b->s, cap);
-        if (!t) {
-            b->oom = true;
-            return;
-        }
-        b->s = t, b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = 0;
-}
 
 /* Adds "event: TYPE\ndata: {"type": TYPE, ...fields of o, "sequence_number": N}\n\n" (takes o). */
-static void event(SBuf *b, RespCtx *c, const char *type, cJSON *o) {
+static void event(Buf *b, RespCtx *c, const char *type, cJSON *o) {
     cJSON *e = cJSON_CreateObject();
     if (!o || !e || !cJSON_AddStringToObject(e, "type", type)) {
         cJSON_Delete(o);
@@ -637,11 +616,11 @@ static void event(SBuf *b, RespCtx *c, const char *type, cJSON *o) {
         b->oom = true;
         return;
     }
-    sb_put(b, "event: ", 7);
-    sb_put(b, type, strlen(type));
-    sb_put(b, "\ndata: ", 7);
-    sb_put(b, j, strlen(j));
-    sb_put(b, "\n\n", 2);
+    buf_put(b, "event: ", 7);
+    buf_put(b, type, strlen(type));
+    buf_put(b, "\ndata: ", 7);
+    buf_put(b, j, strlen(j));
+    buf_put(b, "\n\n", 2);
     free(j);
 }
 
@@ -666,14 +645,14 @@ static cJSON *ev_part(const RespCtx *c, const char *text) {
     return o;
 }
 
-static void open_message(SBuf *b, RespCtx *c) {
+static void open_message(Buf *b, RespCtx *c) {
     c->item_open = true;
     event(b, c, "response.output_item.added", ev_item(0, message_item(c, NULL, "in_progress")));
     event(b, c, "response.content_part.added", ev_part(c, ""));
 }
 
 char *responses_stream(ResponseStore *rs, RespCtx *c, const RespView *v, size_t *len, bool *oom, bool *finished) {
-    SBuf b = {0};
+    Buf b = {0};
     *oom = false;
     *finished = c->finished;
     if (c->finished) return NULL;

@@ -33,41 +33,18 @@ ChatTemplate chat_template_detect(const GGUFFile *f) {
 
 const char *chat_stop_string(ChatTemplate t) { return t == CHAT_TEMPLATE_GROK2 ? GROK2_SEPARATOR : "\nUser:"; }
 
-typedef struct {
-    char *s;
-    size_t len, cap;
-    bool oom;
-} Buf;
-
-static void put(Buf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = (b->len + n + 1) * 2;
-        char *t = realloc(b->s, cap);
-        if (!t) {
-            b->oom = true;
-            return;
-        }
-        b->s = t, b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = 0;
-}
-
-static void puts_(Buf *b, const char *s) { put(b, s, strlen(s)); }
 
 /* Appends s without leading/trailing whitespace (Python's str.strip()). */
 static void put_stripped(Buf *b, const char *s) {
     size_t n = strlen(s);
     while (n && isspace((unsigned char)*s)) s++, n--;
     while (n && isspace((unsigned char)s[n - 1])) n--;
-    put(b, s, n);
+    buf_put(b, s, n);
 }
 
 char *chat_format(ChatTemplate t, const ChatMessage *msgs, int n, bool add_generation_prompt, Error *err) {
     Buf b = {0};
-    puts_(&b, "");
+    buf_puts(&b, "");
     for (int i = 0; i < n; i++) {
         const char *role = msgs[i].role, *content = msgs[i].content ? msgs[i].content : "";
         int r = !strcmp(role, "system") ? 0 : !strcmp(role, "user") ? 1 : !strcmp(role, "assistant") ? 2
@@ -79,17 +56,17 @@ char *chat_format(ChatTemplate t, const ChatMessage *msgs, int n, bool add_gener
         }
         if (t == CHAT_TEMPLATE_GROK2) {
             static const char *const label[] = {"System: ", "Human: ", "Assistant: ", "Tool: "};
-            puts_(&b, label[r]);
+            buf_puts(&b, label[r]);
             put_stripped(&b, content);
-            puts_(&b, GROK2_SEPARATOR "\n\n");
+            buf_puts(&b, GROK2_SEPARATOR "\n\n");
         } else {
             static const char *const label[] = {"", "User: ", "Assistant: ", "Tool: "};
-            puts_(&b, label[r]);
+            buf_puts(&b, label[r]);
             put_stripped(&b, content);
-            puts_(&b, "\n\n");
+            buf_puts(&b, "\n\n");
         }
     }
-    if (add_generation_prompt) puts_(&b, "Assistant:");
+    if (add_generation_prompt) buf_puts(&b, "Assistant:");
     if (b.oom) {
         free(b.s);
         err_set(err, "out of memory");

@@ -23,64 +23,10 @@
 #define MAX_BOUND 1e15          /* |minimum|, |maximum| that constrain; integers are generated with at most 15 digits,
                                    so bounds beyond this (zod's +-2^53-1) are no constraint at all */
 
-typedef struct {
-    char *s;
-    size_t len, cap;
-    bool oom;
-} Buf;
-
-static void bput(Buf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = (b->len + n + 1) * 2;
-        char *t = realloc(b->s, cap);
-        if (!t) {
-            b->oom = true;
-            return;
-        }
-        b->s = t, b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = 0;
-}
-
-static void bputs(Buf *b, const char *s) { bput(b, s, strlen(s)); }
-
-static void bprintf(Buf *b, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
-static void bprintf(Buf *b, const char *fmt, ...) {
-    char tmp[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        b->oom = true;
-        return;
-    }
-    if ((size_t)n < sizeof tmp) {
-        bput(b, tmp, (size_t)n);
-        return;
-    }
-    char *big = malloc((size_t)n + 1);
-    if (!big) {
-        b->oom = true;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    bput(b, big, (size_t)n);
-    free(big);
-}
 
 int gbnf_append_literal(char **buf, size_t *len, size_t *cap, const char *s, size_t n) {
     Buf b = {*buf, *len, *cap, false};
-    bputs(&b, "\"");
+    buf_puts(&b, "\"");
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         char e[8];
@@ -94,15 +40,15 @@ int gbnf_append_literal(char **buf, size_t *len, size_t *cap, const char *s, siz
             bool ok = k && i + (size_t)k <= n;
             for (int j = 1; ok && j < k; j++) ok = ((unsigned char)s[i + (size_t)j] & 0xC0) == 0x80;
             if (ok) {
-                bput(&b, s + i, (size_t)k);
+                buf_put(&b, s + i, (size_t)k);
                 i += (size_t)k - 1;
                 continue;
             }
             snprintf(e, sizeof e, "\\x%02X", c); /* (becomes U+00XX: such text cannot be generated) */
         } else e[0] = (char)c, e[1] = 0;
-        bputs(&b, e);
+        buf_puts(&b, e);
     }
-    bputs(&b, "\"");
+    buf_puts(&b, "\"");
     *buf = b.s, *len = b.len, *cap = b.cap;
     return b.oom ? -1 : 0;
 }
@@ -140,44 +86,44 @@ static void prim(JsonGrammar *jg, unsigned p) {
     jg->prims |= p;
     Buf *o = &jg->out;
     switch (p) {
-    case P_SPACE: bputs(o, "space ::= \" \"?\n"); break;
+    case P_SPACE: buf_puts(o, "space ::= \" \"?\n"); break;
     case P_STRING:
         prim(jg, P_SPACE);
-        bputs(o, "char ::= [^\"\\\\\\x7F\\x00-\\x1F] | \"\\\\\" ([\"\\\\/bfnrt] | \"u\" [0-9a-fA-F]{4})\n");
-        bputs(o, "string ::= \"\\\"\" char* \"\\\"\" space\n");
+        buf_puts(o, "char ::= [^\"\\\\\\x7F\\x00-\\x1F] | \"\\\\\" ([\"\\\\/bfnrt] | \"u\" [0-9a-fA-F]{4})\n");
+        buf_puts(o, "string ::= \"\\\"\" char* \"\\\"\" space\n");
         break;
     case P_NUMBER:
         prim(jg, P_SPACE);
-        bputs(o, "number ::= \"-\"? ([0-9] | [1-9] [0-9]{0,15}) (\".\" [0-9]{1,16})? ([eE] [-+]? [0-9]{1,2})? space\n");
+        buf_puts(o, "number ::= \"-\"? ([0-9] | [1-9] [0-9]{0,15}) (\".\" [0-9]{1,16})? ([eE] [-+]? [0-9]{1,2})? space\n");
         break;
     case P_INTEGER:
         prim(jg, P_SPACE);
-        bputs(o, "integer ::= \"-\"? ([0-9] | [1-9] [0-9]{0,14}) space\n");
+        buf_puts(o, "integer ::= \"-\"? ([0-9] | [1-9] [0-9]{0,14}) space\n");
         break;
     case P_BOOL:
         prim(jg, P_SPACE);
-        bputs(o, "boolean ::= (\"true\" | \"false\") space\n");
+        buf_puts(o, "boolean ::= (\"true\" | \"false\") space\n");
         break;
     case P_NULL:
         prim(jg, P_SPACE);
-        bputs(o, "null ::= \"null\" space\n");
+        buf_puts(o, "null ::= \"null\" space\n");
         break;
     case P_VALUE:
         prim(jg, P_STRING), prim(jg, P_NUMBER), prim(jg, P_BOOL), prim(jg, P_NULL);
-        bputs(o, "value ::= object | array | string | number | boolean | null\n");
-        bputs(o, "object ::= \"{\" space (string \":\" space value (\",\" space string \":\" space value)*)? \"}\" space\n");
-        bputs(o, "array ::= \"[\" space (value (\",\" space value)*)? \"]\" space\n");
+        buf_puts(o, "value ::= object | array | string | number | boolean | null\n");
+        buf_puts(o, "object ::= \"{\" space (string \":\" space value (\",\" space string \":\" space value)*)? \"}\" space\n");
+        buf_puts(o, "array ::= \"[\" space (value (\",\" space value)*)? \"]\" space\n");
         break;
     case P_DATE:
-        bputs(o, "date ::= [0-9]{4} \"-\" ((\"0\" [13578] | \"1\" [02]) \"-\" (\"0\" [1-9] | [12] [0-9] | \"3\" [01]) | "
+        buf_puts(o, "date ::= [0-9]{4} \"-\" ((\"0\" [13578] | \"1\" [02]) \"-\" (\"0\" [1-9] | [12] [0-9] | \"3\" [01]) | "
                  "(\"0\" [469] | \"11\") \"-\" (\"0\" [1-9] | [12] [0-9] | \"30\") | \"02-\" (\"0\" [1-9] | \"1\" [0-9] | \"2\" [0-8]))\n");
         break;
     case P_TIME:
-        bputs(o, "time ::= ([01] [0-9] | \"2\" [0-3]) \":\" [0-5] [0-9] \":\" [0-5] [0-9] (\".\" [0-9]{1,6})? "
+        buf_puts(o, "time ::= ([01] [0-9] | \"2\" [0-3]) \":\" [0-5] [0-9] \":\" [0-5] [0-9] (\".\" [0-9]{1,6})? "
                  "(\"Z\" | [+-] ([01] [0-9] | \"2\" [0-3]) \":\" [0-5] [0-9])\n");
         break;
     case P_UUID:
-        bputs(o, "uuid ::= [0-9a-f]{8} \"-\" [0-9a-f]{4} \"-\" [0-9a-f]{4} \"-\" [0-9a-f]{4} \"-\" [0-9a-f]{12}\n");
+        buf_puts(o, "uuid ::= [0-9a-f]{8} \"-\" [0-9a-f]{4} \"-\" [0-9a-f]{4} \"-\" [0-9a-f]{4} \"-\" [0-9a-f]{12}\n");
         break;
     }
 }
@@ -253,44 +199,44 @@ static void range_same(Buf *b, const char *a, const char *z) {
     size_t n = strlen(a);
     if (n == 0) return;
     if (!strcmp(a, z)) {
-        bprintf(b, "\"%s\"", a);
+        buf_printf(b, "\"%s\"", a);
         return;
     }
     if (a[0] == z[0]) {
-        bprintf(b, "\"%c\" ", a[0]);
+        buf_printf(b, "\"%c\" ", a[0]);
         range_same(b, a + 1, z + 1);
         return;
     }
     bool a_rest0 = true, z_rest9 = true;
     for (size_t i = 1; i < n; i++) a_rest0 &= a[i] == '0', z_rest9 &= z[i] == '9';
     char lo = a_rest0 ? a[0] : (char)(a[0] + 1), hi = z_rest9 ? z[0] : (char)(z[0] - 1);
-    bputs(b, "(");
+    buf_puts(b, "(");
     bool first = true;
     if (!a_rest0) {
         char nines[32];
         memset(nines, '9', n - 1);
         nines[n - 1] = 0;
-        bprintf(b, "\"%c\" (", a[0]);
+        buf_printf(b, "\"%c\" (", a[0]);
         range_same(b, a + 1, nines);
-        bputs(b, ")");
+        buf_puts(b, ")");
         first = false;
     }
     if (lo <= hi) {
-        if (!first) bputs(b, " | ");
-        bprintf(b, "[%c-%c]", lo, hi);
-        if (n > 1) bprintf(b, " [0-9]{%zu}", n - 1);
+        if (!first) buf_puts(b, " | ");
+        buf_printf(b, "[%c-%c]", lo, hi);
+        if (n > 1) buf_printf(b, " [0-9]{%zu}", n - 1);
         first = false;
     }
     if (!z_rest9) {
         char zeros[32];
         memset(zeros, '0', n - 1);
         zeros[n - 1] = 0;
-        if (!first) bputs(b, " | ");
-        bprintf(b, "\"%c\" (", z[0]);
+        if (!first) buf_puts(b, " | ");
+        buf_printf(b, "\"%c\" (", z[0]);
         range_same(b, zeros, z + 1);
-        bputs(b, ")");
+        buf_puts(b, ")");
     }
-    bputs(b, ")");
+    buf_puts(b, ")");
 }
 
 /* Non-negative integers in [a, z] (z < 0: no upper bound, up to 16 digits),
@@ -303,9 +249,9 @@ static void range_nn(Buf *b, long long a, long long z) {
         ull_str((unsigned long long)z, zs);
         lz = strlen(zs);
     } else lz = 15;
-    bputs(b, "(");
+    buf_puts(b, "(");
     for (size_t L = la; L <= lz; L++) {
-        if (L > la) bputs(b, " | ");
+        if (L > la) buf_puts(b, " | ");
         char lo[32], hi[32];
         if (L == la) strcpy(lo, as);
         else {
@@ -319,55 +265,55 @@ static void range_nn(Buf *b, long long a, long long z) {
         }
         range_same(b, lo, hi);
     }
-    bputs(b, ")");
+    buf_puts(b, ")");
 }
 
 /* Integers with optional bounds, as one parenthesised expression. */
 static void int_range(Buf *b, bool has_lo, long long lo, bool has_hi, long long hi) {
-    bputs(b, "(");
+    buf_puts(b, "(");
     if (has_lo && lo >= 0) range_nn(b, lo, has_hi ? hi : -1);
     else if (has_hi && hi < 0) {
-        bputs(b, "\"-\" ");
+        buf_puts(b, "\"-\" ");
         range_nn(b, -hi, has_lo ? -lo : -1);
     } else { /* the range spans 0 */
-        bputs(b, "\"-\" ");
+        buf_puts(b, "\"-\" ");
         range_nn(b, 1, has_lo ? -lo : -1);
-        bputs(b, " | ");
+        buf_puts(b, " | ");
         range_nn(b, 0, has_hi ? hi : -1);
     }
-    bputs(b, ")");
+    buf_puts(b, ")");
 }
 
 /* A magnitude I.f in [A, B] (B < 0: unbounded), whole-number bounds. */
 static void magnitude(Buf *b, long long A, long long B) {
     const char *frac = "(\".\" [0-9]{1,15})?", *zfrac = "(\".\" \"0\"{1,15})?";
-    bputs(b, "(");
+    buf_puts(b, "(");
     if (B < 0) {
         range_nn(b, A, -1);
-        bprintf(b, " %s", frac);
+        buf_printf(b, " %s", frac);
     } else {
         if (A <= B - 1) {
             range_nn(b, A, B - 1);
-            bprintf(b, " %s | ", frac);
+            buf_printf(b, " %s | ", frac);
         }
-        bprintf(b, "\"%lld\" %s", B, zfrac);
+        buf_printf(b, "\"%lld\" %s", B, zfrac);
     }
-    bputs(b, ")");
+    buf_puts(b, ")");
 }
 
 static void num_range(Buf *b, bool has_lo, long long lo, bool has_hi, long long hi) {
-    bputs(b, "(");
+    buf_puts(b, "(");
     bool any = false;
     if (!has_hi || hi >= 0) { /* x >= 0 */
         magnitude(b, has_lo && lo > 0 ? lo : 0, has_hi ? hi : -1);
         any = true;
     }
     if (!has_lo || lo < 0) { /* x < 0: magnitude in [max(-hi, 0), -lo] */
-        if (any) bputs(b, " | ");
-        bputs(b, "\"-\" ");
+        if (any) buf_puts(b, " | ");
+        buf_puts(b, "\"-\" ");
         magnitude(b, has_hi && hi < 0 ? -hi : 0, has_lo ? -lo : -1);
     }
-    bputs(b, ")");
+    buf_puts(b, ")");
 }
 
 /* Reads minimum/maximum (and exclusive ones) into whole-number bounds. */
@@ -429,7 +375,7 @@ static const char *emit(JsonGrammar *jg, Buf *body) {
         free(body->s);
         return fail(jg, "", "out of memory"), NULL;
     }
-    bprintf(&jg->out, "%s ::= %s\n", nm, body->s ? body->s : "\"\"");
+    buf_printf(&jg->out, "%s ::= %s\n", nm, body->s ? body->s : "\"\"");
     free(body->s);
     if (jg->out.len > MAX_GRAMMAR) return fail(jg, "", "the schema makes a grammar over %u bytes", MAX_GRAMMAR);
     return nm;
@@ -480,7 +426,7 @@ static const char *visit_object(JsonGrammar *jg, const cJSON *s, const char *pat
         }
         blit(&b, kj);
         free(kj);
-        bprintf(&b, " space \":\" space %s", vr);
+        buf_printf(&b, " space \":\" space %s", vr);
         kv[i] = emit(jg, &b);
         if (!kv[i]) {
             free(kv);
@@ -492,10 +438,10 @@ static const char *visit_object(JsonGrammar *jg, const cJSON *s, const char *pat
         i++;
     }
     Buf b = {0};
-    bputs(&b, "\"{\" space ");
+    buf_puts(&b, "\"{\" space ");
     int n_req = 0;
     for (i = 0; i < n; i++)
-        if (isreq[i]) bprintf(&b, n_req++ ? "\",\" space %s " : "%s ", kv[i]);
+        if (isreq[i]) buf_printf(&b, n_req++ ? "\",\" space %s " : "%s ", kv[i]);
     /* optional ones in order: rests[i] ::= ("," space kv_j)? ... over the
      * optional j >= i (linear in the number of properties) */
     const char **rests = calloc((size_t)n + 1, sizeof *rests);
@@ -509,7 +455,7 @@ static const char *visit_object(JsonGrammar *jg, const cJSON *s, const char *pat
             continue;
         }
         Buf r = {0};
-        bprintf(&r, "(\",\" space %s)? %s", kv[i], rests[i + 1] ? rests[i + 1] : "");
+        buf_printf(&r, "(\",\" space %s)? %s", kv[i], rests[i + 1] ? rests[i + 1] : "");
         rests[i] = emit(jg, &r);
     }
     if (jg->failed) {
@@ -525,16 +471,16 @@ static const char *visit_object(JsonGrammar *jg, const cJSON *s, const char *pat
             return jg->failed ? NULL : fail(jg, path, "out of memory");
         }
         prim(jg, P_STRING);
-        bprintf(&b, "(string \":\" space %s (\",\" space string \":\" space %s)*)? ", apr, apr);
+        buf_printf(&b, "(string \":\" space %s (\",\" space string \":\" space %s)*)? ", apr, apr);
     } else if (n_req) {
-        if (rests[0]) bprintf(&b, "%s ", rests[0]);
+        if (rests[0]) buf_printf(&b, "%s ", rests[0]);
     } else if (n) { /* all optional: the first one present has no comma */
-        bputs(&b, "(");
-        for (i = 0; i < n; i++) bprintf(&b, "%s%s %s", i ? " | " : "", kv[i], rests[i + 1] ? rests[i + 1] : "");
-        bputs(&b, ")? ");
+        buf_puts(&b, "(");
+        for (i = 0; i < n; i++) buf_printf(&b, "%s%s %s", i ? " | " : "", kv[i], rests[i + 1] ? rests[i + 1] : "");
+        buf_puts(&b, ")? ");
     }
     free(rests);
-    bputs(&b, "\"}\" space");
+    buf_puts(&b, "\"}\" space");
     free(kv);
     free(isreq);
     if (jg->failed) {
@@ -563,16 +509,16 @@ static const char *visit_array(JsonGrammar *jg, const cJSON *s, const char *path
     if (mx >= 0 && mx < mn) return fail(jg, path, "maxItems is below minItems: no array is valid");
     prim(jg, P_SPACE);
     Buf b = {0};
-    bputs(&b, "\"[\" space ");
+    buf_puts(&b, "\"[\" space ");
     if (mx == 0) {
     } else if (mn == 0) {
-        if (mx < 0) bprintf(&b, "(%s (\",\" space %s)*)? ", ir, ir);
-        else bprintf(&b, "(%s (\",\" space %s){0,%ld})? ", ir, ir, mx - 1);
+        if (mx < 0) buf_printf(&b, "(%s (\",\" space %s)*)? ", ir, ir);
+        else buf_printf(&b, "(%s (\",\" space %s){0,%ld})? ", ir, ir, mx - 1);
     } else {
-        if (mx < 0) bprintf(&b, "%s (\",\" space %s){%ld,} ", ir, ir, mn - 1);
-        else bprintf(&b, "%s (\",\" space %s){%ld,%ld} ", ir, ir, mn - 1, mx - 1);
+        if (mx < 0) buf_printf(&b, "%s (\",\" space %s){%ld,} ", ir, ir, mn - 1);
+        else buf_printf(&b, "%s (\",\" space %s){%ld,%ld} ", ir, ir, mn - 1, mx - 1);
     }
-    bputs(&b, "\"]\" space");
+    buf_puts(&b, "\"]\" space");
     return emit(jg, &b);
 }
 
@@ -617,11 +563,11 @@ static void rx_lit(Buf *b, uint32_t c) {
                           : (u[0] = (unsigned char)(0xF0 | (c >> 18)), u[1] = (unsigned char)(0x80 | ((c >> 12) & 63)),
                              u[2] = (unsigned char)(0x80 | ((c >> 6) & 63)), u[3] = (unsigned char)(0x80 | (c & 63)), 4);
         if (!b->oom && gbnf_append_literal(&b->s, &b->len, &b->cap, (const char *)u, (size_t)n)) b->oom = true;
-        bputs(b, " ");
+        buf_puts(b, " ");
         return;
     }
     if (!b->oom && gbnf_append_literal(&b->s, &b->len, &b->cap, t, (size_t)n)) b->oom = true;
-    bputs(b, " ");
+    buf_puts(b, " ");
 }
 
 static int rng_cmp(const void *a, const void *b) {
@@ -670,12 +616,12 @@ static int rx_class(Rx *r, Rng *rg, int n, bool neg) {
         nf = ng;
     }
     if (nf == 0) return r->err = "a character class matches only characters that must be escaped in JSON", -1;
-    bputs(r->out, "[");
+    buf_puts(r->out, "[");
     for (int i = 0; i < nf; i++) {
-        bprintf(r->out, f[i].lo > 0xFFFF ? "\\U%08X" : "\\u%04X", f[i].lo);
-        if (f[i].hi != f[i].lo) bprintf(r->out, f[i].hi > 0xFFFF ? "-\\U%08X" : "-\\u%04X", f[i].hi);
+        buf_printf(r->out, f[i].lo > 0xFFFF ? "\\U%08X" : "\\u%04X", f[i].lo);
+        if (f[i].hi != f[i].lo) buf_printf(r->out, f[i].hi > 0xFFFF ? "-\\U%08X" : "-\\u%04X", f[i].hi);
     }
-    bputs(r->out, "] ");
+    buf_puts(r->out, "] ");
     return 0;
 }
 
@@ -750,12 +696,12 @@ static int rx_atom(Rx *r) {
             else return r->err = "lookarounds and named groups are not supported", -1;
         }
         if (++r->depth > 64) return r->err = "groups nested too deeply", -1;
-        bputs(r->out, "(");
+        buf_puts(r->out, "(");
         if (rx_alt(r)) return -1; /* sets r->nullable for the group */
         if (r->p >= r->end || *r->p != ')') return r->err = "missing ')'", -1;
         r->p++;
         r->depth--;
-        bputs(r->out, ") ");
+        buf_puts(r->out, ") ");
         return 0;
     }
     r->nullable = false; /* a literal, a class, '.' */
@@ -858,14 +804,14 @@ static int rx_seq(Rx *r) {
             return r->err = "'*', '+' or '{n,}' after a part that can match the empty string is not supported", -1;
         }
         nullable = nullable && (atom_nullable || lo == 0); /* no quantifier (lo < 0): as the atom */
-        if (lo < 0) bputs(r->out, atom.s ? atom.s : "");
-        else if (hi == -2) bprintf(r->out, "(%s){%ld,} ", atom.s ? atom.s : "", lo);
-        else bprintf(r->out, "(%s){%ld,%ld} ", atom.s ? atom.s : "", lo, hi);
+        if (lo < 0) buf_puts(r->out, atom.s ? atom.s : "");
+        else if (hi == -2) buf_printf(r->out, "(%s){%ld,} ", atom.s ? atom.s : "", lo);
+        else buf_printf(r->out, "(%s){%ld,%ld} ", atom.s ? atom.s : "", lo, hi);
         if (atom.oom) r->out->oom = true;
         free(atom.s);
         any = true;
     }
-    if (!any) bputs(r->out, "\"\" ");
+    if (!any) buf_puts(r->out, "\"\" ");
     r->nullable = nullable;
     return 0;
 }
@@ -875,7 +821,7 @@ static int rx_alt(Rx *r) {
     bool nullable = r->nullable;
     while (r->p < r->end && *r->p == '|') {
         r->p++;
-        bputs(r->out, "| ");
+        buf_puts(r->out, "| ");
         if (rx_seq(r)) return -1;
         nullable |= r->nullable;
     }
@@ -895,12 +841,12 @@ static const char *visit_string(JsonGrammar *jg, const cJSON *s, const char *pat
             return fail(jg, path, "'pattern' together with 'format', 'minLength' or 'maxLength' is not supported");
         Buf b = {0};
         Rx r = {pat->valuestring, pat->valuestring + strlen(pat->valuestring), &b, NULL, 0, false};
-        bputs(&b, "\"\\\"\" (");
+        buf_puts(&b, "\"\\\"\" (");
         if (rx_alt(&r) || (r.p < r.end && (r.err = "unmatched ')'"))) {
             free(b.s);
             return fail(jg, path, "'pattern' /%.100s/: %s", pat->valuestring, r.err);
         }
-        bputs(&b, ") \"\\\"\" space");
+        buf_puts(&b, ") \"\\\"\" space");
         return emit(jg, &b);
     }
     if (fmt) {
@@ -913,15 +859,15 @@ static const char *visit_string(JsonGrammar *jg, const cJSON *s, const char *pat
         else return fail(jg, path, "string format '%.60s' is not supported (date, time, date-time, uuid are)", f);
         if (mn >= 0 || mx >= 0) return fail(jg, path, "minLength/maxLength together with 'format' are not supported");
         Buf b = {0};
-        bprintf(&b, "\"\\\"\" %s \"\\\"\" space", body);
+        buf_printf(&b, "\"\\\"\" %s \"\\\"\" space", body);
         return emit(jg, &b);
     }
     if (mn < 0 && mx < 0) return "string";
     if (mn < 0) mn = 0;
     if (mx >= 0 && mx < mn) return fail(jg, path, "maxLength is below minLength: no string is valid");
     Buf b = {0};
-    if (mx < 0) bprintf(&b, "\"\\\"\" char{%ld,} \"\\\"\" space", mn);
-    else bprintf(&b, "\"\\\"\" char{%ld,%ld} \"\\\"\" space", mn, mx);
+    if (mx < 0) buf_printf(&b, "\"\\\"\" char{%ld,} \"\\\"\" space", mn);
+    else buf_printf(&b, "\"\\\"\" char{%ld,%ld} \"\\\"\" space", mn, mx);
     return emit(jg, &b);
 }
 
@@ -942,7 +888,7 @@ static const char *visit_type(JsonGrammar *jg, const cJSON *s, const char *t, co
         Buf b = {0};
         if (integer) int_range(&b, hl, lo, hh, hi);
         else num_range(&b, hl, lo, hh, hi);
-        bputs(&b, " space");
+        buf_puts(&b, " space");
         return emit(jg, &b);
     }
     return fail(jg, path, "unknown type '%.40s'", t);
@@ -1024,7 +970,7 @@ static const char *visit(JsonGrammar *jg, const cJSON *s, const char *path, int 
             return fail(jg, path, "'enum' has %d values, over this server's limit of %d", cJSON_GetArraySize(en), MAX_ENUM);
         prim(jg, P_SPACE);
         Buf b = {0};
-        bputs(&b, "(");
+        buf_puts(&b, "(");
         const cJSON *v = en ? en->child : cn;
         for (bool first = true; v; v = en ? v->next : NULL, first = false) {
             char *txt = cJSON_PrintUnformatted(v);
@@ -1032,7 +978,7 @@ static const char *visit(JsonGrammar *jg, const cJSON *s, const char *path, int 
                 free(b.s);
                 return fail(jg, path, "out of memory");
             }
-            if (!first) bputs(&b, " | ");
+            if (!first) buf_puts(&b, " | ");
             blit(&b, txt);
             free(txt);
             if (b.len > MAX_GRAMMAR) {
@@ -1040,7 +986,7 @@ static const char *visit(JsonGrammar *jg, const cJSON *s, const char *path, int 
                 return fail(jg, path, "'enum' is too large");
             }
         }
-        bputs(&b, ") space");
+        buf_puts(&b, ") space");
         return emit(jg, &b);
     }
     if (any || all) {
@@ -1062,7 +1008,7 @@ static const char *visit(JsonGrammar *jg, const cJSON *s, const char *path, int 
                 free(b.s);
                 return jg->failed ? NULL : fail(jg, path, "out of memory");
             }
-            bprintf(&b, "%s%s", i++ ? " | " : "", r);
+            buf_printf(&b, "%s%s", i++ ? " | " : "", r);
         }
         return emit(jg, &b);
     }
@@ -1102,7 +1048,7 @@ static const char *visit(JsonGrammar *jg, const cJSON *s, const char *path, int 
             free(b.s);
             return NULL;
         }
-        bprintf(&b, "%s%s", i++ ? " | " : "", r);
+        buf_printf(&b, "%s%s", i++ ? " | " : "", r);
     }
     return emit(jg, &b);
 }
@@ -1148,7 +1094,7 @@ const char *json_grammar_any_value(JsonGrammar *jg, Error *err) {
 }
 
 int json_grammar_add_rule(JsonGrammar *jg, const char *name, const char *body, Error *err) {
-    bprintf(&jg->out, "%s ::= %s\n", name, body);
+    buf_printf(&jg->out, "%s ::= %s\n", name, body);
     if (jg->out.oom) return err_set(err, "out of memory");
     return 0;
 }

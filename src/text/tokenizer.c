@@ -1060,20 +1060,20 @@ int tokenizer_find(const Tokenizer *t, const char *piece, size_t len) {
 
 /* ---- encoding ------------------------------------------------------------- */
 
-typedef struct {
+typedef struct { /* a preallocated output: no growth, no checks */
     char *p;
     size_t len;
-} Buf;
+} FixedBuf;
 
-static void buf_put(Buf *b, const char *s, size_t n) {
+static void fixed_put(FixedBuf *b, const char *s, size_t n) {
     memcpy(b->p + b->len, s, n);
     b->len += n;
 }
 
 /* Appends a chunk of input, escaping spaces. */
-static void put_escaped(const Tokenizer *t, Buf *b, const char *s, size_t n) {
+static void put_escaped(const Tokenizer *t, FixedBuf *b, const char *s, size_t n) {
     for (size_t i = 0; i < n; i++) {
-        if (t->escape_ws && s[i] == ' ') buf_put(b, SPACE_SYM, SPACE_SYM_LEN);
+        if (t->escape_ws && s[i] == ' ') fixed_put(b, SPACE_SYM, SPACE_SYM_LEN);
         else b->p[b->len++] = s[i];
     }
 }
@@ -1102,7 +1102,7 @@ static void next_chunk(const Tokenizer *t, const char *in, size_t n, const char 
 /* Normalizes text into a malloc'd buffer (3*len + 4 bytes is enough: each
  * input byte gives at most 3 output bytes, plus the dummy prefix). */
 static int normalize(const Tokenizer *t, const char *in, size_t len, char **out, size_t *out_len, Error *err) {
-    Buf b = {malloc(len * 3 + 4), 0};
+    FixedBuf b = {malloc(len * 3 + 4), 0};
     if (!b.p) return err_set(err, "tokenizer: out of memory");
     *out = b.p;
     *out_len = 0;
@@ -1118,8 +1118,8 @@ static int normalize(const Tokenizer *t, const char *in, size_t len, char **out,
     }
     if (pos >= len) return 0;
     if (t->add_dummy_prefix) {
-        if (t->escape_ws) buf_put(&b, SPACE_SYM, SPACE_SYM_LEN);
-        else buf_put(&b, " ", 1);
+        if (t->escape_ws) fixed_put(&b, SPACE_SYM, SPACE_SYM_LEN);
+        else fixed_put(&b, " ", 1);
     }
     bool prev_space = t->remove_extra_ws;
     while (pos < len) {

@@ -32,17 +32,17 @@ static int g_pass, g_fail;
 typedef struct {
     uint8_t b[4096];
     size_t n;
-} Buf;
+} ByteBuf;
 
-static void put(Buf *b, const void *p, size_t n) {
+static void put(ByteBuf *b, const void *p, size_t n) {
     memcpy(b->b + b->n, p, n);
     b->n += n;
 }
-static void op(Buf *b, uint8_t o) { b->b[b->n++] = o; }
-static void le(Buf *b, uint64_t v, int n) {
+static void op(ByteBuf *b, uint8_t o) { b->b[b->n++] = o; }
+static void le(ByteBuf *b, uint64_t v, int n) {
     for (int i = 0; i < n; i++) b->b[b->n++] = (uint8_t)(v >> (8 * i));
 }
-static void sbu(Buf *b, const char *s) { /* SHORT_BINUNICODE + MEMOIZE */
+static void sbu(ByteBuf *b, const char *s) { /* SHORT_BINUNICODE + MEMOIZE */
     op(b, 0x8c);
     op(b, (uint8_t)strlen(s));
     put(b, s, strlen(s));
@@ -51,7 +51,7 @@ static void sbu(Buf *b, const char *s) { /* SHORT_BINUNICODE + MEMOIZE */
 
 /* numpy's reduce of an array: _reconstruct(ndarray, (0,), b'b') then
  * BUILD (1, shape, dtype, False, data). Returns the data offset. */
-static size_t np_array(Buf *b, const uint8_t *data, size_t n, uint8_t bytes_op) {
+static size_t np_array(ByteBuf *b, const uint8_t *data, size_t n, uint8_t bytes_op) {
     sbu(b, "numpy.core.multiarray"), sbu(b, "_reconstruct"), op(b, 0x93), op(b, 0x94);
     sbu(b, "numpy"), sbu(b, "ndarray"), op(b, 0x93), op(b, 0x94);
     op(b, 'K'), op(b, 0), op(b, 0x85), op(b, 0x94);
@@ -76,7 +76,7 @@ static void test_pickle(void) {
     uint8_t w[300], s[40];
     for (int i = 0; i < 300; i++) w[i] = (uint8_t)(i * 7);
     for (int i = 0; i < 40; i++) s[i] = (uint8_t)(i + 100);
-    Buf b = {{0}, 0};
+    ByteBuf b = {{0}, 0};
     op(&b, 0x80), op(&b, 4);               /* PROTO 4 */
     op(&b, 0x95), le(&b, 0, 8);            /* FRAME (length not checked by a scanner) */
     sbu(&b, "__main__"), sbu(&b, "QuantizedWeight8bit"), op(&b, 0x93), op(&b, 0x94);

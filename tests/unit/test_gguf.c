@@ -78,9 +78,9 @@ static int write_all(const char *path, const void *data, size_t n) {
 typedef struct {
     uint8_t *p;
     size_t n, cap;
-} Buf;
+} ByteBuf;
 
-static void b_bytes(Buf *b, const void *src, size_t n) {
+static void b_bytes(ByteBuf *b, const void *src, size_t n) {
     if (b->n + n > b->cap) {
         size_t nc = b->cap ? b->cap * 2 : 256;
         while (nc < b->n + n) nc *= 2;
@@ -95,66 +95,66 @@ static void b_bytes(Buf *b, const void *src, size_t n) {
     if (n) memcpy(b->p + b->n, src, n);
     b->n += n;
 }
-static void b_le(Buf *b, uint64_t v, int n) {
+static void b_le(ByteBuf *b, uint64_t v, int n) {
     uint8_t t[8];
     for (int i = 0; i < n; i++) t[i] = (uint8_t)(v >> (8 * i));
     b_bytes(b, t, (size_t)n);
 }
-static void b_u8(Buf *b, uint8_t v) { b_le(b, v, 1); }
-static void b_u16(Buf *b, uint16_t v) { b_le(b, v, 2); }
-static void b_u32(Buf *b, uint32_t v) { b_le(b, v, 4); }
-static void b_u64(Buf *b, uint64_t v) { b_le(b, v, 8); }
-static void b_f32(Buf *b, float f) {
+static void b_u8(ByteBuf *b, uint8_t v) { b_le(b, v, 1); }
+static void b_u16(ByteBuf *b, uint16_t v) { b_le(b, v, 2); }
+static void b_u32(ByteBuf *b, uint32_t v) { b_le(b, v, 4); }
+static void b_u64(ByteBuf *b, uint64_t v) { b_le(b, v, 8); }
+static void b_f32(ByteBuf *b, float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
     b_u32(b, u);
 }
-static void b_f64(Buf *b, double d) {
+static void b_f64(ByteBuf *b, double d) {
     uint64_t u;
     memcpy(&u, &d, 8);
     b_u64(b, u);
 }
-static void b_str(Buf *b, const char *s) {
+static void b_str(ByteBuf *b, const char *s) {
     b_u64(b, strlen(s));
     b_bytes(b, s, strlen(s));
 }
-static void b_zeros(Buf *b, size_t n) {
+static void b_zeros(ByteBuf *b, size_t n) {
     for (size_t i = 0; i < n; i++) b_u8(b, 0);
 }
-static void b_pad(Buf *b, size_t a) {
+static void b_pad(ByteBuf *b, size_t a) {
     while (b->n % a) b_u8(b, 0);
 }
-static void b_hdr(Buf *b, uint32_t version, uint64_t n_tensors, uint64_t n_kv) {
+static void b_hdr(ByteBuf *b, uint32_t version, uint64_t n_tensors, uint64_t n_kv) {
     b_bytes(b, "GGUF", 4);
     b_u32(b, version);
     b_u64(b, n_tensors);
     b_u64(b, n_kv);
 }
-static void b_kv_u32(Buf *b, const char *key, uint32_t v) {
+static void b_kv_u32(ByteBuf *b, const char *key, uint32_t v) {
     b_str(b, key);
     b_u32(b, GGUF_TYPE_UINT32);
     b_u32(b, v);
 }
-static void b_kv_str(Buf *b, const char *key, const char *v) {
+static void b_kv_str(ByteBuf *b, const char *key, const char *v) {
     b_str(b, key);
     b_u32(b, GGUF_TYPE_STRING);
     b_str(b, v);
 }
-static void b_tinfo(Buf *b, const char *name, uint32_t n_dims, const int64_t *ne, uint32_t type, uint64_t off) {
+static void b_tinfo(ByteBuf *b, const char *name, uint32_t n_dims, const int64_t *ne, uint32_t type, uint64_t off) {
     b_str(b, name);
     b_u32(b, n_dims);
     for (uint32_t d = 0; d < n_dims; d++) b_u64(b, (uint64_t)ne[d]);
     b_u32(b, type);
     b_u64(b, off);
 }
-static void b_free(Buf *b) {
+static void b_free(ByteBuf *b) {
     free(b->p);
     memset(b, 0, sizeof *b);
 }
 
 /* A file with one kv and one tensor described by the arguments, followed by
  * data_bytes bytes of data. */
-static void make_one_tensor(Buf *b, uint32_t n_dims, const int64_t *ne, uint32_t type, uint64_t off,
+static void make_one_tensor(ByteBuf *b, uint32_t n_dims, const int64_t *ne, uint32_t type, uint64_t off,
                             size_t data_bytes) {
     b_hdr(b, 3, 1, 1);
     b_kv_str(b, "general.name", "t");
@@ -164,7 +164,7 @@ static void make_one_tensor(Buf *b, uint32_t n_dims, const int64_t *ne, uint32_t
 }
 
 /* Two f32 tensors of n0 and n1 elements at offsets o0 and o1. */
-static void make_two_tensors(Buf *b, const char *n0, int64_t e0, uint64_t o0, const char *n1, int64_t e1,
+static void make_two_tensors(ByteBuf *b, const char *n0, int64_t e0, uint64_t o0, const char *n1, int64_t e1,
                              uint64_t o1, size_t data_bytes) {
     b_hdr(b, 3, 2, 0);
     b_tinfo(b, n0, 1, &e0, GGML_TYPE_F32, o0);
@@ -174,7 +174,7 @@ static void make_two_tensors(Buf *b, const char *n0, int64_t e0, uint64_t o0, co
 }
 
 /* Opens buf as a memory file; it must succeed. */
-static void expect_ok_mem(const Buf *b, int line) {
+static void expect_ok_mem(const ByteBuf *b, int line) {
     Error err = {{0}};
     GGUFFile *f = gguf_open_memory(b->p, b->n, &err);
     if (!f) fprintf(stderr, "line %d: expected success, got: %s\n", line, err.msg);
@@ -183,7 +183,7 @@ static void expect_ok_mem(const Buf *b, int line) {
 }
 
 /* Opens buf as a memory file; it must fail with a message containing `want`. */
-static void expect_err_mem(const Buf *b, const char *want, int line) {
+static void expect_err_mem(const ByteBuf *b, const char *want, int line) {
     Error err = {{0}};
     /* exact-size copy so that ASan sees any read past the end */
     uint8_t *copy = malloc(b->n ? b->n : 1);
@@ -466,7 +466,7 @@ out:
 
 /* Every scalar and array type, hand-built, then copied through the writer. */
 static void test_all_types(void) {
-    Buf b = {0};
+    ByteBuf b = {0};
     const int n_kv = 26;
     b_hdr(&b, 3, 1, (uint64_t)n_kv);
     b_str(&b, "s.u8");  b_u32(&b, GGUF_TYPE_UINT8);   b_u8(&b, 250);
@@ -674,7 +674,7 @@ static void test_alignment(void) {
     gguf_writer_free(w);
 
     /* reader: alignment must be a u32 power of two */
-    Buf b = {0};
+    ByteBuf b = {0};
     b_hdr(&b, 3, 0, 1);
     b_kv_u32(&b, "general.alignment", 48);
     EXPECT_ERR(&b, "power of two");
@@ -919,7 +919,7 @@ static void test_truncation(void) {
 }
 
 static void test_bad_headers(void) {
-    Buf b = {0};
+    ByteBuf b = {0};
     int64_t ne1 = 8;
 
     /* sanity: the helpers make valid files */

@@ -1,5 +1,5 @@
-/* forward.h - the Grok transformer forward pass on the CPU, with its KV
- * cache and scratch memory (a Context). A batch holds tokens of one or more
+/* forward.h - the Grok transformer forward pass, with its KV cache and
+ * scratch memory (a Context) held by a backend (backend.h). A batch holds tokens of one or more
  * sequences (server slots); each token is routed to its own experts, and the
  * matrix work of the whole batch is done as matrix x matrix products. */
 #ifndef GROK_FORWARD_H

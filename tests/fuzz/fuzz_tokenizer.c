@@ -12,7 +12,8 @@
  *
  * Build: make fuzz (CMake, -DGROK_FUZZ=ON) or by hand:
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Isrc \
- *     tests/fuzz/fuzz_tokenizer.c src/common.c src/formats/gguf.c src/engine/cpu/quant.c src/text/tokenizer.c -lm
+ *     -Isrc/formats -Isrc/text -Isrc/engine/cpu tests/fuzz/fuzz_tokenizer.c src/common.c src/formats/gguf.c \
+ *     src/engine/cpu/quant*.c src/text/tokenizer.c src/text/tokenizer_bpe.c src/text/unicode_table.c -lm
  */
 #include <stdint.h>
 #include <stdio.h>

@@ -7,12 +7,14 @@
 #   make aarch64  cross-build build-aarch64/grok for 64-bit ARM Linux
 #   make check-aarch64  its kernel, unit and parity tests under qemu-user,
 #                 on an emulated CPU with dotprod + i8mm and on one without
-#   make check    all of the above (what CI runs)
+#   make cuda     build-cuda/: the CUDA backend required (nvcc from the PATH
+#                 or /usr/local/cuda), plus tests/gpu's programs; see README "GPU"
+#   make check    all of the above but cuda (what CI runs)
 BUILD ?= build
 JOBS ?= $(shell nproc 2>/dev/null || sysctl -n hw.ncpu)
 FUZZ_SECONDS ?= 30
 
-.PHONY: all run test asan fuzz aarch64 check-aarch64 check clean
+.PHONY: all run test asan fuzz aarch64 check-aarch64 check clean cuda
 all:
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
@@ -32,12 +34,12 @@ test: all
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 asan:
-	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DGROK_SANITIZE=ON >/dev/null
+	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DGROK_SANITIZE=ON -DGROK_CUDA=OFF >/dev/null
 	@cmake --build build-asan -j $(JOBS)
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS)
 
 fuzz:
-	@CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Release -DGROK_FUZZ=ON >/dev/null
+	@CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Release -DGROK_FUZZ=ON -DGROK_CUDA=OFF >/dev/null
 	@cmake --build build-fuzz -j $(JOBS) --target fuzzers
 	bash scripts/fuzz-smoke.sh build-fuzz $(FUZZ_SECONDS)
 
@@ -46,7 +48,8 @@ fuzz:
 AARCH64_BUILD ?= build-aarch64
 aarch64:
 	@command -v aarch64-linux-gnu-gcc >/dev/null || { echo "aarch64-linux-gnu-gcc not found: run scripts/install-deps.sh" >&2; exit 1; }
-	@cmake -S . -B $(AARCH64_BUILD) -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@cmake -S . -B $(AARCH64_BUILD) -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake -DCMAKE_BUILD_TYPE=Release \
+	    -DGROK_CUDA=OFF >/dev/null
 	@cmake --build $(AARCH64_BUILD) -j $(JOBS)
 
 # Under qemu-user: -cpu max (NEON + dotprod + i8mm: the i8mm prompt kernels,
@@ -70,5 +73,14 @@ CHECK_CROSS := check-aarch64
 endif
 check: test asan fuzz $(CHECK_CROSS)
 
+# The CUDA build (sm_80 + sm_90 + PTX) and the files tests/gpu/run.sh needs
+# on a GPU machine: build-cuda/grok, build-cuda/test_backend_cuda and
+# build-cuda/lib (the shared libraries a bare machine may lack).
+NVCC ?= $(shell command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)
+cuda:
+	@cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DGROK_CUDA=ON -DCMAKE_CUDA_COMPILER=$(NVCC) >/dev/null
+	@cmake --build build-cuda -j $(JOBS) --target grok test_backend_cuda
+	@bash tests/gpu/pack-libs.sh build-cuda
+
 clean:
-	rm -rf $(BUILD) build-asan build-fuzz $(AARCH64_BUILD)
+	rm -rf $(BUILD) build-asan build-fuzz $(AARCH64_BUILD) build-cuda

@@ -179,7 +179,28 @@ typedef struct {
     const char *model_path;
     int n_threads, n_ctx, n_batch;
     int kv_k, kv_v;
+    int device, gpu; /* GROK_DEVICE_*, CUDA device index */
 } LoadOpts;
+
+/* --device cpu|cuda|auto, --gpu N: true if the flag was one of them (a.bad
+ * is set for a bad value). */
+static bool device_flag(Args *a, int *device, int *gpu) {
+    if (is_flag(a, "--gpu", NULL)) {
+        *gpu = (int)arg_int(a, 0, 1023);
+        return true;
+    }
+    if (!is_flag(a, "--device", NULL)) return false;
+    const char *s = arg_value(a);
+    if (!s) return true;
+    const int d = device_parse(s);
+    if (d < 0) {
+        fprintf(stderr, "grok %s: --device must be cpu, cuda or auto, not '%s'\n", a->cmd, s);
+        a->bad = 1;
+        return true;
+    }
+    *device = d;
+    return true;
+}
 
 static int load(const char *cmd, const LoadOpts *o, Model **mp, Context **cp_out, Tokenizer **tp, double *load_s) {
     Error err = {{0}};
@@ -201,7 +222,7 @@ static int load(const char *cmd, const LoadOpts *o, Model **mp, Context **cp_out
     if (o->n_ctx > m->cfg.n_ctx_train)
         fprintf(stderr, "grok %s: warning: --ctx %d exceeds the model's trained context %d\n", cmd, o->n_ctx,
                 m->cfg.n_ctx_train);
-    ContextParams cp = {o->n_ctx, 1, o->n_batch, o->n_threads, (uint32_t)o->kv_k, (uint32_t)o->kv_v};
+    ContextParams cp = {o->n_ctx, 1, o->n_batch, o->n_threads, (uint32_t)o->kv_k, (uint32_t)o->kv_v, o->device, o->gpu};
     Context *c = context_new(m, &cp, &err);
     if (!c) {
         if (tp) tokenizer_free(*tp);
@@ -236,6 +257,8 @@ static const char RUN_USAGE[] =
     "  --kv TYPE               KV cache type, " KV_TYPE_NAMES " (default f16)\n"
     "  --kv-k TYPE, --kv-v TYPE  keys' / values' type alone\n"
     "  --batch N               prompt tokens per forward pass (default 512)\n"
+    "  --device cpu|cuda|auto  where to compute (default auto: cuda when a GPU is present)\n"
+    "  --gpu N                 which CUDA GPU (default 0)\n"
     "  --ignore-eos            keep generating after EOS (benchmarks)\n"
     "  --grammar FILE          constrain the output to a GBNF grammar (llama.cpp's syntax)\n"
     "  --json-schema FILE      constrain the output to JSON valid under a JSON schema\n"
@@ -244,7 +267,7 @@ static const char RUN_USAGE[] =
 
 static int cmd_run(int argc, char **argv) {
     Args a = {"run", argc, 0, argv, 0};
-    LoadOpts o = {NULL, 0, 0, 0, GGML_TYPE_F16, GGML_TYPE_F16};
+    LoadOpts o = {NULL, 0, 0, 0, GGML_TYPE_F16, GGML_TYPE_F16, GROK_DEVICE_AUTO, 0};
     SamplerParams sp = sampler_defaults();
     const char *prompt = NULL, *prompt_file = NULL, *stops[MAX_STOPS], *grammar_file = NULL, *schema_file = NULL;
     int n_stops = 0, n_predict = 128, stats = 1, ignore_eos = 0;
@@ -277,6 +300,7 @@ static int cmd_run(int argc, char **argv) {
         else if (is_flag(&a, "-c", "--ctx")) o.n_ctx = (int)arg_int(&a, 1, 1 << 24);
         else if (is_flag(&a, "--batch", "-b")) o.n_batch = (int)arg_int(&a, 1, 1 << 16);
         else if (kv_flag(&a, &o.kv_k, &o.kv_v)) continue;
+        else if (device_flag(&a, &o.device, &o.gpu)) continue;
         else if (is_flag(&a, "--no-stats", NULL)) stats = 0;
         else if (is_flag(&a, "--ignore-eos", NULL)) ignore_eos = 1;
         else if (is_flag(&a, "--grammar", NULL)) grammar_file = arg_value(&a);
@@ -424,7 +448,7 @@ static int cmd_run(int argc, char **argv) {
         fprintf(stderr, "\n[grok] load %.2f s | prompt %d tok, %.1f tok/s | generated %d tok, %.1f tok/s | stop: %s | %d threads, %s\n",
                 load_s, n_prompt, n_prompt / (t_prompt > 0 ? t_prompt : 1e-9), n_gen,
                 n_gen > 1 ? (n_gen - 1) / (t_gen > 0 ? t_gen : 1e-9) : 0.0, why, context_n_threads(c),
-                quant_simd_name());
+                strcmp(context_device(c), "cpu") ? context_device(c) : quant_simd_name());
     }
     rc = 0;
 out:
@@ -450,11 +474,12 @@ static const char EVAL_USAGE[] =
     "position as little-endian float32, row after row (n_tokens x n_vocab).\n"
     "  --batch N     tokens per forward pass (default 512; 1 = one token at a time)\n"
     "  -t N          threads        --ctx N    context (default: max(n_tokens, 4096 cap))\n"
-    "  --kv TYPE     KV cache type, " KV_TYPE_NAMES " (default f32); --kv-k / --kv-v: one side\n";
+    "  --kv TYPE     KV cache type, " KV_TYPE_NAMES " (default f32); --kv-k / --kv-v: one side\n"
+    "  --device cpu|cuda|auto  (default auto: cuda when a GPU is present)   --gpu N  (default 0)\n";
 
 static int cmd_eval(int argc, char **argv) {
     Args a = {"eval", argc, 0, argv, 0};
-    LoadOpts o = {NULL, 0, 0, 0, GGML_TYPE_F32, GGML_TYPE_F32};
+    LoadOpts o = {NULL, 0, 0, 0, GGML_TYPE_F32, GGML_TYPE_F32, GROK_DEVICE_AUTO, 0};
     const char *tokens_s = NULL, *out_path = NULL;
     for (a.i = 1; a.i < argc && !a.bad; a.i++) {
         if (is_flag(&a, "-h", "--help")) {
@@ -467,6 +492,7 @@ static int cmd_eval(int argc, char **argv) {
         else if (is_flag(&a, "-c", "--ctx")) o.n_ctx = (int)arg_int(&a, 1, 1 << 24);
         else if (is_flag(&a, "--batch", "-b")) o.n_batch = (int)arg_int(&a, 1, 1 << 16);
         else if (kv_flag(&a, &o.kv_k, &o.kv_v)) continue;
+        else if (device_flag(&a, &o.device, &o.gpu)) continue;
         else unknown_flag(&a);
     }
     if (a.bad) return 2;
@@ -886,6 +912,11 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
         printf("grok %s (%s kernels)\n", GROK_VERSION, quant_simd_name());
+        Error cerr = {{0}};
+        const int n_gpu = cuda_device_count(&cerr);
+        if (!cuda_built()) printf("cuda: not built\n");
+        else if (n_gpu > 0) printf("cuda: built, %d GPU%s\n", n_gpu, n_gpu == 1 ? "" : "s");
+        else printf("cuda: built, no GPU (%s)\n", cerr.msg);
         return 0;
     }
     static const struct {

@@ -240,7 +240,9 @@ static const char USAGE[] =
     "  -r N      repetitions (default 5)\n"
     "  -d N      depth: both tests run after N tokens already in the KV cache (default 0)\n"
     "  --kv T    KV cache type, " KV_TYPE_NAMES " (default f16); --kv-k T, --kv-v T: one side\n"
-    "  --no-bw   skip the bandwidth measurement\n";
+    "  --no-bw   skip the bandwidth measurement\n"
+    "  --device cpu|cuda|auto  (default auto: cuda when a GPU is present; on cuda -t is\n"
+    "            ignored and the bandwidth is not measured)   --gpu N  (default 0)\n";
 
 static int bfail(const char *msg) {
     fprintf(stderr, "grok bench: %s\n", msg);
@@ -250,7 +252,7 @@ static int bfail(const char *msg) {
 int cmd_bench(int argc, char **argv) {
     const char *path = NULL;
     int n_pp = 512, n_tg = 128, reps = 5, depth = 0, threads[MAX_THREAD_SETS], n_sets = 0, do_bw = 1;
-    int kv_k = GGML_TYPE_F16, kv_v = GGML_TYPE_F16;
+    int kv_k = GGML_TYPE_F16, kv_v = GGML_TYPE_F16, device = GROK_DEVICE_AUTO, gpu = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -277,6 +279,10 @@ int cmd_bench(int argc, char **argv) {
         } else if ((!strcmp(a, "--kv") || !strcmp(a, "--kv-k") || !strcmp(a, "--kv-v")) && kv_type_parse(v) >= 0) {
             if (strcmp(a, "--kv-v")) kv_k = kv_type_parse(v);
             if (strcmp(a, "--kv-k")) kv_v = kv_type_parse(v);
+        } else if (!strcmp(a, "--device") && device_parse(v) >= 0) {
+            device = device_parse(v);
+        } else if (!strcmp(a, "--gpu") && num && x >= 0 && x <= 1023) {
+            gpu = (int)x;
         } else {
             fprintf(stderr, "grok bench: bad option or value: %s %s (see grok bench --help)\n", a, v);
             return 2;
@@ -286,6 +292,8 @@ int cmd_bench(int argc, char **argv) {
     if (!path) return bfail("no model given (-m MODEL.gguf)");
     if (n_sets <= 0) threads[0] = cpu_count(), n_sets = 1;
     if (n_pp == 0 && n_tg == 0) return bfail("nothing to measure (-p 0 and -n 0)");
+    const bool on_gpu = device == GROK_DEVICE_CUDA || (device == GROK_DEVICE_AUTO && cuda_device_count(NULL) > 0);
+    if (on_gpu) do_bw = 0, threads[0] = 1, n_sets = 1; /* the CPU's read bandwidth says nothing of a GPU's */
 
     Error err = {{0}};
     Model *m = model_load(path, &err);
@@ -311,7 +319,8 @@ int cmd_bench(int argc, char **argv) {
     }
     const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
     printf("model: %s (%s, %.2f GiB, %.2f B params, %.2f B active), %s kernels, KV K %s V %s\n", base,
-           model_type_name(m), file_bytes / 1073741824.0, n_params / 1e9, n_active / 1e9, quant_simd_name(),
+           model_type_name(m), file_bytes / 1073741824.0, n_params / 1e9, n_active / 1e9,
+           on_gpu ? "cuda" : quant_simd_name(),
            type_info((uint32_t)kv_k)->name, type_info((uint32_t)kv_v)->name);
     printf("weights read per generated token: %.1f MiB\n\n", wpt / 1048576.0);
     long hwm_kib = -1;
@@ -319,7 +328,7 @@ int cmd_bench(int argc, char **argv) {
     Stat res_pp[MAX_THREAD_SETS], res_tg[MAX_THREAD_SETS];
     for (int si = 0; si < n_sets; si++) {
         ContextParams cp = {depth + (n_pp > n_tg ? n_pp : n_tg) + 16, 1, 512, threads[si], (uint32_t)kv_k,
-                            (uint32_t)kv_v};
+                            (uint32_t)kv_v, device, gpu};
         Context *c = context_new(m, &cp, &err);
         if (!c) {
             bfail(err.msg);

@@ -49,6 +49,7 @@ static const char PPL_USAGE[] =
     "  -t, --threads N threads (default: all cores)\n"
     "  --kv TYPE       KV cache type, " KV_TYPE_NAMES " (default f16)\n"
     "  --kv-k TYPE     --kv-v TYPE: the keys' / values' type alone\n"
+    "  --device cpu|cuda|auto  (default auto: cuda when a GPU is present)   --gpu N  (default 0)\n"
     "  --second-half   score only the second half of each window, as llama.cpp does\n";
 
 static int fail(const char *msg) {
@@ -82,7 +83,7 @@ static double nll(const float *row, int n, int target) {
 int cmd_perplexity(int argc, char **argv) {
     const char *model_path = NULL, *file = NULL;
     int n_ctx = 0, n_batch = 512, n_threads = 0, second_half = 0;
-    int kv_k = GGML_TYPE_F16, kv_v = GGML_TYPE_F16;
+    int kv_k = GGML_TYPE_F16, kv_v = GGML_TYPE_F16, device = GROK_DEVICE_AUTO, gpu = 0;
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(f, "-h") || !strcmp(f, "--help")) {
@@ -113,6 +114,13 @@ int cmd_perplexity(int argc, char **argv) {
             }
             if (strcmp(f, "--kv-v")) kv_k = t;
             if (strcmp(f, "--kv-k")) kv_v = t;
+        } else if (!strcmp(f, "--device")) {
+            if ((device = device_parse(v)) < 0) {
+                fprintf(stderr, "grok perplexity: --device must be cpu, cuda or auto, not '%s'\n", v);
+                return 2;
+            }
+        } else if (!strcmp(f, "--gpu")) {
+            if (parse_int(f, v, 0, 1023, &gpu)) return 2;
         } else {
             fprintf(stderr, "grok perplexity: unknown option '%s' (see grok perplexity --help)\n", f);
             return 2;
@@ -169,7 +177,7 @@ int cmd_perplexity(int argc, char **argv) {
         fprintf(stderr, "grok perplexity: warning: --ctx %d exceeds the model's trained context %d\n", n_ctx,
                 m->cfg.n_ctx_train);
     if (n_batch > n_ctx) n_batch = n_ctx;
-    ContextParams cp = {n_ctx, 1, n_batch, n_threads, (uint32_t)kv_k, (uint32_t)kv_v};
+    ContextParams cp = {n_ctx, 1, n_batch, n_threads, (uint32_t)kv_k, (uint32_t)kv_v, device, gpu};
     c = context_new(m, &cp, &err);
     logits = malloc((size_t)n_batch * V * sizeof(float));
     if (!c || !logits) {

@@ -99,6 +99,8 @@ static const char CHAT_USAGE[] =
     "  --kv TYPE               KV cache type, " KV_TYPE_NAMES " (default f16)\n"
     "  --kv-k TYPE, --kv-v TYPE  keys' / values' type alone\n"
     "  --batch N               prompt tokens per forward pass (default 512)\n"
+    "  --device cpu|cuda|auto  where to compute (default auto: cuda when a GPU is present)\n"
+    "  --gpu N                 which CUDA GPU (default 0)\n"
     "  --grammar FILE          every reply follows a GBNF grammar (llama.cpp's syntax)\n"
     "  --json-schema FILE      every reply is JSON valid under a JSON schema\n"
     "In the chat: a line ending in \\ continues on the next line; \"\"\" starts and ends a\n"
@@ -940,7 +942,7 @@ static bool flag_is(const char *f, const char *a, const char *b) { return !strcm
 int cmd_chat(int argc, char **argv) {
     const char *model_path = NULL, *system = NULL, *tmpl_name = NULL, *grammar_file = NULL, *schema_file = NULL;
     int n_threads = 0, n_ctx = 0, n_batch = 512, kv_k = GGML_TYPE_F16, kv_v = GGML_TYPE_F16, n_predict = 1024;
-    int ignore_eos = 0;
+    int ignore_eos = 0, device = GROK_DEVICE_AUTO, gpu = 0;
     SamplerParams sp = sampler_defaults();
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -1034,6 +1036,15 @@ int cmd_chat(int argc, char **argv) {
             }
             if (!FLAG("--kv-v", NULL)) kv_k = t;
             if (!FLAG("--kv-k", NULL)) kv_v = t;
+        } else if (FLAG("--device", NULL)) {
+            NEED();
+            if ((device = device_parse(v)) < 0) {
+                fprintf(stderr, "grok chat: --device must be cpu, cuda or auto, not '%s'\n", v);
+                return 2;
+            }
+        } else if (FLAG("--gpu", NULL)) {
+            if (INT(0, 1023)) return 2;
+            gpu = (int)x;
         } else {
             fprintf(stderr, "grok chat: unknown option '%s' (see grok chat --help)\n", f);
             return 2;
@@ -1114,7 +1125,7 @@ int cmd_chat(int argc, char **argv) {
                 ch.m->cfg.n_ctx_train);
     /* worker threads start with SIGINT blocked, so Ctrl-C interrupts the main thread */
     pthread_sigmask(SIG_BLOCK, &sigint, &old_mask);
-    ContextParams cp = {n_ctx, 1, n_batch, n_threads, (uint32_t)kv_k, (uint32_t)kv_v};
+    ContextParams cp = {n_ctx, 1, n_batch, n_threads, (uint32_t)kv_k, (uint32_t)kv_v, device, gpu};
     ch.c = context_new(ch.m, &cp, &err);
     pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
     if (!ch.c) {

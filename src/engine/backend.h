@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "common.h"
+#include "forward.h"
 #include "model.h"
 
 /* What a backend is created with: the model and the cache it keeps. */
@@ -30,6 +31,7 @@ typedef struct {
     int n_threads;      /* CPU threads (0 = all cores) */
     uint32_t kv_type_k; /* cached keys: GGML_TYPE_F32, F16, BF16, Q8_0 or Q4_0 (cpu/kv.h) */
     uint32_t kv_type_v; /* cached values: the same choice */
+    int gpu;            /* CUDA device index (the CUDA backend) */
 } BackendParams;
 
 /* One product out[t, r] = W[row0 + r] . x[t] for r < rows, t < n_tok. */
@@ -124,10 +126,22 @@ struct Backend {
     void (*kv_write)(Backend *b, int seq, int p0, int p1, const void *buf);
 
     int (*n_threads)(const Backend *b);
+    /* NULL for a backend whose operations cannot fail once it exists (the
+     * CPU's); otherwise -1 with err set once an operation has failed (a GPU's
+     * failed launch): the operations are void, so forward.c asks after each
+     * chunk of tokens and after the KV cache calls, and the backend does no
+     * more work once failed */
+    int (*check)(Backend *b, Error *err);
     void (*free)(Backend *b);
 };
 
 /* The CPU backend (cpu/backend_cpu.c): NULL with err set on failure. */
 Backend *backend_cpu_new(const Model *m, const BackendParams *p, Error *err);
+
+/* The CUDA backend (cuda/backend_cuda.cu, built with -DGROK_CUDA=ON|AUTO
+ * when nvcc is found; without it, device.c's stub says so): weights copied
+ * to GPU gpu in their file layout at creation, after checking that
+ * everything fits. NULL with err set on failure. */
+Backend *backend_cuda_new(const Model *m, const BackendParams *p, Error *err);
 
 #endif

@@ -47,6 +47,9 @@ struct Context {
     int *rows;             /* (n_batch) host: the rows that want logits */
 };
 
+/* 0, or -1 with err set when the backend failed (a GPU's failed launch). */
+static int be_check(Context *c, Error *err) { return c->be->check ? c->be->check(c->be, err) : 0; }
+
 /* ---- the KV cache: context shift, saving and restoring positions -------- */
 
 int context_shift(Context *c, int seq, int p0, int p1, int delta, Error *err) {
@@ -55,7 +58,7 @@ int context_shift(Context *c, int seq, int p0, int p1, int delta, Error *err) {
         return err_set(err, "cannot move positions %d..%d by %d in a context of %d", p0, p1, delta, c->p.n_ctx);
     if (delta == 0 || p1 == p0) return 0;
     c->be->kv_shift(c->be, seq, p0, p1, delta);
-    return 0;
+    return be_check(c, err);
 }
 
 size_t context_kv_pos_bytes(const Context *c) { return c->be->kv_pos_bytes(c->be); }
@@ -64,14 +67,14 @@ int context_kv_read(const Context *c, int seq, int p0, int p1, void *buf, Error 
     if (seq < 0 || seq >= c->p.n_seq || p0 < 0 || p1 < p0 || p1 > c->p.n_ctx)
         return err_set(err, "no positions %d..%d in sequence %d", p0, p1, seq);
     c->be->kv_read(c->be, seq, p0, p1, buf);
-    return 0;
+    return c->be->check ? c->be->check(c->be, err) : 0;
 }
 
 int context_kv_write(Context *c, int seq, int p0, int p1, const void *buf, Error *err) {
     if (seq < 0 || seq >= c->p.n_seq || p0 < 0 || p1 < p0 || p1 > c->p.n_ctx)
         return err_set(err, "no positions %d..%d in sequence %d", p0, p1, seq);
     c->be->kv_write(c->be, seq, p0, p1, buf);
-    return 0;
+    return be_check(c, err);
 }
 
 int context_reuse(Context *c, int seq, int *cache, int n_cache, const int *ids, int n, int min_run, Error *err) {
@@ -214,6 +217,7 @@ int forward(Context *c, const Batch *b, float *logits, Error *err) {
         }
         float *lg = logits ? logits + out_row * (size_t)cfg->n_vocab : NULL;
         int n = forward_chunk(c, b->token + done, b->pos + done, seq, b->output ? b->output + done : NULL, nt, lg);
+        if (be_check(c, err)) return -1;
         /* a NaN or infinite logit (weights or activations out of range) is
          * an error, never sampled into text */
         for (size_t i = 0; lg && i < (size_t)n * (size_t)cfg->n_vocab; i++)
@@ -253,6 +257,8 @@ int forward_tokens(Context *c, int seq, const int *tokens, int n, int pos0, floa
 
 int context_n_ctx(const Context *c) { return c->p.n_ctx; }
 int context_n_threads(const Context *c) { return c->be->n_threads(c->be); }
+const char *context_device(const Context *c) { return c->be->name; }
+
 size_t context_kv_bytes(const Context *c) { return c->be->kv_bytes(c->be); }
 
 void context_free(Context *c) {
@@ -286,8 +292,12 @@ Context *context_new(const Model *m, const ContextParams *pp, Error *err) {
         goto fail;
     }
     const BackendParams bp = {c->p.n_ctx, c->p.n_seq, c->p.n_batch, c->p.n_threads, c->p.kv_type_k,
-                              c->p.kv_type_v};
-    c->be = backend_cpu_new(m, &bp, err);
+                              c->p.kv_type_v, c->p.gpu};
+    int device = c->p.device;
+    if (device == GROK_DEVICE_AUTO) device = cuda_device_count(NULL) > 0 ? GROK_DEVICE_CUDA : GROK_DEVICE_CPU;
+    if (device == GROK_DEVICE_CUDA) c->be = backend_cuda_new(m, &bp, err);
+    else if (device == GROK_DEVICE_CPU) c->be = backend_cpu_new(m, &bp, err);
+    else err_set(err, "unknown device %d", c->p.device);
     if (!c->be) goto fail;
     Backend *be = c->be;
     c->kv_dim = cfg->n_head_kv * cfg->head_dim;

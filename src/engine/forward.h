@@ -11,6 +11,8 @@
 #include "common.h"
 #include "model.h"
 
+typedef struct Context Context;
+
 typedef struct {
     int n_ctx;         /* KV positions per sequence; 0 = min(model context, 4096) */
     int n_seq;         /* independent sequences (slots); 0 = 1 */
@@ -18,9 +20,22 @@ typedef struct {
     int n_threads;     /* 0 = all cores */
     uint32_t kv_type_k; /* cached keys: GGML_TYPE_F32, F16, BF16, Q8_0 or Q4_0 (kv.h) */
     uint32_t kv_type_v; /* cached values: the same choice */
+    int device;        /* GROK_DEVICE_CPU (0, the default), _CUDA, or _AUTO (CUDA when a GPU is present) */
+    int gpu;           /* CUDA device index (--gpu N) */
 } ContextParams;
 
-typedef struct Context Context;
+/* Where a context computes (--device cpu|cuda|auto). */
+enum { GROK_DEVICE_CPU = 0, GROK_DEVICE_CUDA = 1, GROK_DEVICE_AUTO = 2 };
+/* "cpu", "cuda" or "auto" (case-insensitive) to a GROK_DEVICE_*, -1 otherwise. */
+int device_parse(const char *name);
+/* The name of the backend a context runs on ("cpu", "cuda"). */
+const char *context_device(const Context *c);
+/* CUDA devices present: 0 when none (or no driver, or built without CUDA),
+ * err (may be NULL) set with the reason. */
+int cuda_device_count(Error *err);
+/* True if this grok was built with the CUDA backend (device.c / cuda/). */
+bool cuda_built(void);
+
 
 Context *context_new(const Model *m, const ContextParams *p, Error *err);
 void context_free(Context *c);

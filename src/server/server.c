@@ -667,6 +667,8 @@ static const char SERVE_USAGE[] =
     "  -t, --threads N         threads (default: all cores)\n"
     "  --kv TYPE               KV cache type, " KV_TYPE_NAMES " (default f16)\n"
     "  --kv-k TYPE, --kv-v TYPE  keys' / values' type alone\n"
+    "  --device cpu|cuda|auto  where to compute (default auto: cuda when a GPU is present)\n"
+    "  --gpu N                 which CUDA GPU (default 0)\n"
     "  --max-body BYTES        largest request body (default 4194304)\n"
     "  --max-queue N           most requests waiting for a slot (default 1024)\n"
     "  --prefill-chunk N       prompt tokens per step, between decode steps (default 256)\n"
@@ -711,7 +713,7 @@ static int server_init(Server *s, Error *err) {
     s->eos = tokenizer_eos(s->tok);
     if (!(s->trie = token_trie_new(s->tok, err))) return -1;
     if (!(s->rstore = response_store_new())) return err_set(err, "out of memory");
-    ContextParams cp = {s->n_ctx, s->n_slots, 0, s->n_threads, (uint32_t)s->kv_k, (uint32_t)s->kv_v};
+    ContextParams cp = {s->n_ctx, s->n_slots, 0, s->n_threads, (uint32_t)s->kv_k, (uint32_t)s->kv_v, s->device, s->gpu};
     s->ctx = context_new(s->m, &cp, err);
     if (s->ctx && s->cache_ram_mib > 0) {
         s->pc = pcache_new((size_t)s->cache_ram_mib << 20, s->cache_dir,
@@ -842,6 +844,7 @@ int cmd_serve(int argc, char **argv) {
     s->port = 8080;
     s->n_slots = 4;
     s->kv_k = s->kv_v = GGML_TYPE_F16;
+    s->device = GROK_DEVICE_AUTO;
     s->max_queue = 1024;
     s->chunk = PREFILL_CHUNK;
     s->max_body = 4u << 20;
@@ -937,6 +940,16 @@ int cmd_serve(int argc, char **argv) {
             }
             if (!FLAG("--kv-v", NULL)) s->kv_k = t;
             if (!FLAG("--kv-k", NULL)) s->kv_v = t;
+        } else if (FLAG("--device", NULL)) {
+            NEED();
+            if ((s->device = device_parse(v)) < 0) {
+                fprintf(stderr, "grok serve: --device must be cpu, cuda or auto, not '%s'\n", v);
+                return 2;
+            }
+        } else if (FLAG("--gpu", NULL)) {
+            NEED();
+            if (parse_int(f, v, 0, 1023, &x)) return 2;
+            s->gpu = (int)x;
         } else if (FLAG("--context-shift", NULL)) {
             s->context_shift = true;
         } else if (FLAG("-v", "--verbose")) {

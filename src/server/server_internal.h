@@ -164,6 +164,7 @@ typedef struct Server {
     int n_ctx;
     int n_threads;
     int kv_k, kv_v;
+    int device, gpu;       /* GROK_DEVICE_* (--device; the in-process server: cpu), CUDA device (--gpu) */
     int max_queue;
     int chunk;               /* prompt tokens per engine step */
     size_t max_body;

@@ -17,6 +17,8 @@
  *       both backends; every step's logits compared as above.
  *   test_backend_cuda streams MODEL.gguf N [STEPS]
  *       decode speed with N streams on the GPU (tokens/s over all streams).
+ *   test_backend_cuda bandwidth
+ *       the GPU's memory bandwidth (a device-to-device copy).
  * Prints one line per check; exit 0 when all pass, 1 otherwise. */
 #include <cuda_runtime.h>
 #include <math.h>
@@ -572,6 +574,33 @@ out:
     return rc;
 }
 
+/* The GPU's memory bandwidth: device-to-device copies of 1 GiB, bytes read
+ * plus bytes written over the time (the best of 10). */
+static int cmd_bandwidth(void) {
+    const size_t bytes = (size_t)1 << 30;
+    void *a = NULL, *b = NULL;
+    cudaEvent_t e0, e1;
+    die_cuda(cudaMalloc(&a, bytes), "cudaMalloc");
+    die_cuda(cudaMalloc(&b, bytes), "cudaMalloc");
+    die_cuda(cudaMemset(a, 1, bytes), "cudaMemset");
+    die_cuda(cudaEventCreate(&e0), "cudaEventCreate");
+    die_cuda(cudaEventCreate(&e1), "cudaEventCreate");
+    float best = 1e30f;
+    for (int i = 0; i < 10; i++) {
+        die_cuda(cudaEventRecord(e0, 0), "cudaEventRecord");
+        die_cuda(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, 0), "cudaMemcpy");
+        die_cuda(cudaEventRecord(e1, 0), "cudaEventRecord");
+        die_cuda(cudaEventSynchronize(e1), "cudaEventSynchronize");
+        float ms;
+        die_cuda(cudaEventElapsedTime(&ms, e0, e1), "cudaEventElapsedTime");
+        best = ms < best ? ms : best;
+    }
+    printf("bandwidth: %.1f GB/s (device-to-device copy of 1 GiB, read + written, best of 10)\n",
+           2.0 * bytes / (best * 1e-3) / 1e9);
+    cudaFree(a), cudaFree(b);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *cmd = argc > 1 ? argv[1] : "ops";
     if (!strcmp(cmd, "compare")) {
@@ -584,9 +613,10 @@ int main(int argc, char **argv) {
             return 77;
         }
         if (!strcmp(cmd, "ops")) cmd_ops();
+        else if (!strcmp(cmd, "bandwidth")) return cmd_bandwidth();
         else if (!strcmp(cmd, "batching") && argc > 2) cmd_batching(argv[2], argc > 3 ? atoi(argv[3]) : 16);
         else if (!strcmp(cmd, "streams") && argc > 3) return cmd_streams(argv[2], atoi(argv[3]), argc > 4 ? atoi(argv[4]) : 64);
-        else return fprintf(stderr, "usage: test_backend_cuda ops | compare A B N_VOCAB | batching MODEL [N] | streams MODEL N [STEPS]\n"), 2;
+        else return fprintf(stderr, "usage: test_backend_cuda ops | compare A B N_VOCAB | batching MODEL [N] | streams MODEL N [STEPS] | bandwidth\n"), 2;
     }
     printf("%d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;

@@ -9,7 +9,8 @@
  * vec_dot_type); more rows (prompts) multiply dequantized weight tiles with
  * the same 8-bit activations, dequantized, through cuBLAS (GROK_CUDA_GEMM=
  * f32, the default: f32 products as exact as the CPU's; tf32 or f16: tensor
- * cores, for the measured choice). The routed experts are chosen and grouped
+ * cores, for the measured choice; none, or no cuBLAS to load: every product
+ * on the matrix x vector kernels; GROK_CUDA_MV_MAX moves the crossover). The routed experts are chosen and grouped
  * on the GPU; the decode path reads the grouping there (no host round trip),
  * the prompt path copies the n_expert + 1 group starts to the host to size
  * its products.
@@ -21,6 +22,7 @@
  * allocation it makes. */
 #include <cublas_v2.h>
 #include <dlfcn.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +43,36 @@ extern "C" {
 #define MAX_HEAD_DIM 512          /* RoPE: one thread per pair, at most 256 a block */
 #define W_ALIGN 256               /* alignment of each weight copy */
 
-enum { GEMM_F32, GEMM_TF32, GEMM_F16 };
+enum { GEMM_F32, GEMM_TF32, GEMM_F16, GEMM_NONE };
+
+/* cuBLAS, loaded when a CUDA backend is made (dlopen), so that the binary
+ * starts on machines without it (and without a GPU); without it, prompts
+ * take the matrix x vector kernels (correct, slower). */
+#define CUBLAS_STR2(x) #x
+#define CUBLAS_STR(x) CUBLAS_STR2(x)
+#define CUBLAS_LIB "libcublas.so." CUBLAS_STR(CUBLAS_VER_MAJOR)
+typedef struct {
+    void *lib;
+    cublasStatus_t (*create)(cublasHandle_t *);
+    cublasStatus_t (*destroy)(cublasHandle_t);
+    cublasStatus_t (*set_stream)(cublasHandle_t, cudaStream_t);
+    cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void *,
+                              const void *, cudaDataType, int, const void *, cudaDataType, int, const void *, void *,
+                              cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t);
+} Blas;
+
+static bool blas_load(Blas *b) {
+    memset(b, 0, sizeof *b);
+    if (!(b->lib = dlopen(CUBLAS_LIB, RTLD_NOW | RTLD_LOCAL))) return false;
+    *(void **)&b->create = dlsym(b->lib, "cublasCreate_v2");
+    *(void **)&b->destroy = dlsym(b->lib, "cublasDestroy_v2");
+    *(void **)&b->set_stream = dlsym(b->lib, "cublasSetStream_v2");
+    *(void **)&b->gemm_ex = dlsym(b->lib, "cublasGemmEx");
+    if (b->create && b->destroy && b->set_stream && b->gemm_ex) return true;
+    dlclose(b->lib);
+    b->lib = NULL;
+    return false;
+}
 
 typedef struct {
     const void *host;
@@ -55,7 +86,8 @@ typedef struct {
     BackendParams p;
     int dev;
     cudaStream_t st;
-    cublasHandle_t blas;
+    Blas bl;
+    cublasHandle_t blas;   /* NULL: no cuBLAS (GEMM_NONE) */
     bool bad;
     char err[GROK_ERR_LEN];
     WMap *wm;              /* (n_wm) sorted by host pointer */
@@ -273,7 +305,7 @@ static void gemm(Cuda *c, uint32_t wtype, const uint8_t *w, size_t row_bytes, in
             a = c->tile;
         }
         /* column-major: C (tr x n_tok, ldc out_stride) = A^T (A: n x tr) . B (n x n_tok) */
-        ok_blas(c, cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)tr, n_tok, (int)n, &one, a, dt, (int)lda, xf, dt,
+        ok_blas(c, c->bl.gemm_ex(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)tr, n_tok, (int)n, &one, a, dt, (int)lda, xf, dt,
                                 (int)n, &zero, out + r0, CUDA_R_32F, (int)out_stride, ct, CUBLAS_GEMM_DEFAULT),
                 "cublasGemmEx");
     }
@@ -587,9 +619,10 @@ static void cuda_free(Backend *b) {
                        c->inv, c->gathered, c->act, c->actf, c->acth, c->tile, c->logits};
         for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
             if (dev[i]) cudaFree(dev[i]);
-        if (c->blas) cublasDestroy(c->blas);
+        if (c->blas) c->bl.destroy(c->blas);
         if (c->st) cudaStreamDestroy(c->st);
     }
+    if (c->bl.lib) dlclose(c->bl.lib);
     free(c->wm), free(c->h_pos), free(c->h_seq), free(c->h_ex);
     free(c);
 }
@@ -677,14 +710,15 @@ Backend *backend_cuda_new(const Model *m, const BackendParams *p, Error *err) {
                 (int)((prop.sharedMemPerBlockOptin - 1024) / sizeof(float)) - cfg->head_dim);
         return NULL;
     }
-    const char *gm = getenv("GROK_CUDA_GEMM");
+    const char *gm = getenv("GROK_CUDA_GEMM"), *gemm_env = gm && *gm ? gm : NULL;
     int gemm_mode = GEMM_F32;
-    if (gm && *gm) {
+    if (gemm_env) {
         if (!strcmp(gm, "f32")) gemm_mode = GEMM_F32;
         else if (!strcmp(gm, "tf32")) gemm_mode = GEMM_TF32;
         else if (!strcmp(gm, "f16")) gemm_mode = GEMM_F16;
+        else if (!strcmp(gm, "none")) gemm_mode = GEMM_NONE;
         else {
-            err_set(err, "GROK_CUDA_GEMM=%s: expected f32, tf32 or f16", gm);
+            err_set(err, "GROK_CUDA_GEMM=%s: expected f32, tf32, f16 or none", gm);
             return NULL;
         }
     }
@@ -750,6 +784,15 @@ Backend *backend_cuda_new(const Model *m, const BackendParams *p, Error *err) {
     c->n_ps = -1;
     c->gemm = gemm_mode;
     c->mv_max = mv_max;
+    if (c->gemm != GEMM_NONE && !blas_load(&c->bl)) {
+        if (gemm_env) {
+            err_set(err, "GROK_CUDA_GEMM=%s needs cuBLAS, and " CUBLAS_LIB " cannot be loaded", gemm_env);
+            cuda_free(&c->base);
+            return NULL;
+        }
+        c->gemm = GEMM_NONE;
+    }
+    if (c->gemm == GEMM_NONE) c->mv_max = INT_MAX; /* every product on the matrix x vector kernels */
     c->kv_dim = cfg->n_head_kv * cfg->head_dim;
     c->q_dim = cfg->n_head * cfg->head_dim;
     c->k_head = (c->p.kv_type_k == GGML_TYPE_F32 ? 4 : 2) * (size_t)cfg->head_dim;
@@ -762,7 +805,7 @@ Backend *backend_cuda_new(const Model *m, const BackendParams *p, Error *err) {
     size_t widest = E > F ? E : F;
     if ((size_t)c->q_dim > widest) widest = (size_t)c->q_dim;
     c->widest = (int)widest;
-    const bool prompt = p->n_batch > mv_max;
+    const bool prompt = p->n_batch > c->mv_max;
     c->tile_rows = TILE_BYTES / (widest * f);
     if (c->tile_rows > 65535) c->tile_rows = 65535; /* k_dequant_rows' grid.y */
     if (c->tile_rows < 1) c->tile_rows = 1;
@@ -787,8 +830,9 @@ Backend *backend_cuda_new(const Model *m, const BackendParams *p, Error *err) {
 
     if ((e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking)) != cudaSuccess)
         return give_up(c, err, "creating a stream", e);
-    if (cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS || cublasSetStream(c->blas, c->st) != CUBLAS_STATUS_SUCCESS) {
-        err_set(err, "GPU %d: cuBLAS could not be initialised", c->dev);
+    if (c->bl.lib &&
+        (c->bl.create(&c->blas) != CUBLAS_STATUS_SUCCESS || c->bl.set_stream(c->blas, c->st) != CUBLAS_STATUS_SUCCESS)) {
+        err_set(err, "GPU %d: cuBLAS (" CUBLAS_LIB ") could not be initialised", c->dev);
         return give_up(c, err, NULL, cudaSuccess);
     }
     if ((e = ck_attention_setup(smem)) != cudaSuccess) return give_up(c, err, "(attention shared memory)", e);

@@ -90,7 +90,7 @@ static ModelConfig config(void) {
 
 static Backend *new_cpu(const Model *m, int n_ctx, int n_seq, uint32_t kv) {
     Error err = {0};
-    const BackendParams p = {n_ctx, n_seq, 64, 2, kv, kv};
+    const BackendParams p = {n_ctx, n_seq, 64, 2, kv, kv, 0};
     Backend *b = backend_cpu_new(m, &p, &err);
     if (!b) {
         printf("backend_cpu_new: %s\n", err.msg);
@@ -375,7 +375,7 @@ static void test_errors(const ModelConfig *cfg) {
     Model m = {0};
     m.cfg = *cfg;
     Error err = {0};
-    const BackendParams p = {16, 1, 8, 1, GGML_TYPE_Q4_K, GGML_TYPE_F16};
+    const BackendParams p = {16, 1, 8, 1, GGML_TYPE_Q4_K, GGML_TYPE_F16, 0};
     CHECK(backend_cpu_new(&m, &p, &err) == NULL && strstr(err.msg, "KV cache types"), "bad KV type refused: %s",
           err.msg);
 }

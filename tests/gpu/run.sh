@@ -48,6 +48,12 @@ run() { echo "+ $*" >>"$LOG"; "$@" >>"$LOG" 2>&1; }
 check() { # check OK|FAIL text  (a required check)
   if [ "$1" = ok ]; then say "PASS $2"; else say "FAIL $2"; fails=$((fails + 1)); fi
 }
+tmo() { # tmo SECONDS: a timeout of at most SECONDS that ends inside the budget
+  local t=$(($(left) - 20))
+  [ "$t" -gt "$1" ] && t=$1
+  [ "$t" -lt 5 ] && t=5
+  echo "$t"
+}
 enough() { # enough SECONDS NAME: false (and a SKIP line) when the budget has less left
   if [ "$(left)" -lt "$1" ]; then say "SKIP $2 (time budget: $(left) s left)"; return 1; fi
 }
@@ -82,7 +88,7 @@ fi
 
 # ---- 2. each operation --------------------------------------------------------
 say "== 2. each operation vs the CPU backend (test_backend_cuda ops)"
-timeout 180 "$TB" ops >"$OUT/ops.txt" 2>&1
+timeout "$(tmo 180)" "$TB" ops >"$OUT/ops.txt" 2>&1
 rc=$?
 check "$([ $rc = 0 ] && echo ok)" "ops: $(tail -1 "$OUT/ops.txt") (exit $rc; failures below)"
 grep '^FAIL' "$OUT/ops.txt" | head -20 | sed 's/^/    /' | tee -a "$RES"
@@ -102,10 +108,10 @@ e2e() {
   [ $# -gt 0 ] && shift
   args=("$@")
   local t; t=$(toks "$n" "$vocab" "$n")
-  if ! run "$G" eval -m "$model" --tokens "$t" --logits "$WORK/cpu.f32" --device cpu "${args[@]}"; then
+  if ! run timeout "$(tmo 90)" "$G" eval -m "$model" --tokens "$t" --logits "$WORK/cpu.f32" --device cpu "${args[@]}"; then
     check fail "$name: grok eval --device cpu failed"; return
   fi
-  if ! run env "${envs[@]}" "$G" eval -m "$model" --tokens "$t" --logits "$WORK/gpu.f32" --device $DEV "${args[@]}"; then
+  if ! run timeout "$(tmo 90)" env "${envs[@]}" "$G" eval -m "$model" --tokens "$t" --logits "$WORK/gpu.f32" --device "$DEV" "${args[@]}"; then
     [ "$kind" = info ] && say "INFO $name: grok eval --device $DEV failed" && return
     check fail "$name: grok eval --device $DEV failed ($(tail -1 "$LOG"))"; return
   fi
@@ -115,7 +121,7 @@ e2e() {
 }
 newm() { # newm FILE ARGS...: a model from grok new
   local f=$1; shift
-  run "$G" new "$f" "$@" || { check fail "grok new $*"; return 1; }
+  run timeout "$(tmo 180)" "$G" new "$f" "$@" || { check fail "grok new $*"; return 1; }
 }
 CONFIGS=( # name | type | grok new args | n_tokens  (tests/scripts/test_parity_ref.sh)
   "f32_gqa1_tied|f32|--embd 64 --layers 2 --heads 4 --kv-heads 4 --ff 96 --experts 4 --experts-used 2 --ctx 64 --vocab 320 --seed 11|24"
@@ -148,7 +154,7 @@ if enough 90 "quantized end to end"; then
   if newm "$base" --embd 256 --layers 2 --heads 4 --kv-heads 2 --ff 512 --experts 8 --experts-used 2 --ctx 256 --vocab 512 --seed 21 --untied; then
     for q in q4_0 q4_1 q5_0 q5_1 q8_0 q3_K q4_K q5_K q6_K Q2_K Q3_K_M Q4_K_M Q5_K_M; do
       enough 40 "quantized end to end from $q" || break
-      run "$G" quantize "$base" "$WORK/q.gguf" "$q" || { check fail "grok quantize $q"; continue; }
+      run timeout "$(tmo 60)" "$G" quantize "$base" "$WORK/q.gguf" "$q" || { check fail "grok quantize $q"; continue; }
       e2e "quant_$q" "$WORK/q.gguf" 40 512 required
       e2e "quant_$q" "$WORK/q.gguf" 40 512 required -- --batch 1
     done
@@ -170,7 +176,7 @@ check "$([ $rc != 0 ] && grep -q -- '--gpu 7' <<<"$out" && echo ok)" "--gpu 7 is
 # ---- 4. continuous batching ---------------------------------------------------------
 say "== 4. continuous batching, 16 streams"
 if enough 60 "batching" && newm "$WORK/batch.gguf" --embd 128 --layers 2 --heads 8 --kv-heads 2 --ff 256 --experts 8 --experts-used 2 --ctx 512 --vocab 512 --seed 31 --type q8_0; then
-  timeout 120 "$TB" batching "$WORK/batch.gguf" 16 >"$WORK/batch.txt" 2>&1
+  timeout "$(tmo 120)" "$TB" batching "$WORK/batch.gguf" 16 >"$WORK/batch.txt" 2>&1
   rc=$?
   cat "$WORK/batch.txt" >>"$LOG"
   check "$([ $rc = 0 ] && echo ok)" "batching 16 streams: $(tail -1 "$WORK/batch.txt") (exit $rc)"
@@ -189,7 +195,7 @@ elif enough 90 "compute-sanitizer" && newm "$WORK/tiny.gguf" --embd 64 --layers 
       run) cmd=("$G" run -m "$WORK/tiny.gguf" -p "hello there" -n 12 --device "$DEV" --temp 0) ;;
       batching) cmd=("$TB" batching "$WORK/tiny.gguf" 4) ;;
     esac
-    timeout 150 "$CS" --tool memcheck --leak-check no --error-exitcode 99 "${cmd[@]}" >"$WORK/cs.txt" 2>&1
+    timeout "$(tmo 150)" "$CS" --tool memcheck --leak-check no --error-exitcode 99 "${cmd[@]}" >"$WORK/cs.txt" 2>&1
     rc=$?
     cat "$WORK/cs.txt" >>"$LOG"
     check "$([ $rc = 0 ] && echo ok)" "memcheck $what: exit $rc, $(grep -c '=========  *Invalid\|========= Program hit' "$WORK/cs.txt") errors ($(grep 'ERROR SUMMARY' "$WORK/cs.txt" | tail -1))"
@@ -204,7 +210,7 @@ REAL=(--embd 6144 --layers 1 --heads 48 --kv-heads 8 --ff 32768 --experts 8 --ex
 bench() { # bench NAME MODEL [ENV=..]: pp512 + decode, then 4 and 16 streams
   local name=$1 model=$2; shift 2
   echo "### $name $*" >>"$BENCH"
-  timeout 240 env "$@" "$G" bench -m "$model" --device $DEV -p 512 -n 32 -r 3 >>"$BENCH" 2>&1 || say "INFO $name: grok bench failed (see bench.txt)"
+  timeout "$(tmo 240)" env "$@" "$G" bench -m "$model" --device $DEV -p 512 -n 32 -r 3 >>"$BENCH" 2>&1 || say "INFO $name: grok bench failed (see bench.txt)"
   grep -E '^\|.*(pp|tg)[0-9]' "$BENCH" | tail -2 | sed "s/^/INFO $name $* /" | tee -a "$RES"
 }
 if [ "$DEV" = cpu ]; then
@@ -214,18 +220,18 @@ elif enough 120 "the real-shape benchmark" && newm "$WORK/real.gguf" "${REAL[@]}
   e2e "real_q8_0" "$WORK/real.gguf" 8 131072 required
   bench real_q8_0 "$WORK/real.gguf"
   for s in 4 16; do
-    enough 30 "streams $s" && say "INFO real_q8_0 $(timeout 120 "$TB" streams "$WORK/real.gguf" $s 32 2>&1 | tail -1)"
+    enough 30 "streams $s" && say "INFO real_q8_0 $(timeout "$(tmo 120)" "$TB" streams "$WORK/real.gguf" $s 32 2>&1 | tail -1)"
   done
   enough 60 "gemm variants" && for gm in tf32 f16 none; do
     echo "### real_q8_0 GROK_CUDA_GEMM=$gm" >>"$BENCH"
-    timeout 90 env GROK_CUDA_GEMM=$gm "$G" bench -m "$WORK/real.gguf" --device $DEV -p 512 -n 0 -r 2 >>"$BENCH" 2>&1
+    timeout "$(tmo 90)" env GROK_CUDA_GEMM=$gm "$G" bench -m "$WORK/real.gguf" --device $DEV -p 512 -n 0 -r 2 >>"$BENCH" 2>&1
     grep -E '^\|.*pp512' "$BENCH" | tail -1 | sed "s/^/INFO real_q8_0 GROK_CUDA_GEMM=$gm /" | tee -a "$RES"
   done
   if enough 150 "the Q4_K_M real-shape benchmark" && timeout $(($(left) - 90)) "$G" quantize "$WORK/real.gguf" "$WORK/real-q4km.gguf" Q4_K_M >>"$LOG" 2>&1; then
     rm -f "$WORK/real.gguf"
     e2e "real_Q4_K_M" "$WORK/real-q4km.gguf" 8 131072 required
     bench real_Q4_K_M "$WORK/real-q4km.gguf"
-    enough 30 "streams 16 Q4_K_M" && say "INFO real_Q4_K_M $(timeout 120 "$TB" streams "$WORK/real-q4km.gguf" 16 32 2>&1 | tail -1)"
+    enough 30 "streams 16 Q4_K_M" && say "INFO real_Q4_K_M $(timeout "$(tmo 120)" "$TB" streams "$WORK/real-q4km.gguf" 16 32 2>&1 | tail -1)"
   fi
 fi
 

@@ -168,15 +168,24 @@ static void buf2_free(Buf2 *b) {
     b->gb->release(b->gb, b->g);
 }
 
+/* The GPU copy written from the host. The backend works on a stream of its
+ * own that does not wait for the legacy stream's copies: everything is
+ * synchronised on both sides of the copy. */
+static void to_gpu(Buf2 *b) {
+    die_cuda(cudaDeviceSynchronize(), "a kernel");
+    die_cuda(cudaMemcpy(b->g, b->c, b->bytes, cudaMemcpyHostToDevice), "cudaMemcpy");
+    die_cuda(cudaDeviceSynchronize(), "cudaMemcpy");
+}
+
 static void buf2_rand(Buf2 *b, float scale) {
     float *c = b->c;
     for (size_t i = 0; i < b->bytes / sizeof(float); i++) c[i] = frand() * scale;
-    die_cuda(cudaMemcpy(b->g, b->c, b->bytes, cudaMemcpyHostToDevice), "cudaMemcpy");
+    to_gpu(b);
 }
 
 static void buf2_set(Buf2 *b, const void *host) {
-    memcpy(b->c, host, b->bytes);
-    die_cuda(cudaMemcpy(b->g, host, b->bytes, cudaMemcpyHostToDevice), "cudaMemcpy");
+    if (host != b->c) memcpy(b->c, host, b->bytes);
+    to_gpu(b);
 }
 
 /* the GPU's copy, to host memory the caller frees */

@@ -231,6 +231,9 @@ static int load(const char *cmd, const LoadOpts *o, Model **mp, Context **cp_out
     }
     *mp = m;
     *cp_out = c;
+    if (context_device_note(c)[0])
+        fprintf(stderr, "grok %s: note: computing on the CPU, the GPU did not take the model: %s\n", cmd,
+                context_device_note(c));
     if (load_s) *load_s = time_now() - t0;
     return 0;
 }

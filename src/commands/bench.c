@@ -334,6 +334,8 @@ int cmd_bench(int argc, char **argv) {
             bfail(err.msg);
             goto out;
         }
+        if (si == 0 && context_device_note(c)[0])
+            printf("note: computing on the CPU, the GPU did not take the model: %s\n", context_device_note(c));
         kv_bytes = context_kv_bytes(c);
         if (si == 0)
             printf("KV cache: %.1f MiB for %d positions (%.1f KiB per token)\n\n", kv_bytes / 1048576.0,

@@ -184,6 +184,9 @@ int cmd_perplexity(int argc, char **argv) {
         fail(c ? "out of memory" : err.msg);
         goto out;
     }
+    if (context_device_note(c)[0])
+        fprintf(stderr, "grok perplexity: note: computing on the CPU, the GPU did not take the model: %s\n",
+                context_device_note(c));
     int n_win = n_tok / n_ctx + (n_tok % n_ctx >= 2);
     fprintf(stderr, "grok perplexity: %s: %d tokens, %d window%s of up to %d tokens, %s scored; loaded in %.2f s\n",
             file, n_tok, n_win, n_win == 1 ? "" : "s", n_ctx,

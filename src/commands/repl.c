@@ -1132,6 +1132,9 @@ int cmd_chat(int argc, char **argv) {
         fprintf(stderr, "grok chat: %s\n", err.msg);
         goto out;
     }
+    if (context_device_note(ch.c)[0])
+        fprintf(stderr, "grok chat: note: computing on the CPU, the GPU did not take the model: %s\n",
+                context_device_note(ch.c));
     ch.n_ctx = context_n_ctx(ch.c);
     ch.tmpl = tmpl >= 0 ? (ChatTemplate)tmpl : chat_template_detect(ch.m->file);
     const char *sep = chat_stop_string(ch.tmpl);

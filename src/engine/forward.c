@@ -18,6 +18,7 @@
 #include "forward.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,6 +46,7 @@ struct Context {
     float *down;           /* (n_batch * n_expert_used, n_embd) expert outputs, in expert order */
     float *out_rows;       /* (n_batch, n_embd) normed rows that want logits */
     int *rows;             /* (n_batch) host: the rows that want logits */
+    char note[GROK_ERR_LEN]; /* --device auto with a GPU that did not take the model: why */
 };
 
 /* 0, or -1 with err set when the backend failed (a GPU's failed launch). */
@@ -258,6 +260,7 @@ int forward_tokens(Context *c, int seq, const int *tokens, int n, int pos0, floa
 int context_n_ctx(const Context *c) { return c->p.n_ctx; }
 int context_n_threads(const Context *c) { return c->be->n_threads(c->be); }
 const char *context_device(const Context *c) { return c->be->name; }
+const char *context_device_note(const Context *c) { return c->note; }
 
 size_t context_kv_bytes(const Context *c) { return c->be->kv_bytes(c->be); }
 
@@ -293,11 +296,20 @@ Context *context_new(const Model *m, const ContextParams *pp, Error *err) {
     }
     const BackendParams bp = {c->p.n_ctx, c->p.n_seq, c->p.n_batch, c->p.n_threads, c->p.kv_type_k,
                               c->p.kv_type_v, c->p.gpu};
-    int device = c->p.device;
-    if (device == GROK_DEVICE_AUTO) device = cuda_device_count(NULL) > 0 ? GROK_DEVICE_CUDA : GROK_DEVICE_CPU;
-    if (device == GROK_DEVICE_CUDA) c->be = backend_cuda_new(m, &bp, err);
-    else if (device == GROK_DEVICE_CPU) c->be = backend_cpu_new(m, &bp, err);
-    else err_set(err, "unknown device %d", c->p.device);
+    if (c->p.device == GROK_DEVICE_AUTO && cuda_device_count(NULL) > 0) {
+        /* a GPU is present: the CPU only if the CUDA backend cannot take
+         * this model or these settings, and the reason kept for the caller */
+        Error cerr = {{0}};
+        if (!(c->be = backend_cuda_new(m, &bp, &cerr))) snprintf(c->note, sizeof c->note, "%s", cerr.msg);
+    }
+    if (c->be) {
+    } else if (c->p.device == GROK_DEVICE_CUDA) {
+        c->be = backend_cuda_new(m, &bp, err);
+    } else if (c->p.device == GROK_DEVICE_CPU || c->p.device == GROK_DEVICE_AUTO) {
+        c->be = backend_cpu_new(m, &bp, err);
+    } else {
+        err_set(err, "unknown device %d", c->p.device);
+    }
     if (!c->be) goto fail;
     Backend *be = c->be;
     c->kv_dim = cfg->n_head_kv * cfg->head_dim;

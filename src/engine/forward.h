@@ -20,7 +20,8 @@ typedef struct {
     int n_threads;     /* 0 = all cores */
     uint32_t kv_type_k; /* cached keys: GGML_TYPE_F32, F16, BF16, Q8_0 or Q4_0 (kv.h) */
     uint32_t kv_type_v; /* cached values: the same choice */
-    int device;        /* GROK_DEVICE_CPU (0, the default), _CUDA, or _AUTO (CUDA when a GPU is present) */
+    int device;        /* GROK_DEVICE_CPU (0, the default), _CUDA, or _AUTO (CUDA when a GPU is present
+                          and takes the model, else the CPU: context_device_note says why) */
     int gpu;           /* CUDA device index (--gpu N) */
 } ContextParams;
 
@@ -30,6 +31,10 @@ enum { GROK_DEVICE_CPU = 0, GROK_DEVICE_CUDA = 1, GROK_DEVICE_AUTO = 2 };
 int device_parse(const char *name);
 /* The name of the backend a context runs on ("cpu", "cuda"). */
 const char *context_device(const Context *c);
+/* With GROK_DEVICE_AUTO on a machine with a GPU whose backend did not take
+ * the model or settings (a KV type it lacks, too little memory...): why
+ * the context is on the CPU instead; "" otherwise. */
+const char *context_device_note(const Context *c);
 /* CUDA devices present: 0 when none (or no driver, or built without CUDA),
  * err (may be NULL) set with the reason. */
 int cuda_device_count(Error *err);

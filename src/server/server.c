@@ -715,6 +715,9 @@ static int server_init(Server *s, Error *err) {
     if (!(s->rstore = response_store_new())) return err_set(err, "out of memory");
     ContextParams cp = {s->n_ctx, s->n_slots, 0, s->n_threads, (uint32_t)s->kv_k, (uint32_t)s->kv_v, s->device, s->gpu};
     s->ctx = context_new(s->m, &cp, err);
+    if (s->ctx && context_device_note(s->ctx)[0])
+        fprintf(stderr, "grok serve: note: computing on the CPU, the GPU did not take the model: %s\n",
+                context_device_note(s->ctx));
     if (s->ctx && s->cache_ram_mib > 0) {
         s->pc = pcache_new((size_t)s->cache_ram_mib << 20, s->cache_dir,
                            pcache_model_key(s->m, (uint32_t)s->kv_k, (uint32_t)s->kv_v), context_kv_pos_bytes(s->ctx),

@@ -169,6 +169,9 @@ fi
 out=$("$G" eval -m "$WORK/qbase.gguf" --tokens 1,2 --logits "$WORK/x.f32" --device $DEV --kv q8_0 2>&1)
 rc=$?
 check "$([ $rc != 0 ] && grep -q 'not supported on cuda' <<<"$out" && echo ok)" "--kv q8_0 on cuda is a clear error: $out"
+out=$("$G" eval -m "$WORK/qbase.gguf" --tokens 1,2 --logits "$WORK/x.f32" --kv q8_0 2>&1)
+rc=$?
+check "$([ $rc = 0 ] && { [ "$DEV" = cpu ] || grep -q 'note: computing on the CPU' <<<"$out"; } && echo ok)" "--device auto with --kv q8_0 falls back to the CPU with a note: $out"
 out=$("$G" eval -m "$WORK/qbase.gguf" --tokens 1,2 --logits "$WORK/x.f32" --device $DEV --gpu 7 2>&1)
 rc=$?
 check "$([ $rc != 0 ] && grep -q -- '--gpu 7' <<<"$out" && echo ok)" "--gpu 7 is a clear error: $out"

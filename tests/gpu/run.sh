@@ -88,7 +88,7 @@ fi
 
 # ---- 2. each operation --------------------------------------------------------
 say "== 2. each operation vs the CPU backend (test_backend_cuda ops)"
-timeout "$(tmo 180)" "$TB" ops >"$OUT/ops.txt" 2>&1
+GROK_CUDA_SYNC=1 timeout "$(tmo 180)" "$TB" ops >"$OUT/ops.txt" 2>&1
 rc=$?
 check "$([ $rc = 0 ] && echo ok)" "ops: $(tail -1 "$OUT/ops.txt") (exit $rc; failures below)"
 grep '^FAIL' "$OUT/ops.txt" | head -20 | sed 's/^/    /' | tee -a "$RES"
@@ -198,7 +198,7 @@ elif enough 90 "compute-sanitizer" && newm "$WORK/tiny.gguf" --embd 64 --layers 
       run) cmd=("$G" run -m "$WORK/tiny.gguf" -p "hello there" -n 12 --device "$DEV" --temp 0) ;;
       batching) cmd=("$TB" batching "$WORK/tiny.gguf" 4) ;;
     esac
-    timeout "$(tmo 150)" "$CS" --tool memcheck --leak-check no --error-exitcode 99 "${cmd[@]}" >"$WORK/cs.txt" 2>&1
+    GROK_CUDA_SYNC=1 timeout "$(tmo 150)" "$CS" --tool memcheck --leak-check no --error-exitcode 99 "${cmd[@]}" >"$WORK/cs.txt" 2>&1
     rc=$?
     cat "$WORK/cs.txt" >>"$LOG"
     check "$([ $rc = 0 ] && echo ok)" "memcheck $what: exit $rc, $(grep -c '=========  *Invalid\|========= Program hit' "$WORK/cs.txt") errors ($(grep 'ERROR SUMMARY' "$WORK/cs.txt" | tail -1))"

@@ -10,7 +10,9 @@
  * the same 8-bit activations, dequantized, through cuBLAS (GROK_CUDA_GEMM=
  * f32, the default: f32 products as exact as the CPU's; tf32 or f16: tensor
  * cores, for the measured choice; none, or no cuBLAS to load: every product
- * on the matrix x vector kernels; GROK_CUDA_MV_MAX moves the crossover). The routed experts are chosen and grouped
+ * on the matrix x vector kernels; GROK_CUDA_MV_MAX moves the crossover;
+ * GROK_CUDA_SYNC=1 waits for each launch, so that a fault names its
+ * operation). The routed experts are chosen and grouped
  * on the GPU; the decode path reads the grouping there (no host round trip),
  * the prompt path copies the n_expert + 1 group starts to the host to size
  * its products.
@@ -112,6 +114,7 @@ typedef struct {
     int *h_ex;             /* (n_expert + 1) host: group starts (prompt path) */
     int gemm;              /* GEMM_* */
     int mv_max;
+    bool sync_each;        /* GROK_CUDA_SYNC=1: wait for every launch, so that an error names its operation */
     /* the activations of the current call, prepared once for the products that share them */
     const float *prep_x;
     uint32_t prep_vt;
@@ -123,6 +126,7 @@ typedef struct {
 /* ---- errors ---------------------------------------------------------------- */
 
 static bool ok(Cuda *c, cudaError_t e, const char *what) {
+    if (e == cudaSuccess && c->sync_each) e = cudaStreamSynchronize(c->st); /* GROK_CUDA_SYNC=1 */
     if (e == cudaSuccess) return true;
     if (!c->bad) {
         c->bad = true;
@@ -784,6 +788,7 @@ Backend *backend_cuda_new(const Model *m, const BackendParams *p, Error *err) {
     c->n_ps = -1;
     c->gemm = gemm_mode;
     c->mv_max = mv_max;
+    c->sync_each = getenv("GROK_CUDA_SYNC") && !strcmp(getenv("GROK_CUDA_SYNC"), "1");
     if (c->gemm != GEMM_NONE && !blas_load(&c->bl)) {
         if (gemm_env) {
             err_set(err, "GROK_CUDA_GEMM=%s needs cuBLAS, and " CUBLAS_LIB " cannot be loaded", gemm_env);

@@ -148,6 +148,14 @@ for cfg in "${CONFIGS[@]}"; do
   e2e "$name" "$m" "$n" "$vocab" required -- --batch 1
   e2e "$name" "$m" "$n" "$vocab" required -- --batch 7 --kv f16
 done
+# the bundled model (trained weights, q8_0): logits, and greedy text (INFO: a near tie may differ)
+if [ -f models/grok-nano.gguf ] && enough 30 "grok-nano"; then
+  nv=$("$G" info models/grok-nano.gguf 2>/dev/null | awk '$1 == "vocab" {print $2; exit}')
+  e2e grok-nano models/grok-nano.gguf 200 "${nv:-4096}" required -- --ctx 256
+  a=$("$G" run -m models/grok-nano.gguf -p "The cat" -n 48 --temp 0 --no-stats --device cpu 2>>"$LOG")
+  b=$("$G" run -m models/grok-nano.gguf -p "The cat" -n 48 --temp 0 --no-stats --device "$DEV" 2>>"$LOG")
+  say "INFO grok-nano greedy text $([ "$a" = "$b" ] && echo identical || echo differs) on cuda and cpu: '${b:0:80}'"
+fi
 # quantized weights (every type grok quantize writes) at a size the K-quants take
 if enough 90 "quantized end to end"; then
   base=$WORK/qbase.gguf

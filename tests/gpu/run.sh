@@ -12,7 +12,8 @@
 #   3. end to end: grok eval logits, --device cuda against --device cpu, on
 #      the parity configs of tests/scripts/test_parity_ref.sh, Grok-2
 #      models (tests/scripts/test_grok2.sh's configs), quantized models
-#      (q4_0 ... Q4_K_M): the same argmax, max rel <= 1e-4; prompt path
+#      (q4_0 ... Q4_K_M): the same argmax, max rel <= 1e-4 (float weights) or
+#      1e-3 (8-bit activations: see test_backend_cuda.c); prompt path
 #      (cuBLAS f32), decode path (--batch 1), no-cuBLAS path; tf32 / f16
 #      cuBLAS measured (INFO, not required)
 #   4. continuous batching with 16 streams (test_backend_cuda batching)
@@ -115,7 +116,11 @@ e2e() {
     [ "$kind" = info ] && say "INFO $name: grok eval --device $DEV failed" && return
     check fail "$name: grok eval --device $DEV failed ($(tail -1 "$LOG"))"; return
   fi
-  local line; line=$("$TB" compare "$WORK/gpu.f32" "$WORK/cpu.f32" "$vocab" "$name ${envs[*]} ${args[*]}" | head -1)
+  # float weights: 1e-4 (issue 10); 8-bit activations: 1e-3 (a float difference upstream can
+  # move one activation across a rounding boundary of its quantization, on either device)
+  local rel=1e-3
+  "$G" info "$model" 2>/dev/null | grep -q 'weight  *\(q[0-9]\|Q[0-9]\)' || rel=1e-4
+  local line; line=$("$TB" compare "$WORK/gpu.f32" "$WORK/cpu.f32" "$vocab" "$name ${envs[*]} ${args[*]}" "$rel" | head -1)
   if [ "$kind" = info ]; then say "INFO ${line#* }"
   else check "$([ "${line%% *}" = PASS ] && echo ok)" "${line#* }"; fi
 }

@@ -11,13 +11,15 @@
  *   test_backend_cuda ops-cpu
  *       the same with a second CPU backend in the GPU's place (no GPU
  *       needed): a check of this program itself, e.g. under ASan.
- *   test_backend_cuda compare A.f32 B.f32 N_VOCAB
+ *   test_backend_cuda compare A.f32 B.f32 N_VOCAB [NAME [REL]]
  *       logits files (grok eval): the same argmax on every row and
- *       max_row(max|a - b| / max|b|) <= 1e-4.
- *   test_backend_cuda batching MODEL.gguf [STREAMS]
+ *       max_row(max|a - b| / max|b|) <= REL (1e-4: float weights; with
+ *       8-bit activations a different summation order upstream can move an
+ *       activation across a rounding boundary, so run.sh allows 1e-3 there).
+ *   test_backend_cuda batching MODEL.gguf [STREAMS [REL]]
  *       continuous batching: STREAMS (16) sequences prefilled in uneven
  *       chunks and decoded together, joined and left at different steps, on
- *       both backends; every step's logits compared as above.
+ *       both backends; every step's logits compared as above (REL 1e-3).
  *   test_backend_cuda streams MODEL.gguf N [STEPS]
  *       decode speed with N streams on the GPU (tokens/s over all streams).
  *   test_backend_cuda bandwidth
@@ -447,6 +449,8 @@ static int cmd_ops(void) {
 /* ---- logits files and whole models ------------------------------------------------ */
 
 /* a (n_rows, n_vocab) against ref: argmax and the largest row-relative difference */
+static double rel_max = REL_MAX;
+
 static bool cmp_logits(const float *a, const float *ref, size_t n_rows, int n_vocab, const char *what) {
     int bad_argmax = 0;
     double worst = 0;
@@ -465,8 +469,8 @@ static bool cmp_logits(const float *a, const float *ref, size_t n_rows, int n_vo
         const double rel = mx > 0 ? md / mx : md;
         worst = rel > worst || isnan(rel) ? rel : worst;
     }
-    const bool ok = bad_argmax == 0 && worst <= REL_MAX;
-    check(ok, "%s: %zu rows, argmax differs on %d, max rel %.3g", what, n_rows, bad_argmax, worst);
+    const bool ok = bad_argmax == 0 && worst <= rel_max;
+    check(ok, "%s: %zu rows, argmax differs on %d, max rel %.3g (<= %g)", what, n_rows, bad_argmax, worst, rel_max);
     return ok;
 }
 
@@ -627,7 +631,8 @@ int main(int argc, char **argv) {
         self_test = true;
         cmd_ops();
     } else if (!strcmp(cmd, "compare")) {
-        if (argc < 5) return fprintf(stderr, "usage: test_backend_cuda compare A.f32 B.f32 N_VOCAB [NAME]\n"), 2;
+        if (argc < 5) return fprintf(stderr, "usage: test_backend_cuda compare A.f32 B.f32 N_VOCAB [NAME [REL]]\n"), 2;
+        if (argc > 6) rel_max = atof(argv[6]);
         cmd_compare(argv[2], argv[3], atoi(argv[4]), argc > 5 ? argv[5] : argv[2]);
     } else {
         Error err = {{0}};
@@ -637,9 +642,12 @@ int main(int argc, char **argv) {
         }
         if (!strcmp(cmd, "ops")) cmd_ops();
         else if (!strcmp(cmd, "bandwidth")) return cmd_bandwidth();
-        else if (!strcmp(cmd, "batching") && argc > 2) cmd_batching(argv[2], argc > 3 ? atoi(argv[3]) : 16);
+        else if (!strcmp(cmd, "batching") && argc > 2) {
+            rel_max = argc > 4 ? atof(argv[4]) : 1e-3; /* run.sh's model has 8-bit activations (see compare) */
+            cmd_batching(argv[2], argc > 3 ? atoi(argv[3]) : 16);
+        }
         else if (!strcmp(cmd, "streams") && argc > 3) return cmd_streams(argv[2], atoi(argv[3]), argc > 4 ? atoi(argv[4]) : 64);
-        else return fprintf(stderr, "usage: test_backend_cuda ops | compare A B N_VOCAB | batching MODEL [N] | streams MODEL N [STEPS] | bandwidth\n"), 2;
+        else return fprintf(stderr, "usage: test_backend_cuda ops | compare A B N_VOCAB | batching MODEL [N [REL]] | streams MODEL N [STEPS] | bandwidth\n"), 2;
     }
     printf("%d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;

@@ -44,7 +44,7 @@ int main(int argc, char **argv) {
     if (!logits || !row) return 1;
     for (int r = 0; r < rounds; r++)
         for (int t = 0; t < 5; t++) {
-            ContextParams cp = {depth + n_gen + 8, 1, 512, 1, types[t], types[t], GROK_DEVICE_CPU, 0};
+            ContextParams cp = {depth + n_gen + 8, 1, 512, 1, types[t], types[t], GROK_DEVICE_CPU, 0, NULL};
             Context *c = context_new(m, &cp, &err);
             if (!c) {
                 fprintf(stderr, "kv-decode: %s\n", err.msg);

@@ -13,7 +13,7 @@ fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libcjson-dev libedit-dev)
+pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libcjson-dev libedit-dev libopenmpi-dev openmpi-bin)
 [ "${1:-}" = "--build" ] ||
   pkgs+=(clang libclang-rt-14-dev python3 python3-numpy sentencepiece chromium tmux
          gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)

@@ -2,6 +2,9 @@
  * Each command parses its own flags, prints errors as "grok CMD: message"
  * and returns a non-zero exit status on failure. */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
 #include <stdbool.h>
 #include <limits.h>
 #include <math.h>
@@ -11,6 +14,7 @@
 
 #include "common.h"
 #include "convert.h"
+#include "dist_engine.h"
 #include "forward.h"
 #include "gguf.h"
 #include "grammar.h"
@@ -173,6 +177,19 @@ static bool kv_flag(Args *a, int *k, int *v) {
     return true;
 }
 
+/* --split / --dist-timeout (dist.h): true if the flag was one of them
+ * (a.bad is set for a bad value). */
+static bool dist_flag(Args *a, Dist *d) {
+    if (!is_flag(a, "--split", NULL) && !is_flag(a, "--dist-timeout", NULL)) return false;
+    const char *flag = a->argv[a->i], *v = arg_value(a);
+    Error err = {{0}};
+    if (v && dist_parse_flag(d, flag, v, &err) < 0) {
+        fprintf(stderr, "grok %s: %s\n", a->cmd, err.msg);
+        a->bad = 1;
+    }
+    return true;
+}
+
 /* ---- shared loading ---------------------------------------------------- */
 
 typedef struct {
@@ -180,6 +197,7 @@ typedef struct {
     int n_threads, n_ctx, n_batch;
     int kv_k, kv_v;
     int device, gpu; /* GROK_DEVICE_*, CUDA device index */
+    Dist *dist;        /* the processes that run the model (one without mpirun) */
 } LoadOpts;
 
 /* --device cpu|cuda|auto, --gpu N: true if the flag was one of them (a.bad
@@ -205,7 +223,7 @@ static bool device_flag(Args *a, int *device, int *gpu) {
 static int load(const char *cmd, const LoadOpts *o, Model **mp, Context **cp_out, Tokenizer **tp, double *load_s) {
     Error err = {{0}};
     double t0 = time_now();
-    Model *m = model_load(o->model_path, &err);
+    Model *m = dist_model_load(o->dist, o->model_path, &err);
     if (!m) return fail(cmd, err.msg);
     if (tp) {
         *tp = tokenizer_from_gguf(m->file, &err);
@@ -222,13 +240,14 @@ static int load(const char *cmd, const LoadOpts *o, Model **mp, Context **cp_out
     if (o->n_ctx > m->cfg.n_ctx_train)
         fprintf(stderr, "grok %s: warning: --ctx %d exceeds the model's trained context %d\n", cmd, o->n_ctx,
                 m->cfg.n_ctx_train);
-    ContextParams cp = {o->n_ctx, 1, o->n_batch, o->n_threads, (uint32_t)o->kv_k, (uint32_t)o->kv_v, o->device, o->gpu};
+    ContextParams cp = {o->n_ctx, 1, o->n_batch, o->n_threads, (uint32_t)o->kv_k, (uint32_t)o->kv_v, o->device, o->gpu, o->dist};
     Context *c = context_new(m, &cp, &err);
     if (!c) {
         if (tp) tokenizer_free(*tp);
         model_free(m);
         return fail(cmd, err.msg);
     }
+    dist_print_shares(o->dist, m, cmd, stderr);
     *mp = m;
     *cp_out = c;
     if (context_device_note(c)[0])
@@ -265,12 +284,12 @@ static const char RUN_USAGE[] =
     "  --ignore-eos            keep generating after EOS (benchmarks)\n"
     "  --grammar FILE          constrain the output to a GBNF grammar (llama.cpp's syntax)\n"
     "  --json-schema FILE      constrain the output to JSON valid under a JSON schema\n"
-    "  --no-stats              do not print timings\n";
+    "  --no-stats              do not print timings\n" DIST_USAGE;
 
 
-static int cmd_run(int argc, char **argv) {
+static int cmd_run(int argc, char **argv, Dist *d) {
     Args a = {"run", argc, 0, argv, 0};
-    LoadOpts o = {NULL, 0, 0, 0, GGML_TYPE_F16, GGML_TYPE_F16, GROK_DEVICE_AUTO, 0};
+    LoadOpts o = {NULL, 0, 0, 0, GGML_TYPE_F16, GGML_TYPE_F16, GROK_DEVICE_AUTO, 0, d};
     SamplerParams sp = sampler_defaults();
     const char *prompt = NULL, *prompt_file = NULL, *stops[MAX_STOPS], *grammar_file = NULL, *schema_file = NULL;
     int n_stops = 0, n_predict = 128, stats = 1, ignore_eos = 0;
@@ -308,6 +327,7 @@ static int cmd_run(int argc, char **argv) {
         else if (is_flag(&a, "--ignore-eos", NULL)) ignore_eos = 1;
         else if (is_flag(&a, "--grammar", NULL)) grammar_file = arg_value(&a);
         else if (is_flag(&a, "--json-schema", NULL)) schema_file = arg_value(&a);
+        else if (dist_flag(&a, d)) continue;
         else unknown_flag(&a);
     }
     if (a.bad) return 2;
@@ -478,11 +498,11 @@ static const char EVAL_USAGE[] =
     "  --batch N     tokens per forward pass (default 512; 1 = one token at a time)\n"
     "  -t N          threads        --ctx N    context (default: max(n_tokens, 4096 cap))\n"
     "  --kv TYPE     KV cache type, " KV_TYPE_NAMES " (default f32); --kv-k / --kv-v: one side\n"
-    "  --device cpu|cuda|auto  (default auto: cuda when a GPU is present)   --gpu N  (default 0)\n";
+    "  --device cpu|cuda|auto  (default auto: cuda when a GPU is present)   --gpu N  (default 0)\n" DIST_USAGE;
 
-static int cmd_eval(int argc, char **argv) {
+static int cmd_eval(int argc, char **argv, Dist *d) {
     Args a = {"eval", argc, 0, argv, 0};
-    LoadOpts o = {NULL, 0, 0, 0, GGML_TYPE_F32, GGML_TYPE_F32, GROK_DEVICE_AUTO, 0};
+    LoadOpts o = {NULL, 0, 0, 0, GGML_TYPE_F32, GGML_TYPE_F32, GROK_DEVICE_AUTO, 0, d};
     const char *tokens_s = NULL, *out_path = NULL;
     for (a.i = 1; a.i < argc && !a.bad; a.i++) {
         if (is_flag(&a, "-h", "--help")) {
@@ -496,6 +516,7 @@ static int cmd_eval(int argc, char **argv) {
         else if (is_flag(&a, "--batch", "-b")) o.n_batch = (int)arg_int(&a, 1, 1 << 16);
         else if (kv_flag(&a, &o.kv_k, &o.kv_v)) continue;
         else if (device_flag(&a, &o.device, &o.gpu)) continue;
+        else if (dist_flag(&a, d)) continue;
         else unknown_flag(&a);
     }
     if (a.bad) return 2;
@@ -903,6 +924,46 @@ static const char USAGE[] =
     "  convert     xAI's official checkpoints (Grok-1 JAX pickles, Grok-2 safetensors) to GGUF\n"
     "  bench       prompt and generation speed, weight bandwidth (like llama-bench)\n";
 
+/* The commands one process runs alone (no model run): under mpirun with
+ * several ranks they are refused. */
+static int one_process(const char *cmd, int (*fn)(int, char **), int argc, char **argv, Dist *d) {
+    if (dist_multi(d)) {
+        fprintf(stderr, "grok %s: runs in one process; only run, chat, serve, eval, perplexity and bench run "
+                        "under mpirun with several ranks\n", cmd);
+        return 2;
+    }
+    return fn(argc, argv);
+}
+
+/* Under mpirun, SIGTERM is how the launcher ends the ranks when one of them
+ * died: say so instead of vanishing (grok serve takes SIGTERM itself). */
+static void on_sigterm(int sig) {
+    static const char msg[] = "grok: ended by mpirun (another rank failed or was killed; its error is above)\n";
+    ssize_t w = write(2, msg, sizeof msg - 1);
+    (void)w;
+    _exit(128 + sig);
+}
+
+static int dispatch(int argc, char **argv, Dist *d) {
+    const char *cmd = argv[1];
+    static const struct {
+        const char *name;
+        int (*fn)(int, char **, Dist *);
+    } multi[] = {{"run", cmd_run},   {"eval", cmd_eval}, {"chat", cmd_chat}, {"perplexity", cmd_perplexity},
+                 {"serve", cmd_serve}, {"bench", cmd_bench}};
+    static const struct {
+        const char *name;
+        int (*fn)(int, char **);
+    } single[] = {{"info", cmd_info}, {"tokenize", cmd_tokenize}, {"detokenize", cmd_detokenize}, {"new", cmd_new},
+                  {"quantize", cmd_quantize}, {"convert", cmd_convert}};
+    for (size_t i = 0; i < sizeof multi / sizeof multi[0]; i++)
+        if (!strcmp(cmd, multi[i].name)) return multi[i].fn(argc - 1, argv + 1, d);
+    for (size_t i = 0; i < sizeof single / sizeof single[0]; i++)
+        if (!strcmp(cmd, single[i].name)) return one_process(cmd, single[i].fn, argc - 1, argv + 1, d);
+    fprintf(stderr, "grok: unknown command '%s'\n%s", cmd, USAGE);
+    return 2;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fputs(USAGE, stderr);
@@ -914,7 +975,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
-        printf("grok %s (%s kernels)\n", GROK_VERSION, quant_simd_name());
+        printf("grok %s (%s kernels%s)\n", GROK_VERSION, quant_simd_name(), dist_built() ? ", MPI" : "");
         Error cerr = {{0}};
         const int n_gpu = cuda_device_count(&cerr);
         if (!cuda_built()) printf("cuda: not built\n");
@@ -922,16 +983,35 @@ int main(int argc, char **argv) {
         else printf("cuda: built, no GPU (%s)\n", cerr.msg);
         return 0;
     }
-    static const struct {
-        const char *name;
-        int (*fn)(int, char **);
-    } cmds[] = {{"run", cmd_run},   {"info", cmd_info}, {"tokenize", cmd_tokenize}, {"detokenize", cmd_detokenize},
-                {"eval", cmd_eval}, {"new", cmd_new},
-                {"chat", cmd_chat}, {"perplexity", cmd_perplexity},
-                {"serve", cmd_serve},   {"quantize", cmd_quantize}, {"convert", cmd_convert},
-                {"bench", cmd_bench}};
-    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
-        if (!strcmp(cmd, cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);
-    fprintf(stderr, "grok: unknown command '%s'\n%s", cmd, USAGE);
-    return 2;
+    /* grok serve takes SIGINT/SIGTERM with sigwait: blocked before MPI
+     * starts threads of its own, which would otherwise receive them */
+    if (!strcmp(cmd, "serve")) {
+        sigset_t sigs;
+        sigemptyset(&sigs);
+        sigaddset(&sigs, SIGINT);
+        sigaddset(&sigs, SIGTERM);
+        pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    }
+    /* under mpirun: rank 0 runs the command, the others follow it
+     * (dist_engine.h); without mpirun a one-rank Dist changes nothing */
+    Error err = {{0}};
+    Dist *d = dist_init(&argc, &argv, &err);
+    if (!d) {
+        fprintf(stderr, "grok: %s\n", err.msg);
+        return 1;
+    }
+    if (dist_check_args(d, argc, argv, &err)) {
+        if (dist_rank(d) == 0) fprintf(stderr, "grok: %s\n", err.msg);
+        return dist_finish(d, 2);
+    }
+    if (dist_multi(d) && (dist_rank(d) > 0 || strcmp(cmd, "serve"))) {
+        sigset_t sigs;
+        sigemptyset(&sigs);
+        sigaddset(&sigs, SIGINT);
+        sigaddset(&sigs, SIGTERM);
+        pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);
+        signal(SIGTERM, on_sigterm);
+    }
+    if (dist_rank(d) > 0) return dist_finish(d, dist_worker_main(d));
+    return dist_end(d, dispatch(argc, argv, d));
 }

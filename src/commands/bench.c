@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #endif
 #include "bench.h"
+#include "dist_engine.h"
 
 #include <errno.h>
 #include <math.h>
@@ -242,17 +243,18 @@ static const char USAGE[] =
     "  --kv T    KV cache type, " KV_TYPE_NAMES " (default f16); --kv-k T, --kv-v T: one side\n"
     "  --no-bw   skip the bandwidth measurement\n"
     "  --device cpu|cuda|auto  (default auto: cuda when a GPU is present; on cuda -t is\n"
-    "            ignored and the bandwidth is not measured)   --gpu N  (default 0)\n";
+    "            ignored and the bandwidth is not measured)   --gpu N  (default 0)\n" DIST_USAGE;
 
 static int bfail(const char *msg) {
     fprintf(stderr, "grok bench: %s\n", msg);
     return 1;
 }
 
-int cmd_bench(int argc, char **argv) {
+int cmd_bench(int argc, char **argv, Dist *d) {
     const char *path = NULL;
     int n_pp = 512, n_tg = 128, reps = 5, depth = 0, threads[MAX_THREAD_SETS], n_sets = 0, do_bw = 1;
     int kv_k = GGML_TYPE_F16, kv_v = GGML_TYPE_F16, device = GROK_DEVICE_AUTO, gpu = 0;
+    Error derr = {{0}};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -283,6 +285,7 @@ int cmd_bench(int argc, char **argv) {
             device = device_parse(v);
         } else if (!strcmp(a, "--gpu") && num && x >= 0 && x <= 1023) {
             gpu = (int)x;
+        } else if (dist_parse_flag(d, a, v, &derr) > 0) {
         } else {
             fprintf(stderr, "grok bench: bad option or value: %s %s (see grok bench --help)\n", a, v);
             return 2;
@@ -296,7 +299,7 @@ int cmd_bench(int argc, char **argv) {
     if (on_gpu) do_bw = 0, threads[0] = 1, n_sets = 1; /* the CPU's read bandwidth says nothing of a GPU's */
 
     Error err = {{0}};
-    Model *m = model_load(path, &err);
+    Model *m = dist_model_load(d, path, &err);
     if (!m) return bfail(err.msg);
     struct stat st;
     const double file_bytes = stat(path, &st) == 0 ? (double)st.st_size : (double)gguf_total_size(m->file);
@@ -308,6 +311,7 @@ int cmd_bench(int argc, char **argv) {
     float *logits = malloc((size_t)V * sizeof(float));
     double *pp = malloc((size_t)reps * sizeof(double)), *tg = malloc((size_t)reps * sizeof(double));
     int rc = 1;
+    DistRankInfo *ri = NULL; /* several processes: one per rank */
     if (!toks || !logits || !pp || !tg) {
         bfail("out of memory");
         goto out;
@@ -324,11 +328,12 @@ int cmd_bench(int argc, char **argv) {
            type_info((uint32_t)kv_k)->name, type_info((uint32_t)kv_v)->name);
     printf("weights read per generated token: %.1f MiB\n\n", wpt / 1048576.0);
     long hwm_kib = -1;
+    double dist_tg_bytes = 0; /* several processes: bytes rank 0 exchanged per generated token */
     size_t kv_bytes = 0;
     Stat res_pp[MAX_THREAD_SETS], res_tg[MAX_THREAD_SETS];
     for (int si = 0; si < n_sets; si++) {
         ContextParams cp = {depth + (n_pp > n_tg ? n_pp : n_tg) + 16, 1, 512, threads[si], (uint32_t)kv_k,
-                            (uint32_t)kv_v, device, gpu};
+                            (uint32_t)kv_v, device, gpu, d};
         Context *c = context_new(m, &cp, &err);
         if (!c) {
             bfail(err.msg);
@@ -365,18 +370,30 @@ int cmd_bench(int argc, char **argv) {
             goto out;
         }
         for (int r = 0; r < reps; r++) { /* pp and tg alternate, as the load on the machine drifts */
-            if ((n_pp > 0 && run_pp(c, toks, n_pp, depth, logits, &pp[r], &err)) ||
-                (n_tg > 0 && run_tg(c, toks, n_tg, depth, logits, &tg[r], &err))) {
+            if (n_pp > 0 && run_pp(c, toks, n_pp, depth, logits, &pp[r], &err)) {
                 bfail(err.msg);
                 context_free(c);
                 goto out;
             }
+            const uint64_t b0 = dist_bytes(d);
+            if (n_tg > 0 && run_tg(c, toks, n_tg, depth, logits, &tg[r], &err)) {
+                bfail(err.msg);
+                context_free(c);
+                goto out;
+            }
+            if (n_tg > 0) dist_tg_bytes = (double)(dist_bytes(d) - b0) / n_tg;
         }
         res_pp[si] = stats(pp, reps);
         res_tg[si] = stats(tg, reps);
         context_free(c);
     }
     hwm_kib = vm_hwm_kib(); /* before the bandwidth buffer exists */
+    if (dist_multi(d)) { /* several processes: each one's share and memory, before that buffer too */
+        if (!(ri = calloc((size_t)dist_size(d), sizeof *ri)) || dist_rank_info(d, m, ri, &err)) {
+            bfail(ri ? err.msg : "out of memory");
+            goto out;
+        }
+    }
     printf("| threads | test   |            t/s | weights GB/s | read BW GB/s | of BW |\n");
     printf("| ------: | :----- | -------------: | -----------: | -----------: | ----: |\n");
     for (int si = 0; si < n_sets; si++) {
@@ -403,8 +420,24 @@ int cmd_bench(int argc, char **argv) {
         printf("\npeak RSS %.1f MiB vs file %.1f MiB + KV cache %.1f MiB = %.1f MiB (%+.1f%%)\n", hwm_kib / 1024.0,
                file_bytes / 1048576.0, kv_bytes / 1048576.0, (file_bytes + kv_bytes) / 1048576.0,
                100.0 * (hwm_kib * 1024.0 / (file_bytes + kv_bytes) - 1.0));
+    if (ri) { /* several processes: each one's share and memory */
+        const int n = dist_size(d);
+        printf("\n%d ranks, %s split; rank 0 exchanged %.1f KiB per generated token\n", n,
+               dist_split(d) == DIST_SPLIT_LAYERS ? "layers" : "experts", dist_tg_bytes / 1024.0);
+        printf("| rank | host             | share               | weights MiB | RSS MiB | peak RSS MiB |\n");
+        printf("| ---: | :--------------- | :------------------ | ----------: | ------: | -----------: |\n");
+        for (int r = 0; r < n; r++) {
+            char share[64];
+            if (dist_split(d) == DIST_SPLIT_LAYERS)
+                snprintf(share, sizeof share, "layers %d..%d", ri[r].layer0, ri[r].layer1 - 1);
+            else snprintf(share, sizeof share, "FFN cols %d..%d", ri[r].ff0, ri[r].ff0 + ri[r].n_ff - 1);
+            printf("| %4d | %-16.16s | %-19s | %11.1f | %7.1f | %12.1f |\n", r, ri[r].host, share, ri[r].weight_mib,
+                   ri[r].rss_mib, ri[r].hwm_mib);
+        }
+    }
     rc = 0;
 out:
+    free(ri);
     free(toks), free(logits), free(pp), free(tg);
     model_free(m);
     return rc;

@@ -10,6 +10,8 @@
 #ifndef GROK_BENCH_H
 #define GROK_BENCH_H
 
-int cmd_bench(int argc, char **argv);
+#include "dist.h"
+
+int cmd_bench(int argc, char **argv, Dist *d);
 
 #endif

@@ -17,6 +17,7 @@
  * the same --ctx; --second-half scores as llama.cpp does (its numbers then
  * compare, for a model and tokenization without BOS). */
 #include "perplexity.h"
+#include "dist_engine.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -50,7 +51,7 @@ static const char PPL_USAGE[] =
     "  --kv TYPE       KV cache type, " KV_TYPE_NAMES " (default f16)\n"
     "  --kv-k TYPE     --kv-v TYPE: the keys' / values' type alone\n"
     "  --device cpu|cuda|auto  (default auto: cuda when a GPU is present)   --gpu N  (default 0)\n"
-    "  --second-half   score only the second half of each window, as llama.cpp does\n";
+    "  --second-half   score only the second half of each window, as llama.cpp does\n" DIST_USAGE;
 
 static int fail(const char *msg) {
     fprintf(stderr, "grok perplexity: %s\n", msg);
@@ -80,10 +81,11 @@ static double nll(const float *row, int n, int target) {
     return log(s) + mx - row[target];
 }
 
-int cmd_perplexity(int argc, char **argv) {
+int cmd_perplexity(int argc, char **argv, Dist *d) {
     const char *model_path = NULL, *file = NULL;
     int n_ctx = 0, n_batch = 512, n_threads = 0, second_half = 0;
     int kv_k = GGML_TYPE_F16, kv_v = GGML_TYPE_F16, device = GROK_DEVICE_AUTO, gpu = 0;
+    Error derr = {{0}};
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(f, "-h") || !strcmp(f, "--help")) {
@@ -121,6 +123,11 @@ int cmd_perplexity(int argc, char **argv) {
             }
         } else if (!strcmp(f, "--gpu")) {
             if (parse_int(f, v, 0, 1023, &gpu)) return 2;
+        } else if (dist_parse_flag(d, f, v, &derr) != 0) {
+            if (derr.msg[0]) {
+                fprintf(stderr, "grok perplexity: %s\n", derr.msg);
+                return 2;
+            }
         } else {
             fprintf(stderr, "grok perplexity: unknown option '%s' (see grok perplexity --help)\n", f);
             return 2;
@@ -146,7 +153,7 @@ int cmd_perplexity(int argc, char **argv) {
     Tokenizer *tok = NULL;
     Context *c = NULL;
     double t0 = time_now();
-    Model *m = model_load(model_path, &err);
+    Model *m = dist_model_load(d, model_path, &err);
     if (!m) {
         fail(err.msg);
         goto out;
@@ -177,7 +184,7 @@ int cmd_perplexity(int argc, char **argv) {
         fprintf(stderr, "grok perplexity: warning: --ctx %d exceeds the model's trained context %d\n", n_ctx,
                 m->cfg.n_ctx_train);
     if (n_batch > n_ctx) n_batch = n_ctx;
-    ContextParams cp = {n_ctx, 1, n_batch, n_threads, (uint32_t)kv_k, (uint32_t)kv_v, device, gpu};
+    ContextParams cp = {n_ctx, 1, n_batch, n_threads, (uint32_t)kv_k, (uint32_t)kv_v, device, gpu, d};
     c = context_new(m, &cp, &err);
     logits = malloc((size_t)n_batch * V * sizeof(float));
     if (!c || !logits) {

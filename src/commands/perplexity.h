@@ -3,7 +3,9 @@
 #ifndef GROK_PERPLEXITY_H
 #define GROK_PERPLEXITY_H
 
+#include "dist.h"
+
 /* argv[0] is "perplexity". Returns the process exit status. */
-int cmd_perplexity(int argc, char **argv);
+int cmd_perplexity(int argc, char **argv, Dist *d);
 
 #endif

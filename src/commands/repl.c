@@ -33,6 +33,7 @@
  * without SA_RESTART so a blocking read returns). Worker threads are created
  * with SIGINT blocked, so the signal reaches the main thread. */
 #include "repl.h"
+#include "dist_engine.h"
 
 #include <cjson/cJSON.h>
 #include <ctype.h>
@@ -102,7 +103,7 @@ static const char CHAT_USAGE[] =
     "  --device cpu|cuda|auto  where to compute (default auto: cuda when a GPU is present)\n"
     "  --gpu N                 which CUDA GPU (default 0)\n"
     "  --grammar FILE          every reply follows a GBNF grammar (llama.cpp's syntax)\n"
-    "  --json-schema FILE      every reply is JSON valid under a JSON schema\n"
+    "  --json-schema FILE      every reply is JSON valid under a JSON schema\n" DIST_USAGE
     "In the chat: a line ending in \\ continues on the next line; \"\"\" starts and ends a\n"
     "block of lines. //text sends a message starting with '/'. Commands:\n"
     "  /help  /reset  /system [TEXT|-]  /save FILE  /load FILE  /stats  /quit\n"
@@ -939,7 +940,7 @@ oom:
 static bool flag_is(const char *f, const char *a, const char *b) { return !strcmp(f, a) || (b && !strcmp(f, b)); }
 
 
-int cmd_chat(int argc, char **argv) {
+int cmd_chat(int argc, char **argv, Dist *dist) {
     const char *model_path = NULL, *system = NULL, *tmpl_name = NULL, *grammar_file = NULL, *schema_file = NULL;
     int n_threads = 0, n_ctx = 0, n_batch = 512, kv_k = GGML_TYPE_F16, kv_v = GGML_TYPE_F16, n_predict = 1024;
     int ignore_eos = 0, device = GROK_DEVICE_AUTO, gpu = 0;
@@ -986,6 +987,13 @@ int cmd_chat(int argc, char **argv) {
         } else if (FLAG("--json-schema", NULL)) {
             NEED();
             schema_file = v;
+        } else if (FLAG("--split", NULL) || FLAG("--dist-timeout", NULL)) {
+            NEED();
+            Error derr = {{0}};
+            if (dist_parse_flag(dist, f, v, &derr) < 0) {
+                fprintf(stderr, "grok chat: %s\n", derr.msg);
+                return 2;
+            }
         } else if (FLAG("-n", "--n-predict")) {
             if (INT(1, INT_MAX)) return 2;
             n_predict = (int)x;
@@ -1100,7 +1108,7 @@ int cmd_chat(int argc, char **argv) {
         goto out;
     }
     double t0 = time_now();
-    ch.m = model_load(model_path, &err);
+    ch.m = dist_model_load(dist, model_path, &err);
     if (!ch.m) {
         fprintf(stderr, "grok chat: %s\n", err.msg);
         goto out;
@@ -1125,7 +1133,7 @@ int cmd_chat(int argc, char **argv) {
                 ch.m->cfg.n_ctx_train);
     /* worker threads start with SIGINT blocked, so Ctrl-C interrupts the main thread */
     pthread_sigmask(SIG_BLOCK, &sigint, &old_mask);
-    ContextParams cp = {n_ctx, 1, n_batch, n_threads, (uint32_t)kv_k, (uint32_t)kv_v, device, gpu};
+    ContextParams cp = {n_ctx, 1, n_batch, n_threads, (uint32_t)kv_k, (uint32_t)kv_v, device, gpu, dist};
     ch.c = context_new(ch.m, &cp, &err);
     pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
     if (!ch.c) {

@@ -5,7 +5,9 @@
 #ifndef GROK_REPL_H
 #define GROK_REPL_H
 
+#include "dist.h"
+
 /* argv[0] is "chat". Returns the process exit status. */
-int cmd_chat(int argc, char **argv);
+int cmd_chat(int argc, char **argv, Dist *d);
 
 #endif

@@ -14,7 +14,13 @@
  * then logits = (Wout . rmsnorm(x) * output_norm) * logit_scale. The math
  * and the order of operations stay in this file; the memory and the kernels
  * belong to a backend (backend.h; the CPU's is cpu/backend_cpu.c), which
- * this file calls one operation at a time. */
+ * this file calls one operation at a time.
+ *
+ * Several processes (MPI ranks, dist/dist_engine.h) may run one model: the
+ * calls marked "dist:" send each Context call from rank 0 to the others and
+ * exchange activations in the forward pass; with one process they do
+ * nothing. The exchanges read and write the activations in place, which
+ * assumes backend memory the host can address (the CPU backend's). */
 #include "forward.h"
 
 #include <math.h>
@@ -23,6 +29,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "dist_engine.h"
 
 #define DEFAULT_CTX_CAP 4096   /* default context: min(model's, this) */
 #define DEFAULT_BATCH 512
@@ -31,6 +38,7 @@
 struct Context {
     const Model *m;
     ContextParams p;
+    int dist_id;           /* this Context on the other ranks (dist_engine.h), -1 = none */
     Backend *be;
     int kv_dim;            /* n_head_kv * head_dim */
     int q_dim;             /* n_head * head_dim */
@@ -47,6 +55,8 @@ struct Context {
     float *out_rows;       /* (n_batch, n_embd) normed rows that want logits */
     int *rows;             /* (n_batch) host: the rows that want logits */
     char note[GROK_ERR_LEN]; /* --device auto with a GPU that did not take the model: why */
+    float *lg_part;        /* dist, experts split: (rows, share of n_vocab) host, this process's logits */
+    size_t lg_cap;         /* floats lg_part holds */
 };
 
 /* 0, or -1 with err set when the backend failed (a GPU's failed launch). */
@@ -59,6 +69,7 @@ int context_shift(Context *c, int seq, int p0, int p1, int delta, Error *err) {
     if (p0 < 0 || p1 < p0 || p1 > c->p.n_ctx || p0 + delta < 0 || p1 + delta > c->p.n_ctx)
         return err_set(err, "cannot move positions %d..%d by %d in a context of %d", p0, p1, delta, c->p.n_ctx);
     if (delta == 0 || p1 == p0) return 0;
+    if (dist_cmd_shift(c->p.dist, c->dist_id, seq, p0, p1, delta, err)) return -1; /* dist: every rank shifts */
     c->be->kv_shift(c->be, seq, p0, p1, delta);
     return be_check(c, err);
 }
@@ -69,12 +80,17 @@ int context_kv_read(const Context *c, int seq, int p0, int p1, void *buf, Error 
     if (seq < 0 || seq >= c->p.n_seq || p0 < 0 || p1 < p0 || p1 > c->p.n_ctx)
         return err_set(err, "no positions %d..%d in sequence %d", p0, p1, seq);
     c->be->kv_read(c->be, seq, p0, p1, buf);
-    return c->be->check ? c->be->check(c->be, err) : 0;
+    if (c->be->check && c->be->check(c->be, err)) return -1;
+    /* dist, layers split: the other ranks' layers over this one's stale copies */
+    return dist_cmd_kv_read(c->p.dist, c->m, c->dist_id, seq, p0, p1, buf,
+                            (size_t)(p1 - p0) * context_kv_pos_bytes(c) / (size_t)c->m->cfg.n_layer, err);
 }
 
 int context_kv_write(Context *c, int seq, int p0, int p1, const void *buf, Error *err) {
     if (seq < 0 || seq >= c->p.n_seq || p0 < 0 || p1 < p0 || p1 > c->p.n_ctx)
         return err_set(err, "no positions %d..%d in sequence %d", p0, p1, seq);
+    if (dist_cmd_kv_write(c->p.dist, c->dist_id, seq, p0, p1, buf, (size_t)(p1 - p0) * context_kv_pos_bytes(c), err))
+        return -1; /* dist: every rank restores its cache */
     c->be->kv_write(c->be, seq, p0, p1, buf);
     return be_check(c, err);
 }
@@ -134,18 +150,22 @@ static void attention_block(Context *c, int il, int nt, const int *pos, const in
 
 /* x += rmsnorm(sum_e P[e] * Wdown_e(gelu_tanh(Wgate_e u) * Wup_e u)) * out_norm
  * over each token's top-k experts e, u = rmsnorm(x) * ffn_norm; Grok-2 adds
- * its shared MLP: (moe + mlp(u)) / sqrt(2) before the norm. */
-static void moe_block(Context *c, int il, int nt) {
+ * its shared MLP: (moe + mlp(u)) / sqrt(2) before the norm.
+ * This process computes the FFN columns [ff0, ff0 + F) of each expert (and D
+ * of the dense MLP's): all of them, unless the experts are split over
+ * processes (model.h ModelShare), when the output is its part of a sum. */
+static int moe_block(Context *c, int il, int nt, Error *err) {
     Backend *be = c->be;
     const ModelConfig *cfg = &c->m->cfg;
     const Layer *L = &c->m->layers[il];
-    const int E = cfg->n_embd, F = cfg->n_ff;
+    const ModelShare *sh = &c->m->share;
+    const int E = cfg->n_embd, F = sh->n_ff, F0 = sh->ff0, FX = cfg->n_ff;
     const int64_t na = (int64_t)nt * cfg->n_expert_used;
     be->rmsnorm(be, c->u, c->x, L->ffn_norm, nt, E, cfg->eps);
     be->route(be, L->router, c->u, nt, &c->r);
     const ExpertMatMul gate_up[2] = {
-        {&L->gate_exps, F, 0, F, c->u, true, c->hg, F},
-        {&L->up_exps, F, 0, F, c->u, true, c->hu, F},
+        {&L->gate_exps, FX, F0, F, c->u, true, c->hg, F},
+        {&L->up_exps, FX, F0, F, c->u, true, c->hu, F},
     };
     be->matmul_experts(be, &c->r, gate_up, 2);
     be->geglu(be, c->hg, c->hu, na * F); /* hg = gelu_tanh(hg) * hu */
@@ -154,10 +174,10 @@ static void moe_block(Context *c, int il, int nt) {
     be->combine(be, &c->r, c->down, E, c->moe);
 
     if (cfg->n_ff_dense > 0) { /* Grok-2 shared MLP, combined as (mlp + moe) / sqrt(2) */
-        const int D = cfg->n_ff_dense;
+        const int D = sh->n_ff_dense, D0 = sh->ff0_dense;
         const MatMul mm[2] = {
-            {&L->ffn_gate, 0, D, c->u, nt, c->hg, D},
-            {&L->ffn_up, 0, D, c->u, nt, c->hu, D},
+            {&L->ffn_gate, D0, D, c->u, nt, c->hg, D},
+            {&L->ffn_up, D0, D, c->u, nt, c->hu, D},
         };
         be->matmul(be, mm, 2); /* gate and up in one pass over the threads */
         be->geglu(be, c->hg, c->hu, (int64_t)nt * D);
@@ -165,18 +185,35 @@ static void moe_block(Context *c, int il, int nt) {
         be->matmul(be, &dn, 1);
         be->add_scale(be, c->moe, c->proj, GROK2_MOE_COMBINE, (int64_t)nt * E);
     }
+    /* dist, experts split: the sums are linear, so the whole output is the
+     * sum of every process's part */
+    if (sh->partial && dist_sum_f32(c->p.dist, c->moe, (size_t)nt * E, err)) return -1;
     be->add_rmsnorm(be, c->x, c->moe, L->out_norm, nt, E, cfg->eps);
+    return 0;
 }
 
+/* dist, layers split: n rows of the residual stream from / to the rank
+ * holding layer il. */
+static int pass_rows(Context *c, bool send, int il, int n, Error *err) {
+    Dist *d = c->p.dist;
+    const int r = il < 0 ? 0 : dist_layer_owner(d, c->m->cfg.n_layer, il);
+    const size_t bytes = (size_t)n * c->m->cfg.n_embd * sizeof(float);
+    return send ? dist_send(d, r, c->x, bytes, err) : dist_recv(d, r, c->x, bytes, err);
+}
+
+/* Runs a chunk; the rows of logits written, or -1 on an error (only from
+ * the exchanges between processes). */
 static int forward_chunk(Context *c, const int *tok, const int *pos, const int *seq, const bool *want, int nt,
-                         float *logits) {
+                         float *logits, Error *err) {
     Backend *be = c->be;
     const Model *m = c->m;
     const ModelConfig *cfg = &m->cfg;
-    const int E = cfg->n_embd;
-    be->embed(be, &m->tok_embd, tok, nt, cfg->embedding_scale, c->x);
+    const ModelShare *sh = &m->share; /* the layers this process runs: all but with a layers split */
+    const int E = cfg->n_embd, last = cfg->n_layer - 1;
+    if (sh->layer0 == 0) be->embed(be, &m->tok_embd, tok, nt, cfg->embedding_scale, c->x);
+    else if (pass_rows(c, false, sh->layer0 - 1, nt, err)) return -1; /* dist: from the previous rank */
     int n_out = nt; /* rows of x that go on: after the last attention, only those that want logits */
-    for (int il = 0; il < cfg->n_layer; il++) {
+    for (int il = sh->layer0; il < sh->layer1; il++) {
         attention_block(c, il, nt, pos, seq);
         if (il == cfg->n_layer - 1 && want) {
             /* the keys and values of every token are cached by now; past this
@@ -188,11 +225,36 @@ static int forward_chunk(Context *c, const int *tok, const int *pos, const int *
             if (n_out == 0) return 0;
             be->select_rows(be, c->x, c->rows, n_out, E);
         }
-        moe_block(c, il, il == cfg->n_layer - 1 ? n_out : nt);
+        if (moe_block(c, il, il == last ? n_out : nt, err)) return -1;
     }
+    if (sh->layer1 <= last) { /* dist, layers split: on to the next rank... */
+        if (pass_rows(c, true, sh->layer1, nt, err)) return -1;
+        if (!sh->logits) return 0;
+        n_out = 0; /* ...and back from the last one, the rows that want logits */
+        for (int t = 0; t < nt; t++) n_out += !want || want[t];
+        if (n_out && pass_rows(c, false, last, n_out, err)) return -1;
+    } else if (sh->layer0 > 0) {
+        return n_out && pass_rows(c, true, -1, n_out, err) ? -1 : 0;
+    }
+    if (sh->n_vocab == 0 || (sh->logits && !logits)) return 0; /* dist: another rank computes them */
     be->rmsnorm(be, c->out_rows, c->x, m->output_norm, n_out, E, cfg->eps);
-    be->logits(be, &m->output, c->out_rows, n_out, cfg->logit_scale, cfg->final_softcap, logits);
-    return n_out;
+    if (sh->n_vocab == cfg->n_vocab) {
+        be->logits(be, &m->output, c->out_rows, n_out, cfg->logit_scale, cfg->final_softcap, logits);
+        return n_out;
+    }
+    /* dist, experts split: this rank's rows of the output, gathered on rank 0 */
+    const size_t need = (size_t)n_out * (size_t)sh->n_vocab;
+    if (need > c->lg_cap) {
+        float *p = realloc(c->lg_part, need * sizeof(float));
+        if (!p) return err_set(err, "out of memory");
+        c->lg_part = p, c->lg_cap = need;
+    }
+    Tensor w = m->output;
+    w.data = (const uint8_t *)w.data + (size_t)sh->vocab0 * w.row_bytes;
+    w.rows = sh->n_vocab;
+    be->logits(be, &w, c->out_rows, n_out, cfg->logit_scale, cfg->final_softcap, c->lg_part);
+    if (dist_gather_logits(c->p.dist, c->lg_part, n_out, cfg->n_vocab, logits, err)) return -1;
+    return sh->logits ? n_out : 0;
 }
 
 int forward(Context *c, const Batch *b, float *logits, Error *err) {
@@ -205,6 +267,9 @@ int forward(Context *c, const Batch *b, float *logits, Error *err) {
             return err_set(err, "position %d is outside the context of %d tokens", b->pos[t], c->p.n_ctx);
         if (s < 0 || s >= c->p.n_seq) return err_set(err, "sequence %d does not exist (%d slots)", s, c->p.n_seq);
     }
+    if (!logits && c->m->share.logits && c->m->share.n_vocab < cfg->n_vocab) /* the others send theirs */
+        return err_set(err, "a forward pass over several processes needs a logits buffer");
+    if (dist_cmd_forward(c->p.dist, c->dist_id, b, err)) return -1; /* dist: every rank runs the batch */
     int zero_seq[DEFAULT_BATCH];
     int done = 0;
     size_t out_row = 0;
@@ -218,8 +283,8 @@ int forward(Context *c, const Batch *b, float *logits, Error *err) {
             seq = zero_seq;
         }
         float *lg = logits ? logits + out_row * (size_t)cfg->n_vocab : NULL;
-        int n = forward_chunk(c, b->token + done, b->pos + done, seq, b->output ? b->output + done : NULL, nt, lg);
-        if (be_check(c, err)) return -1;
+        int n = forward_chunk(c, b->token + done, b->pos + done, seq, b->output ? b->output + done : NULL, nt, lg, err);
+        if (n < 0 || be_check(c, err)) return -1;
         /* a NaN or infinite logit (weights or activations out of range) is
          * an error, never sampled into text */
         for (size_t i = 0; lg && i < (size_t)n * (size_t)cfg->n_vocab; i++)
@@ -266,6 +331,7 @@ size_t context_kv_bytes(const Context *c) { return c->be->kv_bytes(c->be); }
 
 void context_free(Context *c) {
     if (!c) return;
+    dist_cmd_context_free(c->p.dist, c->dist_id);
     if (c->be) {
         Backend *be = c->be;
         void *bufs[] = {c->x, c->u, c->q, c->k, c->v, c->att, c->proj, c->moe, c->r.sel, c->r.gate,
@@ -275,6 +341,7 @@ void context_free(Context *c) {
         be->free(be);
     }
     free(c->rows);
+    free(c->lg_part);
     free(c);
 }
 
@@ -287,6 +354,7 @@ Context *context_new(const Model *m, const ContextParams *pp, Error *err) {
     }
     c->m = m;
     c->p = *pp;
+    c->dist_id = -1;
     if (c->p.n_ctx <= 0) c->p.n_ctx = cfg->n_ctx_train < DEFAULT_CTX_CAP ? cfg->n_ctx_train : DEFAULT_CTX_CAP;
     if (c->p.n_seq <= 0) c->p.n_seq = 1;
     if (c->p.n_batch <= 0) c->p.n_batch = DEFAULT_BATCH;
@@ -296,6 +364,17 @@ Context *context_new(const Model *m, const ContextParams *pp, Error *err) {
     }
     const BackendParams bp = {c->p.n_ctx, c->p.n_seq, c->p.n_batch, c->p.n_threads, c->p.kv_type_k,
                               c->p.kv_type_v, c->p.gpu};
+    if (dist_multi(c->p.dist)) { /* dist: the exchanges read the activations in host memory */
+        if (c->p.device == GROK_DEVICE_CUDA) {
+            err_set(err, "several processes (mpirun) run on the CPU backend only: use --device cpu");
+            goto fail;
+        }
+        if (c->p.device == GROK_DEVICE_AUTO) {
+            c->p.device = GROK_DEVICE_CPU;
+            if (cuda_device_count(NULL) > 0)
+                snprintf(c->note, sizeof c->note, "several processes (mpirun) run on the CPU backend only");
+        }
+    }
     if (c->p.device == GROK_DEVICE_AUTO && cuda_device_count(NULL) > 0) {
         /* a GPU is present: the CPU only if the CUDA backend cannot take
          * this model or these settings, and the reason kept for the caller */
@@ -340,6 +419,8 @@ Context *context_new(const Model *m, const ContextParams *pp, Error *err) {
         err_set(err, "out of memory allocating the context's activations (%d tokens a batch)", c->p.n_batch);
         goto fail;
     }
+    /* dist: the other ranks make theirs */
+    if (dist_cmd_context_new(c->p.dist, &c->p, &c->dist_id, err)) goto fail;
     return c;
 fail:
     context_free(c);

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "common.h"
+#include "dist.h"
 #include "model.h"
 
 typedef struct Context Context;
@@ -23,6 +24,7 @@ typedef struct {
     int device;        /* GROK_DEVICE_CPU (0, the default), _CUDA, or _AUTO (CUDA when a GPU is present
                           and takes the model, else the CPU: context_device_note says why) */
     int gpu;           /* CUDA device index (--gpu N) */
+    Dist *dist;         /* several processes run the model (dist_engine.h); NULL = this one alone */
 } ContextParams;
 
 /* Where a context computes (--device cpu|cuda|auto). */

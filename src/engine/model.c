@@ -281,6 +281,12 @@ Model *model_from_gguf(GGUFFile *f, Error *err) {
     if (gguf_get_str(f, "general.name", &name, NULL) == 1)
         snprintf(m->name, sizeof m->name, "%.*s", (int)(name.len > 127 ? 127 : name.len), name.data);
     m->file = f;
+    /* the whole model (dist_model_load cuts a share of it) */
+    m->share.layer0 = 0, m->share.layer1 = c->n_layer;
+    m->share.ff0 = 0, m->share.n_ff = c->n_ff, m->share.ff0_dense = 0, m->share.n_ff_dense = c->n_ff_dense;
+    m->share.partial = false, m->share.logits = true;
+    m->share.vocab0 = 0, m->share.n_vocab = c->n_vocab;
+    for (uint64_t i = 0; i < gguf_n_tensors(f); i++) m->share.weight_bytes += gguf_tensor(f, i)->nbytes;
     return m;
 fail:
     free(used);

@@ -73,8 +73,23 @@ typedef struct {
     float *out_norm;       /* (n_embd) post-MoE RMSNorm, "rms_norm_3" */
 } Layer;
 
+/* This process's share of the model when several processes run it
+ * (dist/dist.h): model_load sets the whole model; dist_model_load cuts it. */
+typedef struct {
+    int layer0, layer1;    /* layers computed here: [layer0, layer1) */
+    int ff0, n_ff;         /* expert FFN columns used here: [ff0, ff0 + n_ff) of cfg.n_ff, i.e. those
+                              rows of each expert in gate_exps / up_exps; down_exps is then a view of
+                              its columns [ff0, ff0 + n_ff) (cols n_ff, rows keep their stride) */
+    int ff0_dense, n_ff_dense; /* the same for the Grok-2 dense MLP (ffn_down a view of its columns) */
+    bool partial;          /* the MoE output is this process's part of a sum over processes */
+    int vocab0, n_vocab;   /* rows [vocab0, vocab0 + n_vocab) of the output computed here (0: none) */
+    bool logits;           /* this process returns the logits (gathered from the others' rows) */
+    uint64_t weight_bytes; /* bytes of weights this process reads */
+} ModelShare;
+
 typedef struct Model {
     ModelConfig cfg;
+    ModelShare share;
     GGUFFile *file;
     Tensor tok_embd;       /* (n_vocab, n_embd) */
     Tensor output;         /* (n_vocab, n_embd); == tok_embd when tied */

@@ -4,6 +4,7 @@
  * forward pass per step over every decoding slot's next token plus a chunk
  * of prompt tokens, samples, and hands text to the waiting connections.
  * See server.c's header for the threads and the lock. */
+#include "dist.h"
 #include "server_internal.h"
 
 uint64_t splitmix(uint64_t *x) {
@@ -349,9 +350,13 @@ static void engine_step(Server *s) {
     rate_add(&s->pp_rate, t1, (uint64_t)(nb - n_decode));
     if (rc) { /* should not happen: inputs are validated; fail every active job */
         fprintf(stderr, "grok serve: forward failed: %s\n", err.msg);
+        /* several processes and one of them failed: the server cannot go
+         * on; the jobs get a 503 and the main thread shuts it down */
+        const bool gone = dist_failed(s->dist);
+        if (gone) kill(getpid(), SIGTERM);
         for (int i = 0; i < s->n_slots; i++)
             if (s->slots[i].job) {
-                job_done(s, s->slots[i].job, NULL, err.msg);
+                job_done(s, s->slots[i].job, NULL, gone ? SHUTDOWN_MSG : err.msg);
                 s->slots[i].n_past = 0;
                 slot_release(s, &s->slots[i]);
             }

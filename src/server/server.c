@@ -25,6 +25,7 @@
  * One mutex (Server.mu) guards the queue, the jobs' shared fields and the
  * metrics; the engine holds it only to admit, append and finish, never
  * during forward(). */
+#include "dist_engine.h"
 #include "server_internal.h"
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -682,7 +683,7 @@ static const char SERVE_USAGE[] =
     "                          waits for the model\n"
     "  --max-conns N           most open connections (default 2048, at most the open-file limit)\n"
     "  --max-conns-per-ip N    most open connections from one address (default 64; 0 = no limit)\n"
-    "  -v, --verbose           log each request\n";
+    "  -v, --verbose           log each request\n" DIST_USAGE;
 
 static int parse_int(const char *flag, const char *v, long lo, long hi, long *out) {
     char *end;
@@ -703,7 +704,7 @@ static void copy_id(char *dst, size_t cap, const char *src) {
 }
 
 static int server_init(Server *s, Error *err) {
-    s->m = model_load(s->model_path, err);
+    s->m = dist_model_load(s->dist, s->model_path, err);
     if (!s->m) return -1;
     s->tok = tokenizer_from_gguf(s->m->file, err);
     if (!s->tok) return -1;
@@ -713,7 +714,7 @@ static int server_init(Server *s, Error *err) {
     s->eos = tokenizer_eos(s->tok);
     if (!(s->trie = token_trie_new(s->tok, err))) return -1;
     if (!(s->rstore = response_store_new())) return err_set(err, "out of memory");
-    ContextParams cp = {s->n_ctx, s->n_slots, 0, s->n_threads, (uint32_t)s->kv_k, (uint32_t)s->kv_v, s->device, s->gpu};
+    ContextParams cp = {s->n_ctx, s->n_slots, 0, s->n_threads, (uint32_t)s->kv_k, (uint32_t)s->kv_v, s->device, s->gpu, s->dist};
     s->ctx = context_new(s->m, &cp, err);
     if (s->ctx && context_device_note(s->ctx)[0])
         fprintf(stderr, "grok serve: note: computing on the CPU, the GPU did not take the model: %s\n",
@@ -725,6 +726,7 @@ static int server_init(Server *s, Error *err) {
         if (!s->pc) return -1;
     }
     if (!s->ctx) return -1;
+    dist_print_shares(s->dist, s->m, "serve", stderr);
     s->n_ctx = context_n_ctx(s->ctx);
     copy_id(s->model_id, sizeof s->model_id, s->alias ? s->alias : s->m->name);
     const char *base = strrchr(s->model_path, '/');
@@ -839,10 +841,11 @@ static void server_stop(Server *s) {
     }
 }
 
-int cmd_serve(int argc, char **argv) {
+int cmd_serve(int argc, char **argv, Dist *d) {
     Server srv;
     memset(&srv, 0, sizeof srv);
     Server *s = &srv;
+    s->dist = d;
     s->host = "127.0.0.1";
     s->port = 8080;
     s->n_slots = 4;
@@ -882,6 +885,13 @@ int cmd_serve(int argc, char **argv) {
             NEED();
             if (parse_int(f, v, 0, 65535, &x)) return 2;
             s->port = (int)x;
+        } else if (FLAG("--split", NULL) || FLAG("--dist-timeout", NULL)) {
+            NEED();
+            Error derr = {{0}};
+            if (dist_parse_flag(d, f, v, &derr) < 0) {
+                fprintf(stderr, "grok serve: %s\n", derr.msg);
+                return 2;
+            }
         } else if (FLAG("-np", "--parallel")) {
             NEED();
             if (parse_int(f, v, 1, 256, &x)) return 2;
@@ -1088,6 +1098,9 @@ int cmd_serve(int argc, char **argv) {
     int sig = 0;
     sigwait(&sigs, &sig);
     fprintf(stderr, "grok serve: signal %d, shutting down\n", sig);
+    /* several processes: a forward pass waiting on the others ends now (under
+     * mpirun this signal usually means another rank died) */
+    dist_cancel(s->dist);
     /* no new connections; the running requests get their 503 (a JSON error,
      * or an SSE error event and [DONE]) before the connections close */
     acceptor_stop(s->acceptor);

@@ -5,12 +5,14 @@
 #ifndef GROK_SERVER_H
 #define GROK_SERVER_H
 
+#include "dist.h"
+
 #include <stddef.h>
 
 #include "common.h"
 
 /* The `grok serve` command: argv[0] is "serve". Returns the exit status. */
-int cmd_serve(int argc, char **argv);
+int cmd_serve(int argc, char **argv, Dist *d);
 
 /* An in-process server for tests and the fuzz target: the model loaded, the
  * engine running, libmicrohttpd without a listening socket (the caller's

@@ -163,6 +163,7 @@ typedef struct Server {
     int n_slots;
     int n_ctx;
     int n_threads;
+    Dist *dist;            /* the processes that run the model (cmd_serve; NULL in process) */
     int kv_k, kv_v;
     int device, gpu;       /* GROK_DEVICE_* (--device; the in-process server: cpu), CUDA device (--gpu) */
     int max_queue;

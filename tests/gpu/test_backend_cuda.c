@@ -509,7 +509,7 @@ static int cmd_batching(const char *path, int streams) {
         return 1;
     }
     const int V = m->cfg.n_vocab, n_ctx = 256;
-    ContextParams cp = {n_ctx, streams, 64, 0, GGML_TYPE_F16, GGML_TYPE_F16, GROK_DEVICE_CPU, 0};
+    ContextParams cp = {n_ctx, streams, 64, 0, GGML_TYPE_F16, GGML_TYPE_F16, GROK_DEVICE_CPU, 0, NULL};
     Context *cc = context_new(m, &cp, &err);
     cp.device = GROK_DEVICE_CUDA;
     Context *gc = cc ? context_new(m, &cp, &err) : NULL;
@@ -561,7 +561,7 @@ static int cmd_streams(const char *path, int n, int steps) {
         return 1;
     }
     const int V = m->cfg.n_vocab;
-    ContextParams cp = {64 + steps, n, 512, 0, GGML_TYPE_F16, GGML_TYPE_F16, GROK_DEVICE_CUDA, 0};
+    ContextParams cp = {64 + steps, n, 512, 0, GGML_TYPE_F16, GGML_TYPE_F16, GROK_DEVICE_CUDA, 0, NULL};
     Context *c = context_new(m, &cp, &err);
     int *tok = malloc((size_t)n * 32 * sizeof(int)), *pos = malloc((size_t)n * 32 * sizeof(int));
     int *seq = malloc((size_t)n * 32 * sizeof(int));

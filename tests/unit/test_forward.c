@@ -36,7 +36,7 @@ static float max_rel_diff(const float *a, const float *b, size_t n) {
 
 static Context *ctx_for(const Model *m, int threads, int batch, int n_seq, uint32_t kv) {
     Error err;
-    ContextParams p = {64, n_seq, batch, threads, kv, kv, GROK_DEVICE_CPU, 0};
+    ContextParams p = {64, n_seq, batch, threads, kv, kv, GROK_DEVICE_CPU, 0, NULL};
     Context *c = context_new(m, &p, &err);
     if (!c) printf("context_new: %s\n", err.msg);
     return c;

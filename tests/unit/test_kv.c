@@ -201,7 +201,7 @@ static int argmax(const float *x, int n) {
 /* Greedy generation from a prompt; returns the logits of every prompt position. */
 static int run(const Model *m, uint32_t kt, uint32_t vt, const int *prompt, int np, int *gen, int ng, float *logits) {
     Error err;
-    ContextParams p = {np + ng + 1, 1, 512, 2, kt, vt, GROK_DEVICE_CPU, 0};
+    ContextParams p = {np + ng + 1, 1, 512, 2, kt, vt, GROK_DEVICE_CPU, 0, NULL};
     Context *c = context_new(m, &p, &err);
     if (!c) {
         printf("context_new: %s\n", err.msg);
@@ -304,15 +304,15 @@ static void test_bad_params(void) {
     }
     Model *m = model_load(path, &err);
     if (!m) return;
-    ContextParams cp = {32, 1, 0, 1, GGML_TYPE_Q8_0, GGML_TYPE_F16, GROK_DEVICE_CPU, 0};
+    ContextParams cp = {32, 1, 0, 1, GGML_TYPE_Q8_0, GGML_TYPE_F16, GROK_DEVICE_CPU, 0, NULL};
     Context *c = context_new(m, &cp, &err);
     CHECK(!c && strstr(err.msg, "multiple of 32"), "q8_0 keys with a head size of 16 refused: %s", c ? "" : err.msg);
     context_free(c);
-    ContextParams cp2 = {32, 1, 0, 1, GGML_TYPE_F16, GGML_TYPE_Q4_K, GROK_DEVICE_CPU, 0};
+    ContextParams cp2 = {32, 1, 0, 1, GGML_TYPE_F16, GGML_TYPE_Q4_K, GROK_DEVICE_CPU, 0, NULL};
     c = context_new(m, &cp2, &err);
     CHECK(!c && strstr(err.msg, "KV cache types"), "q4_K values refused");
     context_free(c);
-    ContextParams cp3 = {32, 1, 0, 1, GGML_TYPE_BF16, GGML_TYPE_BF16, GROK_DEVICE_CPU, 0};
+    ContextParams cp3 = {32, 1, 0, 1, GGML_TYPE_BF16, GGML_TYPE_BF16, GROK_DEVICE_CPU, 0, NULL};
     c = context_new(m, &cp3, &err);
     CHECK(c != NULL, "bf16 with a head size of 16 works");
     context_free(c);
@@ -347,7 +347,7 @@ static void test_shift(void) {
     const double mean_bound[N_TYPES] = {1e-9, 1e-7, 1e-5, 1e-5, 2e-3};
     float *a = malloc(sizeof(float) * N3 * V), *b = malloc(sizeof(float) * NI * V);
     for (int t = 0; t < N_TYPES; t++) {
-        ContextParams cp = {128, 1, 0, 2, TYPES[t], TYPES[t], GROK_DEVICE_CPU, 0};
+        ContextParams cp = {128, 1, 0, 2, TYPES[t], TYPES[t], GROK_DEVICE_CPU, 0, NULL};
         Context *c = context_new(m, &cp, &err), *f = context_new(m, &cp, &err);
         if (!c || !f) {
             CHECK(0, "context");
@@ -378,7 +378,7 @@ static void test_shift(void) {
         context_free(c), context_free(f);
     }
     /* no reusable stretch: only the common prefix; shorter than min_run: the same */
-    ContextParams cp = {128, 1, 0, 1, GGML_TYPE_F16, GGML_TYPE_F16, GROK_DEVICE_CPU, 0};
+    ContextParams cp = {128, 1, 0, 1, GGML_TYPE_F16, GGML_TYPE_F16, GROK_DEVICE_CPU, 0, NULL};
     Context *c = context_new(m, &cp, &err);
     int cc[NC], other[NI];
     memcpy(cc, cache, sizeof cc);

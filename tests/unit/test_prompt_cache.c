@@ -72,7 +72,7 @@ static char tmp[900];
 /* A fresh computation of toks[0..n) in a new context: the logits of its last position. */
 static void fresh_logits(const int *toks, int n, float *out) {
     Error err;
-    ContextParams cp = {256, 1, 0, 1, GGML_TYPE_F32, GGML_TYPE_F32, GROK_DEVICE_CPU, 0};
+    ContextParams cp = {256, 1, 0, 1, GGML_TYPE_F32, GGML_TYPE_F32, GROK_DEVICE_CPU, 0, NULL};
     Context *c = context_new(m, &cp, &err);
     CHECK(c && forward_tokens(c, 0, toks, n, 0, out, false, &err) == 0, "fresh run");
     context_free(c);
@@ -361,7 +361,7 @@ int main(void) {
         return 1;
     }
     V = m->cfg.n_vocab;
-    ContextParams cp = {256, 2, 0, 1, GGML_TYPE_F32, GGML_TYPE_F32, GROK_DEVICE_CPU, 0};
+    ContextParams cp = {256, 2, 0, 1, GGML_TYPE_F32, GGML_TYPE_F32, GROK_DEVICE_CPU, 0, NULL};
     Context *c = context_new(m, &cp, &err);
     const uint64_t key = pcache_model_key(m, GGML_TYPE_F32, GGML_TYPE_F32);
     CHECK(key != pcache_model_key(m, GGML_TYPE_F32, GGML_TYPE_F16) &&

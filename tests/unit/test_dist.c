@@ -1,0 +1,151 @@
+/* test_dist.c - the parts of dist/ that need no second process: the
+ * one-process Dist (every collective a no-op, the model loads as without
+ * it) and the shares dist_share_model cuts (the experts split covers every
+ * FFN column once, on block boundaries, uneven rank counts included; the
+ * layers split covers every layer once; more ranks than pieces is an
+ * error). Runs across processes are tested by tests/scripts/test_mpi.sh. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "dist_engine.h"
+#include "quant.h"
+#include "synth.h"
+
+static int passed, failed;
+#define CHECK(cond, ...)                                \
+    do {                                                \
+        if (cond) passed++;                             \
+        else {                                          \
+            failed++;                                   \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__); \
+            printf(__VA_ARGS__);                        \
+            printf("\n");                               \
+        }                                               \
+    } while (0)
+
+static void one_process(const char *path) {
+    Error err = {{0}};
+    int argc = 1;
+    char *args[] = {"test", NULL}, **argv = args;
+    Dist *d = dist_init(&argc, &argv, &err);
+    CHECK(d && dist_size(d) == 1 && dist_rank(d) == 0 && !dist_multi(d), "one-process Dist: %s", d ? "" : err.msg);
+    if (!d) return;
+    float x[3] = {1, 2, 3}, all[3];
+    CHECK(dist_sum_f32(d, x, 3, &err) == 0 && x[0] == 1 && x[2] == 3, "sum over one rank is the identity");
+    CHECK(dist_allgather(d, x, all, sizeof x, &err) == 0 && all[1] == 2, "allgather over one rank copies");
+    CHECK(dist_bcast(d, x, sizeof x, false, &err) == 0, "broadcast over one rank");
+    CHECK(dist_check_args(d, argc, argv, &err) == 0, "options of one rank");
+    Model *m = dist_model_load(d, path, &err);
+    CHECK(m && m->share.n_ff == m->cfg.n_ff && m->share.layer1 == m->cfg.n_layer && !m->share.partial &&
+              m->share.logits,
+          "one rank: the whole model (%s)", m ? "" : err.msg);
+    int id = 7;
+    ContextParams cp = {32, 1, 0, 1, GGML_TYPE_F32, GGML_TYPE_F32, GROK_DEVICE_CPU, 0, d};
+    Context *c = m ? context_new(m, &cp, &err) : NULL;
+    CHECK(c != NULL, "a context with a one-rank Dist");
+    CHECK(dist_cmd_context_new(d, &cp, &id, &err) == 0 && id == -1, "commands are no-ops with one rank");
+    float *lg = m ? malloc(sizeof(float) * (size_t)m->cfg.n_vocab) : NULL;
+    int toks[3] = {1, 2, 3};
+    CHECK(c && lg && forward_tokens(c, 0, toks, 3, 0, lg, false, &err) == 0, "forward with a one-rank Dist");
+    free(lg);
+    context_free(c);
+    model_free(m);
+    CHECK(dist_finish(d, 3) == 3, "dist_finish returns the status");
+}
+
+/* every rank's share of the experts: columns [ff0, ff0 + n_ff) on block
+ * boundaries, together all of [0, n_ff) once; down_exps a view of them */
+static void experts_split(const char *path, int n, int block) {
+    Error err = {{0}};
+    int next = 0, next_d = 0;
+    uint64_t bytes = 0, whole = 0, repl = 0;
+    for (int r = 0; r < n; r++) {
+        Model *m = model_load(path, &err);
+        if (!m) {
+            CHECK(0, "load: %s", err.msg);
+            return;
+        }
+        const Tensor down = m->layers[0].down_exps;
+        whole = m->share.weight_bytes;
+        CHECK(dist_share_model(m, DIST_SPLIT_EXPERTS, n, r, &err) == 0, "%d ranks, rank %d: %s", n, r, err.msg);
+        const ModelShare *s = &m->share;
+        CHECK(s->ff0 == next && s->ff0 % block == 0 && s->n_ff > 0, "%d ranks, rank %d: columns from %d (want %d)", n,
+              r, s->ff0, next);
+        CHECK(s->partial && s->logits == (r == 0) && s->layer0 == 0 && s->layer1 == m->cfg.n_layer,
+              "rank %d: partial sums, logits on rank 0 only, every layer", r);
+        const Tensor *dv = &m->layers[0].down_exps;
+        CHECK(dv->cols == s->n_ff && dv->row_bytes == down.row_bytes &&
+                  (const uint8_t *)dv->data - (const uint8_t *)down.data ==
+                      (ptrdiff_t)type_row_size(down.type, s->ff0),
+              "rank %d: down_exps is a view of columns %d.. with the rows' stride", r, s->ff0);
+        if (m->cfg.n_ff_dense) {
+            CHECK(s->ff0_dense == next_d && s->n_ff_dense > 0, "rank %d: dense columns from %d", r, s->ff0_dense);
+            next_d = s->ff0_dense + s->n_ff_dense;
+        }
+        next = s->ff0 + s->n_ff;
+        bytes += s->weight_bytes;
+        if (r == 1) repl = s->weight_bytes; /* for the sum below */
+        model_free(m);
+    }
+    Model *m = model_load(path, &err);
+    if (!m) return;
+    CHECK(next == m->cfg.n_ff, "%d ranks: the columns end at %d of %d", n, next, m->cfg.n_ff);
+    CHECK(!m->cfg.n_ff_dense || next_d == m->cfg.n_ff_dense, "%d ranks: the dense columns end at %d", n, next_d);
+    /* the ranks hold the whole file once plus the replicated parts n - 1 more times */
+    CHECK(n == 1 ? bytes == whole : bytes > whole && bytes < whole * 2 && repl > 0, "%d ranks: %llu bytes in shares of a %llu byte model", n,
+          (unsigned long long)bytes, (unsigned long long)whole);
+    model_free(m);
+}
+
+static void layers_split(const char *path, int n) {
+    Error err = {{0}};
+    int next = 0;
+    for (int r = 0; r < n; r++) {
+        Model *m = model_load(path, &err);
+        if (!m) return;
+        CHECK(dist_share_model(m, DIST_SPLIT_LAYERS, n, r, &err) == 0, "layers, %d ranks: %s", n, err.msg);
+        CHECK(m->share.layer0 == next && m->share.layer1 > m->share.layer0 && !m->share.partial &&
+                  m->share.logits == (r == 0) && m->share.n_ff == m->cfg.n_ff,
+              "layers, %d ranks, rank %d: layers %d..%d", n, r, m->share.layer0, m->share.layer1);
+        next = m->share.layer1;
+        model_free(m);
+    }
+    Model *m = model_load(path, &err);
+    if (!m) return;
+    CHECK(next == m->cfg.n_layer, "layers: %d ranks end at layer %d of %d", n, next, m->cfg.n_layer);
+    CHECK(dist_share_model(m, DIST_SPLIT_LAYERS, m->cfg.n_layer + 1, 0, &err) < 0 && strstr(err.msg, "layers"),
+          "more ranks than layers: %s", err.msg);
+    model_free(m);
+}
+
+int main(void) {
+    const char *tmp = getenv("GROK_TMP") ? getenv("GROK_TMP") : "/tmp";
+    mkdir(tmp, 0755);
+    char f32[512], q8[512], g2[512];
+    snprintf(f32, sizeof f32, "%s/dist_f32.gguf", tmp);
+    snprintf(q8, sizeof q8, "%s/dist_q8.gguf", tmp);
+    snprintf(g2, sizeof g2, "%s/dist_g2.gguf", tmp);
+    Error err = {{0}};
+    SynthParams p = {64, 5, 4, 2, 96, 4, 2, 64, 300, GGML_TYPE_F32, 0, 0, 3, NULL};
+    CHECK(synth_write_model_ex(&p, NULL, f32, &err) == 0, "write f32: %s", err.msg);
+    p.type = GGML_TYPE_Q8_0; /* 96 = 3 blocks of 32 */
+    CHECK(synth_write_model_ex(&p, NULL, q8, &err) == 0, "write q8_0: %s", err.msg);
+    SynthGrok2 g;
+    synth_grok2_defaults(&g, &p);
+    g.n_ff_dense = 160; /* 5 blocks */
+    CHECK(synth_write_model_ex(&p, &g, g2, &err) == 0, "write grok-2: %s", err.msg);
+
+    one_process(f32);
+    for (int n = 1; n <= 5; n++) experts_split(f32, n, 1);
+    for (int n = 1; n <= 3; n++) experts_split(q8, n, 32), experts_split(g2, n, 32);
+    Model *m = model_load(q8, &err);
+    CHECK(m && dist_share_model(m, DIST_SPLIT_EXPERTS, 4, 0, &err) < 0 && strstr(err.msg, "at most 3 ranks"),
+          "4 ranks, 3 blocks: %s", err.msg);
+    model_free(m);
+    for (int n = 1; n <= 5; n++) layers_split(q8, n);
+    remove(f32), remove(q8), remove(g2);
+    printf("dist: %d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}

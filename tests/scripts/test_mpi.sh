@@ -138,6 +138,8 @@ check '[ $rc -ne 0 ] && grep -q "rank 1 (.*) cannot load the model" "$dir/err"' 
 timeout -k 5 60 "${MPIRUN[@]}" -np 1 "$GROK" run -m "$dir/g1.gguf" -p hi -n 1 --ctx 64 : \
   -np 1 "$GROK" run -m "$dir/g1.gguf" -p hi -n 1 --ctx 128 >/dev/null 2>"$dir/err"; rc=$?
 check '[ $rc -ne 0 ] && grep -q "rank 1 was started with other options than rank 0" "$dir/err"' "different options: $(cat "$dir/err")"
+mpi 2 run -m "$dir/g1.gguf" -p hi -n 1 --device cuda >/dev/null 2>"$dir/err"; rc=$?
+check '[ $rc -ne 0 ] && grep -q "CPU backend only" "$dir/err"' "--device cuda under mpirun: $(cat "$dir/err")"
 mpi 2 info "$dir/g1.gguf" >/dev/null 2>"$dir/err"; rc=$?
 check '[ $rc -ne 0 ] && grep -q "runs in one process" "$dir/err"' "info under mpirun: $(cat "$dir/err")"
 mpi 2 run -m "$dir/g1.gguf" -p hi -n 1 --split rows >/dev/null 2>"$dir/err"; rc=$?

@@ -28,6 +28,10 @@ check() { if eval "$1"; then ok; else bad "$2"; fi; }
 MPIRUN=(mpirun --oversubscribe)
 [ "$(id -u)" -eq 0 ] && MPIRUN+=(--allow-run-as-root)
 export ASAN_OPTIONS=${ASAN_OPTIONS:-}${ASAN_OPTIONS:+:}detect_leaks=0 # Open MPI's own allocations at exit
+# CI containers: without ssh/rsh mpirun refuses to start even on localhost unless
+# told that every rank is local; without ptrace rights its single-copy transfers fail
+command -v ssh >/dev/null || command -v rsh >/dev/null || export OMPI_MCA_plm=isolated
+export OMPI_MCA_btl_vader_single_copy_mechanism=${OMPI_MCA_btl_vader_single_copy_mechanism:-none}
 # mpi N ARGS...: grok under mpirun with N ranks, at most 60 s
 mpi() { local n=$1; shift; timeout -k 5 60 "${MPIRUN[@]}" -np "$n" "$GROK" "$@"; }
 pids=()
@@ -197,7 +201,10 @@ if command -v node >/dev/null && command -v npm >/dev/null; then
   flock -u 9
   for model in g1 mem; do
     : >"$dir/srv.out" # emptied before the server starts: no address of the last one is read
-    "${MPIRUN[@]}" -np 2 "$GROK" serve -m "$dir/$model.gguf" --port 0 --parallel 2 --ctx 4096 -t 1 --max-body 1048576 \
+    # (mpirun gives a rank odls_base_sigkill_timeout seconds between SIGTERM and SIGKILL:
+    # 1 by default, short on a loaded machine for the server's orderly 503s)
+    "${MPIRUN[@]}" --mca odls_base_sigkill_timeout 5 -np 2 "$GROK" serve -m "$dir/$model.gguf" --port 0 --parallel 2 \
+      --ctx 4096 -t 1 --max-body 1048576 \
       >"$dir/srv.out" 2>"$dir/srv.err" &
     mp=$!; pids+=("$mp")
     URL=

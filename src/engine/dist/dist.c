@@ -29,6 +29,8 @@ struct Dist {
     atomic_bool failed;
     char failure[GROK_ERR_LEN];
     uint64_t bytes;
+    float *gather;            /* dist_sum_f32: every rank's part (grows, kept between calls) */
+    size_t gather_cap;        /* floats it holds */
     uint32_t used_ids;        /* rank 0: the ids of the Contexts the workers hold (dist_engine.h) */
     char host[64];
 };
@@ -204,6 +206,7 @@ int dist_finish(Dist *d, int rc) {
         MPI_Finalize();
     }
 #endif
+    free(d->gather);
     free(d);
     return rc;
 }
@@ -258,28 +261,23 @@ int dist_sum_f32(Dist *d, float *x, size_t n, Error *err) {
      * ranks whose residual streams drift apart could route a token to
      * different experts) */
     const size_t bytes = n * sizeof(float);
-    float *all = malloc(bytes * (size_t)d->size);
-    if (!all) return err_set(err, "out of memory");
-    if (bytes * (size_t)d->size > DIST_CHUNK) {
-        free(all);
-        return err_set(err, "all-reduce of %zu floats is too large", n);
+    if (bytes * (size_t)d->size > DIST_CHUNK) return err_set(err, "all-reduce of %zu floats is too large", n);
+    if (n * (size_t)d->size > d->gather_cap) {
+        float *p = realloc(d->gather, bytes * (size_t)d->size);
+        if (!p) return err_set(err, "out of memory");
+        d->gather = p, d->gather_cap = n * (size_t)d->size;
     }
+    float *all = d->gather;
     MPI_Request r;
-    if (MPI_Iallgather(x, (int)bytes, MPI_BYTE, all, (int)bytes, MPI_BYTE, MPI_COMM_WORLD, &r) != MPI_SUCCESS) {
-        free(all);
+    if (MPI_Iallgather(x, (int)bytes, MPI_BYTE, all, (int)bytes, MPI_BYTE, MPI_COMM_WORLD, &r) != MPI_SUCCESS)
         return fail(d, err, "MPI error starting %s", "the MoE all-reduce");
-    }
-    if (wait_req(d, &r, "the MoE all-reduce", false, err)) {
-        free(all);
-        return -1;
-    }
+    if (wait_req(d, &r, "the MoE all-reduce", false, err)) return -1;
     d->bytes += bytes * (size_t)(d->size - 1);
     for (size_t i = 0; i < n; i++) {
         float s = all[i];
         for (int k = 1; k < d->size; k++) s += all[(size_t)k * n + i];
         x[i] = s;
     }
-    free(all);
     return 0;
 #else
     (void)d, (void)x, (void)n, (void)err;

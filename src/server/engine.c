@@ -393,6 +393,7 @@ void *engine_main(void *arg) {
                 slot_release(s, sl);
             }
         }
+        if (s->ops_head) slots_run(s); /* slot save / restore / erase, between two forward passes */
         if (s->stopping) {
             while (s->q_head) {
                 Job *j = s->q_head;

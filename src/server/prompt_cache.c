@@ -46,7 +46,7 @@ static uint64_t splitmix(uint64_t x) {
     return x ^ (x >> 31);
 }
 
-static uint64_t hash_bytes(uint64_t h, const void *p, size_t n) {
+uint64_t pcache_hash(uint64_t h, const void *p, size_t n) {
     const uint8_t *b = p;
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -66,15 +66,15 @@ uint64_t pcache_model_key(const Model *m, uint32_t kt, uint32_t vt) {
     h = splitmix(h ^ gguf_n_tensors(f));
     for (uint64_t i = 0; i < gguf_n_tensors(f); i++) {
         const GGUFTensor *t = gguf_tensor(f, i);
-        h = hash_bytes(h, t->name, strlen(t->name));
-        h = hash_bytes(h, t->ne, sizeof t->ne);
+        h = pcache_hash(h, t->name, strlen(t->name));
+        h = pcache_hash(h, t->ne, sizeof t->ne);
         h = splitmix(h ^ t->type ^ (t->nbytes << 8));
-        h = hash_bytes(h, t->data, t->nbytes < 256 ? t->nbytes : 256); /* a sample of the weights themselves */
+        h = pcache_hash(h, t->data, t->nbytes < 256 ? t->nbytes : 256); /* a sample of the weights themselves */
     }
     return h;
 }
 
-static uint64_t block_key(uint64_t parent, const int *toks) { return hash_bytes(parent, toks, PCACHE_BLOCK * sizeof(int)); }
+static uint64_t block_key(uint64_t parent, const int *toks) { return pcache_hash(parent, toks, PCACHE_BLOCK * sizeof(int)); }
 
 static void warn(PromptCache *pc, const char *fmt, const char *a, const char *b) {
     if (pc->warned++ % WARN_EVERY) return;
@@ -205,7 +205,7 @@ static void file_path(const PromptCache *pc, uint64_t key, char *out, size_t n) 
 }
 
 static uint64_t checksum(const int *toks, const uint8_t *data, size_t n) {
-    return hash_bytes(hash_bytes(0x636b73756dull, toks, PCACHE_BLOCK * sizeof(int)), data, n);
+    return pcache_hash(pcache_hash(0x636b73756dull, toks, PCACHE_BLOCK * sizeof(int)), data, n);
 }
 
 static void disk_write(PromptCache *pc, const Entry *e) {

@@ -45,6 +45,10 @@ typedef struct {
 
 /* A hash of what makes cached keys and values valid: the model (tensor
  * table, a sample of each tensor's data) and the KV types. */
+/* The 64-bit hash the cache uses (keys, checksums), chained from h:
+ * pcache_hash(pcache_hash(h, a, na), b, nb) hashes a then b. */
+uint64_t pcache_hash(uint64_t h, const void *p, size_t n);
+
 uint64_t pcache_model_key(const Model *m, uint32_t kv_type_k, uint32_t kv_type_v);
 
 /* ram_bytes: the RAM budget (> 0); dir: the disk tier's folder or NULL

@@ -80,6 +80,8 @@ enum {
     EP_TOKENIZE_TEXT,   /* xAI: POST /v1/tokenize-text */
     EP_LANGUAGE_MODELS, /* xAI: GET /v1/language-models[/{id}] */
     EP_LANGUAGE_MODEL,
+    EP_SLOTS,           /* GET /slots */
+    EP_SLOT,            /* POST /slots/{id}?action=save|restore|erase */
 };
 
 typedef struct {
@@ -119,12 +121,17 @@ static int route(const char *url, const char **model_id) {
         return EP_LANGUAGE_MODEL;
     }
     if (!strcmp(url, "/detokenize")) return EP_DETOKENIZE;
+    if (!strcmp(url, "/slots")) return EP_SLOTS;
+    if (!strncmp(url, "/slots/", 7) && url[7]) {
+        *model_id = url + 7;
+        return EP_SLOT;
+    }
     return EP_NONE;
 }
 
 static bool ep_is_post(int ep) {
     return ep == EP_CHAT || ep == EP_COMPLETIONS || ep == EP_TOKENIZE || ep == EP_DETOKENIZE || ep == EP_RESPONSES ||
-           ep == EP_TOKENIZE_TEXT;
+           ep == EP_TOKENIZE_TEXT || ep == EP_SLOT;
 }
 
 static bool authorized(Server *s, struct MHD_Connection *c) {
@@ -420,7 +427,7 @@ static enum MHD_Result handle_generate(Server *s, struct MHD_Connection *c, Req 
 
 static enum MHD_Result handle_tokenize_text(Server *s, struct MHD_Connection *c, const cJSON *root);
 
-static enum MHD_Result handle_post(Server *s, struct MHD_Connection *c, Req *rq) {
+static enum MHD_Result handle_post(Server *s, struct MHD_Connection *c, Req *rq, const char *arg) {
     if (rq->too_big) {
         char msg[160];
         snprintf(msg, sizeof msg, "The request body is larger than this server's limit of %zu bytes", s->max_body);
@@ -438,7 +445,9 @@ static enum MHD_Result handle_post(Server *s, struct MHD_Connection *c, Req *rq)
     }
     /* cJSON records parse errors in a global of its own: one parse at a time */
     pthread_mutex_lock(&s->json_mu);
-    cJSON *root = cJSON_ParseWithLengthOpts(body, rq->body.len, &end, false);
+    /* a slot's erase may come without a body */
+    cJSON *root = rq->ep == EP_SLOT && rq->body.len == 0 ? cJSON_CreateObject()
+                                                          : cJSON_ParseWithLengthOpts(body, rq->body.len, &end, false);
     pthread_mutex_unlock(&s->json_mu);
     if (root && end) {
         while (end < rq->body.s + rq->body.len && (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t')) end++;
@@ -463,6 +472,8 @@ static enum MHD_Result handle_post(Server *s, struct MHD_Connection *c, Req *rq)
         r = handle_tokenize(s, c, root, rq->ep == EP_DETOKENIZE);
     } else if (rq->ep == EP_TOKENIZE_TEXT) {
         r = handle_tokenize_text(s, c, root);
+    } else if (rq->ep == EP_SLOT) {
+        r = handle_slots(s, c, arg, root);
     } else {
         r = handle_generate(s, c, rq, root);
     }
@@ -532,6 +543,8 @@ static enum MHD_Result handle_get(Server *s, struct MHD_Connection *c, Req *rq, 
     }
     case EP_METRICS:
         return handle_metrics(s, c);
+    case EP_SLOTS:
+        return handle_slots(s, c, NULL, NULL);
     case EP_MODELS: {
         cJSON *o = cJSON_CreateObject(), *d;
         cJSON_AddStringToObject(o, "object", "list");
@@ -627,7 +640,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         cJSON_AddBoolToObject(o, "deleted", true);
         return send_json(s, c, 200, o);
     }
-    return want_post ? handle_post(s, c, rq) : handle_get(s, c, rq, model_id);
+    return want_post ? handle_post(s, c, rq, model_id) : handle_get(s, c, rq, model_id);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
@@ -656,7 +669,7 @@ static const char SERVE_USAGE[] =
     "usage: grok serve -m MODEL.gguf [options]\n"
     "Serves an OpenAI/xAI-compatible HTTP API and a web chat page:\n"
     "  POST /v1/chat/completions  POST /v1/completions  GET /v1/models  GET /health\n"
-    "  GET /metrics  POST /tokenize  POST /detokenize  GET / (chat page)\n"
+    "  GET /metrics  POST /tokenize  POST /detokenize  GET /slots  POST /slots/{id}  GET / (chat page)\n"
     "  -m, --model FILE        GGUF model\n"
     "  --host ADDR             address to bind (default 127.0.0.1)\n"
     "  --port N                port (default 8080; 0 = any free port)\n"
@@ -676,6 +689,8 @@ static const char SERVE_USAGE[] =
     "  --cache-ram MiB         prompt cache across requests: keys and values of earlier prompts\n"
     "                          kept in blocks of 32 positions, LRU, within this budget (default 0: off)\n"
     "  --cache-dir DIR         and on disk in DIR (survives restarts; needs --cache-ram)\n"
+    "  --slot-save-path DIR    POST /slots/{id}?action=save|restore {\"filename\": NAME} saves a slot's\n"
+    "                          cache to DIR/NAME and restores it (created if missing; default: off)\n"
     "  --context-shift         chat prompts longer than the context drop their oldest turns\n"
     "                          (system messages stay) instead of being refused\n"
     "  --timeout S             close a connection idle for S seconds: no request, a slow header or\n"
@@ -719,9 +734,16 @@ static int server_init(Server *s, Error *err) {
     if (s->ctx && context_device_note(s->ctx)[0])
         fprintf(stderr, "grok serve: note: computing on the CPU, the GPU did not take the model: %s\n",
                 context_device_note(s->ctx));
+    s->model_key = pcache_model_key(s->m, (uint32_t)s->kv_k, (uint32_t)s->kv_v);
+    if (s->slot_save_path) {
+        struct stat sb;
+        if (mkdir(s->slot_save_path, 0755) && errno != EEXIST)
+            return err_set(err, "cannot create --slot-save-path %s: %s", s->slot_save_path, strerror(errno));
+        if (stat(s->slot_save_path, &sb) || !S_ISDIR(sb.st_mode))
+            return err_set(err, "--slot-save-path %s is not a folder", s->slot_save_path);
+    }
     if (s->ctx && s->cache_ram_mib > 0) {
-        s->pc = pcache_new((size_t)s->cache_ram_mib << 20, s->cache_dir,
-                           pcache_model_key(s->m, (uint32_t)s->kv_k, (uint32_t)s->kv_v), context_kv_pos_bytes(s->ctx),
+        s->pc = pcache_new((size_t)s->cache_ram_mib << 20, s->cache_dir, s->model_key, context_kv_pos_bytes(s->ctx),
                            err);
         if (!s->pc) return -1;
     }
@@ -915,6 +937,9 @@ int cmd_serve(int argc, char **argv, Dist *d) {
         } else if (FLAG("--cache-dir", NULL)) {
             NEED();
             s->cache_dir = v;
+        } else if (FLAG("--slot-save-path", NULL)) {
+            NEED();
+            s->slot_save_path = v;
         } else if (FLAG("--prefill-chunk", NULL)) {
             NEED();
             if (parse_int(f, v, 1, 1 << 16, &x)) return 2;
@@ -994,6 +1019,9 @@ int cmd_serve(int argc, char **argv, Dist *d) {
     sigaddset(&sigs, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+#ifdef SIGXFSZ
+    signal(SIGXFSZ, SIG_IGN); /* a file over the size limit is a failed write (EFBIG), not the end of the server */
+#endif
 
     Error err = {{0}};
     int rc = 1;

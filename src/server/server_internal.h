@@ -4,6 +4,7 @@
  *   server.c  HTTP: the listening side, handlers, setup, the in-process server
  *   engine.c  the batching engine: jobs, slots, admission, one forward pass a step
  *   openai.c  the OpenAI surface: errors, request validation, responses, streaming
+ *   slots.c   GET /slots, POST /slots/{id}?action=save|restore|erase
  * Not a public API: only src/server/ includes it. */
 #ifndef GROK_SERVER_INTERNAL_H
 #define GROK_SERVER_INTERNAL_H
@@ -176,6 +177,8 @@ typedef struct Server {
     long cache_ram_mib;      /* prompt cache across requests: RAM budget (0 = off) */
     const char *cache_dir;   /* and its disk tier, or NULL */
     PromptCache *pc;
+    const char *slot_save_path; /* --slot-save-path: where slot files go, or NULL (save/restore off) */
+    uint64_t model_key;      /* pcache_model_key of the model and KV types (slot files, the prompt cache) */
     /* the model */
     Model *m;
     Tokenizer *tok;
@@ -204,6 +207,7 @@ typedef struct Server {
     /* queue (under mu) */
     Job *q_head, *q_tail;
     int q_len;
+    struct SlotOp *ops_head, *ops_tail; /* slot operations for the engine (under mu) */
     /* engine-owned */
     Slot *slots;
     int n_busy;              /* under mu */
@@ -252,6 +256,9 @@ typedef struct {
     char msg[480];
 } ApiErr;
 
+typedef struct SlotOp SlotOp;
+void slots_run(Server *s);
+enum MHD_Result handle_slots(Server *s, struct MHD_Connection *c, const char *id, const cJSON *root);
 void abs_deadline(struct timespec *ts, int ms);
 void str_free(Str *b);
 int str_put(Str *b, const char *p, size_t n);

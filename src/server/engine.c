@@ -111,7 +111,7 @@ void job_cancel(Server *s, Job *j) {
 static void slot_release(Server *s, Slot *sl) {
     Job *j = sl->job;
     /* what the slot computed goes to the prompt cache, for any slot to start from */
-    if (s->pc) pcache_save(s->pc, s->ctx, (int)(sl - s->slots), sl->cache, sl->n_past);
+    if (s->pc) pcache_save(s->pc, s->ctx, (int)(sl - s->slots), sl->cache, sl->n_exact < sl->n_past ? sl->n_exact : sl->n_past);
     sampler_free(j->smp); /* the vocabulary-sized buffers go with the slot */
     j->smp = NULL;
     sl->job = NULL;
@@ -165,13 +165,19 @@ void engine_admit(Server *s) {
         Error rerr = {{0}};
         int reuse = context_reuse(s->ctx, best, sl->cache, sl->n_past, j->prompt, j->n_prompt, SHIFT_MIN_RUN, &rerr);
         if (reuse < 0) reuse = best_lcp;
+        int exact = best_lcp < sl->n_exact ? best_lcp : sl->n_exact; /* a shifted stretch is not exact */
         if (s->pc) { /* then whole blocks from the prompt cache (the last prompt token is always computed) */
             const int r = pcache_restore(s->pc, s->ctx, best, j->prompt, j->n_prompt - 1, reuse);
-            if (r > reuse) memcpy(sl->cache + reuse, j->prompt + reuse, (size_t)(r - reuse) * sizeof(int)), reuse = r;
+            if (r > reuse) {
+                memcpy(sl->cache + reuse, j->prompt + reuse, (size_t)(r - reuse) * sizeof(int));
+                if (exact == reuse) exact = r;
+                reuse = r;
+            }
         }
         int keep = reuse < j->n_prompt ? reuse : j->n_prompt - 1;
         sl->job = j;
         sl->n_past = keep;
+        sl->n_exact = exact < keep ? exact : keep;
         sl->prefill = true;
         sl->pending = 0;
         j->cached_tokens = keep;
@@ -205,6 +211,30 @@ static void logprob_entry(Server *s, const float *raw, int tok, int n_top, TokLP
         e->top_id[k] = i;
     }
     for (int k = 0; k < e->n_top; k++) e->top_lp[k] -= lse;
+}
+
+/* The reply has filled the context (--context-shift, max_tokens not yet
+ * reached): as llama.cpp's server, the first n_keep tokens stay (the system
+ * messages), half of the rest after them is discarded, and what follows is
+ * moved down by a context shift. False if nothing can be discarded. Called
+ * without mu; the job's counters are read only once it is done. */
+static bool slot_shift(Server *s, Slot *sl) {
+    Job *j = sl->job;
+    if (!j->shift) return false;
+    const int n_keep = j->n_keep < sl->n_past ? j->n_keep : sl->n_past;
+    const int n_discard = (sl->n_past - n_keep) / 2;
+    const int seq = (int)(sl - s->slots);
+    Error err = {{0}};
+    if (n_discard < 1 || context_shift(s->ctx, seq, n_keep + n_discard, sl->n_past, -n_discard, &err)) return false;
+    memmove(sl->cache + n_keep, sl->cache + n_keep + n_discard, (size_t)(sl->n_past - n_keep - n_discard) * sizeof(int));
+    sl->n_past -= n_discard;
+    if (sl->n_exact > n_keep) sl->n_exact = n_keep;
+    j->n_shifts++;
+    j->n_discarded += n_discard;
+    if (s->verbose)
+        fprintf(stderr, "grok serve: %s context shift mid-reply: kept %d, discarded %d, moved %d tokens\n", j->id,
+                n_keep, n_discard, sl->n_past - n_keep);
+    return true;
 }
 
 /* Samples the next token of slot sl from its logits row and publishes the
@@ -250,7 +280,7 @@ static void engine_token(Server *s, Slot *sl, float *lg) {
         hit = stop_matcher_push(&j->sm, piece, n, &emit, &emit_len) != 0;
         if (str_put(&sl->scratch, emit, emit_len)) oom = true;
         if (hit || (j->gm && grammar_matcher_must_end(j->gm))) finish = "stop";
-        else if (j->n_gen >= j->max_tokens || sl->n_past >= s->n_ctx) finish = "length";
+        else if (j->n_gen >= j->max_tokens || (sl->n_past >= s->n_ctx && !slot_shift(s, sl))) finish = "length";
     }
     if (finish && !hit) { /* end of text: release what was held back */
         size_t n = token_decoder_flush(&j->dec, piece, sizeof piece);
@@ -357,7 +387,7 @@ static void engine_step(Server *s) {
         for (int i = 0; i < s->n_slots; i++)
             if (s->slots[i].job) {
                 job_done(s, s->slots[i].job, NULL, gone ? SHUTDOWN_MSG : err.msg);
-                s->slots[i].n_past = 0;
+                s->slots[i].n_past = s->slots[i].n_exact = 0;
                 slot_release(s, &s->slots[i]);
             }
         pthread_mutex_unlock(&s->mu);
@@ -368,11 +398,14 @@ static void engine_step(Server *s) {
     for (int i = 0; i < s->n_slots; i++) {
         Slot *sl = &s->slots[i];
         if (!sl->job) continue;
+        const bool exact = sl->n_exact == sl->n_past; /* computed on an exact prefix: exact too */
         if (!sl->prefill) {
             sl->cache[sl->n_past++] = sl->next;
+            if (exact) sl->n_exact = sl->n_past;
         } else if (sl->pending) {
             memcpy(sl->cache + sl->n_past, sl->job->prompt + sl->n_past, (size_t)sl->pending * sizeof(int));
             sl->n_past += sl->pending;
+            if (exact) sl->n_exact = sl->n_past;
             sl->pending = 0;
             if (sl->n_past == sl->job->n_prompt) sl->prefill = false;
         }

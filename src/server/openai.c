@@ -152,6 +152,7 @@ typedef struct {
     SamplerParams sp;
     bool seed_given;
     int max_tokens;           /* -1: not given */
+    int n_keep;               /* tokens a context shift keeps: -2 not given, -1 the whole prompt */
     bool stream, include_usage, echo, ignore_eos;
     int logprobs;             /* -1: none */
     const char *stops[MAX_STOPS];
@@ -190,6 +191,7 @@ static int parse_gen(Server *s, const cJSON *root, bool chat, GenOpts *g, ApiErr
     int r;
     g->sp = sampler_defaults();
     g->max_tokens = -1;
+    g->n_keep = -2;
     g->logprobs = -1;
     if ((r = get_number(root, "temperature", 0, 2, false, &x, e)) < 0) return -1;
     if (r) g->sp.temperature = (float)x;
@@ -220,12 +222,16 @@ static int parse_gen(Server *s, const cJSON *root, bool chat, GenOpts *g, ApiErr
         if (mt->valuedouble < lo)
             return api_err(e, 400, "invalid_value", mt_name, "Invalid '%s': %.0f; it must be at least %.0f", mt_name,
                            mt->valuedouble, lo);
-        if (mt->valuedouble > s->n_ctx)
+        if (mt->valuedouble > (s->context_shift ? MAX_TOKENS_SHIFT : s->n_ctx))
             return api_err(e, 400, "invalid_value", mt_name,
-                           "Invalid '%s': %.0f is too large; this server's context holds at most %d tokens per request",
-                           mt_name, mt->valuedouble, s->n_ctx);
+                           s->context_shift ? "Invalid '%s': %.0f is too large; at most %d"
+                                            : "Invalid '%s': %.0f is too large; this server's context holds at most %d "
+                                              "tokens per request (--context-shift lets a reply go on past it)",
+                           mt_name, mt->valuedouble, s->context_shift ? MAX_TOKENS_SHIFT : s->n_ctx);
         g->max_tokens = (int)mt->valuedouble;
     }
+    if ((r = get_number(root, "n_keep", -1, 1 << 30, true, &x, e)) < 0) return -1;
+    if (r) g->n_keep = (int)x;
     if ((r = get_number(root, "n", 1, 128, true, &x, e)) < 0) return -1;
     if (r && x != 1) return api_err(e, 400, "unsupported_value", "n", "Invalid 'n': only n = 1 is supported");
     if (get_bool(root, "stream", &g->stream, e) < 0) return -1;
@@ -321,6 +327,10 @@ static Job *make_job(Server *s, int kind, const GenOpts *g, const Structured *st
     j->stop_token = kind == KIND_CHAT ? s->sep_token : -1;
     j->logprobs = g->logprobs;
     j->max_tokens = g->max_tokens >= 0 ? g->max_tokens : s->n_ctx;
+    /* a reply that fills the context goes on after a context shift when the
+     * client asked for a length (without one it ends with the context) */
+    j->shift = s->context_shift && g->max_tokens >= 0;
+    j->n_keep = g->n_keep == -1 || g->n_keep > n ? n : g->n_keep > 0 ? g->n_keep : 0;
     j->created = (long long)time(NULL);
     SamplerParams sp = g->sp;
     pthread_mutex_lock(&s->mu);
@@ -364,12 +374,12 @@ static const char *const CHAT_FIELDS[] = {
     "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "min_p", "seed",
     "stop", "stream", "stream_options", "presence_penalty", "frequency_penalty", "repeat_penalty", "logprobs",
     "top_logprobs", "n", "user", "ignore_eos", "store", "metadata", "service_tier", "parallel_tool_calls", "response_format",
-    "logit_bias", "modalities", "grammar", "tools", "tool_choice", NULL};
+    "logit_bias", "modalities", "grammar", "tools", "tool_choice", "n_keep", NULL};
 
 static const char *const COMPLETION_FIELDS[] = {
     "model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "stream",
     "stream_options", "presence_penalty", "frequency_penalty", "repeat_penalty", "logprobs", "echo", "n",
-    "best_of", "user", "logit_bias", "ignore_eos", "grammar", NULL};
+    "best_of", "user", "logit_bias", "ignore_eos", "grammar", "n_keep", NULL};
 
 /* Text of one message's content: a string or an array of text parts
  * (malloc'd). */
@@ -538,6 +548,14 @@ Job *parse_chat(Server *s, const cJSON *root, ApiErr *e) {
         nm -= k - ns;
     }
     job = make_job(s, KIND_CHAT, &g, &st, ids, nt, "messages", e);
+    if (job && g.n_keep == -2 && ns > 0) { /* a context shift keeps the system messages */
+        char *sys = chat_format(s->tmpl, cm, ns, false, &err);
+        int *sids = NULL, n_sys = sys ? tokenizer_encode(s->tok, sys, strlen(sys), false, &sids, &err) : -1;
+        int k = 0;
+        while (k < n_sys && k < job->n_prompt && sids[k] == job->prompt[k]) k++;
+        job->n_keep = k;
+        free(sys), free(sids);
+    }
 out:
     structured_free(&st);
     if (texts)
@@ -728,6 +746,17 @@ static cJSON *response_head(Server *s, const Job *j, const char *object) {
     return o;
 }
 
+/* grok.c's extension on a reply that went on past the context: how many
+ * context shifts it took and how many tokens they discarded. */
+static void add_context_shift(cJSON *o, const Job *j) {
+    if (j->n_shifts == 0) return;
+    cJSON *cs = cJSON_AddObjectToObject(o, "context_shift");
+    if (!cs) return;
+    cJSON_AddNumberToObject(cs, "shifts", j->n_shifts);
+    cJSON_AddNumberToObject(cs, "discarded_tokens", j->n_discarded);
+    cJSON_AddNumberToObject(cs, "kept_tokens", j->n_keep);
+}
+
 /* The whole (non-streaming) response of a finished job (under mu). */
 cJSON *final_response(Server *s, const Job *j) {
     const bool chat = j->kind == KIND_CHAT;
@@ -765,6 +794,7 @@ cJSON *final_response(Server *s, const Job *j) {
     cJSON_AddStringToObject(c, "finish_reason", tool_calls ? "tool_calls" : j->finish ? j->finish : "stop");
     cJSON_AddItemToArray(choices, c);
     cJSON_AddItemToObject(o, "usage", usage_json(j));
+    add_context_shift(o, j);
     return o;
 }
 
@@ -881,6 +911,7 @@ static int stream_fill(Stream *st) {
             else cJSON_AddStringToObject(c, "text", "");
             cJSON_AddNullToObject(c, "logprobs");
             cJSON_AddStringToObject(c, "finish_reason", tool_calls ? "tool_calls" : j->finish ? j->finish : "stop");
+            add_context_shift(o, j);
             if (sse_put(st, o)) return -1;
             if (j->include_usage) {
                 o = response_head(s, j, chat ? "chat.completion.chunk" : "text_completion");

@@ -58,6 +58,7 @@
 #define MAX_STOPS 8            /* user stop strings per request */
 #define MAX_STOP_LEN 256       /* bytes per stop string */
 #define MAX_TOP_LOGPROBS 20
+#define MAX_TOKENS_SHIFT (1 << 20) /* largest max_tokens with --context-shift (a reply may outgrow the context) */
 #define PREFILL_CHUNK 256      /* default prompt tokens per engine step, over all slots */
 #define WAIT_POLL_MS 100       /* how often a waiting connection looks at its socket */
 #define RATE_BUCKETS 16        /* per-second buckets for the tok/s gauges */
@@ -107,6 +108,8 @@ typedef struct Job {
     int n_prompt;
     int max_tokens;
     int stop_token;        /* a token that ends the reply like EOS (the template's separator), -1 if none */
+    bool shift;            /* --context-shift and max_tokens given: a reply that fills the context shifts it */
+    int n_keep;            /* prompt tokens a shift keeps (the system messages; `n_keep`) */
     char id[48];
     long long created;
     double t_queued;
@@ -130,6 +133,8 @@ typedef struct Job {
     int n_lps, cap_lps;
     int completion_tokens;
     int cached_tokens;     /* prompt tokens whose KV was reused */
+    int n_shifts;          /* context shifts during the reply, and the tokens they discarded */
+    int n_discarded;
     double t_first;        /* first token sampled, 0 before */
     double t_done;
     pthread_cond_t cond;   /* signalled on new text and when done */
@@ -141,6 +146,8 @@ typedef struct {
     Job *job;              /* NULL: free */
     bool prefill;          /* still feeding the prompt */
     int n_past;            /* positions 0..n_past-1 hold the KV of cache[0..n_past-1] */
+    int n_exact;           /* of which 0..n_exact-1 as a fresh computation of those tokens would have them
+                            * (not moved by a context shift): what the prompt cache may keep */
     int *cache;            /* (n_ctx) tokens in the KV cache */
     int next;              /* token to feed at n_past when decoding */
     int pending;           /* prompt tokens in the current batch */

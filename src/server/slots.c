@@ -28,7 +28,7 @@ int slot_filename_ok(const char *name) {
 }
 
 int slot_file_read(const SlotFileSpec *sp, SlotReadFn rd, void *rctx, SlotSinkFn sink, void *sctx, int *tokens,
-                   void *chunk_buf, const char **why) {
+                   void *chunk_buf, SlotFileHeader *hp, const char **why) {
     SlotFileHeader h;
     if (rd(rctx, &h, sizeof h) != sizeof h) {
         *why = "truncated (no complete header)";
@@ -39,6 +39,7 @@ int slot_file_read(const SlotFileSpec *sp, SlotReadFn rd, void *rctx, SlotSinkFn
     else if (h.model_key != sp->model_key || h.pos_bytes != sp->pos_bytes)
         *why = "saved with another model or another KV cache type";
     else if (h.n_tokens > (uint64_t)sp->n_ctx) *why = "holds more tokens than a slot's context (--ctx)";
+    else if (h.n_exact > h.n_tokens) *why = "inconsistent (its header counts more exact tokens than tokens)";
     else *why = NULL;
     if (*why) return -1;
     const int n = (int)h.n_tokens;
@@ -65,6 +66,7 @@ int slot_file_read(const SlotFileSpec *sp, SlotReadFn rd, void *rctx, SlotSinkFn
             return -1;
         }
     }
+    *hp = h;
     uint8_t extra;
     if (rd(rctx, &extra, 1) == 1) *why = "longer than its header says";
     else if (sum != h.checksum) *why = "corrupt (checksum mismatch)";
@@ -120,7 +122,7 @@ static void op_save(Server *s, SlotOp *op) {
         api_err(&op->err, 500, NULL, NULL, "out of memory");
         return;
     }
-    SlotFileHeader h = {SLOT_MAGIC, SLOT_VERSION, 0, s->model_key,
+    SlotFileHeader h = {SLOT_MAGIC, SLOT_VERSION, (uint32_t)(sl->n_exact < n ? sl->n_exact : n), s->model_key,
                         pb, (uint64_t)n, 0};
     FILE *f = fopen(tmp, "wb");
     bool ok = f && fwrite(&h, sizeof h, 1, f) == 1 && (!n || fwrite(sl->cache, sizeof(int), (size_t)n, f) == (size_t)n);
@@ -172,16 +174,18 @@ static void op_restore(Server *s, SlotOp *op) {
     SlotFileSpec sp = {s->model_key, pb, s->n_ctx, s->n_vocab};
     Sink k = {s->ctx, op->slot, false};
     const char *why = NULL;
-    const int n = slot_file_read(&sp, file_rd, f, kv_sink, &k, toks, buf, &why);
+    SlotFileHeader h;
+    const int n = slot_file_read(&sp, file_rd, f, kv_sink, &k, toks, buf, &h, &why);
     const long at = ftell(f);
     fclose(f);
     if (n < 0) {
-        if (k.touched) sl->n_past = 0; /* its cache was partly overwritten */
+        if (k.touched) sl->n_past = sl->n_exact = 0; /* its cache was partly overwritten */
         api_err(&op->err, 400, "invalid_slot_file", "filename", "Cannot restore slot %d from '%.200s': the file is %s%s",
                 op->slot, op->filename, why, k.touched ? "; the slot is now empty" : "; the slot is unchanged");
     } else {
         memcpy(sl->cache, toks, (size_t)n * sizeof(int));
         sl->n_past = n;
+        sl->n_exact = (int)h.n_exact;
         op->n_tokens = n;
         op->n_bytes = at > 0 ? (uint64_t)at : 0;
     }
@@ -217,7 +221,7 @@ void slots_run(Server *s) {
                     op->slot);
         } else if (op->action == OP_ERASE) {
             op->n_tokens = s->slots[op->slot].n_past;
-            s->slots[op->slot].n_past = 0;
+            s->slots[op->slot].n_past = s->slots[op->slot].n_exact = 0;
         } else {
             pthread_mutex_unlock(&s->mu);
             const double t0 = time_now();

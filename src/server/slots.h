@@ -4,7 +4,9 @@
  * model with the same KV types can load.
  *
  * Layout (little-endian, as the machine writes it):
- *   SlotFileHeader (48 bytes): magic "GROKSLT\0", version, reserved,
+ *   SlotFileHeader (48 bytes): magic "GROKSLT\0", version, n_exact (the
+ *     leading tokens whose entries are a fresh computation, not moved by a
+ *     context shift: what the prompt cache may take from the slot),
  *     model_key (pcache_model_key: the tensor table, a sample of every
  *     tensor's data and the KV types), pos_bytes (context_kv_pos_bytes),
  *     n_tokens, checksum;
@@ -27,7 +29,7 @@
 
 typedef struct {
     char magic[8];
-    uint32_t version, reserved;
+    uint32_t version, n_exact;
     uint64_t model_key, pos_bytes, n_tokens, checksum;
 } SlotFileHeader;
 
@@ -45,7 +47,7 @@ typedef size_t (*SlotReadFn)(void *ctx, void *dst, size_t n);
 /* Receives the keys and values of positions [p0, p1); non-zero stops. */
 typedef int (*SlotSinkFn)(void *ctx, int p0, int p1, const void *kv);
 
-/* Parses a slot file from rd: tokens go to tokens[0..n_ctx), each chunk
+/* Parses a slot file from rd (the header into *h): tokens go to tokens[0..n_ctx), each chunk
  * of keys and values to sink (as it is read: a file rejected after the
  * first chunk has sent some, the caller throws them away), using
  * chunk_buf (SLOT_CHUNK * pos_bytes bytes). Returns the number of tokens,
@@ -53,7 +55,7 @@ typedef int (*SlotSinkFn)(void *ctx, int p0, int p1, const void *kv);
  * another model or KV types, too many tokens, a bad token id, bad
  * checksum, or the sink failed). */
 int slot_file_read(const SlotFileSpec *sp, SlotReadFn rd, void *rctx, SlotSinkFn sink, void *sctx, int *tokens,
-                   void *chunk_buf, const char **why);
+                   void *chunk_buf, SlotFileHeader *h, const char **why);
 
 /* Whether a name can be a file in the save folder: 1..255 bytes, no '/',
  * '\\', "..", control characters or leading '.'. */

@@ -26,7 +26,10 @@
  * When the conversation no longer fits (with room for a reply:
  * min(-n, context/4) tokens), the oldest turns are dropped - never the
  * system prompt - with a notice, and the cache is refilled from the first
- * token that changed (the system prompt stays cached).
+ * token that changed (the system prompt stays cached). A reply that fills
+ * the context itself goes on after a context shift, as llama.cpp's server
+ * does: the system prompt stays, half of the tokens after it are discarded
+ * and the rest moved down (context_shift, no recomputation).
  *
  * Ctrl-C: a SIGINT handler sets a flag that the generation loop, the
  * prompt processing and the line reader poll (the handler is installed
@@ -248,6 +251,7 @@ typedef struct {
     int n_replies;
     /* statistics of the last reply */
     int st_new, st_reused, st_shifted, st_gen, st_dropped;
+    int st_reply_shifts, st_reply_discarded; /* context shifts during the last reply */
     double st_prompt_s, st_gen_s;
     const char *st_stop;
     Grammar *grammar;  /* every reply follows it; NULL: free text */
@@ -491,6 +495,34 @@ static int out_text(Out *o, const char *s, size_t n) {
     return 0;
 }
 
+/* How many leading tokens of the cache are the system prompt (what a
+ * context shift keeps); 0 without one. */
+static int system_prefix(const Chat *ch) {
+    if (!ch->system) return 0;
+    ChatMessage sm = {"system", ch->system};
+    Error err;
+    char *t = chat_format(ch->tmpl, &sm, 1, false, &err);
+    int *ids = NULL, n = t ? tokenizer_encode(ch->tok, t, strlen(t), false, &ids, &err) : -1, k = 0;
+    while (k < n && k < ch->n_cache && ids[k] == ch->cache[k]) k++;
+    free(t), free(ids);
+    return k;
+}
+
+/* The reply has filled the context: keeps the first n_keep tokens, drops
+ * half of the rest after them and moves what follows down. 1 if shifted, 0
+ * if nothing can be dropped, -1 on error. */
+static int shift_reply(Chat *ch, int n_keep, Error *err) {
+    const int n_discard = (ch->n_cache - n_keep) / 2;
+    if (n_discard < 1) return 0;
+    if (context_shift(ch->c, 0, n_keep + n_discard, ch->n_cache, -n_discard, err)) return -1;
+    memmove(ch->cache + n_keep, ch->cache + n_keep + n_discard,
+            (size_t)(ch->n_cache - n_keep - n_discard) * sizeof(int));
+    ch->n_cache -= n_discard;
+    ch->st_reply_shifts++;
+    ch->st_reply_discarded += n_discard;
+    return 1;
+}
+
 /* Generates the reply to the conversation in the cache, streaming it.
  * Appends the assistant turn. */
 static int generate_reply(Chat *ch, Error *err) {
@@ -525,6 +557,8 @@ static int generate_reply(Chat *ch, Error *err) {
     int n_gen = 0;
     const int eos = tokenizer_eos(ch->tok);
     ch->st_stop = "length (-n)";
+    ch->st_reply_shifts = ch->st_reply_discarded = 0;
+    const int n_keep = system_prefix(ch);
     double t0 = time_now();
     while (n_gen < ch->n_predict) {
         if (g_interrupted) {
@@ -559,8 +593,12 @@ static int generate_reply(Chat *ch, Error *err) {
         }
         if (n_gen == ch->n_predict) break;
         if (ch->n_cache >= ch->n_ctx) {
-            ch->st_stop = "context full";
-            break;
+            const int r = shift_reply(ch, n_keep, err);
+            if (r < 0) goto done;
+            if (r == 0) {
+                ch->st_stop = "context full";
+                break;
+            }
         }
         if (forward_tokens(ch->c, 0, &next, 1, ch->n_cache, ch->logits, false, err)) goto done;
         ch->cache[ch->n_cache++] = next;
@@ -586,6 +624,12 @@ static int generate_reply(Chat *ch, Error *err) {
     g_interrupted = 0;
     putchar('\n');
     fflush(stdout);
+    if (ch->st_reply_shifts)
+        fprintf(stderr,
+                "[grok chat] the reply filled the context: %d context shift%s discarded %d tokens%s; the oldest turns "
+                "will be dropped for the next message\n",
+                ch->st_reply_shifts, ch->st_reply_shifts > 1 ? "s" : "", ch->st_reply_discarded,
+                n_keep ? " (the system prompt stays)" : "");
     if (interrupted) fprintf(stderr, "[grok chat] reply stopped (Ctrl-C)\n");
     else if (!strcmp(ch->st_stop, "context full"))
         fprintf(stderr, "[grok chat] the context is full: reply cut; the oldest turns will be dropped for the next "
@@ -755,8 +799,9 @@ static void print_stats(const Chat *ch) {
         fprintf(o, "last prompt: %d new tokens processed, %d reused from the cache (%d moved by a context shift), "
                    "%.1f tok/s\n",
                 ch->st_new, ch->st_reused, ch->st_shifted, ch->st_prompt_s > 0 ? ch->st_new / ch->st_prompt_s : 0.0);
-        fprintf(o, "last reply: %d tokens, %.1f tok/s, stop: %s\n", ch->st_gen,
-                ch->st_gen > 1 && ch->st_gen_s > 0 ? (ch->st_gen - 1) / ch->st_gen_s : 0.0, ch->st_stop);
+        fprintf(o, "last reply: %d tokens, %.1f tok/s, stop: %s; %d context shift%s during it (%d tokens discarded)\n",
+                ch->st_gen, ch->st_gen > 1 && ch->st_gen_s > 0 ? (ch->st_gen - 1) / ch->st_gen_s : 0.0, ch->st_stop,
+                ch->st_reply_shifts, ch->st_reply_shifts == 1 ? "" : "s", ch->st_reply_discarded);
     }
     fprintf(o, "dropped for space: %d message%s; %d threads, %s kernels; template %s\n", ch->st_dropped,
             ch->st_dropped == 1 ? "" : "s", context_n_threads(ch->c), quant_simd_name(), chat_template_name(ch->tmpl));

@@ -54,6 +54,12 @@ rc=$?
 check '[ $rc -eq 0 ] && [ "$(wc -l <<<"$o")" -eq 5 ]' "five replies with a tiny context (rc $rc): '$o'"
 check 'grep -q "context full: dropped the 2 oldest messages" "$dir/err2"' "drop notice on stderr: $(cat "$dir/err2")"
 check 'grep -q "+ system prompt" "$dir/err2"' "the system prompt is kept: $(cat "$dir/err2")"
+# a reply that fills the context goes on after context shifts (the system prompt stays), and the
+# next message still gets a reply
+o=$(chat --temp 0 -n 300 --ctx 128 --system "Be brief." <<<$'Tell a long story.\n/stats\nAnother one.' 2>"$dir/err2b")
+check '[ "$(wc -l <<<"$o")" -eq 2 ] && [ -n "$(sed -n 2p <<<"$o")" ]' "a 300-token reply in a 128-token context, then another: '$o'"
+check 'grep -q "the reply filled the context: [0-9]* context shifts discarded [0-9]* tokens (the system prompt stays)" "$dir/err2b" && grep -q "last reply: 300 tokens, .*stop: length (-n); [2-9] context shifts during it" "$dir/err2b"' \
+  "context shifts mid-reply: $(cat "$dir/err2b")"
 # a message that cannot fit at all is an error, the chat goes on (an empty reply line)
 long=$(printf 'word %.0s' $(seq 100))
 o=$(chat --temp 0 -n 4 --ctx 64 <<<"$long"$'\nshort' 2>"$dir/err3")

@@ -6,7 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "gguf.h"
@@ -28,6 +31,13 @@ typedef struct {
     uint64_t data_bytes, checksum;
 } FileHeader;
 
+/* A block file of the disk tier, in the index kept with a disk budget:
+ * a least-recently-used list (prev/next) and hash chains (hnext). */
+typedef struct {
+    uint64_t key, bytes;
+    int prev, next, hnext;
+} DiskFile;
+
 struct PromptCache {
     size_t budget, pos_bytes, data_bytes, cost;
     uint64_t model_key, tick;
@@ -37,6 +47,12 @@ struct PromptCache {
     size_t n_buckets;     /* a power of two */
     PCacheStats st;
     uint64_t warned;
+    /* the disk budget (0: none) and the index of the files under it */
+    size_t disk_cap;
+    DiskFile *df;
+    int df_cap, df_free, lru_head, lru_tail, *dbucket;
+    size_t n_dbuckets;    /* a power of two */
+    struct timespec stamp; /* the last modification time given to a used file (strictly increasing) */
 };
 
 static uint64_t splitmix(uint64_t x) {
@@ -138,6 +154,7 @@ void pcache_free(PromptCache *pc) {
     if (pc->e)
         for (int i = 0; i < pc->cap; i++) free(pc->e[i].data);
     free(pc->e), free(pc->bucket), free(pc->dir);
+    free(pc->df), free(pc->dbucket);
     free(pc);
 }
 
@@ -204,6 +221,160 @@ static void file_path(const PromptCache *pc, uint64_t key, char *out, size_t n) 
     snprintf(out, n, "%s/%016llx.kv", pc->dir, (unsigned long long)key);
 }
 
+/* ---- the disk budget: an LRU index of the block files -------------------- */
+
+static int df_find(const PromptCache *pc, uint64_t key) {
+    for (int i = pc->dbucket[key & (pc->n_dbuckets - 1)]; i >= 0; i = pc->df[i].hnext)
+        if (pc->df[i].key == key) return i;
+    return -1;
+}
+
+static void lru_unlink(PromptCache *pc, int i) {
+    DiskFile *f = &pc->df[i];
+    if (f->prev >= 0) pc->df[f->prev].next = f->next;
+    else pc->lru_head = f->next;
+    if (f->next >= 0) pc->df[f->next].prev = f->prev;
+    else pc->lru_tail = f->prev;
+}
+
+static void lru_append(PromptCache *pc, int i) {
+    pc->df[i].prev = pc->lru_tail;
+    pc->df[i].next = -1;
+    if (pc->lru_tail >= 0) pc->df[pc->lru_tail].next = i;
+    else pc->lru_head = i;
+    pc->lru_tail = i;
+}
+
+/* Marks block file `key` as just used (adding it to the index if new);
+ * -1 when out of memory (the file then stays outside the budget). */
+static int df_touch(PromptCache *pc, uint64_t key, uint64_t bytes) {
+    if (!pc->disk_cap) return 0;
+    int i = df_find(pc, key);
+    if (i >= 0) {
+        lru_unlink(pc, i);
+        lru_append(pc, i);
+        return 0;
+    }
+    if (pc->df_free < 0) {
+        const int cap = pc->df_cap ? 2 * pc->df_cap : 1024;
+        DiskFile *t = realloc(pc->df, (size_t)cap * sizeof *t);
+        if (!t) return -1;
+        pc->df = t;
+        for (int k = pc->df_cap; k < cap; k++) pc->df[k].next = k + 1 < cap ? k + 1 : -1;
+        pc->df_free = pc->df_cap;
+        pc->df_cap = cap;
+    }
+    i = pc->df_free;
+    pc->df_free = pc->df[i].next;
+    pc->df[i].key = key, pc->df[i].bytes = bytes;
+    int *b = &pc->dbucket[key & (pc->n_dbuckets - 1)];
+    pc->df[i].hnext = *b;
+    *b = i;
+    lru_append(pc, i);
+    pc->st.disk_files++;
+    pc->st.disk_bytes += bytes;
+    return 0;
+}
+
+/* A block used from RAM: its file (if indexed) moves to the newest end too,
+ * so hot prefixes are the last to leave the disk. */
+static void df_bump(PromptCache *pc, uint64_t key) {
+    if (!pc->disk_cap) return;
+    const int i = df_find(pc, key);
+    if (i >= 0) lru_unlink(pc, i), lru_append(pc, i);
+}
+
+static void file_path(const PromptCache *pc, uint64_t key, char *out, size_t n);
+
+/* Deletes the least recently used block files until the tier is within
+ * its budget (never `keep`, the file just written). */
+static void df_evict(PromptCache *pc, uint64_t keep) {
+    while (pc->disk_cap && pc->st.disk_bytes > pc->disk_cap && pc->lru_head >= 0) {
+        int i = pc->lru_head;
+        if (pc->df[i].key == keep) {
+            if (pc->df[i].next < 0) return;
+            i = pc->df[i].next;
+        }
+        char path[4096];
+        file_path(pc, pc->df[i].key, path, sizeof path);
+        if (remove(path) && errno != ENOENT) {
+            pc->st.disk_errors++;
+            warn(pc, "cannot delete %s (%s) for --cache-disk", path, strerror(errno));
+        }
+        lru_unlink(pc, i);
+        int *p = &pc->dbucket[pc->df[i].key & (pc->n_dbuckets - 1)];
+        while (*p != i) p = &pc->df[*p].hnext;
+        *p = pc->df[i].hnext;
+        pc->st.disk_files--;
+        pc->st.disk_bytes -= pc->df[i].bytes;
+        pc->st.disk_evictions++;
+        pc->df[i].next = pc->df_free;
+        pc->df_free = i;
+    }
+}
+
+typedef struct {
+    uint64_t key, bytes;
+    struct timespec mtime;
+} Found;
+
+static int by_mtime(const void *a, const void *b) {
+    const Found *x = a, *y = b;
+    if (x->mtime.tv_sec != y->mtime.tv_sec) return x->mtime.tv_sec < y->mtime.tv_sec ? -1 : 1;
+    if (x->mtime.tv_nsec != y->mtime.tv_nsec) return x->mtime.tv_nsec < y->mtime.tv_nsec ? -1 : 1;
+    return 0;
+}
+
+int pcache_set_disk_cap(PromptCache *pc, size_t bytes, Error *err) {
+    const size_t file_bytes = sizeof(FileHeader) + PCACHE_BLOCK * sizeof(int) + pc->data_bytes;
+    if (!pc->dir) return err_set(err, "--cache-disk needs --cache-dir");
+    if (bytes < file_bytes)
+        return err_set(err, "--cache-disk %.1f MiB is less than one block file (%.2f MiB)", bytes / 1048576.0,
+                       file_bytes / 1048576.0);
+    size_t nb = 1024;
+    while (nb < bytes / file_bytes && nb < ((size_t)1 << 24)) nb <<= 1;
+    if (!(pc->dbucket = malloc(nb * sizeof(int)))) return err_set(err, "out of memory");
+    pc->n_dbuckets = nb;
+    for (size_t i = 0; i < nb; i++) pc->dbucket[i] = -1;
+    pc->df_free = pc->lru_head = pc->lru_tail = -1;
+    pc->disk_cap = bytes;
+    DIR *d = opendir(pc->dir);
+    if (!d) return err_set(err, "cannot read %s: %s", pc->dir, strerror(errno));
+    Found *found = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *de;
+    int rc = 0;
+    while ((de = readdir(d))) { /* <16 hex digits>.kv */
+        char *end;
+        const size_t len = strlen(de->d_name);
+        if (len != 19 || strcmp(de->d_name + 16, ".kv")) continue;
+        const uint64_t key = strtoull(de->d_name, &end, 16);
+        struct stat sb;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", pc->dir, de->d_name);
+        if (end != de->d_name + 16 || stat(path, &sb) || !S_ISREG(sb.st_mode)) continue;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 256;
+            Found *t = realloc(found, cap * sizeof *t);
+            if (!t) {
+                rc = err_set(err, "out of memory");
+                break;
+            }
+            found = t;
+        }
+        found[n++] = (Found){key, (uint64_t)sb.st_size, sb.st_mtim};
+    }
+    closedir(d);
+    if (!rc) {
+        qsort(found, n, sizeof *found, by_mtime);
+        for (size_t i = 0; i < n && !rc; i++)
+            if (df_touch(pc, found[i].key, found[i].bytes)) rc = err_set(err, "out of memory");
+        df_evict(pc, 0);
+    }
+    free(found);
+    return rc;
+}
+
 static uint64_t checksum(const int *toks, const uint8_t *data, size_t n) {
     return pcache_hash(pcache_hash(0x636b73756dull, toks, PCACHE_BLOCK * sizeof(int)), data, n);
 }
@@ -212,7 +383,10 @@ static void disk_write(PromptCache *pc, const Entry *e) {
     char path[4096], tmp[4200];
     file_path(pc, e->key, path, sizeof path);
     struct stat sb;
-    if (stat(path, &sb) == 0) return; /* written before (this run or an earlier one) */
+    if (stat(path, &sb) == 0) { /* written before (this run or an earlier one) */
+        df_touch(pc, e->key, (uint64_t)sb.st_size);
+        return;
+    }
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     FileHeader h = {FILE_MAGIC, pc->model_key, e->key, e->parent, PCACHE_BLOCK, 0, pc->data_bytes,
                     checksum(e->tokens, e->data, pc->data_bytes)};
@@ -229,6 +403,10 @@ static void disk_write(PromptCache *pc, const Entry *e) {
         return;
     }
     pc->st.disk_writes++;
+    if (pc->disk_cap) {
+        df_touch(pc, e->key, sizeof h + sizeof e->tokens + pc->data_bytes);
+        df_evict(pc, e->key);
+    }
 }
 
 const uint8_t *pcache_parse_block(const PromptCache *pc, const void *buf, size_t n, uint64_t key, uint64_t parent,
@@ -282,6 +460,7 @@ static int disk_read(PromptCache *pc, uint64_t key, uint64_t parent, const int *
         memcpy(pc->e[i].data, data, pc->data_bytes);
         insert(pc, i, key, parent, toks, tick);
         pc->st.disk_reads++;
+        df_touch(pc, key, n); /* in the index if it was not (the caller orders it) */
     }
     free(buf);
     if (!data) {
@@ -292,6 +471,35 @@ static int disk_read(PromptCache *pc, uint64_t key, uint64_t parent, const int *
 }
 
 /* ---- save and restore --------------------------------------------------- */
+
+/* The block files of the first nb blocks of tokens, used: the newest in the
+ * disk budget's order, parents after their children (a child is of no use
+ * without its parents, so they leave last). The order is kept in the
+ * files' modification times with or without a budget, so that one set
+ * later starts from it. */
+static void df_bump_prefix(PromptCache *pc, const int *tokens, int nb) {
+    if (!pc->dir || nb <= 0) return;
+    uint64_t *k = malloc((size_t)nb * sizeof *k), parent = pc->model_key;
+    if (!k) return;
+    for (int b = 0; b < nb; b++) parent = k[b] = block_key(parent, tokens + (size_t)b * PCACHE_BLOCK);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    if (now.tv_sec < pc->stamp.tv_sec || (now.tv_sec == pc->stamp.tv_sec && now.tv_nsec <= pc->stamp.tv_nsec))
+        now = pc->stamp;
+    for (int b = nb - 1; b >= 0; b--) {
+        if (pc->disk_cap && df_find(pc, k[b]) < 0) continue; /* not on disk */
+        df_bump(pc, k[b]);
+        /* the order survives a restart as the files' modification times, one
+         * nanosecond apart (file timestamps alone can be coarser than that) */
+        if (++now.tv_nsec == 1000000000L) now.tv_sec++, now.tv_nsec = 0;
+        char path[4096];
+        file_path(pc, k[b], path, sizeof path);
+        const struct timespec ts[2] = {now, now};
+        utimensat(AT_FDCWD, path, ts, 0);
+    }
+    pc->stamp = now;
+    free(k);
+}
 
 void pcache_save(PromptCache *pc, Context *c, int seq, const int *tokens, int n) {
     const int nb = n / PCACHE_BLOCK;
@@ -317,6 +525,7 @@ void pcache_save(PromptCache *pc, Context *c, int seq, const int *tokens, int n)
         }
         parent = key;
     }
+    df_bump_prefix(pc, tokens, nb);
 }
 
 int pcache_restore(PromptCache *pc, Context *c, int seq, const int *tokens, int n, int have) {
@@ -346,6 +555,7 @@ int pcache_restore(PromptCache *pc, Context *c, int seq, const int *tokens, int 
         return have;
     }
     pc->st.hits++;
+    df_bump_prefix(pc, tokens, first + got);
     const int now_have = (first + got) * PCACHE_BLOCK;
     pc->st.tokens_restored += (uint64_t)(now_have - have);
     return now_have;

@@ -15,6 +15,9 @@
  * tensor's data, the KV types and the block size; a file that is truncated,
  * corrupt (checksum), or made for another model or KV layout is ignored
  * with a warning. A failed write (a full disk) is reported and skipped.
+ * With a disk budget (pcache_set_disk_cap) the disk tier keeps an index of
+ * its files in least-recently-used order (at start: by modification time;
+ * a file read back gets a new one) and deletes the oldest to stay within it.
  *
  * Not thread-safe: the server's engine thread owns it. */
 #ifndef GROK_PROMPT_CACHE_H
@@ -41,6 +44,9 @@ typedef struct {
     uint64_t disk_reads;  /* blocks read back from the disk tier */
     uint64_t disk_writes; /* blocks written to it */
     uint64_t disk_errors; /* failed writes and rejected files */
+    uint64_t disk_evictions; /* block files deleted for the disk budget */
+    uint64_t disk_files;  /* block files of this model in the disk tier (counted with a budget only) */
+    uint64_t disk_bytes;  /* and their bytes */
 } PCacheStats;
 
 /* A hash of what makes cached keys and values valid: the model (tensor
@@ -55,6 +61,13 @@ uint64_t pcache_model_key(const Model *m, uint32_t kv_type_k, uint32_t kv_type_v
  * (created if missing). pos_bytes: context_kv_pos_bytes of the context. */
 PromptCache *pcache_new(size_t ram_bytes, const char *dir, uint64_t model_key, size_t pos_bytes, Error *err);
 void pcache_free(PromptCache *pc);
+
+/* Caps the disk tier at `bytes` (> 0): indexes the block files already in
+ * the model's folder and deletes the least recently used ones over it.
+ * The budget counts this model and KV layout's folder only; another model's
+ * blocks are left alone. -1 with a message if it is less than one block
+ * file or the folder cannot be read. */
+int pcache_set_disk_cap(PromptCache *pc, size_t bytes, Error *err);
 
 /* Adds the full blocks of tokens[0..n), whose keys and values sequence seq
  * of c holds at positions 0..n-1, that the cache lacks. */

@@ -235,11 +235,15 @@ static enum MHD_Result handle_metrics(Server *s, struct MHD_Connection *c) {
                "grok_prompt_cache_bytes %llu", (unsigned long long)pst.bytes);
         METRIC("prompt_cache_blocks", "gauge", "Blocks of " "32" " positions in the prompt cache's RAM.",
                "grok_prompt_cache_blocks %llu", (unsigned long long)pst.blocks);
-        METRIC("prompt_cache_disk_total", "counter", "Disk tier: blocks read, written, and failed or rejected files.",
+        METRIC("prompt_cache_disk_total", "counter",
+               "Disk tier: blocks read, written, failed or rejected files, files deleted for --cache-disk.",
                "grok_prompt_cache_disk_total{op=\"read\"} %llu\ngrok_prompt_cache_disk_total{op=\"write\"} %llu\n"
-               "grok_prompt_cache_disk_total{op=\"error\"} %llu",
+               "grok_prompt_cache_disk_total{op=\"error\"} %llu\ngrok_prompt_cache_disk_total{op=\"evict\"} %llu",
                (unsigned long long)pst.disk_reads, (unsigned long long)pst.disk_writes,
-               (unsigned long long)pst.disk_errors);
+               (unsigned long long)pst.disk_errors, (unsigned long long)pst.disk_evictions);
+        if (s->cache_disk_mib > 0)
+            METRIC("prompt_cache_disk_bytes", "gauge", "Bytes of this model's block files in the disk tier (of --cache-disk).",
+                   "grok_prompt_cache_disk_bytes %llu", (unsigned long long)pst.disk_bytes);
     }
     METRIC("uptime_seconds", "gauge", "Seconds since the server started.", "grok_uptime_seconds %.3f",
            (double)time(NULL) - (double)s->started);
@@ -689,6 +693,8 @@ static const char SERVE_USAGE[] =
     "  --cache-ram MiB         prompt cache across requests: keys and values of earlier prompts\n"
     "                          kept in blocks of 32 positions, LRU, within this budget (default 0: off)\n"
     "  --cache-dir DIR         and on disk in DIR (survives restarts; needs --cache-ram)\n"
+    "  --cache-disk MiB        the disk tier's budget: its least recently used files are deleted\n"
+    "                          to stay within it (default: no limit; needs --cache-dir)\n"
     "  --slot-save-path DIR    POST /slots/{id}?action=save|restore {\"filename\": NAME} saves a slot's\n"
     "                          cache to DIR/NAME and restores it (created if missing; default: off)\n"
     "  --context-shift         chat prompts longer than the context drop their oldest turns\n"
@@ -746,6 +752,7 @@ static int server_init(Server *s, Error *err) {
         s->pc = pcache_new((size_t)s->cache_ram_mib << 20, s->cache_dir, s->model_key, context_kv_pos_bytes(s->ctx),
                            err);
         if (!s->pc) return -1;
+        if (s->cache_disk_mib > 0 && pcache_set_disk_cap(s->pc, (size_t)s->cache_disk_mib << 20, err)) return -1;
     }
     if (!s->ctx) return -1;
     dist_print_shares(s->dist, s->m, "serve", stderr);
@@ -937,6 +944,10 @@ int cmd_serve(int argc, char **argv, Dist *d) {
         } else if (FLAG("--cache-dir", NULL)) {
             NEED();
             s->cache_dir = v;
+        } else if (FLAG("--cache-disk", NULL)) {
+            NEED();
+            if (parse_int(f, v, 1, 1L << 40, &x)) return 2;
+            s->cache_disk_mib = x;
         } else if (FLAG("--slot-save-path", NULL)) {
             NEED();
             s->slot_save_path = v;
@@ -1002,6 +1013,10 @@ int cmd_serve(int argc, char **argv, Dist *d) {
     if (!s->model_path) {
         fprintf(stderr, "grok serve: no model given (-m MODEL.gguf); see grok serve --help\n");
         return 1;
+    }
+    if (s->cache_disk_mib > 0 && !s->cache_dir) {
+        fprintf(stderr, "grok serve: --cache-disk needs --cache-dir DIR (and --cache-ram MiB)\n");
+        return 2;
     }
     if (s->cache_dir && s->cache_ram_mib <= 0) {
         fprintf(stderr, "grok serve: --cache-dir needs --cache-ram MiB (blocks pass through RAM)\n");

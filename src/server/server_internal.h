@@ -183,6 +183,7 @@ typedef struct Server {
     bool context_shift;      /* chat prompts over the context drop their oldest turns */
     long cache_ram_mib;      /* prompt cache across requests: RAM budget (0 = off) */
     const char *cache_dir;   /* and its disk tier, or NULL */
+    long cache_disk_mib;     /* the disk tier's budget (0 = none) */
     PromptCache *pc;
     const char *slot_save_path; /* --slot-save-path: where slot files go, or NULL (save/restore off) */
     uint64_t model_key;      /* pcache_model_key of the model and KV types (slot files, the prompt cache) */

@@ -88,6 +88,37 @@ check '[ "${r#* }" = "$want" ]' "with a corrupt block file: the same greedy toke
 check 'grep -q "warning: ignoring .*kv: " "$T/corrupt.err"' "a warning about the corrupt file: $(cat "$T/corrupt.err")"
 stop_server
 
+# --cache-disk: ten 480-token prompts (15 block files of ~8.4 KB each) within 1 MiB (~124 files):
+# the oldest files go, the disk tier stays under the budget, and after a restart the newest prompt
+# still comes back from disk while the oldest does not
+distinct() { # N: a 480-token prompt of its own; prints cached_tokens
+  "$PY" - "$URL" "$1" <<'EOF'
+import json, sys, urllib.request
+url, n = sys.argv[1], int(sys.argv[2])
+prompt = [(i * 7 + n * 101 + i * i * n) % 500 + 1 for i in range(480)]
+body = json.dumps({"prompt": prompt, "max_tokens": 1, "temperature": 0}).encode()
+d = json.load(urllib.request.urlopen(urllib.request.Request(url + "/v1/completions", body, {"Content-Type": "application/json"})))
+print(d["usage"]["prompt_tokens_details"]["cached_tokens"])
+EOF
+}
+start_server disk --cache-ram 16 --cache-dir "$T/dir2" --cache-disk 1
+for n in 1 2 3 4 5 6 7 8 9 10; do distinct $n >/dev/null; done
+ev=$(metric 'grok_prompt_cache_disk_total{op="evict"}')
+db=$(metric grok_prompt_cache_disk_bytes)
+du=$(find "$T/dir2" -name '*.kv' -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+check '[ "$ev" -ge 20 ] && [ "$db" -le 1048576 ] && [ "$du" = "$db" ]' \
+  "--cache-disk 1: files evicted ($ev), bytes on disk $du = the gauge $db <= 1 MiB"
+stop_server
+start_server disk2 --cache-ram 16 --cache-dir "$T/dir2" --cache-disk 1
+newest=$(distinct 10)
+oldest=$(distinct 1)
+check '[ "$newest" = 448 ] && [ "$oldest" = 0 ]' \
+  "after a restart the newest prompt comes from disk (cached $newest of 448), the oldest was evicted (cached $oldest)"
+stop_server
+"$GROK" serve -m "$model" --cache-ram 16 --cache-disk 1 >/dev/null 2>"$T/bad2.err"
+rc=$?
+check '[ $rc -eq 2 ] && grep -q "needs --cache-dir" "$T/bad2.err"' "--cache-disk without --cache-dir: $rc $(cat "$T/bad2.err")"
+
 "$GROK" serve -m "$model" --cache-dir "$T/dir" >/dev/null 2>"$T/bad.err"
 rc=$?
 check '[ $rc -eq 2 ] && grep -q "needs --cache-ram" "$T/bad.err"' "--cache-dir without --cache-ram: $rc $(cat "$T/bad.err")"

@@ -342,6 +342,67 @@ static void test_seed(void) {
     pcache_free(pc);
 }
 
+/* --cache-disk: the disk tier deletes its least recently used block files
+ * to stay within the budget, parents after their children, and the order
+ * survives a restart (the files' modification times). */
+static void test_disk_cap(Context *c, uint64_t key) {
+    Error err;
+    char dir[1024], sub[1100], cmd[1200];
+    snprintf(dir, sizeof dir, "%s/pcache_disk_cap", tmp);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0, "clean %s", dir);
+    snprintf(sub, sizeof sub, "%s/%016llx", dir, (unsigned long long)key);
+    enum { NB_A = 3, NB_Y = 4 };
+    int a[NB_A * B], y[NB_Y * B];
+    for (int i = 0; i < NB_A * B; i++) a[i] = (i * 29 + 7) % V;
+    for (int i = 0; i < NB_Y * B; i++) y[i] = (i * 31 + 5) % V;
+    float *lg = malloc(sizeof(float) * (size_t)V);
+    forward_tokens(c, 0, a, NB_A * B, 0, lg, false, &err);
+    forward_tokens(c, 1, y, NB_Y * B, 0, lg, false, &err);
+    PromptCache *pc = pcache_new(64 << 20, dir, key, context_kv_pos_bytes(c), &err);
+    CHECK(pc != NULL, "pcache_new");
+    if (!pc) return;
+    pcache_save(pc, c, 0, a, NB_A * B); /* no budget: 3 files */
+    pcache_free(pc);
+    const size_t fs = sizeof(uint64_t) * 6 + 8 + B * sizeof(int) + (size_t)B * context_kv_pos_bytes(c);
+    CHECK(pcache_set_disk_cap(pc = pcache_new(1 << 20, dir, key, context_kv_pos_bytes(c), &err), fs - 1, &err) < 0 &&
+              strstr(err.msg, "less than one block file"),
+          "a budget under one block file is refused: %s", err.msg);
+    pcache_free(pc);
+
+    /* a restart with room for 5 files: the 3 are indexed; 4 more evict 2, A's children first */
+    pc = pcache_new(64 << 20, dir, key, context_kv_pos_bytes(c), &err);
+    CHECK(pcache_set_disk_cap(pc, 5 * fs, &err) == 0, "set the budget: %s", err.msg);
+    PCacheStats st;
+    pcache_stats(pc, &st);
+    CHECK(st.disk_files == NB_A && st.disk_bytes == NB_A * fs, "indexed %llu files, %llu bytes (file %zu)",
+          (unsigned long long)st.disk_files, (unsigned long long)st.disk_bytes, fs);
+    pcache_save(pc, c, 1, y, NB_Y * B);
+    pcache_stats(pc, &st);
+    CHECK(st.disk_evictions == 2 && st.disk_files == 5 && count_files(sub, ".kv") == 5,
+          "4 more files with room for 5: 2 evicted (%llu), 5 left (%d on disk)", (unsigned long long)st.disk_evictions,
+          count_files(sub, ".kv"));
+    pcache_free(pc);
+    pc = pcache_new(64 << 20, dir, key, context_kv_pos_bytes(c), &err); /* an empty RAM tier */
+    CHECK(pcache_restore(pc, c, 0, a, NB_A * B, 0) == B, "A keeps its first block (its parent), not its children");
+    CHECK(pcache_restore(pc, c, 1, y, NB_Y * B, 0) == NB_Y * B, "Y, the newest, is whole");
+    pcache_free(pc);
+
+    /* a restart with a smaller budget: the oldest go at once; Y was used last, its parents newest */
+    pc = pcache_new(64 << 20, dir, key, context_kv_pos_bytes(c), &err);
+    CHECK(pcache_set_disk_cap(pc, 2 * fs + fs / 2, &err) == 0, "a smaller budget");
+    pcache_stats(pc, &st);
+    CHECK(st.disk_files == 2 && st.disk_evictions == 3 && count_files(sub, ".kv") == 2,
+          "a restart within 2.5 files keeps 2 (%llu, %llu evicted)", (unsigned long long)st.disk_files,
+          (unsigned long long)st.disk_evictions);
+    pcache_free(pc);
+    pc = pcache_new(64 << 20, dir, key, context_kv_pos_bytes(c), &err);
+    CHECK(pcache_restore(pc, c, 1, y, NB_Y * B, 0) == 2 * B, "Y's first two blocks are the ones kept");
+    pcache_free(pc);
+    CHECK(system(cmd) == 0, "clean");
+    free(lg);
+}
+
 int main(void) {
     test_seed();
     const char *t = getenv("GROK_TMP") ? getenv("GROK_TMP") : "/tmp";
@@ -375,6 +436,7 @@ int main(void) {
     test_lru(c, key);
     test_rss(c, key);
     test_disk(c, key, a, NA);
+    test_disk_cap(c, key);
     context_free(c);
     model_free(m);
     remove(path);

@@ -86,6 +86,9 @@ static void test_rounding(void) {
 
 /* kernels at every level against the scalar level and float64 math */
 static void test_kernels(void) {
+#if defined(__aarch64__)
+    CHECK(quant_simd_supported(SIMD_NEON), "aarch64: the NEON kernels are tested");
+#endif
     const int dims[] = {32, 64, 96, 128, 256};
     enum { NR = 37, MAXN = 256 };
     for (int t = 0; t < N_TYPES; t++) {
@@ -121,7 +124,7 @@ static void test_kernels(void) {
             }
             CHECK(worst_s < 1e-5 && worst_o < 1e-5, "%s n=%d: scalar kernels vs float64: %g %g", type_info(ty)->name, n,
                   worst_s, worst_o);
-            for (int lv = SIMD_AVX2; lv <= SIMD_AVX512; lv++) {
+            for (int lv = SIMD_SCALAR + 1; lv < SIMD_COUNT; lv++) { /* AVX2, AVX-512; NEON, dotprod, i8mm */
                 if (!quant_simd_supported(lv)) continue;
                 kv_dot_rows_level(lv, ty, rows, rb, NR, qp, n, s);
                 kv_mad_rows_level(lv, ty, o, w, rows, rb, NR, n);
@@ -149,7 +152,7 @@ static void test_kernels(void) {
                 op[k] = om[k], wp[k] = wm[k];
                 kv_mad_rows_level(SIMD_SCALAR, ty, oref[k], wm[k], rows, rb, NR, n);
             }
-            for (int lv = SIMD_SCALAR; lv <= SIMD_AVX512; lv++) {
+            for (int lv = SIMD_SCALAR; lv < SIMD_COUNT; lv++) {
                 if (!quant_simd_supported(lv)) continue;
                 for (int nh = 1; nh <= NH; nh += 4) { /* 1 and 5 heads: a partial group of 4 */
                     kv_mad_rows_multi_level(lv, ty, nh, op, wp, rows, rb, NR, n);

@@ -1,6 +1,6 @@
 /* kv.c - see kv.h. Layout: types and rounding; scalar kernels (the
  * reference); AVX2 and AVX-512 kernels (target attributes, chosen at run
- * time); the dispatchers. */
+ * time); NEON kernels (aarch64, every level); the dispatchers. */
 #include "kv.h"
 
 #include <string.h>
@@ -11,6 +11,10 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define KV_X86 1
 #include <immintrin.h>
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#define KV_ARM 1
+#include <arm_neon.h>
 #endif
 
 /* ---- types and rounding ------------------------------------------------- */
@@ -457,6 +461,135 @@ AVX512 static void mad_multi_avx512(uint32_t t, int nh, float *const *o, const f
 }
 #endif /* KV_X86 */
 
+#ifdef KV_ARM
+/* NEON (baseline aarch64, used at every ARM level). The q8_0 / q4_0 score
+ * is the scalar kernel's arithmetic: an exact integer dot product per block
+ * (widening multiplies, pairwise adds into int32: no int16 overflow), then
+ * s += dk * dq * sum block by block, so scores equal the reference's. */
+
+/* 32 q4_0 values as signed bytes -8..7: the first 16, then the last 16 */
+static inline void q4_neon(const uint8_t *qs, int8x16_t *lo, int8x16_t *hi) {
+    const uint8x16_t v = vld1q_u8(qs), m = vdupq_n_u8(15);
+    const int8x16_t eight = vdupq_n_s8(8);
+    *lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, m)), eight);
+    *hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), eight);
+}
+
+static inline int32x4_t dot_i8_neon(int32x4_t acc, int8x16_t k, int8x16_t q) {
+    acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(k), vget_low_s8(q)));
+    return vpadalq_s16(acc, vmull_high_s8(k, q));
+}
+
+static void dot_q_neon(uint32_t t, const uint8_t *rows, size_t rb, int64_t nr, const BlockQ8_0 *q, int64_t n,
+                       float *out) {
+    const int64_t nb = n / QK8_0;
+    for (int64_t j = 0; j < nr; j++) {
+        const uint8_t *r = rows + (size_t)j * rb;
+        float s = 0.0f;
+        for (int64_t b = 0; b < nb; b++) {
+            int8x16_t k0, k1;
+            float dk;
+            if (t == GGML_TYPE_Q8_0) {
+                const BlockQ8_0 *k = (const BlockQ8_0 *)r + b;
+                k0 = vld1q_s8(k->qs), k1 = vld1q_s8(k->qs + 16), dk = fp16_to_f32(k->d);
+            } else {
+                const BlockQ4_0 *k = (const BlockQ4_0 *)r + b;
+                q4_neon(k->qs, &k0, &k1);
+                dk = fp16_to_f32(k->d);
+            }
+            int32x4_t acc = dot_i8_neon(vdupq_n_s32(0), k0, vld1q_s8(q[b].qs));
+            acc = dot_i8_neon(acc, k1, vld1q_s8(q[b].qs + 16));
+            s += dk * fp16_to_f32(q[b].d) * (float)vaddvq_s32(acc);
+        }
+        out[j] = s;
+    }
+}
+
+static inline float32x4_t bf16x4_neon(const uint16_t *p) {
+    return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16));
+}
+
+static void dot_bf16_neon(const uint8_t *rows, size_t rb, int64_t nr, const float *q, int64_t n, float *out) {
+    for (int64_t j = 0; j < nr; j++) {
+        const uint16_t *k = (const uint16_t *)(rows + (size_t)j * rb);
+        float32x4_t a0 = vdupq_n_f32(0), a1 = vdupq_n_f32(0), a2 = vdupq_n_f32(0), a3 = vdupq_n_f32(0);
+        int64_t i = 0;
+        for (; i + 16 <= n; i += 16) {
+            a0 = vfmaq_f32(a0, bf16x4_neon(k + i), vld1q_f32(q + i));
+            a1 = vfmaq_f32(a1, bf16x4_neon(k + i + 4), vld1q_f32(q + i + 4));
+            a2 = vfmaq_f32(a2, bf16x4_neon(k + i + 8), vld1q_f32(q + i + 8));
+            a3 = vfmaq_f32(a3, bf16x4_neon(k + i + 12), vld1q_f32(q + i + 12));
+        }
+        for (; i + 4 <= n; i += 4) a0 = vfmaq_f32(a0, bf16x4_neon(k + i), vld1q_f32(q + i));
+        float s = vaddvq_f32(vaddq_f32(vaddq_f32(a0, a1), vaddq_f32(a2, a3)));
+        for (; i < n; i++) s += bf16_to_f32(k[i]) * q[i];
+        out[j] = s;
+    }
+}
+
+/* 16 signed bytes as four float32x4 */
+static inline void i8x16_f32_neon(int8x16_t v, float32x4_t f[4]) {
+    const int16x8_t lo = vmovl_s8(vget_low_s8(v)), hi = vmovl_high_s8(v);
+    f[0] = vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo)));
+    f[1] = vcvtq_f32_s32(vmovl_high_s16(lo));
+    f[2] = vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi)));
+    f[3] = vcvtq_f32_s32(vmovl_high_s16(hi));
+}
+
+/* V side, quantized: one block (32 values, 8 registers) per pass over the
+ * rows; a block's floats are q * (w_j * d). */
+static void mad_q_neon(uint32_t t, float *o, const float *w, const uint8_t *rows, size_t rb, int64_t nr, int64_t n) {
+    const int64_t nb = n / QK8_0;
+    for (int64_t b = 0; b < nb; b++) {
+        float32x4_t a[8];
+        for (int k = 0; k < 8; k++) a[k] = vdupq_n_f32(0);
+        for (int64_t j = 0; j < nr; j++) {
+            const uint8_t *r = rows + (size_t)j * rb;
+            int8x16_t v0, v1;
+            float d;
+            if (t == GGML_TYPE_Q8_0) {
+                const BlockQ8_0 *k = (const BlockQ8_0 *)r + b;
+                v0 = vld1q_s8(k->qs), v1 = vld1q_s8(k->qs + 16), d = fp16_to_f32(k->d);
+            } else {
+                const BlockQ4_0 *k = (const BlockQ4_0 *)r + b;
+                q4_neon(k->qs, &v0, &v1);
+                d = fp16_to_f32(k->d);
+            }
+            const float s = w[j] * d;
+            float32x4_t f[4];
+            i8x16_f32_neon(v0, f);
+            for (int k = 0; k < 4; k++) a[k] = vfmaq_n_f32(a[k], f[k], s);
+            i8x16_f32_neon(v1, f);
+            for (int k = 0; k < 4; k++) a[4 + k] = vfmaq_n_f32(a[4 + k], f[k], s);
+        }
+        for (int k = 0; k < 8; k++) vst1q_f32(o + b * QK8_0 + 4 * k, a[k]);
+    }
+}
+
+static void mad_bf16_neon(float *o, const float *w, const uint8_t *rows, size_t rb, int64_t nr, int64_t n) {
+    int64_t i0 = 0;
+    for (; i0 + 16 <= n; i0 += 16) {
+        float32x4_t a0 = vdupq_n_f32(0), a1 = vdupq_n_f32(0), a2 = vdupq_n_f32(0), a3 = vdupq_n_f32(0);
+        for (int64_t j = 0; j < nr; j++) {
+            const uint16_t *h = (const uint16_t *)(rows + (size_t)j * rb) + i0;
+            a0 = vfmaq_n_f32(a0, bf16x4_neon(h), w[j]);
+            a1 = vfmaq_n_f32(a1, bf16x4_neon(h + 4), w[j]);
+            a2 = vfmaq_n_f32(a2, bf16x4_neon(h + 8), w[j]);
+            a3 = vfmaq_n_f32(a3, bf16x4_neon(h + 12), w[j]);
+        }
+        vst1q_f32(o + i0, a0);
+        vst1q_f32(o + i0 + 4, a1);
+        vst1q_f32(o + i0 + 8, a2);
+        vst1q_f32(o + i0 + 12, a3);
+    }
+    for (int64_t i = i0; i < n; i++) {
+        float s = 0.0f;
+        for (int64_t j = 0; j < nr; j++) s += w[j] * bf16_to_f32(((const uint16_t *)(rows + (size_t)j * rb))[i]);
+        o[i] = s;
+    }
+}
+#endif /* KV_ARM */
+
 /* ---- dispatch ----------------------------------------------------------- */
 
 void kv_dot_rows_level(int level, uint32_t t, const void *rows, size_t rb, int64_t nr, const void *q, int64_t n,
@@ -470,6 +603,18 @@ void kv_dot_rows_level(int level, uint32_t t, const void *rows, size_t rb, int64
         }
         if (t == GGML_TYPE_BF16) {
             (level >= SIMD_AVX512 ? dot_bf16_avx512 : dot_bf16_avx2)(rows, rb, nr, q, n, out);
+            return;
+        }
+    }
+#endif
+#ifdef KV_ARM
+    if (level >= SIMD_NEON) {
+        if (kv_quantized(t)) {
+            dot_q_neon(t, rows, rb, nr, q, n, out);
+            return;
+        }
+        if (t == GGML_TYPE_BF16) {
+            dot_bf16_neon(rows, rb, nr, q, n, out);
             return;
         }
     }
@@ -493,6 +638,18 @@ void kv_mad_rows_level(int level, uint32_t t, float *o, const float *w, const vo
         }
         if (t == GGML_TYPE_BF16) {
             (level >= SIMD_AVX512 ? mad_bf16_avx512 : mad_bf16_avx2)(o, w, rows, rb, nr, n);
+            return;
+        }
+    }
+#endif
+#ifdef KV_ARM
+    if (level >= SIMD_NEON) {
+        if (kv_quantized(t)) {
+            mad_q_neon(t, o, w, rows, rb, nr, n);
+            return;
+        }
+        if (t == GGML_TYPE_BF16) {
+            mad_bf16_neon(o, w, rows, rb, nr, n);
             return;
         }
     }

@@ -265,7 +265,7 @@ enum MHD_Result handle_slots(Server *s, struct MHD_Connection *c, const char *id
     char *end;
     errno = 0;
     const long k = strtol(id, &end, 10);
-    if (errno || *end || end == id || id[0] == '-' || id[0] == '+' || k >= s->n_slots) {
+    if (errno || *end || end == id || id[0] < '0' || id[0] > '9' || k >= s->n_slots) {
         api_err(e, 404, "slot_not_found", NULL, "There is no slot '%.40s'; this server has slots 0..%d (--parallel)", id,
                 s->n_slots - 1);
         return send_error(s, c, e);

@@ -366,7 +366,7 @@ int pcache_set_disk_cap(PromptCache *pc, size_t bytes, Error *err) {
     }
     closedir(d);
     if (!rc) {
-        qsort(found, n, sizeof *found, by_mtime);
+        if (n) qsort(found, n, sizeof *found, by_mtime);
         for (size_t i = 0; i < n && !rc; i++)
             if (df_touch(pc, found[i].key, found[i].bytes)) rc = err_set(err, "out of memory");
         df_evict(pc, 0);

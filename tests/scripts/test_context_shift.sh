@@ -22,6 +22,7 @@ trap cleanup EXIT
 start_server() { # NAME ARGS... : sets URL and PID
   local name=$1
   shift
+  rm -f "$T/$name.out" # not an earlier run's: the server's redirect may come after the first look
   "$GROK" serve -m "$nano" --port 0 -t 1 --parallel 1 --ctx 160 "$@" >"$T/$name.out" 2>"$T/$name.err" &
   PID=$!
   pids+=("$PID")
@@ -143,7 +144,7 @@ r=$(curl -s -X POST "$URL/v1/chat/completions" -H 'Content-Type: application/jso
 sys_r=$(curl -s -X POST "$URL/tokenize" -H 'Content-Type: application/json' \
   -d '{"content": "You are a storyteller.\n\n"}' | field 'len(d["tokens"])')
 kept=$(field 'd["context_shift"]["kept_tokens"], d["usage"]["completion_tokens"]' <<<"$r" 2>/dev/null)
-check '[ "$kept" = "$sys_r 300" ]' "a chat reply's context shifts keep the system message ($sys_r tokens): $kept"
+check '[ "$kept" = "$sys_r 300" ]' "a chat reply's context shifts keep the system message ($sys_r tokens): $kept $r"
 kill "$PID"
 wait "$PID" 2>/dev/null
 # without --context-shift a max_tokens beyond the context is refused, naming the flag

@@ -111,7 +111,8 @@ void job_cancel(Server *s, Job *j) {
 static void slot_release(Server *s, Slot *sl) {
     Job *j = sl->job;
     /* what the slot computed goes to the prompt cache, for any slot to start from */
-    if (s->pc) pcache_save(s->pc, s->ctx, (int)(sl - s->slots), sl->cache, sl->n_exact < sl->n_past ? sl->n_exact : sl->n_past);
+    if (s->pc) /* only what a fresh computation would give: not what a context shift moved */
+        pcache_save(s->pc, s->ctx, (int)(sl - s->slots), sl->cache, sl->n_exact < sl->n_past ? sl->n_exact : sl->n_past);
     sampler_free(j->smp); /* the vocabulary-sized buffers go with the slot */
     j->smp = NULL;
     sl->job = NULL;
@@ -226,7 +227,8 @@ static bool slot_shift(Server *s, Slot *sl) {
     const int seq = (int)(sl - s->slots);
     Error err = {{0}};
     if (n_discard < 1 || context_shift(s->ctx, seq, n_keep + n_discard, sl->n_past, -n_discard, &err)) return false;
-    memmove(sl->cache + n_keep, sl->cache + n_keep + n_discard, (size_t)(sl->n_past - n_keep - n_discard) * sizeof(int));
+    memmove(sl->cache + n_keep, sl->cache + n_keep + n_discard,
+            (size_t)(sl->n_past - n_keep - n_discard) * sizeof(int));
     sl->n_past -= n_discard;
     if (sl->n_exact > n_keep) sl->n_exact = n_keep;
     j->n_shifts++;

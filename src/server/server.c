@@ -242,7 +242,8 @@ static enum MHD_Result handle_metrics(Server *s, struct MHD_Connection *c) {
                (unsigned long long)pst.disk_reads, (unsigned long long)pst.disk_writes,
                (unsigned long long)pst.disk_errors, (unsigned long long)pst.disk_evictions);
         if (s->cache_disk_mib > 0)
-            METRIC("prompt_cache_disk_bytes", "gauge", "Bytes of this model's block files in the disk tier (of --cache-disk).",
+            METRIC("prompt_cache_disk_bytes", "gauge",
+                   "Bytes of this model's block files in the disk tier (of --cache-disk).",
                    "grok_prompt_cache_disk_bytes %llu", (unsigned long long)pst.disk_bytes);
     }
     METRIC("uptime_seconds", "gauge", "Seconds since the server started.", "grok_uptime_seconds %.3f",

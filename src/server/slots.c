@@ -180,8 +180,9 @@ static void op_restore(Server *s, SlotOp *op) {
     fclose(f);
     if (n < 0) {
         if (k.touched) sl->n_past = sl->n_exact = 0; /* its cache was partly overwritten */
-        api_err(&op->err, 400, "invalid_slot_file", "filename", "Cannot restore slot %d from '%.200s': the file is %s%s",
-                op->slot, op->filename, why, k.touched ? "; the slot is now empty" : "; the slot is unchanged");
+        api_err(&op->err, 400, "invalid_slot_file", "filename",
+                "Cannot restore slot %d from '%.200s': the file is %s%s", op->slot, op->filename, why,
+                k.touched ? "; the slot is now empty" : "; the slot is unchanged");
     } else {
         memcpy(sl->cache, toks, (size_t)n * sizeof(int));
         sl->n_past = n;
@@ -266,8 +267,8 @@ enum MHD_Result handle_slots(Server *s, struct MHD_Connection *c, const char *id
     errno = 0;
     const long k = strtol(id, &end, 10);
     if (errno || *end || end == id || id[0] < '0' || id[0] > '9' || k >= s->n_slots) {
-        api_err(e, 404, "slot_not_found", NULL, "There is no slot '%.40s'; this server has slots 0..%d (--parallel)", id,
-                s->n_slots - 1);
+        api_err(e, 404, "slot_not_found", NULL, "There is no slot '%.40s'; this server has slots 0..%d (--parallel)",
+                id, s->n_slots - 1);
         return send_error(s, c, e);
     }
     op.slot = (int)k;

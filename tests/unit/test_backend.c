@@ -243,8 +243,12 @@ static void test_simple(Backend *b, const ModelConfig *cfg) {
         for (int i = 0; i < E; i++) sx += (double)x0[t * E + i] * x0[t * E + i], sy += (double)y0[t * E + i] * y0[t * E + i];
         const double rx = 1 / sqrt(sx / E + 1e-5), ry = 1 / sqrt(sy / E + 1e-5);
         for (int i = 0; i < E; i++) {
-            e1 = fmax(e1, fabs(n[t * E + i] - w[i] * x0[t * E + i] * rx));
-            e2 = fmax(e2, fabs(x[t * E + i] - (x0[t * E + i] + w[i] * y0[t * E + i] * ry)));
+            /* two fmax reductions in one loop crash Debian's aarch64 GCC 12.2 (internal compiler
+             * error in vect_transform_reduction at -O2): comparisons instead */
+            const double d1 = fabs(n[t * E + i] - w[i] * x0[t * E + i] * rx);
+            const double d2 = fabs(x[t * E + i] - (x0[t * E + i] + w[i] * y0[t * E + i] * ry));
+            if (d1 > e1) e1 = d1;
+            if (d2 > e2) e2 = d2;
         }
     }
     CHECK(e1 < 1e-4 && e2 < 1e-4, "rmsnorm %g, add_rmsnorm %g", e1, e2);

@@ -101,17 +101,15 @@ def post(path, body):
         with urllib.request.urlopen(r) as f: return f.status, f.read().decode()
     except urllib.error.HTTPError as e: return e.code, e.read().decode()
 out = "never caught the slot busy"
-for attempt in range(5):
-    prompt = [(i * 53 + attempt) % 500 + 1 for i in range(500)]
-    t = threading.Thread(target=post, args=("/v1/completions", {"prompt": prompt, "max_tokens": 8, "ignore_eos": True}))
+for attempt in range(5):  # a 480-token reply: save both slots until one answers that it is busy
+    prompt = [(i * 53 + attempt) % 500 + 1 for i in range(10)]
+    t = threading.Thread(target=post, args=("/v1/completions", {"prompt": prompt, "max_tokens": 480, "ignore_eos": True}))
     t.start()
     caught = None
     while t.is_alive() and caught is None:
-        slots = json.load(urllib.request.urlopen(url + "/slots"))
-        busy = [s["id"] for s in slots if s["is_processing"]]
-        if busy:
-            st, body = post(f"/slots/{busy[0]}?action=save", {"filename": "busy.bin"})
-            if st != 200: caught = f"{st} {body}"
+        for sid in (0, 1):
+            st, body = post(f"/slots/{sid}?action=save", {"filename": "busy.bin"})
+            if st != 200: caught = f"{st} {body}"; break
     t.join()
     if caught: out = caught; break
 print(out)

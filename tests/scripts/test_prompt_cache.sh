@@ -108,6 +108,7 @@ db=$(metric grok_prompt_cache_disk_bytes)
 du=$(find "$T/dir2" -name '*.kv' -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
 check '[ "$ev" -ge 20 ] && [ "$db" -le 1048576 ] && [ "$du" = "$db" ]' \
   "--cache-disk 1: files evicted ($ev), bytes on disk $du = the gauge $db <= 1 MiB"
+echo "--cache-disk 1: $ev block files evicted, $du bytes left on disk"
 stop_server
 start_server disk2 --cache-ram 16 --cache-dir "$T/dir2" --cache-disk 1
 newest=$(distinct 10)

@@ -88,7 +88,7 @@ check '[ "${r#* }" = "$want" ]' "with a corrupt block file: the same greedy toke
 check 'grep -q "warning: ignoring .*kv: " "$T/corrupt.err"' "a warning about the corrupt file: $(cat "$T/corrupt.err")"
 stop_server
 
-# --cache-disk: ten 480-token prompts (15 block files of ~8.4 KB each) within 1 MiB (~124 files):
+# --cache-disk: ten 480-token prompts (15 block files of ~8.4 KB each) within 1 MiB (125 files):
 # the oldest files go, the disk tier stays under the budget, and after a restart the newest prompt
 # still comes back from disk while the oldest does not
 distinct() { # N: a 480-token prompt of its own; prints cached_tokens

@@ -741,7 +741,8 @@ static int server_init(Server *s, Error *err) {
     if (s->ctx && context_device_note(s->ctx)[0])
         fprintf(stderr, "grok serve: note: computing on the CPU, the GPU did not take the model: %s\n",
                 context_device_note(s->ctx));
-    s->model_key = pcache_model_key(s->m, (uint32_t)s->kv_k, (uint32_t)s->kv_v);
+    if (s->slot_save_path || s->cache_ram_mib > 0) /* reads a sample of every tensor: only when needed */
+        s->model_key = pcache_model_key(s->m, (uint32_t)s->kv_k, (uint32_t)s->kv_v);
     if (s->slot_save_path) {
         struct stat sb;
         if (mkdir(s->slot_save_path, 0755) && errno != EEXIST)

@@ -1399,6 +1399,7 @@ static void matmul_ref(uint32_t type, const uint8_t *w, size_t wrb, const uint8_
 __attribute__((noinline)) static void matmul_a_dec(int level, uint32_t type, const uint8_t *w, size_t wrb,
                                                    const uint8_t *x, size_t xrb, int64_t n, int n_tok, float *out,
                                                    int64_t os, int64_t r0, int64_t r1) {
+    if (level == SIMD_AVX512 && quant_x86_dec_a_avx512(type, w, wrb, x, xrb, n, n_tok, out, os, r0, r1)) return;
     const int64_t nb = n / 32;
     const bool q81 = vec_dot_type(type) == GGML_TYPE_Q8_1, v512 = level == SIMD_AVX512;
     const size_t xb = v512 ? x8_bytes((nb + 7) / 8) : x2_bytes((nb + 1) / 2);

@@ -17,6 +17,12 @@ int quant_x86_detect(void);
 void quant_x86_matmul(int level, uint32_t type, const uint8_t *w, size_t wrb, const uint8_t *x, size_t xrb, int64_t n,
                       int n_tok, float *out, int64_t os, int64_t r0, int64_t r1);
 
+/* the AVX-512 generation kernel for the 32-value block types
+ * (quant_x86_dec512.c): matmul_rows_level for a few tokens, bit-identical to
+ * the AVX-512 prompt path; false (nothing written) if it cannot run it */
+bool quant_x86_dec_a_avx512(uint32_t type, const uint8_t *w, size_t wrb, const uint8_t *x, size_t xrb, int64_t n,
+                            int n_tok, float *out, int64_t os, int64_t r0, int64_t r1);
+
 /* float weights (AVX2) */
 float dot_f32_avx2(const float *w, const float *x, int64_t n);
 float dot_f16_avx2(const uint16_t *w, const float *x, int64_t n);

@@ -1,0 +1,259 @@
+/* quant_x86_dec512.c - the AVX-512 VNNI generation (decode) kernel for the
+ * 32-value block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): a few activation rows
+ * (1..DEC_MAX_TOK-1 tokens) against weight rows streamed once from memory.
+ *
+ * It owns nothing but this kernel; quant_x86.c's generation driver calls it
+ * (quant_x86_dec_a_avx512) and keeps the prompt path. The float arithmetic
+ * is exactly that of quant_x86.c's "eight-block" AVX-512 kernels, so both
+ * paths stay bit-identical: per group of eight 32-value blocks, 16 int32
+ * lanes, lane 2p+h belonging to block B(p) (B = 0 2 1 3 4 6 5 7) and
+ * holding the exact integer sum of the 16 products at bytes 8w+4h..8w+4h+3
+ * (w = 0..3) of that block; then acc = fma(float(lane), dw*dx, acc) per
+ * lane, one _mm512_reduce_add_ps at the end, plus the Q8_1 offset terms
+ * summed in scalar block order. Only the way the exact integers are made
+ * differs: the eight-block kernels transpose the weight bytes (split8) and
+ * start each lane from -128 * (sum of its weight levels); this one keeps
+ * the weights in their natural order (two blocks per vector, one insert),
+ * multiplies them as unsigned (level + 128) by the signed activations,
+ * folds the four vectors' int32 results into the lane order with two
+ * unpack/shuffle levels, and subtracts 128 * (sum of the lane's
+ * activations), computed once per activation row. Per 256 weight values
+ * and token that is 4 vpdpbusd and 6 shuffles instead of 8 vpdpbusd and 12
+ * shuffles (the gather of the eight block scales stays), which is what
+ * matters when one token reads each weight row once. */
+#include "quant_x86.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+#define INL inline __attribute__((always_inline))
+#define UNROLL _Pragma("GCC unroll 8")
+#define H2FV(h) _cvtsh_ss(h) /* F16C: exact, like fp16_to_f32 */
+/* the weight stream's software prefetch distance and hint: quant_x86.c's */
+#ifndef DEC_PREFETCH_DIST
+#define DEC_PREFETCH_DIST 12288
+#endif
+#ifndef DEC_PREFETCH_HINT
+#define DEC_PREFETCH_HINT _MM_HINT_T1
+#endif
+#define DEC_T_MAX 4                 /* tokens per pass over a weight row */
+#define DEC_STACK_BYTES (96 * 1024) /* activation scratch on the stack */
+
+/* One activation row prepared for this kernel, per group of 8 blocks:
+ * v[6g..6g+3] the signed levels of blocks 8g+2i, 8g+2i+1 (natural order),
+ * v[6g+4] 128 * each lane's activation sum (int32), v[6g+5] each lane's
+ * block scale (f32); s[8g..8g+7] the Q8_1 block sums (else 0). */
+typedef struct {
+    const __m512i *v;
+    const float *s;
+} XDec;
+
+static size_t pad64(size_t n) { return (n + 63) & ~(size_t)63; }
+static size_t xdec_bytes(int64_t ng) { return (size_t)ng * 384 + pad64((size_t)ng * 32); }
+
+/* the int32 lanes of the eight-block order from four vectors of two blocks
+ * each (blocks 2i, 2i+1 of the group in D[i], natural byte order) */
+AVX512 static INL __m512i fold8(__m512i d0, __m512i d1, __m512i d2, __m512i d3) {
+    const __m512i p = _mm512_add_epi32(_mm512_unpacklo_epi64(d0, d1), _mm512_unpackhi_epi64(d0, d1));
+    const __m512i q = _mm512_add_epi32(_mm512_unpacklo_epi64(d2, d3), _mm512_unpackhi_epi64(d2, d3));
+    return _mm512_add_epi32(_mm512_shuffle_i64x2(p, q, _MM_SHUFFLE(2, 0, 2, 0)),
+                            _mm512_shuffle_i64x2(p, q, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* the scale of each lane's block, from the 8 block scales */
+AVX512 static INL __m512 lanes8(__m256 d) {
+    return _mm512_permutexvar_ps(_mm512_set_epi32(7, 7, 5, 5, 6, 6, 4, 4, 3, 3, 1, 1, 2, 2, 0, 0),
+                                 _mm512_castps256_ps512(d));
+}
+
+/* 32 values from 16 bytes of nibbles: low nibbles first, then high. */
+AVX512 static INL __m256i nib32(const uint8_t *qs) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)qs);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
+}
+
+/* The signed levels of one block (quant.c's unpack_a_block) and its scale d
+ * and offset m. */
+AVX512 static INL __m256i levels(uint32_t type, const uint8_t *p, float *d, float *m) {
+    switch (type) {
+    case GGML_TYPE_Q8_0:
+        *d = H2FV(((const BlockQ8_0 *)p)->d), *m = 0.0f;
+        return _mm256_loadu_si256((const __m256i *)(p + 2));
+    case GGML_TYPE_Q4_0:
+        *d = H2FV(((const BlockQ4_0 *)p)->d), *m = 0.0f;
+        return _mm256_sub_epi8(nib32(p + 2), _mm256_set1_epi8(8));
+    case GGML_TYPE_Q4_1:
+        *d = H2FV(((const BlockQ4_1 *)p)->d), *m = H2FV(((const BlockQ4_1 *)p)->m);
+        return nib32(p + 4);
+    case GGML_TYPE_Q5_0: {
+        *d = H2FV(((const BlockQ5_0 *)p)->d), *m = 0.0f;
+        const __m256i hb = _mm256_maskz_mov_epi8(load_u32le(p + 2), _mm256_set1_epi8(0x10));
+        return _mm256_sub_epi8(_mm256_or_si256(nib32(p + 6), hb), _mm256_set1_epi8(16));
+    }
+    default: { /* Q5_1 */
+        *d = H2FV(((const BlockQ5_1 *)p)->d), *m = H2FV(((const BlockQ5_1 *)p)->m);
+        const __m256i hb = _mm256_maskz_mov_epi8(load_u32le(p + 4), _mm256_set1_epi8(0x10));
+        return _mm256_or_si256(nib32(p + 8), hb);
+    }
+    }
+}
+
+/* One activation row (Q8_0 or Q8_1 blocks) in the XDec form at buf. */
+AVX512 static void prep_xdec(bool q81, const uint8_t *xrow, int64_t nb, uint8_t *buf, XDec *a) {
+    const size_t sz = q81 ? sizeof(BlockQ8_1) : sizeof(BlockQ8_0);
+    const int64_t ng = (nb + 7) / 8;
+    __m512i *v = (__m512i *)buf;
+    float *s = (float *)(buf + (size_t)ng * 384);
+    const __m512i one = _mm512_set1_epi8(1);
+    for (int64_t g = 0; g < ng; g++) {
+        __m256i q[8];
+        float d[8];
+        for (int i = 0; i < 8; i++) {
+            const int64_t b = 8 * g + i;
+            float sum = 0.0f;
+            if (b < nb) {
+                const uint8_t *p = xrow + (size_t)b * sz;
+                uint16_t h;
+                memcpy(&h, p, 2);
+                d[i] = H2FV(h);
+                if (q81) memcpy(&h, p + 2, 2), sum = H2FV(h);
+                q[i] = _mm256_loadu_si256((const __m256i *)(p + (q81 ? 4 : 2)));
+            } else {
+                q[i] = _mm256_setzero_si256(), d[i] = 0.0f;
+            }
+            s[b] = sum;
+        }
+        __m512i dd[4];
+        for (int i = 0; i < 4; i++) {
+            const __m512i x = _mm512_inserti64x4(_mm512_castsi256_si512(q[2 * i]), q[2 * i + 1], 1);
+            _mm512_store_si512(v + 6 * g + i, x);
+            dd[i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), one, x);
+        }
+        _mm512_store_si512(v + 6 * g + 4, _mm512_slli_epi32(fold8(dd[0], dd[1], dd[2], dd[3]), 7));
+        _mm512_store_ps((float *)(v + 6 * g + 5), lanes8(_mm256_loadu_ps(d)));
+    }
+    a->v = v, a->s = s;
+}
+
+/* One weight row against T activation rows: res[t]. */
+AVX512 static INL void dec_row(uint32_t type, const uint8_t *w, const XDec *X, int64_t nb, bool has_m, const int T,
+                               float *res) {
+    const size_t sz = type_info(type)->type_size;
+    const __m512i k80 = _mm512_set1_epi8((char)0x80), z = _mm512_setzero_si512();
+    __m512 acc[DEC_T_MAX];
+    float ms[DEC_T_MAX];
+    UNROLL
+    for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps(), ms[t] = 0.0f;
+    for (int64_t g = 0; g < (nb + 7) / 8; g++) {
+        const uint8_t *p = w + (size_t)(8 * g) * sz;
+        if (DEC_PREFETCH_DIST > 0)
+            for (size_t i = 0; i < 8 * sz; i += 64) _mm_prefetch((const char *)p + DEC_PREFETCH_DIST + i, DEC_PREFETCH_HINT);
+        const int nbg = nb - 8 * g < 8 ? (int)(nb - 8 * g) : 8;
+        __m256i q[8];
+        __m256 dvec;
+        float m[8];
+        if (nbg == 8) {
+            float dd[8], dm[8];
+            UNROLL
+            for (int i = 0; i < 8; i++) q[i] = levels(type, p + (size_t)i * sz, &dd[i], &dm[i]); /* scales: below */
+            /* the eight (d, m) fp16 pairs in one gather: every block starts with d (and Q4_1 / Q5_1: m) */
+            const __m256i dm32 = _mm256_i32gather_epi32(
+                (const int *)p, _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)sz)),
+                1);
+            dvec = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dm32));
+            if (has_m) _mm256_storeu_ps(m, _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(dm32, 16))));
+        } else {
+            float d[8];
+            for (int i = 0; i < 8; i++) {
+                if (i < nbg) q[i] = levels(type, p + (size_t)i * sz, &d[i], &m[i]);
+                else q[i] = _mm256_setzero_si256(), d[i] = m[i] = 0.0f;
+            }
+            dvec = _mm256_loadu_ps(d);
+        }
+        __m512i u[4];
+        UNROLL
+        for (int i = 0; i < 4; i++)
+            u[i] = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(q[2 * i]), q[2 * i + 1], 1), k80);
+        const __m512 dv = lanes8(dvec);
+        UNROLL
+        for (int t = 0; t < T; t++) {
+            const __m512i *xv = X[t].v + 6 * g;
+            const __m512i isum = _mm512_sub_epi32(fold8(_mm512_dpbusd_epi32(z, u[0], _mm512_load_si512(xv)),
+                                                        _mm512_dpbusd_epi32(z, u[1], _mm512_load_si512(xv + 1)),
+                                                        _mm512_dpbusd_epi32(z, u[2], _mm512_load_si512(xv + 2)),
+                                                        _mm512_dpbusd_epi32(z, u[3], _mm512_load_si512(xv + 3))),
+                                                  _mm512_load_si512(xv + 4));
+            const __m512 dx = _mm512_load_ps((const float *)(xv + 5));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dv, dx), acc[t]);
+            if (has_m)
+                for (int i = 0; i < 8; i++) ms[t] += m[i] * X[t].s[8 * g + i];
+        }
+    }
+    UNROLL
+    for (int t = 0; t < T; t++) res[t] = _mm512_reduce_add_ps(acc[t]) + ms[t];
+}
+
+/* Every row of [0, nr), in order, against the n_tok activation rows,
+ * DEC_T_MAX at a time while the row is in L1. */
+AVX512 static INL void dec_rows(uint32_t type, const uint8_t *w, size_t wrb, int64_t nr, const XDec *X, int n_tok,
+                                int64_t nb, bool has_m, float *out, int64_t os) {
+    for (int64_t r = 0; r < nr; r++) {
+        const uint8_t *wr = w + (size_t)r * wrb;
+        for (int t = 0; t < n_tok;) {
+            const int T = n_tok - t >= 4 ? 4 : n_tok - t >= 2 ? 2 : 1;
+            float res[DEC_T_MAX];
+            if (T == 4) dec_row(type, wr, X + t, nb, has_m, 4, res);
+            else if (T == 2) dec_row(type, wr, X + t, nb, has_m, 2, res);
+            else dec_row(type, wr, X + t, nb, has_m, 1, res);
+            for (int j = 0; j < T; j++) out[(int64_t)(t + j) * os + r] = res[j];
+            t += T;
+        }
+    }
+}
+
+/* one function per type, so each is compiled with its type constant */
+#define DEC_FN(SUFFIX, TYPE, HAS_M)                                                                            \
+    AVX512 static void dec_##SUFFIX(const uint8_t *w, size_t wrb, int64_t nr, const XDec *X, int n_tok, int64_t nb, \
+                                    float *out, int64_t os) {                                                  \
+        dec_rows(TYPE, w, wrb, nr, X, n_tok, nb, HAS_M, out, os);                                              \
+    }
+DEC_FN(q4_0, GGML_TYPE_Q4_0, false)
+DEC_FN(q4_1, GGML_TYPE_Q4_1, true)
+DEC_FN(q5_0, GGML_TYPE_Q5_0, false)
+DEC_FN(q5_1, GGML_TYPE_Q5_1, true)
+DEC_FN(q8_0, GGML_TYPE_Q8_0, false)
+
+bool quant_x86_dec_a_avx512(uint32_t type, const uint8_t *w, size_t wrb, const uint8_t *x, size_t xrb, int64_t n,
+                            int n_tok, float *out, int64_t os, int64_t r0, int64_t r1) {
+    if (!is_a_type(type) || n_tok < 1 || n_tok > 64) return false;
+    const int64_t nb = n / 32, ng = (nb + 7) / 8;
+    const bool q81 = vec_dot_type(type) == GGML_TYPE_Q8_1;
+    const size_t xb = xdec_bytes(ng);
+    _Alignas(64) uint8_t stack[DEC_STACK_BYTES];
+    uint8_t *buf = stack, *heap = NULL;
+    if ((size_t)n_tok * xb > sizeof stack) {
+        heap = aligned_alloc(64, pad64((size_t)n_tok * xb));
+        if (!heap) return false; /* the caller's path (same results) */
+        buf = heap;
+    }
+    XDec X[64];
+    for (int t = 0; t < n_tok; t++) prep_xdec(q81, x + (size_t)t * xrb, nb, buf + (size_t)t * xb, &X[t]);
+    const uint8_t *w0 = w + (size_t)r0 * wrb;
+    const size_t pre = (size_t)(r1 - r0) * wrb < DEC_PREFETCH_DIST ? (size_t)(r1 - r0) * wrb : DEC_PREFETCH_DIST;
+    for (size_t i = 0; i < pre; i += 64) _mm_prefetch((const char *)w0 + i, _MM_HINT_T0);
+    float *o = out + r0;
+    switch (type) {
+    case GGML_TYPE_Q4_0: dec_q4_0(w0, wrb, r1 - r0, X, n_tok, nb, o, os); break;
+    case GGML_TYPE_Q4_1: dec_q4_1(w0, wrb, r1 - r0, X, n_tok, nb, o, os); break;
+    case GGML_TYPE_Q5_0: dec_q5_0(w0, wrb, r1 - r0, X, n_tok, nb, o, os); break;
+    case GGML_TYPE_Q5_1: dec_q5_1(w0, wrb, r1 - r0, X, n_tok, nb, o, os); break;
+    default: dec_q8_0(w0, wrb, r1 - r0, X, n_tok, nb, o, os); break;
+    }
+    free(heap);
+    return true;
+}
+
+#endif /* x86-64 */

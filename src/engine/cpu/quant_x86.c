@@ -1576,6 +1576,7 @@ __attribute__((noinline)) static void matmul_a_pre_avx512(uint32_t type, const u
 
 static void matmul_k_dec(int level, uint32_t type, const uint8_t *w, size_t wrb, const uint8_t *x, size_t xrb, int64_t n,
                          int n_tok, float *out, int64_t os, int64_t r0, int64_t r1) {
+    if (level == SIMD_AVX512 && quant_x86_dec_k_avx512(type, w, wrb, x, xrb, n, n_tok, out, os, r0, r1)) return;
     prefetch_start(w + (size_t)r0 * wrb, (size_t)(r1 - r0) * wrb);
     const void *xs[DEC_MAX_TOK];
     for (int t = 0; t < n_tok; t++) xs[t] = x + (size_t)t * xrb;

@@ -22,6 +22,9 @@ void quant_x86_matmul(int level, uint32_t type, const uint8_t *w, size_t wrb, co
  * the AVX-512 prompt path; false (nothing written) if it cannot run it */
 bool quant_x86_dec_a_avx512(uint32_t type, const uint8_t *w, size_t wrb, const uint8_t *x, size_t xrb, int64_t n,
                             int n_tok, float *out, int64_t os, int64_t r0, int64_t r1);
+/* the same for Q4_K, Q5_K and Q6_K (false for the other K-quants) */
+bool quant_x86_dec_k_avx512(uint32_t type, const uint8_t *w, size_t wrb, const uint8_t *x, size_t xrb, int64_t n,
+                            int n_tok, float *out, int64_t os, int64_t r0, int64_t r1);
 
 /* float weights (AVX2) */
 float dot_f32_avx2(const float *w, const float *x, int64_t n);

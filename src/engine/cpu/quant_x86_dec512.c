@@ -140,7 +140,7 @@ AVX512 static void prep_xdec(bool q81, const uint8_t *xrow, int64_t nb, uint8_t 
 
 /* One weight row against T activation rows: res[t]. */
 AVX512 static INL void dec_row(uint32_t type, const uint8_t *w, const XDec *X, int64_t nb, bool has_m, const int T,
-                               float *res) {
+                               const uint8_t **pf, float *res) {
     const size_t sz = type_info(type)->type_size;
     const __m512i k80 = _mm512_set1_epi8((char)0x80), z = _mm512_setzero_si512();
     __m512 acc[DEC_T_MAX];
@@ -149,8 +149,13 @@ AVX512 static INL void dec_row(uint32_t type, const uint8_t *w, const XDec *X, i
     for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps(), ms[t] = 0.0f;
     for (int64_t g = 0; g < (nb + 7) / 8; g++) {
         const uint8_t *p = w + (size_t)(8 * g) * sz;
+#ifdef DEC_PF_ONCE
+        while (*pf < p + 8 * sz + DEC_PREFETCH_DIST) _mm_prefetch((const char *)*pf, DEC_PREFETCH_HINT), *pf += 64;
+#else
+        (void)pf;
         if (DEC_PREFETCH_DIST > 0)
             for (size_t i = 0; i < 8 * sz; i += 64) _mm_prefetch((const char *)p + DEC_PREFETCH_DIST + i, DEC_PREFETCH_HINT);
+#endif
         const int nbg = nb - 8 * g < 8 ? (int)(nb - 8 * g) : 8;
         __m256i q[8];
         __m256 dvec;
@@ -200,14 +205,15 @@ AVX512 static INL void dec_row(uint32_t type, const uint8_t *w, const XDec *X, i
  * DEC_T_MAX at a time while the row is in L1. */
 AVX512 static INL void dec_rows(uint32_t type, const uint8_t *w, size_t wrb, int64_t nr, const XDec *X, int n_tok,
                                 int64_t nb, bool has_m, float *out, int64_t os) {
+    const uint8_t *pf = (const uint8_t *)((uintptr_t)(w + DEC_PREFETCH_DIST) & ~(uintptr_t)63);
     for (int64_t r = 0; r < nr; r++) {
         const uint8_t *wr = w + (size_t)r * wrb;
         for (int t = 0; t < n_tok;) {
             const int T = n_tok - t >= 4 ? 4 : n_tok - t >= 2 ? 2 : 1;
             float res[DEC_T_MAX];
-            if (T == 4) dec_row(type, wr, X + t, nb, has_m, 4, res);
-            else if (T == 2) dec_row(type, wr, X + t, nb, has_m, 2, res);
-            else dec_row(type, wr, X + t, nb, has_m, 1, res);
+            if (T == 4) dec_row(type, wr, X + t, nb, has_m, 4, &pf, res);
+            else if (T == 2) dec_row(type, wr, X + t, nb, has_m, 2, &pf, res);
+            else dec_row(type, wr, X + t, nb, has_m, 1, &pf, res);
             for (int j = 0; j < T; j++) out[(int64_t)(t + j) * os + r] = res[j];
             t += T;
         }
@@ -225,6 +231,166 @@ DEC_FN(q4_1, GGML_TYPE_Q4_1, true)
 DEC_FN(q5_0, GGML_TYPE_Q5_0, false)
 DEC_FN(q5_1, GGML_TYPE_Q5_1, true)
 DEC_FN(q8_0, GGML_TYPE_Q8_0, false)
+
+/* ---- K-quants (Q4_K, Q5_K, Q6_K) ------------------------------------------
+ *
+ * The float steps of quant_x86.c's k_sb_avx512, per super-block of 256
+ * values and (row, token) pair: 16 int32 lanes, lane i the exact sum over
+ * k = 0..3 of sc * q * qx at values 64k + 4i .. 64k + 4i + 3 (sc the
+ * sub-block scale of those values); acc = fma(float(lanes), d*dx, acc);
+ * then acc -= float(mins . bsums) * (dmin*dx) on lanes 0..7 (the other
+ * lanes unchanged: quant_x86.c subtracts 0 * x there, which leaves every
+ * lane bit for bit as it was, -0 included). Each super-block is decoded
+ * straight into registers (levels of 64 values per register, each
+ * register's scale lanes); up to four tokens per pass over a row. */
+static const int16_t KI32[32] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+static const int16_t KI16[32] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3};
+static const int16_t KIMN[16] = {8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15};
+
+AVX512 static INL void load_k(uint32_t type, const uint8_t *p, __m512i *q, __m512i *sv, __m256i *mn, float *d,
+                              float *dmin) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    if (type == GGML_TYPE_Q6_K) {
+        const BlockQ6_K *b = (const BlockQ6_K *)p;
+        /* high bits 2k..2k+1 of qh to bits 4-5 of the level: (qh << 4-2k) & 0x30 for
+         * k = 0, 1 and (qh >> 2k-4) & 0x30 for k = 2, 3, merged by a bit-select */
+        const __m512i m30 = _mm512_set1_epi8(0x30);
+        const __m512i l01 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+        const __m512i r23 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+        for (int n = 0; n < 2; n++) {
+            const __m512i v = _mm512_loadu_si512((const void *)(b->ql + 64 * n));
+            const __m512i h = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b->qh + 32 * n)));
+            const __m512i h01 = _mm512_and_si512(_mm512_sllv_epi16(h, l01), m30);
+            const __m512i h23 = _mm512_and_si512(_mm512_srlv_epi16(h, r23), m30);
+            q[2 * n] = _mm512_ternarylogic_epi32(m4, v, h01, 0xCA); /* m4 ? v : h01 */
+            q[2 * n + 1] = _mm512_ternarylogic_epi32(m4, _mm512_srli_epi16(v, 4), h23, 0xCA);
+        }
+        const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
+        const __m512i scz = _mm512_castsi256_si512(sc);
+        const __m512i base = _mm512_loadu_si512((const void *)KI16);
+        for (int k = 0; k < 4; k++)
+            sv[k] = _mm512_permutexvar_epi16(_mm512_add_epi16(base, _mm512_set1_epi16((short)(4 * k))), scz);
+        *mn = _mm256_slli_epi16(sc, 5);
+        *d = *dmin = H2FV(b->d);
+        return;
+    }
+    /* Q4_K / Q5_K */
+    const bool five = type == GGML_TYPE_Q5_K;
+    const uint8_t *scales = p + 4, *qs = p + (five ? 48 : 16);
+    for (int j = 0; j < 2; j++) {
+        const __m512i v = _mm512_loadu_si512((const void *)(qs + 64 * j));
+        const __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        q[2 * j] = _mm512_shuffle_i64x2(lo, hi, _MM_SHUFFLE(1, 0, 1, 0));
+        q[2 * j + 1] = _mm512_shuffle_i64x2(lo, hi, _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    if (five) {
+        const __m512i h = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(p + 16)));
+        const __m512i s16 = _mm512_set1_epi8(16);
+        for (int c = 0; c < 4; c++) {
+            const __m512i bits = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (2 * c))),
+                                                    _mm256_set1_epi8((char)(2 << (2 * c))), 1);
+            q[c] = _mm512_mask_add_epi8(q[c], _mm512_test_epi8_mask(h, bits), q[c], s16);
+        }
+    }
+    const uint32_t a0 = load_u32le(scales), a1 = load_u32le(scales + 4), a2 = load_u32le(scales + 8);
+    const uint64_t sc8 = (uint64_t)(a0 & 0x3f3f3f3fu) | (uint64_t)((a2 & 0x0f0f0f0fu) | ((a0 >> 2) & 0x30303030u)) << 32;
+    const uint64_t m8 = (uint64_t)(a1 & 0x3f3f3f3fu) | (uint64_t)(((a2 >> 4) & 0x0f0f0f0fu) | ((a1 >> 2) & 0x30303030u)) << 32;
+    const __m256i sm = _mm256_cvtepu8_epi16(_mm_set_epi64x((long long)m8, (long long)sc8)); /* sc 0-7, m 8-15 */
+    const __m512i smz = _mm512_castsi256_si512(sm);
+    const __m512i base = _mm512_loadu_si512((const void *)KI32);
+    for (int k = 0; k < 4; k++)
+        sv[k] = _mm512_permutexvar_epi16(_mm512_add_epi16(base, _mm512_set1_epi16((short)(2 * k))), smz);
+    *mn = _mm256_permutexvar_epi16(_mm256_loadu_si256((const __m256i *)KIMN), sm);
+    uint16_t dh, mh;
+    memcpy(&dh, p, 2), memcpy(&mh, p + 2, 2);
+    *d = H2FV(dh), *dmin = H2FV(mh);
+}
+
+AVX512 static INL void dec_k_row(uint32_t type, const uint8_t *w, const BlockQ8_K *const *X, int64_t nsb, const int T,
+                                 const uint8_t **pf, float *res) {
+    const size_t sz = type_info(type)->type_size;
+    __m512 acc[DEC_T_MAX];
+    UNROLL
+    for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
+    for (int64_t s = 0; s < nsb; s++) {
+        const uint8_t *p = w + (size_t)s * sz;
+#ifdef DEC_PF_ONCE
+        while (*pf < p + sz + DEC_PREFETCH_DIST) _mm_prefetch((const char *)*pf, DEC_PREFETCH_HINT), *pf += 64;
+#else
+        (void)pf;
+        for (size_t i = 0; i < sz; i += 64) _mm_prefetch((const char *)p + DEC_PREFETCH_DIST + i, DEC_PREFETCH_HINT);
+#endif
+        __m512i q[4], sv[4], ai[DEC_T_MAX];
+        __m256i mn;
+        float d, dmin;
+        load_k(type, p, q, sv, &mn, &d, &dmin);
+        UNROLL
+        for (int t = 0; t < T; t++) ai[t] = _mm512_setzero_si512();
+        UNROLL
+        for (int k = 0; k < 4; k++)
+            UNROLL
+            for (int t = 0; t < T; t++)
+                ai[t] = _mm512_dpwssd_epi32(ai[t], _mm512_maddubs_epi16(q[k], _mm512_loadu_si512((const void *)(X[t][s].qs + 64 * k))), sv[k]);
+        UNROLL
+        for (int t = 0; t < T; t++) {
+            const __m256i im = _mm256_madd_epi16(mn, _mm256_loadu_si256((const __m256i *)X[t][s].bsums));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ai[t]), _mm512_set1_ps(d * X[t][s].d), acc[t]);
+#ifdef DEC_K_OLDMIN
+            const __m512 fm = _mm512_insertf32x8(_mm512_setzero_ps(), _mm256_cvtepi32_ps(im), 0);
+            acc[t] = _mm512_fnmadd_ps(fm, _mm512_set1_ps(dmin * X[t][s].d), acc[t]);
+#else
+            acc[t] = _mm512_mask3_fnmadd_ps(_mm512_castps256_ps512(_mm256_cvtepi32_ps(im)), _mm512_set1_ps(dmin * X[t][s].d),
+                                            acc[t], 0x00FF);
+#endif
+        }
+    }
+    UNROLL
+    for (int t = 0; t < T; t++) res[t] = _mm512_reduce_add_ps(acc[t]);
+}
+
+AVX512 static INL void dec_k_rows(uint32_t type, const uint8_t *w, size_t wrb, int64_t nr, const BlockQ8_K *const *X,
+                                  int n_tok, int64_t nsb, float *out, int64_t os) {
+    const uint8_t *pf = (const uint8_t *)((uintptr_t)(w + DEC_PREFETCH_DIST) & ~(uintptr_t)63);
+    for (int64_t r = 0; r < nr; r++) {
+        const uint8_t *wr = w + (size_t)r * wrb;
+        for (int t = 0; t < n_tok;) {
+            const int T = n_tok - t >= 4 ? 4 : n_tok - t >= 2 ? 2 : 1;
+            float res[DEC_T_MAX];
+            if (T == 4) dec_k_row(type, wr, X + t, nsb, 4, &pf, res);
+            else if (T == 2) dec_k_row(type, wr, X + t, nsb, 2, &pf, res);
+            else dec_k_row(type, wr, X + t, nsb, 1, &pf, res);
+            for (int j = 0; j < T; j++) out[(int64_t)(t + j) * os + r] = res[j];
+            t += T;
+        }
+    }
+}
+
+#define DEC_K_FN(SUFFIX, TYPE)                                                                                   \
+    AVX512 static void dec_##SUFFIX(const uint8_t *w, size_t wrb, int64_t nr, const BlockQ8_K *const *X, int n_tok, \
+                                    int64_t nsb, float *out, int64_t os) {                                       \
+        dec_k_rows(TYPE, w, wrb, nr, X, n_tok, nsb, out, os);                                                    \
+    }
+DEC_K_FN(q4_K, GGML_TYPE_Q4_K)
+DEC_K_FN(q5_K, GGML_TYPE_Q5_K)
+DEC_K_FN(q6_K, GGML_TYPE_Q6_K)
+
+bool quant_x86_dec_k_avx512(uint32_t type, const uint8_t *w, size_t wrb, const uint8_t *x, size_t xrb, int64_t n,
+                            int n_tok, float *out, int64_t os, int64_t r0, int64_t r1) {
+    if ((type != GGML_TYPE_Q4_K && type != GGML_TYPE_Q5_K && type != GGML_TYPE_Q6_K) || n_tok < 1 || n_tok > 64)
+        return false;
+    const BlockQ8_K *X[64];
+    for (int t = 0; t < n_tok; t++) X[t] = (const BlockQ8_K *)(x + (size_t)t * xrb);
+    const uint8_t *w0 = w + (size_t)r0 * wrb;
+    const size_t bytes = (size_t)(r1 - r0) * wrb, pre = bytes < DEC_PREFETCH_DIST ? bytes : DEC_PREFETCH_DIST;
+    for (size_t i = 0; i < pre; i += 64) _mm_prefetch((const char *)w0 + i, _MM_HINT_T0);
+    float *o = out + r0;
+    if (type == GGML_TYPE_Q4_K) dec_q4_K(w0, wrb, r1 - r0, X, n_tok, n / QK_K, o, os);
+    else if (type == GGML_TYPE_Q5_K) dec_q5_K(w0, wrb, r1 - r0, X, n_tok, n / QK_K, o, os);
+    else dec_q6_K(w0, wrb, r1 - r0, X, n_tok, n / QK_K, o, os);
+    return true;
+}
 
 bool quant_x86_dec_a_avx512(uint32_t type, const uint8_t *w, size_t wrb, const uint8_t *x, size_t xrb, int64_t n,
                             int n_tok, float *out, int64_t os, int64_t r0, int64_t r1) {

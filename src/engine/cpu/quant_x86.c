@@ -466,28 +466,6 @@ AVX2 static INL void k_sb_avx2(const CanonK *const *C, const BlockQ8_K *const *X
         }
 }
 
-AVX2 static INL void tile_k_avx2(const CanonK *const *W, const BlockQ8_K *const *X, int64_t nsb, const int R,
-                                 const int T, float *res) {
-    __m256 acc[TILE_MAX_R][TILE_MAX_T];
-    UNROLL
-    for (int r = 0; r < R; r++)
-        UNROLL
-        for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps();
-    for (int64_t s = 0; s < nsb; s++) {
-        const CanonK *C[TILE_MAX_R];
-        const BlockQ8_K *Xs[TILE_MAX_T];
-        UNROLL
-        for (int r = 0; r < R; r++) C[r] = W[r] + s;
-        UNROLL
-        for (int t = 0; t < T; t++) Xs[t] = X[t] + s;
-        k_sb_avx2(C, Xs, R, T, acc);
-    }
-    UNROLL
-    for (int r = 0; r < R; r++)
-        UNROLL
-        for (int t = 0; t < T; t++) res[r * TILE_MAX_T + t] = hsum256(acc[r][t]);
-}
-
 AVX2 static INL void dec_k_avx2(uint32_t type, const uint8_t *const *wr, const BlockQ8_K *const *X, int64_t nsb,
                                 const int R, const int T, float *res) {
     const size_t sz = type_info(type)->type_size;
@@ -987,10 +965,6 @@ AVX512 static void reduce_acc_avx512(const __m512 *acc, const float *ms, int n, 
 }
 AVX2 static void reduce_acc_avx2(const __m256 *acc, const float *ms, int n, float *res) {
     for (int i = 0; i < n; i++) res[i] = hsum256(acc[i]) + ms[i];
-}
-AVX2 static void group_k_avx2(const CanonK *const *W, int nr, const BlockQ8_K *const *X, int T, int64_t nsb, float *out,
-                              int64_t os) {
-    GROUP_BODY(tile_k_avx2, nsb)
 }
 AVX512 static void group_k_avx512(const CanonK *const *W, int nr, const BlockQ8_K *const *X, int T, int64_t nsb,
                                   float *out, int64_t os) {
@@ -1592,7 +1566,7 @@ static void matmul_k_pre(int level, uint32_t type, const uint8_t *w, size_t wrb,
     const int64_t nsb = n / QK_K;
     const size_t wsz = type_info(type)->type_size;
     const bool v512 = level == SIMD_AVX512;
-    const int tmax = v512 ? 4 : 2;
+    const int tmax = v512 ? 4 : 4;
     CanonK *cw = aligned_alloc(64, (size_t)RGROUP * (size_t)nsb * sizeof(CanonK));
     if (!cw) { /* out of memory: the generation path (same results), two tokens at a time */
         for (int t = 0; t < n_tok; t += 2)
@@ -1613,7 +1587,7 @@ static void matmul_k_pre(int level, uint32_t type, const uint8_t *w, size_t wrb,
             for (int i = 0; i < T; i++) X[i] = (const BlockQ8_K *)(x + (size_t)(t + i) * xrb);
             float *o = out + (int64_t)t * os + rs;
             if (v512) group_k_avx512(W, nr, X, T, nsb, o, os);
-            else group_k_avx2(W, nr, X, T, nsb, o, os);
+            else quant_x86_k2_group(W, nr, X, T, nsb, o, os);
             t += T;
         }
     }

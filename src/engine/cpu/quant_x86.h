@@ -31,6 +31,11 @@ bool quant_x86_dec_k_avx512(uint32_t type, const uint8_t *w, size_t wrb, const u
 void quant_x86_k2_dec(uint32_t type, const uint8_t *w, size_t wrb, int64_t nr, const void *const *xs, int n_tok,
                       int64_t nsb, float *out, int64_t os);
 
+/* its prompt tiles: nr canonical weight rows W[i] (nsb super-blocks each)
+ * against T (1, 2 or 4) Q8_K rows X[t]; out[t * os + i] */
+void quant_x86_k2_group(const CanonK *const *W, int nr, const BlockQ8_K *const *X, int T, int64_t nsb, float *out,
+                        int64_t os);
+
 /* float weights (AVX2) */
 float dot_f32_avx2(const float *w, const float *x, int64_t n);
 float dot_f16_avx2(const uint16_t *w, const float *x, int64_t n);

@@ -238,6 +238,79 @@ K2_ROWS_FN(q4_K, GGML_TYPE_Q4_K)
 K2_ROWS_FN(q5_K, GGML_TYPE_Q5_K)
 K2_ROWS_FN(q6_K, GGML_TYPE_Q6_K)
 
+/* Prompt path: a tile of R weight rows (canonical form, unpacked once per
+ * row group by quant_x86.c) x T activation rows over whole rows, the same
+ * arithmetic as row_k2 above; 2 x 4 pairs keep 8 int32 accumulators, two
+ * rows' levels and scales and one activation vector in the 16 ymm
+ * registers. The float accumulators live in memory (acc, one vector per
+ * pair), touched once per super-block. */
+AVX2 static INL void tile_k2(const CanonK *const *W, const BlockQ8_K *const *X, int64_t nsb, const int R, const int T,
+                             __m256 *acc, float *res) {
+    for (int i = 0; i < R * T; i++) acc[i] = _mm256_setzero_ps();
+    for (int64_t s = 0; s < nsb; s++) {
+        const CanonK *C[2] = {W[0] + s, W[R - 1] + s};
+        __m256i ai[2][K2_MAX_T];
+        UNROLL
+        for (int r = 0; r < R; r++)
+            UNROLL
+            for (int t = 0; t < T; t++) ai[r][t] = _mm256_setzero_si256();
+        _Pragma("GCC unroll 2")
+        for (int k = 0; k < 8; k++) {
+            __m256i q[2], sv[2];
+            UNROLL
+            for (int r = 0; r < R; r++) {
+                q[r] = _mm256_load_si256((const __m256i *)(C[r]->q + 32 * k));
+                sv[r] = _mm256_load_si256((const __m256i *)(C[r]->scv + 16 * k));
+            }
+            UNROLL
+            for (int t = 0; t < T; t++) {
+                const __m256i x = _mm256_loadu_si256((const __m256i *)(X[t][s].qs + 32 * k));
+                UNROLL
+                for (int r = 0; r < R; r++)
+                    ai[r][t] = _mm256_add_epi32(ai[r][t], _mm256_madd_epi16(_mm256_maddubs_epi16(q[r], x), sv[r]));
+            }
+        }
+        UNROLL
+        for (int r = 0; r < R; r++) {
+            const __m256i mn = _mm256_loadu_si256((const __m256i *)C[r]->mn);
+            UNROLL
+            for (int t = 0; t < T; t++) {
+                const __m256i im = _mm256_madd_epi16(mn, _mm256_loadu_si256((const __m256i *)X[t][s].bsums));
+                __m256 a = _mm256_load_ps((const float *)&acc[r * T + t]);
+                a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ai[r][t]), _mm256_set1_ps(C[r]->d * X[t][s].d), a);
+                a = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(im), _mm256_set1_ps(C[r]->dmin * X[t][s].d), a);
+                _mm256_store_ps((float *)&acc[r * T + t], a);
+            }
+        }
+    }
+    for (int i = 0; i < R * T; i++) res[i] = hsum8(acc[i]);
+}
+
+AVX2 static void k2_group(const CanonK *const *W, int nr, const BlockQ8_K *const *X, int T, int64_t nsb, float *out,
+                          int64_t os) {
+    _Alignas(32) __m256 acc[2 * K2_MAX_T];
+    float res[2 * K2_MAX_T];
+    for (int r = 0; r < nr; r += 2) {
+        const int R = nr - r >= 2 ? 2 : 1;
+        if (R == 2) {
+            if (T == 4) tile_k2(W + r, X, nsb, 2, 4, acc, res);
+            else if (T == 2) tile_k2(W + r, X, nsb, 2, 2, acc, res);
+            else tile_k2(W + r, X, nsb, 2, 1, acc, res);
+        } else {
+            if (T == 4) tile_k2(W + r, X, nsb, 1, 4, acc, res);
+            else if (T == 2) tile_k2(W + r, X, nsb, 1, 2, acc, res);
+            else tile_k2(W + r, X, nsb, 1, 1, acc, res);
+        }
+        for (int i = 0; i < R; i++)
+            for (int j = 0; j < T; j++) out[(int64_t)j * os + r + i] = res[i * T + j];
+    }
+}
+
+void quant_x86_k2_group(const CanonK *const *W, int nr, const BlockQ8_K *const *X, int T, int64_t nsb, float *out,
+                        int64_t os) {
+    k2_group(W, nr, X, T, nsb, out, os);
+}
+
 void quant_x86_k2_dec(uint32_t type, const uint8_t *w, size_t wrb, int64_t nr, const void *const *xs, int n_tok,
                       int64_t nsb, float *out, int64_t os) {
     switch (type) {

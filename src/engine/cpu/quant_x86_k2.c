@@ -37,12 +37,50 @@
 #define K2_MAX_T 4 /* activation rows per pass over a weight row */
 #define UNROLL _Pragma("GCC unroll 8")
 
-AVX2 static INL float hsum8(__m256 v) { /* the order of quant_x86.c's hsum256 */
-    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-    lo = _mm_add_ps(lo, hi);
-    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-    return _mm_cvtss_f32(lo);
+/* The float steps, shared by both paths. Per (weight row, token) pair and
+ * super-block the eight int32 lanes of the level sums (ai) and of the min
+ * sums (im) are first added in fours (exact: |lane| < 2^25, so the sums fit),
+ * leaving two integers per pair, A0 = lanes 0-3 and A1 = lanes 4-7 (M0, M1
+ * for the mins); each goes through its own float lane:
+ *   f = fma(float(A), d*dx, f);  f = fnmadd(float(M), dmin*dx, f)
+ * and the result is f0 + f1. With four tokens the two hadd steps put token
+ * t's A0 in lane t and A1 in lane 4 + t, so one convert and one fma serve
+ * four pairs (fewer tokens repeat theirs); every lane sees the same
+ * operations in the same order whatever the tile, so results are bit for
+ * bit the same in both paths and for every token count. */
+AVX2 static INL __m256i red4(const __m256i *a, const int T) {
+    if (T == 4) return _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(a[2], a[3]));
+    const __m256i h = _mm256_hadd_epi32(a[0], a[T == 2 ? 1 : 0]);
+    return _mm256_hadd_epi32(h, h);
+}
+/* the activation scales in the lanes red4 gives each token */
+AVX2 static INL __m256 dx4(const BlockQ8_K *const *X, int64_t s, const int T) {
+    const __m128 v = T == 4   ? _mm_setr_ps(X[0][s].d, X[1][s].d, X[2][s].d, X[3][s].d)
+                     : T == 2 ? _mm_setr_ps(X[0][s].d, X[1][s].d, X[0][s].d, X[1][s].d)
+                              : _mm_set1_ps(X[0][s].d);
+    return _mm256_set_m128(v, v);
+}
+/* one row's super-block: ai / mins of its T pairs into f */
+AVX2 static INL __m256 ksb_float(const __m256i *ai, __m256i mn, float d, float dmin, const BlockQ8_K *const *X, int64_t s,
+                                 const int T, __m256 f) {
+    if (T == 1) { /* the same lanes 0 and 4 with fewer shuffles: A0 M0 A0 M0 | A1 M1 A1 M1 */
+        const __m256i im = _mm256_madd_epi16(mn, _mm256_loadu_si256((const __m256i *)X[0][s].bsums));
+        const __m256i h = _mm256_hadd_epi32(ai[0], im);
+        const __m256 am = _mm256_cvtepi32_ps(_mm256_hadd_epi32(h, h));
+        const __m256 dx = _mm256_set1_ps(X[0][s].d);
+        f = _mm256_fmadd_ps(am, _mm256_mul_ps(_mm256_set1_ps(d), dx), f);
+        return _mm256_fnmadd_ps(_mm256_movehdup_ps(am), _mm256_mul_ps(_mm256_set1_ps(dmin), dx), f);
+    }
+    __m256i im[K2_MAX_T];
+    for (int t = 0; t < T; t++) im[t] = _mm256_madd_epi16(mn, _mm256_loadu_si256((const __m256i *)X[t][s].bsums));
+    const __m256 dx = dx4(X, s, T);
+    f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(red4(ai, T)), _mm256_mul_ps(_mm256_set1_ps(d), dx), f);
+    return _mm256_fnmadd_ps(_mm256_cvtepi32_ps(red4(im, T)), _mm256_mul_ps(_mm256_set1_ps(dmin), dx), f);
+}
+AVX2 static INL void kres(__m256 f, const int T, float *res) {
+    _Alignas(32) float v[8];
+    _mm256_store_ps(v, f);
+    for (int t = 0; t < T; t++) res[t] = v[t] + v[4 + t];
 }
 
 /* One 32-value chunk (levels q, scale words sv) against chunk k of every
@@ -184,12 +222,21 @@ AVX2 static INL void sb_q2(const uint8_t *p, const BlockQ8_K *const *X, int64_t 
     *d = H2FV(b->d), *dmin = H2FV(b->dmin);
 }
 
+static INL size_t k_size(uint32_t type) {
+    switch (type) {
+    case GGML_TYPE_Q2_K: return sizeof(BlockQ2_K);
+    case GGML_TYPE_Q3_K: return sizeof(BlockQ3_K);
+    case GGML_TYPE_Q4_K: return sizeof(BlockQ4_K);
+    case GGML_TYPE_Q5_K: return sizeof(BlockQ5_K);
+    default: return sizeof(BlockQ6_K);
+    }
+}
+
 /* One weight row against T activation rows; res[t]. */
 AVX2 static INL void row_k2(const uint32_t type, const uint8_t *w, const BlockQ8_K *const *X, int64_t nsb, const int T,
                             float *res) {
-    const size_t sz = type_info(type)->type_size;
-    __m256 acc[K2_MAX_T];
-    for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+    const size_t sz = k_size(type);
+    __m256 f = _mm256_setzero_ps();
     for (int64_t s = 0; s < nsb; s++) {
         const uint8_t *p = w + (size_t)s * sz;
         for (size_t i = 0; i < sz; i += 64) _mm_prefetch((const char *)p + PREFETCH_DIST + i, PREFETCH_HINT);
@@ -203,13 +250,9 @@ AVX2 static INL void row_k2(const uint32_t type, const uint8_t *w, const BlockQ8
         case GGML_TYPE_Q3_K: sb_q3(p, X, s, T, ai, &mn, &d, &dmin); break;
         default: sb_q2(p, X, s, T, ai, &mn, &d, &dmin); break;
         }
-        for (int t = 0; t < T; t++) {
-            const __m256i im = _mm256_madd_epi16(mn, _mm256_loadu_si256((const __m256i *)X[t][s].bsums));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ai[t]), _mm256_set1_ps(d * X[t][s].d), acc[t]);
-            acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(im), _mm256_set1_ps(dmin * X[t][s].d), acc[t]);
-        }
+        f = ksb_float(ai, mn, d, dmin, X, s, T, f);
     }
-    for (int t = 0; t < T; t++) res[t] = hsum8(acc[t]);
+    kres(f, T, res);
 }
 
 /* Every row of w (nr rows, wrb bytes apart, nsb super-blocks each) against
@@ -242,11 +285,10 @@ K2_ROWS_FN(q6_K, GGML_TYPE_Q6_K)
  * row group by quant_x86.c) x T activation rows over whole rows, the same
  * arithmetic as row_k2 above; 2 x 4 pairs keep 8 int32 accumulators, two
  * rows' levels and scales and one activation vector in the 16 ymm
- * registers. The float accumulators live in memory (acc, one vector per
- * pair), touched once per super-block. */
+ * registers. */
 AVX2 static INL void tile_k2(const CanonK *const *W, const BlockQ8_K *const *X, int64_t nsb, const int R, const int T,
-                             __m256 *acc, float *res) {
-    for (int i = 0; i < R * T; i++) acc[i] = _mm256_setzero_ps();
+                             float *res) {
+    __m256 f[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t s = 0; s < nsb; s++) {
         const CanonK *C[2] = {W[0] + s, W[R - 1] + s};
         __m256i ai[2][K2_MAX_T];
@@ -271,35 +313,26 @@ AVX2 static INL void tile_k2(const CanonK *const *W, const BlockQ8_K *const *X, 
             }
         }
         UNROLL
-        for (int r = 0; r < R; r++) {
-            const __m256i mn = _mm256_loadu_si256((const __m256i *)C[r]->mn);
-            UNROLL
-            for (int t = 0; t < T; t++) {
-                const __m256i im = _mm256_madd_epi16(mn, _mm256_loadu_si256((const __m256i *)X[t][s].bsums));
-                __m256 a = _mm256_load_ps((const float *)&acc[r * T + t]);
-                a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ai[r][t]), _mm256_set1_ps(C[r]->d * X[t][s].d), a);
-                a = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(im), _mm256_set1_ps(C[r]->dmin * X[t][s].d), a);
-                _mm256_store_ps((float *)&acc[r * T + t], a);
-            }
-        }
+        for (int r = 0; r < R; r++)
+            f[r] = ksb_float(ai[r], _mm256_loadu_si256((const __m256i *)C[r]->mn), C[r]->d, C[r]->dmin, X, s, T, f[r]);
     }
-    for (int i = 0; i < R * T; i++) res[i] = hsum8(acc[i]);
+    UNROLL
+    for (int r = 0; r < R; r++) kres(f[r], T, res + r * T);
 }
 
 AVX2 static void k2_group(const CanonK *const *W, int nr, const BlockQ8_K *const *X, int T, int64_t nsb, float *out,
                           int64_t os) {
-    _Alignas(32) __m256 acc[2 * K2_MAX_T];
     float res[2 * K2_MAX_T];
     for (int r = 0; r < nr; r += 2) {
         const int R = nr - r >= 2 ? 2 : 1;
         if (R == 2) {
-            if (T == 4) tile_k2(W + r, X, nsb, 2, 4, acc, res);
-            else if (T == 2) tile_k2(W + r, X, nsb, 2, 2, acc, res);
-            else tile_k2(W + r, X, nsb, 2, 1, acc, res);
+            if (T == 4) tile_k2(W + r, X, nsb, 2, 4, res);
+            else if (T == 2) tile_k2(W + r, X, nsb, 2, 2, res);
+            else tile_k2(W + r, X, nsb, 2, 1, res);
         } else {
-            if (T == 4) tile_k2(W + r, X, nsb, 1, 4, acc, res);
-            else if (T == 2) tile_k2(W + r, X, nsb, 1, 2, acc, res);
-            else tile_k2(W + r, X, nsb, 1, 1, acc, res);
+            if (T == 4) tile_k2(W + r, X, nsb, 1, 4, res);
+            else if (T == 2) tile_k2(W + r, X, nsb, 1, 2, res);
+            else tile_k2(W + r, X, nsb, 1, 1, res);
         }
         for (int i = 0; i < R; i++)
             for (int j = 0; j < T; j++) out[(int64_t)j * os + r + i] = res[i * T + j];

@@ -37,6 +37,7 @@
 #define K2_MAX_T 4 /* activation rows per pass over a weight row */
 #define UNROLL _Pragma("GCC unroll 8")
 
+
 /* The float steps, shared by both paths. Per (weight row, token) pair and
  * super-block the eight int32 lanes of the level sums (ai) and of the min
  * sums (im) are first added in fours (exact: |lane| < 2^25, so the sums fit),
@@ -286,6 +287,37 @@ K2_ROWS_FN(q6_K, GGML_TYPE_Q6_K)
  * arithmetic as row_k2 above; 2 x 4 pairs keep 8 int32 accumulators, two
  * rows' levels and scales and one activation vector in the 16 ymm
  * registers. */
+/* The 2 x 4 tile's step over one 32-value chunk, in assembly: GCC keeps
+ * neither the scale words nor the activations in registers here (it
+ * re-reads them as memory operands of each maddubs / madd, 18 loads per
+ * chunk, and spills accumulators), which bounds the tile by its loads. This
+ * is the same maddubs, madd, add per pair as the C code, with 14 of the 16
+ * ymm registers: 8 accumulators, two rows' levels and scales, the
+ * activation and a product. a: row 0's tokens 0-3, then row 1's. */
+#define K2_PAIR(A, X) \
+    "vpmaddubsw %[" #X "], %[q0], %[p]\n\tvpmaddwd %[s0], %[p], %[p]\n\tvpaddd %[p], %[" #A "0], %[" #A "0]\n\t" \
+    "vpmaddubsw %[" #X "], %[q1], %[p]\n\tvpmaddwd %[s1], %[p], %[p]\n\tvpaddd %[p], %[" #A "1], %[" #A "1]\n\t"
+/* ai += the chunk k products of rows c0, c1 (A0-A3: row 0's tokens 0-3; B0-B3 row 1's) */
+#define CHUNK_2X4(W0_, W1_, X_, S_, K_, A0, A1, A2, A3, B0, B1, B2, B3)                                                 \
+    do {                                                                                                        \
+        __m256i q0_, q1_, s0_, s1_, x_, p_;                                                                     \
+        __asm__("vmovdqa %[mq0], %[q0]\n\tvmovdqa %[mq1], %[q1]\n\tvmovdqa %[ms0], %[s0]\n\t"                  \
+                "vmovdqa %[ms1], %[s1]\n\t"                                                                     \
+                "vmovdqu %[mx0], %[x]\n\t" K2_PAIR(a, x) "vmovdqu %[mx1], %[x]\n\t" K2_PAIR(b, x)               \
+                "vmovdqu %[mx2], %[x]\n\t" K2_PAIR(c, x) "vmovdqu %[mx3], %[x]\n\t" K2_PAIR(d, x)               \
+                : [a0] "+x"(A0), [b0] "+x"(A1), [c0] "+x"(A2), [d0] "+x"(A3), [a1] "+x"(B0), [b1] "+x"(B1),      \
+                  [c1] "+x"(B2), [d1] "+x"(B3), [q0] "=&x"(q0_), [q1] "=&x"(q1_), [s0] "=&x"(s0_),              \
+                  [s1] "=&x"(s1_), [x] "=&x"(x_), [p] "=&x"(p_)                                                 \
+                : [mq0] "m"(*(const __m256i *)((W0_)->q + 32 * (K_))),                                            \
+                  [mq1] "m"(*(const __m256i *)((W1_)->q + 32 * (K_))),                                            \
+                  [ms0] "m"(*(const __m256i *)((W0_)->scv + 16 * (K_))),                                          \
+                  [ms1] "m"(*(const __m256i *)((W1_)->scv + 16 * (K_))),                                          \
+                  [mx0] "m"(*(const __m256i *)((X_)[0][S_].qs + 32 * (K_))),                                       \
+                  [mx1] "m"(*(const __m256i *)((X_)[1][S_].qs + 32 * (K_))),                                       \
+                  [mx2] "m"(*(const __m256i *)((X_)[2][S_].qs + 32 * (K_))),                                       \
+                  [mx3] "m"(*(const __m256i *)((X_)[3][S_].qs + 32 * (K_))));                                      \
+    } while (0)
+
 AVX2 static INL void tile_k2(const CanonK *const *W, const BlockQ8_K *const *X, int64_t nsb, const int R, const int T,
                              float *res) {
     __m256 f[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
@@ -296,6 +328,13 @@ AVX2 static INL void tile_k2(const CanonK *const *W, const BlockQ8_K *const *X, 
         for (int r = 0; r < R; r++)
             UNROLL
             for (int t = 0; t < T; t++) ai[r][t] = _mm256_setzero_si256();
+        if (R == 2 && T == 4) {
+            __m256i a0 = ai[0][0], a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+            UNROLL
+            for (int k = 0; k < 8; k++) CHUNK_2X4(C[0], C[1], X, s, k, a0, a1, a2, a3, b0, b1, b2, b3);
+            ai[0][0] = a0, ai[0][1] = a1, ai[0][2] = a2, ai[0][3] = a3;
+            ai[1][0] = b0, ai[1][1] = b1, ai[1][2] = b2, ai[1][3] = b3;
+        } else
         _Pragma("GCC unroll 2")
         for (int k = 0; k < 8; k++) {
             __m256i q[2], sv[2];

@@ -5,7 +5,8 @@
  * and generation paths bit-identical. Sections:
  *   float types; unpacking to the canonical forms; the tiles and decode
  *   kernels (AVX2, then AVX-512); level detection; activation quantizers;
- *   GEGLU; attention rows; the matrix drivers (generation and prompt paths). */
+ *   GEGLU; attention rows; the matrix drivers (generation and prompt paths).
+ * The AVX2 K-quant kernels are in quant_x86_k2.c. */
 #include "quant_x86.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -429,66 +430,7 @@ AVX2 static INL void dec_a2_avx2(uint32_t type, const uint8_t *const *wr, const 
         for (int t = 0; t < T; t++) res[r * TILE_MAX_T + t] = hsum256(acc[r][t]) + ms[r][t];
 }
 
-/* AVX2, K-quants: per 32 values maddubs(q, qx) (q <= 63, exact in int16)
- * then madd with the 16-value sub-block scales; per super-block the exact
- * int32 sums are scaled by d*dx and the mins by dmin*dx. */
-AVX2 static INL void k_sb_avx2(const CanonK *const *C, const BlockQ8_K *const *X, const int R, const int T,
-                               __m256 (*acc)[TILE_MAX_T]) {
-    __m256i ai[TILE_MAX_R][TILE_MAX_T];
-    UNROLL
-    for (int r = 0; r < R; r++)
-        UNROLL
-        for (int t = 0; t < T; t++) ai[r][t] = _mm256_setzero_si256();
-    UNROLL
-    for (int k = 0; k < 8; k++) {
-        __m256i q[TILE_MAX_R], sv[TILE_MAX_R];
-        UNROLL
-        for (int r = 0; r < R; r++) {
-            q[r] = _mm256_load_si256((const __m256i *)(C[r]->q + 32 * k));
-            sv[r] = _mm256_load_si256((const __m256i *)(C[r]->scv + 16 * k));
-        }
-        UNROLL
-        for (int t = 0; t < T; t++) {
-            const __m256i x = _mm256_loadu_si256((const __m256i *)(X[t]->qs + 32 * k));
-            UNROLL
-            for (int r = 0; r < R; r++)
-                ai[r][t] = _mm256_add_epi32(ai[r][t], _mm256_madd_epi16(_mm256_maddubs_epi16(q[r], x), sv[r]));
-        }
-    }
-    UNROLL
-    for (int r = 0; r < R; r++)
-        UNROLL
-        for (int t = 0; t < T; t++) {
-            const __m256i im = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)C[r]->mn),
-                                                 _mm256_loadu_si256((const __m256i *)X[t]->bsums));
-            acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ai[r][t]), _mm256_set1_ps(C[r]->d * X[t]->d), acc[r][t]);
-            acc[r][t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(im), _mm256_set1_ps(C[r]->dmin * X[t]->d), acc[r][t]);
-        }
-}
-
-AVX2 static INL void dec_k_avx2(uint32_t type, const uint8_t *const *wr, const BlockQ8_K *const *X, int64_t nsb,
-                                const int R, const int T, float *res) {
-    const size_t sz = type_info(type)->type_size;
-    CanonK cw[TILE_MAX_R];
-    __m256 acc[TILE_MAX_R][TILE_MAX_T];
-    UNROLL
-    for (int r = 0; r < R; r++)
-        UNROLL
-        for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps();
-    for (int64_t s = 0; s < nsb; s++) {
-        const CanonK *C[TILE_MAX_R];
-        const BlockQ8_K *Xs[TILE_MAX_T];
-        UNROLL
-        for (int r = 0; r < R; r++) unpack_k_avx2(type, wr[r] + (size_t)s * sz, &cw[r]), C[r] = &cw[r];
-        UNROLL
-        for (int t = 0; t < T; t++) Xs[t] = X[t] + s;
-        k_sb_avx2(C, Xs, R, T, acc);
-    }
-    UNROLL
-    for (int r = 0; r < R; r++)
-        UNROLL
-        for (int t = 0; t < T; t++) res[r * TILE_MAX_T + t] = hsum256(acc[r][t]);
-}
+/* AVX2, K-quants: quant_x86_k2.c (generation and prompt tiles). */
 
 /* -- AVX-512 --------------------------------------------------------------- */
 
@@ -1031,7 +973,6 @@ DEC_A_FNS(q5_1, GGML_TYPE_Q5_1)
 DEC_A_FNS(q8_0, GGML_TYPE_Q8_0)
 
 #define DEC_K_FNS(SUFFIX, TYPE, F512)                                                             \
-    AVX2 static void dec_k_avx2_##SUFFIX(DEC_PARAMS) { DEC_ROWS(dec_k_avx2, BlockQ8_K, TYPE, wr, X, n) } \
     AVX512 static void dec_k_avx512_##SUFFIX(DEC_PARAMS) { DEC_ROWS(F512, BlockQ8_K, TYPE, wr, X, n) }
 DEC_K_FNS(q2_K, GGML_TYPE_Q2_K, dec_k_avx512)
 DEC_K_FNS(q3_K, GGML_TYPE_Q3_K, dec_k_avx512)
@@ -1047,11 +988,12 @@ static DecRowsFn dec_rows_fn(int level, uint32_t type) {
     case GGML_TYPE_Q5_0: return v ? dec_a_avx512_q5_0 : dec_a_avx2_q5_0;
     case GGML_TYPE_Q5_1: return v ? dec_a_avx512_q5_1 : dec_a_avx2_q5_1;
     case GGML_TYPE_Q8_0: return v ? dec_a_avx512_q8_0 : dec_a_avx2_q8_0;
-    case GGML_TYPE_Q2_K: return v ? dec_k_avx512_q2_K : dec_k_avx2_q2_K;
-    case GGML_TYPE_Q3_K: return v ? dec_k_avx512_q3_K : dec_k_avx2_q3_K;
-    case GGML_TYPE_Q4_K: return v ? dec_k_avx512_q4_K : dec_k_avx2_q4_K;
-    case GGML_TYPE_Q5_K: return v ? dec_k_avx512_q5_K : dec_k_avx2_q5_K;
-    default: return v ? dec_k_avx512_q6_K : dec_k_avx2_q6_K;
+    /* the K-quants at SIMD_AVX2: quant_x86_k2_dec */
+    case GGML_TYPE_Q2_K: return dec_k_avx512_q2_K;
+    case GGML_TYPE_Q3_K: return dec_k_avx512_q3_K;
+    case GGML_TYPE_Q4_K: return dec_k_avx512_q4_K;
+    case GGML_TYPE_Q5_K: return dec_k_avx512_q5_K;
+    default: return dec_k_avx512_q6_K;
     }
 }
 
@@ -1566,7 +1508,7 @@ static void matmul_k_pre(int level, uint32_t type, const uint8_t *w, size_t wrb,
     const int64_t nsb = n / QK_K;
     const size_t wsz = type_info(type)->type_size;
     const bool v512 = level == SIMD_AVX512;
-    const int tmax = v512 ? 4 : 4;
+    const int tmax = 4; /* tokens per tile: AVX-512 and AVX2 (quant_x86_k2.c) */
     CanonK *cw = aligned_alloc(64, (size_t)RGROUP * (size_t)nsb * sizeof(CanonK));
     if (!cw) { /* out of memory: the generation path (same results), two tokens at a time */
         for (int t = 0; t < n_tok; t += 2)

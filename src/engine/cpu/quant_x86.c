@@ -349,39 +349,82 @@ AVX2 static void prep_x2_row(bool q81, const uint8_t *xrow, int64_t nb, const X2
 #define TILE_MAX_T 4
 #define UNROLL _Pragma("GCC unroll 8")
 
+/* AVX2: the int32 lanes of one (row, token) pair over one group of two
+ * blocks: lanes 0-3 sum block 0's products, lanes 4-7 block 1's. */
+AVX2 static INL __m256i pair2_avx2(__m256i A, __m256i B, const __m256i *xv) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i pa = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_load_si256(xv + 2), _mm256_sign_epi8(A, _mm256_load_si256(xv))), ones);
+    const __m256i pb = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_load_si256(xv + 3), _mm256_sign_epi8(B, _mm256_load_si256(xv + 1))), ones);
+    return _mm256_add_epi32(pa, pb);
+}
+
+/* The float steps (AVX2). Each pair's four lanes per block are added
+ * (exact integers) into one block sum, which gets its own float lane:
+ *   f = fma(float(block sum), d * dx, f)
+ * and the pair's result is (f_block0 + f_block1) + offsets. hadd puts the T
+ * (1, 2, 4) tokens of a row side by side: token t's block-0 sum in lane t,
+ * its block-1 sum in lane 4 + t (fewer tokens repeat theirs), so one
+ * convert, one scale product and one fma serve four pairs. Every lane sees
+ * the same operations in the same order in the prompt tiles and the
+ * generation kernels, for every token count: bit-identical results. */
+AVX2 static INL __m256i red_t_avx2(const __m256i *p, const int T) {
+    if (T == 4) return _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+    if (T == 2) {
+        const __m256i h = _mm256_hadd_epi32(p[0], p[1]);
+        return _mm256_hadd_epi32(h, h);
+    }
+    const __m256i h = _mm256_add_epi32(p[0], _mm256_shuffle_epi32(p[0], 0x4E));
+    return _mm256_add_epi32(h, _mm256_shuffle_epi32(h, 0xB1));
+}
+/* the activation block scales in red_t_avx2's lanes */
+AVX2 static INL __m256 dx_t_avx2(const X2Row *const *X, int64_t g, const int T) {
+    const __m256 d0 = _mm256_load_ps((const float *)(X[0]->v + 5 * g + 4));
+    if (T == 1) return d0;
+    const __m256 d1 = _mm256_load_ps((const float *)(X[1]->v + 5 * g + 4));
+    if (T == 2) return _mm256_blend_ps(d0, d1, 0xAA);
+    const __m256 d2 = _mm256_load_ps((const float *)(X[2]->v + 5 * g + 4));
+    const __m256 d3 = _mm256_load_ps((const float *)(X[3]->v + 5 * g + 4));
+    return _mm256_blend_ps(_mm256_blend_ps(d0, d1, 0x22), _mm256_blend_ps(d2, d3, 0x88), 0xCC);
+}
+/* f[r] -> the T results of row r (plus its offsets) */
+AVX2 static INL void res_t_avx2(__m256 f, const float *ms, const int T, float *res) {
+    _Alignas(32) float v[8];
+    _mm256_store_ps(v, f);
+    for (int t = 0; t < T; t++) res[t] = (v[t] + v[4 + t]) + ms[t];
+}
+
 /* One group of a tile: every (row, token) pair. */
 AVX2 static INL void group2_avx2(const __m256i *A, const __m256i *B, const __m256 *dv, const float *const *mw,
-                                 const X2Row *const *X, int64_t g, bool has_m, const int R, const int T,
-                                 __m256 (*acc)[TILE_MAX_T], float (*ms)[TILE_MAX_T]) {
-    const __m256i ones = _mm256_set1_epi16(1);
+                                 const X2Row *const *X, int64_t g, bool has_m, const int R, const int T, __m256 *f,
+                                 float (*ms)[TILE_MAX_T]) {
+    const __m256 dx = dx_t_avx2(X, g, T);
     UNROLL
-    for (int t = 0; t < T; t++) {
-        const __m256i *xv = X[t]->v + 5 * g;
-        const __m256i xa = _mm256_load_si256(xv), xb = _mm256_load_si256(xv + 1);
-        const __m256 dx = _mm256_load_ps((const float *)(xv + 4));
+    for (int r = 0; r < R; r++) {
+        __m256i p[TILE_MAX_T];
         UNROLL
-        for (int r = 0; r < R; r++) {
-            const __m256i pa = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_load_si256(xv + 2), _mm256_sign_epi8(A[r], xa)), ones);
-            const __m256i pb = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_load_si256(xv + 3), _mm256_sign_epi8(B[r], xb)), ones);
-            acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(pa, pb)), _mm256_mul_ps(dv[r], dx), acc[r][t]);
-            if (has_m)
+        for (int t = 0; t < T; t++) p[t] = pair2_avx2(A[r], B[r], X[t]->v + 5 * g);
+        f[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(red_t_avx2(p, T)), _mm256_mul_ps(dv[r], dx), f[r]);
+        if (has_m)
+            for (int t = 0; t < T; t++)
                 for (int i = 0; i < 2; i++) ms[r][t] += mw[r][i] * X[t]->s[2 * g + i];
-        }
     }
 }
 
-/* Prompt tiles carry their accumulators in memory (A[r][t], M[r][t]) from
- * one K chunk of the rows to the next: every lane sees the same operations
- * in the same order as in one pass over the whole row (and as in dec_*),
- * so chunking changes no bit of the result. */
+/* Prompt tiles carry their accumulators in memory from one K chunk of the
+ * rows to the next (Acc[r][0]: the float lanes of row r and the tile's T
+ * tokens; M[r][t] the offsets): every lane sees the same operations in the
+ * same order as in one pass over the whole row (and as in dec_*), so
+ * chunking changes no bit of the result. */
 AVX2 static INL void tile_a2_avx2(const W2Row *const *W, const X2Row *const *X, int64_t ng, bool has_m, const int R,
                                   const int T, __m256 *const *Acc, float *const *M) {
-    __m256 acc[TILE_MAX_R][TILE_MAX_T];
+    __m256 f[TILE_MAX_R];
     float ms[TILE_MAX_R][TILE_MAX_T];
     UNROLL
-    for (int r = 0; r < R; r++)
+    for (int r = 0; r < R; r++) {
+        f[r] = _mm256_load_ps((const float *)&Acc[r][0]);
         UNROLL
-        for (int t = 0; t < T; t++) acc[r][t] = _mm256_load_ps((const float *)&Acc[r][t]), ms[r][t] = M[r][t];
+        for (int t = 0; t < T; t++) ms[r][t] = M[r][t];
+    }
     for (int64_t g = 0; g < ng; g++) {
         __m256i A[TILE_MAX_R], B[TILE_MAX_R];
         __m256 dv[TILE_MAX_R];
@@ -392,23 +435,27 @@ AVX2 static INL void tile_a2_avx2(const W2Row *const *W, const X2Row *const *X, 
             dv[r] = _mm256_load_ps((const float *)(W[r]->v + 3 * g + 2));
             mw[r] = W[r]->m + 2 * g;
         }
-        group2_avx2(A, B, dv, mw, X, g, has_m, R, T, acc, ms);
+        group2_avx2(A, B, dv, mw, X, g, has_m, R, T, f, ms);
     }
     UNROLL
-    for (int r = 0; r < R; r++)
+    for (int r = 0; r < R; r++) {
+        _mm256_store_ps((float *)&Acc[r][0], f[r]);
         UNROLL
-        for (int t = 0; t < T; t++) _mm256_store_ps((float *)&Acc[r][t], acc[r][t]), M[r][t] = ms[r][t];
+        for (int t = 0; t < T; t++) M[r][t] = ms[r][t];
+    }
 }
 
 AVX2 static INL void dec_a2_avx2(uint32_t type, const uint8_t *const *wr, const X2Row *const *X, int64_t nb, bool has_m,
                                  const int R, const int T, float *res) {
     const size_t sz = type_info(type)->type_size;
-    __m256 acc[TILE_MAX_R][TILE_MAX_T];
+    __m256 f[TILE_MAX_R];
     float ms[TILE_MAX_R][TILE_MAX_T];
     UNROLL
-    for (int r = 0; r < R; r++)
+    for (int r = 0; r < R; r++) {
+        f[r] = _mm256_setzero_ps();
         UNROLL
-        for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps(), ms[r][t] = 0.0f;
+        for (int t = 0; t < T; t++) ms[r][t] = 0.0f;
+    }
     for (int64_t g = 0; g < (nb + 1) / 2; g++) {
         __m256i A[TILE_MAX_R], B[TILE_MAX_R];
         __m256 dv[TILE_MAX_R];
@@ -422,12 +469,10 @@ AVX2 static INL void dec_a2_avx2(uint32_t type, const uint8_t *const *wr, const 
             load_w2(type, p, imin(2, nb - 2 * g), &A[r], &B[r], &dv[r], mwv[r]);
             mw[r] = mwv[r];
         }
-        group2_avx2(A, B, dv, mw, X, g, has_m, R, T, acc, ms);
+        group2_avx2(A, B, dv, mw, X, g, has_m, R, T, f, ms);
     }
     UNROLL
-    for (int r = 0; r < R; r++)
-        UNROLL
-        for (int t = 0; t < T; t++) res[r * TILE_MAX_T + t] = hsum256(acc[r][t]) + ms[r][t];
+    for (int r = 0; r < R; r++) res_t_avx2(f[r], ms[r], T, res + r * TILE_MAX_T);
 }
 
 /* AVX2, K-quants: quant_x86_k2.c (generation and prompt tiles). */
@@ -905,14 +950,21 @@ AVX512 static void group_a8_avx512(const W8Row *const *W, int nr, const X8Row *c
 AVX512 static void reduce_acc_avx512(const __m512 *acc, const float *ms, int n, float *res) {
     for (int i = 0; i < n; i++) res[i] = _mm512_reduce_add_ps(acc[i]) + ms[i];
 }
-AVX2 static void reduce_acc_avx2(const __m256 *acc, const float *ms, int n, float *res) {
-    for (int i = 0; i < n; i++) res[i] = hsum256(acc[i]) + ms[i];
-}
 AVX512 static void group_k_avx512(const CanonK *const *W, int nr, const BlockQ8_K *const *X, int T, int64_t nsb,
                                   float *out, int64_t os) {
     GROUP_BODY(tile_k_avx512, nsb)
 }
 
+/* A row's results from its token tiles' accumulators (each at the tile's first token). */
+AVX2 static void reduce_acc_avx2(const __m256 *acc, const float *ms, int nt, float *res) {
+    for (int t = 0; t < nt;) {
+        const int T = nt - t >= 4 ? 4 : nt - t >= 2 ? 2 : 1;
+        if (T == 4) res_t_avx2(acc[t], ms + t, 4, res + t);
+        else if (T == 2) res_t_avx2(acc[t], ms + t, 2, res + t);
+        else res_t_avx2(acc[t], ms + t, 1, res + t);
+        t += T;
+    }
+}
 /* Decode kernels, specialised per weight type: every row of the call, one
  * at a time, streamed in order, against each of the (fewer than
  * DEC_MAX_TOK) activation rows, two at a time, while the row is in L1.
@@ -1410,7 +1462,7 @@ __attribute__((noinline)) static void matmul_a_pre_avx2(uint32_t type, const uin
                 const int nbc = imin(PRE_K_BLOCKS, nb - b0), ngc = (nbc + 1) / 2;
                 for (int i = 0; i < nr; i++) unpack_w2_row(type, w + (size_t)(rs + i) * wrb + (size_t)b0 * sz, nbc, &wrow[i]);
                 for (int t = 0; t < nt;) {
-                    const int T = nt - t >= 2 ? 2 : 1;
+                    const int T = nt - t >= 4 ? 4 : nt - t >= 2 ? 2 : 1;
                     X2Row xv[TILE_MAX_T];
                     const X2Row *X[TILE_MAX_T];
                     for (int i = 0; i < T; i++) { /* the chunk's view of each token's panel row */

@@ -766,121 +766,6 @@ AVX512 static INL void dec_k_avx512(uint32_t type, const uint8_t *const *wr, con
         for (int t = 0; t < T; t++) res[r * TILE_MAX_T + t] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
-/* Generation with the K-quants that matter most (Q4_K, Q5_K, Q6_K): each
- * super-block decoded straight into zmm registers (levels of 64 values per
- * register, and the matching scale lanes), no canonical buffer. The
- * arithmetic is that of k_sb_avx512, in the same order: same results. */
-static const int16_t KIDX_32[32] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                                    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
-static const int16_t KIDX_16[32] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
-                                    2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3};
-static const int16_t KIDX_MN[16] = {8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15};
-
-AVX512 static INL void load_k_zmm(uint32_t type, const uint8_t *p, __m512i *q, __m512i *sv, __m256i *mn, float *d,
-                                  float *dmin) {
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
-    if (type == GGML_TYPE_Q6_K) {
-        const BlockQ6_K *b = (const BlockQ6_K *)p;
-        /* high bits 2k..2k+1 of qh go to bits 4-5 of the level: (qh << 4-2k) & 0x30
-         * for k = 0, 1 and (qh >> 2k-4) & 0x30 for k = 2, 3 (16-bit shifts: what
-         * crosses into the other byte lands outside 0x30); then a bit-select
-         * (vpternlog) merges them with the low nibbles */
-        const __m512i m30 = _mm512_set1_epi8(0x30);
-        const __m512i l01 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
-        const __m512i r23 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
-        for (int n = 0; n < 2; n++) {
-            const __m512i v = _mm512_loadu_si512((const void *)(b->ql + 64 * n));
-            const __m512i h = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b->qh + 32 * n)));
-            const __m512i h01 = _mm512_and_si512(_mm512_sllv_epi16(h, l01), m30);
-            const __m512i h23 = _mm512_and_si512(_mm512_srlv_epi16(h, r23), m30);
-            q[2 * n] = _mm512_ternarylogic_epi32(m4, v, h01, 0xCA); /* m4 ? v : h01 */
-            q[2 * n + 1] = _mm512_ternarylogic_epi32(m4, _mm512_srli_epi16(v, 4), h23, 0xCA);
-        }
-        const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
-        const __m512i scz = _mm512_castsi256_si512(sc);
-        const __m512i base = _mm512_loadu_si512((const void *)KIDX_16);
-        for (int k = 0; k < 4; k++)
-            sv[k] = _mm512_permutexvar_epi16(_mm512_add_epi16(base, _mm512_set1_epi16((short)(4 * k))), scz);
-        *mn = _mm256_slli_epi16(sc, 5);
-        *d = *dmin = H2FV(b->d);
-        return;
-    }
-    /* Q4_K / Q5_K */
-    const bool five = type == GGML_TYPE_Q5_K;
-    const uint8_t *scales = p + 4, *qs = p + (five ? 48 : 16);
-    for (int j = 0; j < 2; j++) {
-        const __m512i v = _mm512_loadu_si512((const void *)(qs + 64 * j));
-        const __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-        q[2 * j] = _mm512_shuffle_i64x2(lo, hi, _MM_SHUFFLE(1, 0, 1, 0));
-        q[2 * j + 1] = _mm512_shuffle_i64x2(lo, hi, _MM_SHUFFLE(3, 2, 3, 2));
-    }
-    if (five) {
-        const __m512i h = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(p + 16)));
-        const __m512i s16 = _mm512_set1_epi8(16);
-        for (int c = 0; c < 4; c++) {
-            const __m512i bits = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (2 * c))),
-                                                    _mm256_set1_epi8((char)(2 << (2 * c))), 1);
-            q[c] = _mm512_mask_add_epi8(q[c], _mm512_test_epi8_mask(h, bits), q[c], s16);
-        }
-    }
-    const uint32_t a0 = load_u32le(scales), a1 = load_u32le(scales + 4), a2 = load_u32le(scales + 8);
-    const uint64_t sc8 = (uint64_t)(a0 & 0x3f3f3f3fu) | (uint64_t)((a2 & 0x0f0f0f0fu) | ((a0 >> 2) & 0x30303030u)) << 32;
-    const uint64_t m8 = (uint64_t)(a1 & 0x3f3f3f3fu) | (uint64_t)(((a2 >> 4) & 0x0f0f0f0fu) | ((a1 >> 2) & 0x30303030u)) << 32;
-    const __m256i sm = _mm256_cvtepu8_epi16(_mm_set_epi64x((long long)m8, (long long)sc8)); /* sc 0-7, m 8-15 */
-    const __m512i smz = _mm512_castsi256_si512(sm);
-    const __m512i base = _mm512_loadu_si512((const void *)KIDX_32);
-    for (int k = 0; k < 4; k++)
-        sv[k] = _mm512_permutexvar_epi16(_mm512_add_epi16(base, _mm512_set1_epi16((short)(2 * k))), smz);
-    *mn = _mm256_permutexvar_epi16(_mm256_loadu_si256((const __m256i *)KIDX_MN), sm);
-    uint16_t dh, mh;
-    memcpy(&dh, p, 2), memcpy(&mh, p + 2, 2);
-    *d = H2FV(dh), *dmin = H2FV(mh);
-}
-
-AVX512 static INL void dec_kz_avx512(uint32_t type, const uint8_t *const *wr, const BlockQ8_K *const *X, int64_t nsb,
-                                     const int R, const int T, float *res) {
-    const size_t sz = type_info(type)->type_size;
-    __m512 acc[TILE_MAX_R][TILE_MAX_T];
-    UNROLL
-    for (int r = 0; r < R; r++)
-        UNROLL
-        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
-    for (int64_t s = 0; s < nsb; s++) {
-        __m512i q[TILE_MAX_R][4], sv[TILE_MAX_R][4], ai[TILE_MAX_R][TILE_MAX_T];
-        __m256i mn[TILE_MAX_R];
-        float d[TILE_MAX_R], dmin[TILE_MAX_R];
-        UNROLL
-        for (int r = 0; r < R; r++) {
-            const uint8_t *p = wr[r] + (size_t)s * sz;
-            for (size_t i = 0; i < sz; i += 64) _mm_prefetch((const char *)p + PREFETCH_DIST + i, PREFETCH_HINT);
-            load_k_zmm(type, p, q[r], sv[r], &mn[r], &d[r], &dmin[r]);
-            UNROLL
-            for (int t = 0; t < T; t++) ai[r][t] = _mm512_setzero_si512();
-        }
-        UNROLL
-        for (int k = 0; k < 4; k++)
-            UNROLL
-            for (int t = 0; t < T; t++) {
-                const __m512i x = _mm512_loadu_si512((const void *)(X[t][s].qs + 64 * k));
-                UNROLL
-                for (int r = 0; r < R; r++) ai[r][t] = _mm512_dpwssd_epi32(ai[r][t], _mm512_maddubs_epi16(q[r][k], x), sv[r][k]);
-            }
-        UNROLL
-        for (int r = 0; r < R; r++)
-            UNROLL
-            for (int t = 0; t < T; t++) {
-                const __m256i im = _mm256_madd_epi16(mn[r], _mm256_loadu_si256((const __m256i *)X[t][s].bsums));
-                const __m512 fm = _mm512_insertf32x8(_mm512_setzero_ps(), _mm256_cvtepi32_ps(im), 0);
-                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ai[r][t]), _mm512_set1_ps(d[r] * X[t][s].d), acc[r][t]);
-                acc[r][t] = _mm512_fnmadd_ps(fm, _mm512_set1_ps(dmin[r] * X[t][s].d), acc[r][t]);
-            }
-    }
-    UNROLL
-    for (int r = 0; r < R; r++)
-        UNROLL
-        for (int t = 0; t < T; t++) res[r * TILE_MAX_T + t] = _mm512_reduce_add_ps(acc[r][t]);
-}
-
 /* Entry points: each call below has constant R and T, so the compiler
  * unrolls it into register-resident accumulators. */
 #define TILE_SWITCH(F, ...)                                              \
@@ -1028,9 +913,11 @@ DEC_A_FNS(q8_0, GGML_TYPE_Q8_0)
     AVX512 static void dec_k_avx512_##SUFFIX(DEC_PARAMS) { DEC_ROWS(F512, BlockQ8_K, TYPE, wr, X, n) }
 DEC_K_FNS(q2_K, GGML_TYPE_Q2_K, dec_k_avx512)
 DEC_K_FNS(q3_K, GGML_TYPE_Q3_K, dec_k_avx512)
-DEC_K_FNS(q4_K, GGML_TYPE_Q4_K, dec_kz_avx512)
-DEC_K_FNS(q5_K, GGML_TYPE_Q5_K, dec_kz_avx512)
-DEC_K_FNS(q6_K, GGML_TYPE_Q6_K, dec_kz_avx512)
+/* Q4_K, Q5_K, Q6_K at AVX-512 decode in quant_x86_dec512.c (matmul_k_dec
+ * takes it first); these entries keep the table whole */
+DEC_K_FNS(q4_K, GGML_TYPE_Q4_K, dec_k_avx512)
+DEC_K_FNS(q5_K, GGML_TYPE_Q5_K, dec_k_avx512)
+DEC_K_FNS(q6_K, GGML_TYPE_Q6_K, dec_k_avx512)
 
 static DecRowsFn dec_rows_fn(int level, uint32_t type) {
     const bool v = level == SIMD_AVX512;

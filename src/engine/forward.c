@@ -60,7 +60,7 @@ struct Context {
 };
 
 /* 0, or -1 with err set when the backend failed (a GPU's failed launch). */
-static int be_check(Context *c, Error *err) { return c->be->check ? c->be->check(c->be, err) : 0; }
+static int be_check(const Context *c, Error *err) { return c->be->check ? c->be->check(c->be, err) : 0; }
 
 /* ---- the KV cache: context shift, saving and restoring positions -------- */
 
@@ -80,7 +80,7 @@ int context_kv_read(const Context *c, int seq, int p0, int p1, void *buf, Error 
     if (seq < 0 || seq >= c->p.n_seq || p0 < 0 || p1 < p0 || p1 > c->p.n_ctx)
         return err_set(err, "no positions %d..%d in sequence %d", p0, p1, seq);
     c->be->kv_read(c->be, seq, p0, p1, buf);
-    if (c->be->check && c->be->check(c->be, err)) return -1;
+    if (be_check(c, err)) return -1;
     /* dist, layers split: the other ranks' layers over this one's stale copies */
     return dist_cmd_kv_read(c->p.dist, c->m, c->dist_id, seq, p0, p1, buf,
                             (size_t)(p1 - p0) * context_kv_pos_bytes(c) / (size_t)c->m->cfg.n_layer, err);

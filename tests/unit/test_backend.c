@@ -15,18 +15,7 @@
 #include "kv.h"
 #include "model.h"
 #include "quant.h"
-
-static int passed, failed;
-#define CHECK(cond, ...)                                \
-    do {                                                \
-        if (cond) passed++;                             \
-        else {                                          \
-            failed++;                                   \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-            printf(__VA_ARGS__);                        \
-            printf("\n");                               \
-        }                                               \
-    } while (0)
+#include "check.h"
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
 static float frand(void) { /* -1..1 */
@@ -396,6 +385,5 @@ int main(void) {
     b->free(b);
     test_attention(&cfg);
     test_errors(&cfg);
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return check_report("backend");
 }

@@ -16,18 +16,7 @@
 
 #include "pickle.h"
 #include "safetensors.h"
-
-static int g_pass, g_fail;
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (cond) {                                                                  \
-            g_pass++;                                                                \
-        } else {                                                                     \
-            g_fail++;                                                                \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                            \
-    } while (0)
+#include "check.h"
 
 typedef struct {
     uint8_t b[4096];
@@ -90,14 +79,14 @@ static void test_pickle(void) {
 
     PickleScan ps;
     Error err = {{0}};
-    CHECK(pickle_scan(b.b, b.n, &ps, &err) == 0);
+    CHECK_EXPR(pickle_scan(b.b, b.n, &ps, &err) == 0);
     int n_data = 0;
     size_t offs[4];
     for (int i = 0; i < ps.n_blobs; i++)
         if (!pickle_blob_is_placeholder(b.b, &ps.blobs[i]) && n_data < 4) offs[n_data++] = ps.blobs[i].offset;
-    CHECK(ps.n_blobs == 4 && n_data == 2);
-    CHECK(n_data == 2 && offs[0] == off_w && offs[1] == off_s);
-    CHECK(ps.protocol == 4 && ps.end == b.n);
+    CHECK_EXPR(ps.n_blobs == 4 && n_data == 2);
+    CHECK_EXPR(n_data == 2 && offs[0] == off_w && offs[1] == off_s);
+    CHECK_EXPR(ps.protocol == 4 && ps.end == b.n);
     pickle_scan_free(&ps);
 
     /* every truncation fails; every one-byte change scans or fails cleanly */
@@ -105,35 +94,35 @@ static void test_pickle(void) {
     for (size_t n = 0; n < b.n; n++) {
         if (pickle_scan(b.b, n, &ps, &err) == 0) truncated_ok = 0, pickle_scan_free(&ps);
     }
-    CHECK(truncated_ok);
+    CHECK_EXPR(truncated_ok);
     for (size_t i = 0; i < b.n; i++) {
         const uint8_t keep = b.b[i];
         for (int v = 0; v < 256; v += 17) {
             b.b[i] = (uint8_t)v;
             if (pickle_scan(b.b, b.n, &ps, &err) == 0) {
-                for (int k = 0; k < ps.n_blobs; k++) CHECK(ps.blobs[k].offset + ps.blobs[k].size <= b.n);
+                for (int k = 0; k < ps.n_blobs; k++) CHECK_EXPR(ps.blobs[k].offset + ps.blobs[k].size <= b.n);
                 pickle_scan_free(&ps);
             } else {
-                CHECK(err.msg[0] != 0);
+                CHECK_EXPR(err.msg[0] != 0);
                 mutated++;
             }
         }
         b.b[i] = keep;
     }
-    CHECK(mutated > 0);
+    CHECK_EXPR(mutated > 0);
 
     /* unknown opcode, data after STOP, out-of-band buffer, protocol-0 text opcodes */
     const uint8_t unk[] = {0x80, 4, 0xff, '.'};
-    CHECK(pickle_scan(unk, sizeof unk, &ps, &err) != 0 && strstr(err.msg, "unknown pickle opcode 0xff at offset 2"));
+    CHECK_EXPR(pickle_scan(unk, sizeof unk, &ps, &err) != 0 && strstr(err.msg, "unknown pickle opcode 0xff at offset 2"));
     const uint8_t after[] = {'N', '.', 'N'};
-    CHECK(pickle_scan(after, sizeof after, &ps, &err) != 0 && strstr(err.msg, "after"));
+    CHECK_EXPR(pickle_scan(after, sizeof after, &ps, &err) != 0 && strstr(err.msg, "after"));
     const uint8_t oob[] = {0x80, 5, 0x97, '.'};
-    CHECK(pickle_scan(oob, sizeof oob, &ps, &err) != 0 && strstr(err.msg, "out-of-band"));
+    CHECK_EXPR(pickle_scan(oob, sizeof oob, &ps, &err) != 0 && strstr(err.msg, "out-of-band"));
     const char text[] = "cnumpy\ndtype\n(S'f4'\nI0\nI1\ntp0\nRp1\n.";
-    CHECK(pickle_scan((const uint8_t *)text, strlen(text), &ps, &err) == 0 && ps.n_blobs == 0);
+    CHECK_EXPR(pickle_scan((const uint8_t *)text, strlen(text), &ps, &err) == 0 && ps.n_blobs == 0);
     pickle_scan_free(&ps);
     const uint8_t nostop[] = {0x80, 4, 'N'};
-    CHECK(pickle_scan(nostop, sizeof nostop, &ps, &err) != 0 && strstr(err.msg, "STOP"));
+    CHECK_EXPR(pickle_scan(nostop, sizeof nostop, &ps, &err) != 0 && strstr(err.msg, "STOP"));
 }
 
 static int write_st(const char *path, const char *header, const void *data, size_t n) {
@@ -152,17 +141,17 @@ static void test_safetensors(const char *dir) {
     uint16_t data[12];
     for (int i = 0; i < 12; i++) data[i] = (uint16_t)(0x3f80 + i);
     Error err = {{0}};
-    CHECK(write_st(path,
+    CHECK_EXPR(write_st(path,
                    "{\"a\":{\"dtype\":\"BF16\",\"shape\":[2,3],\"data_offsets\":[0,12]},"
                    "\"b\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[12,24]},\"__metadata__\":{\"format\":\"pt\"}}",
                    data, sizeof data) == 0);
     STFile *f = st_open(path, &err);
-    CHECK(f != NULL);
+    CHECK_EXPR(f != NULL);
     if (f) {
         const STTensor *a = st_find(f, "a"), *b = st_find(f, "b");
-        CHECK(f->n_tensors == 2 && a && b && a->dtype == ST_BF16 && a->n_dims == 2 && a->shape[1] == 3);
-        CHECK(a && a->nbytes == 12 && memcmp(a->data, data, 12) == 0);
-        CHECK(b && b->dtype == ST_F32 && b->nbytes == 12 && memcmp(b->data, (const uint8_t *)data + 12, 12) == 0);
+        CHECK_EXPR(f->n_tensors == 2 && a && b && a->dtype == ST_BF16 && a->n_dims == 2 && a->shape[1] == 3);
+        CHECK_EXPR(a && a->nbytes == 12 && memcmp(a->data, data, 12) == 0);
+        CHECK_EXPR(b && b->dtype == ST_F32 && b->nbytes == 12 && memcmp(b->data, (const uint8_t *)data + 12, 12) == 0);
         st_close(f);
     }
     static const struct {
@@ -176,19 +165,19 @@ static void test_safetensors(const char *dir) {
         {"{\"a\":", "not a JSON object"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        CHECK(write_st(path, bad[i].header, data, sizeof data) == 0);
+        CHECK_EXPR(write_st(path, bad[i].header, data, sizeof data) == 0);
         err.msg[0] = 0;
         f = st_open(path, &err);
-        CHECK(f == NULL && strstr(err.msg, bad[i].needle) != NULL);
+        CHECK_EXPR(f == NULL && strstr(err.msg, bad[i].needle) != NULL);
         if (f) st_close(f), fprintf(stderr, "  accepted: %s\n", bad[i].header);
         else if (!strstr(err.msg, bad[i].needle)) fprintf(stderr, "  message: %s\n", err.msg);
     }
     /* a header length beyond the file */
     FILE *fp = fopen(path, "wb");
     const uint8_t huge[16] = {0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0, '{', '}'};
-    CHECK(fp && fwrite(huge, 1, sizeof huge, fp) == sizeof huge && fclose(fp) == 0);
+    CHECK_EXPR(fp && fwrite(huge, 1, sizeof huge, fp) == sizeof huge && fclose(fp) == 0);
     f = st_open(path, &err);
-    CHECK(f == NULL && strstr(err.msg, "header size"));
+    CHECK_EXPR(f == NULL && strstr(err.msg, "header size"));
     remove(path);
 }
 
@@ -197,6 +186,5 @@ int main(void) {
     mkdir(tmp, 0755);
     test_pickle();
     test_safetensors(tmp);
-    printf("%d passed, %d failed\n", g_pass, g_fail);
-    return g_fail != 0;
+    return check_report("convert_readers");
 }

@@ -12,18 +12,7 @@
 #include "dist_engine.h"
 #include "quant.h"
 #include "synth.h"
-
-static int passed, failed;
-#define CHECK(cond, ...)                                \
-    do {                                                \
-        if (cond) passed++;                             \
-        else {                                          \
-            failed++;                                   \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-            printf(__VA_ARGS__);                        \
-            printf("\n");                               \
-        }                                               \
-    } while (0)
+#include "check.h"
 
 static void one_process(const char *path) {
     Error err = {{0}};
@@ -146,6 +135,5 @@ int main(void) {
     model_free(m);
     for (int n = 1; n <= 5; n++) layers_split(q8, n);
     remove(f32), remove(q8), remove(g2);
-    printf("dist: %d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return check_report("dist");
 }

@@ -12,18 +12,7 @@
 #include "model.h"
 #include "quant.h"
 #include "synth.h"
-
-static int passed, failed;
-#define CHECK(cond, ...)                                \
-    do {                                                \
-        if (cond) passed++;                             \
-        else {                                          \
-            failed++;                                   \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-            printf(__VA_ARGS__);                        \
-            printf("\n");                               \
-        }                                               \
-    } while (0)
+#include "check.h"
 
 static float max_rel_diff(const float *a, const float *b, size_t n) {
     float d = 0, m = 0;
@@ -162,6 +151,5 @@ int main(void) {
         run_model(path, cfgs[i].label);
         remove(path);
     }
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    return check_report("forward");
 }

@@ -13,19 +13,10 @@
 
 #include "gguf.h"
 #include "quant.h"
+#include "check.h"
 
-static int g_pass, g_fail;
 static int g_verbose;
 
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (cond) {                                                                  \
-            g_pass++;                                                                \
-        } else {                                                                     \
-            g_fail++;                                                                \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                            \
-    } while (0)
 
 static char g_dir[1024];
 
@@ -178,7 +169,7 @@ static void expect_ok_mem(const ByteBuf *b, int line) {
     Error err = {{0}};
     GGUFFile *f = gguf_open_memory(b->p, b->n, &err);
     if (!f) fprintf(stderr, "line %d: expected success, got: %s\n", line, err.msg);
-    CHECK(f != NULL);
+    CHECK_EXPR(f != NULL);
     gguf_close(f);
 }
 
@@ -189,10 +180,10 @@ static void expect_err_mem(const ByteBuf *b, const char *want, int line) {
     uint8_t *copy = malloc(b->n ? b->n : 1);
     if (b->n) memcpy(copy, b->p, b->n);
     GGUFFile *f = gguf_open_memory(copy, b->n, &err);
-    CHECK(f == NULL);
+    CHECK_EXPR(f == NULL);
     bool has = strstr(err.msg, want) != NULL;
     if (!has) fprintf(stderr, "line %d: expected an error containing '%s', got '%s'\n", line, want, err.msg);
-    CHECK(has);
+    CHECK_EXPR(has);
     if (g_verbose) printf("  line %d: %s\n", line, err.msg);
     gguf_close(f);
     free(copy);
@@ -271,37 +262,37 @@ static void test_roundtrip(void) {
     }
 
     GGUFWriter *w = gguf_writer_new();
-    CHECK(w != NULL);
+    CHECK_EXPR(w != NULL);
     const int32_t ai32[5] = {-1, 2, -3, 4, 2147483647};
     const float af32[3] = {0.5f, -1.25f, 1e30f};
     const uint8_t au8[4] = {0, 1, 254, 255};
     const char *astr[3] = {"alpha", "", "gamma delta"};
     const char *astr2[2] = {"a\0b", "xyz"};
     const uint64_t astr2_len[2] = {3, 2};
-    CHECK(gguf_set_str(w, "general.architecture", "grok") == 0);
-    CHECK(gguf_set_u8(w, "t.u8", 200) == 0);
-    CHECK(gguf_set_u16(w, "t.u16", 60000) == 0);
-    CHECK(gguf_set_u32(w, "t.u32", 4000000000u) == 0);
-    CHECK(gguf_set_i32(w, "t.i32", -123456) == 0);
-    CHECK(gguf_set_u64(w, "t.u64", (1ull << 40) + 5) == 0);
-    CHECK(gguf_set_f32(w, "t.f32", 3.25f) == 0);
-    CHECK(gguf_set_bool(w, "t.bool", true) == 0);
-    CHECK(gguf_set_bool(w, "t.false", false) == 0);
-    CHECK(gguf_set_str(w, "t.str", "hello, grok") == 0);
-    CHECK(gguf_set_str(w, "t.empty", "") == 0);
-    CHECK(gguf_set_arr(w, "t.arr_i32", GGUF_TYPE_INT32, ai32, 5) == 0);
-    CHECK(gguf_set_arr(w, "t.arr_f32", GGUF_TYPE_FLOAT32, af32, 3) == 0);
-    CHECK(gguf_set_arr(w, "t.arr_u8", GGUF_TYPE_UINT8, au8, 4) == 0);
-    CHECK(gguf_set_arr(w, "t.arr_empty", GGUF_TYPE_UINT64, NULL, 0) == 0);
-    CHECK(gguf_set_arr_str(w, "t.arr_str", astr, NULL, 3) == 0);
-    CHECK(gguf_set_arr_str(w, "t.arr_str_len", astr2, astr2_len, 2) == 0);
-    CHECK(gguf_set_u32(w, "t.dup", 1) == 0);
-    CHECK(gguf_set_u32(w, "t.dup", 2) == 0);   /* last value wins, one entry */
-    CHECK(gguf_set_str(w, "t.retyped", "x") == 0);
-    CHECK(gguf_set_u8(w, "t.retyped", 7) == 0); /* and may change the type */
-    CHECK(gguf_set_arr(w, "t.bad", GGUF_TYPE_STRING, au8, 1) == -1); /* not numeric */
-    CHECK(gguf_set_arr(w, "t.bad", GGUF_TYPE_ARRAY, au8, 1) == -1);
-    CHECK(gguf_set_str(w, "t.bad", NULL) == -1);
+    CHECK_EXPR(gguf_set_str(w, "general.architecture", "grok") == 0);
+    CHECK_EXPR(gguf_set_u8(w, "t.u8", 200) == 0);
+    CHECK_EXPR(gguf_set_u16(w, "t.u16", 60000) == 0);
+    CHECK_EXPR(gguf_set_u32(w, "t.u32", 4000000000u) == 0);
+    CHECK_EXPR(gguf_set_i32(w, "t.i32", -123456) == 0);
+    CHECK_EXPR(gguf_set_u64(w, "t.u64", (1ull << 40) + 5) == 0);
+    CHECK_EXPR(gguf_set_f32(w, "t.f32", 3.25f) == 0);
+    CHECK_EXPR(gguf_set_bool(w, "t.bool", true) == 0);
+    CHECK_EXPR(gguf_set_bool(w, "t.false", false) == 0);
+    CHECK_EXPR(gguf_set_str(w, "t.str", "hello, grok") == 0);
+    CHECK_EXPR(gguf_set_str(w, "t.empty", "") == 0);
+    CHECK_EXPR(gguf_set_arr(w, "t.arr_i32", GGUF_TYPE_INT32, ai32, 5) == 0);
+    CHECK_EXPR(gguf_set_arr(w, "t.arr_f32", GGUF_TYPE_FLOAT32, af32, 3) == 0);
+    CHECK_EXPR(gguf_set_arr(w, "t.arr_u8", GGUF_TYPE_UINT8, au8, 4) == 0);
+    CHECK_EXPR(gguf_set_arr(w, "t.arr_empty", GGUF_TYPE_UINT64, NULL, 0) == 0);
+    CHECK_EXPR(gguf_set_arr_str(w, "t.arr_str", astr, NULL, 3) == 0);
+    CHECK_EXPR(gguf_set_arr_str(w, "t.arr_str_len", astr2, astr2_len, 2) == 0);
+    CHECK_EXPR(gguf_set_u32(w, "t.dup", 1) == 0);
+    CHECK_EXPR(gguf_set_u32(w, "t.dup", 2) == 0);   /* last value wins, one entry */
+    CHECK_EXPR(gguf_set_str(w, "t.retyped", "x") == 0);
+    CHECK_EXPR(gguf_set_u8(w, "t.retyped", 7) == 0); /* and may change the type */
+    CHECK_EXPR(gguf_set_arr(w, "t.bad", GGUF_TYPE_STRING, au8, 1) == -1); /* not numeric */
+    CHECK_EXPR(gguf_set_arr(w, "t.bad", GGUF_TYPE_ARRAY, au8, 1) == -1);
+    CHECK_EXPR(gguf_set_str(w, "t.bad", NULL) == -1);
     const char *expect_keys[] = {"general.architecture", "t.u8", "t.u16", "t.u32", "t.i32", "t.u64",
                                  "t.f32", "t.bool", "t.false", "t.str", "t.empty", "t.arr_i32",
                                  "t.arr_f32", "t.arr_u8", "t.arr_empty", "t.arr_str", "t.arr_str_len",
@@ -315,78 +306,78 @@ static void test_roundtrip(void) {
         int r = gguf_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->use_fill ? NULL : data[i],
                                 t->use_fill ? fill_cb : NULL, &fc, &err);
         if (r) fprintf(stderr, "add_tensor %s: %s\n", t->name, err.msg);
-        CHECK(r == 0);
+        CHECK_EXPR(r == 0);
     }
     Error err = {{0}};
     int wr = gguf_write(w, path, &err);
     if (wr) fprintf(stderr, "gguf_write: %s\n", err.msg);
-    CHECK(wr == 0);
-    CHECK(fc.calls == 1);
-    CHECK(!file_exists(tmp));
+    CHECK_EXPR(wr == 0);
+    CHECK_EXPR(fc.calls == 1);
+    CHECK_EXPR(!file_exists(tmp));
     gguf_writer_free(w);
 
     GGUFFile *f = gguf_open(path, &err);
     if (!f) fprintf(stderr, "gguf_open: %s\n", err.msg);
-    CHECK(f != NULL);
+    CHECK_EXPR(f != NULL);
     if (!f) goto out;
 
-    CHECK(gguf_version(f) == 3);
-    CHECK(gguf_alignment(f) == 32);
-    CHECK(gguf_n_files(f) == 1);
+    CHECK_EXPR(gguf_version(f) == 3);
+    CHECK_EXPR(gguf_alignment(f) == 32);
+    CHECK_EXPR(gguf_n_files(f) == 1);
     struct stat st;
-    CHECK(stat(path, &st) == 0 && gguf_total_size(f) == (uint64_t)st.st_size);
-    CHECK(gguf_n_kv(f) == n_expect_keys);
-    for (size_t i = 0; i < n_expect_keys && i < gguf_n_kv(f); i++) CHECK(strcmp(gguf_kv(f, i)->key, expect_keys[i]) == 0);
-    CHECK(gguf_kv(f, gguf_n_kv(f)) == NULL);
+    CHECK_EXPR(stat(path, &st) == 0 && gguf_total_size(f) == (uint64_t)st.st_size);
+    CHECK_EXPR(gguf_n_kv(f) == n_expect_keys);
+    for (size_t i = 0; i < n_expect_keys && i < gguf_n_kv(f); i++) CHECK_EXPR(strcmp(gguf_kv(f, i)->key, expect_keys[i]) == 0);
+    CHECK_EXPR(gguf_kv(f, gguf_n_kv(f)) == NULL);
 
     const GGUFKV *kv;
     kv = gguf_find_kv(f, "t.u8");
-    CHECK(kv && kv->type == GGUF_TYPE_UINT8 && kv->num.u64 == 200);
+    CHECK_EXPR(kv && kv->type == GGUF_TYPE_UINT8 && kv->num.u64 == 200);
     kv = gguf_find_kv(f, "t.u16");
-    CHECK(kv && kv->type == GGUF_TYPE_UINT16 && kv->num.u64 == 60000);
+    CHECK_EXPR(kv && kv->type == GGUF_TYPE_UINT16 && kv->num.u64 == 60000);
     kv = gguf_find_kv(f, "t.u32");
-    CHECK(kv && kv->type == GGUF_TYPE_UINT32 && kv->num.u64 == 4000000000u);
+    CHECK_EXPR(kv && kv->type == GGUF_TYPE_UINT32 && kv->num.u64 == 4000000000u);
     kv = gguf_find_kv(f, "t.i32");
-    CHECK(kv && kv->type == GGUF_TYPE_INT32 && kv->num.i64 == -123456);
+    CHECK_EXPR(kv && kv->type == GGUF_TYPE_INT32 && kv->num.i64 == -123456);
     kv = gguf_find_kv(f, "t.u64");
-    CHECK(kv && kv->type == GGUF_TYPE_UINT64 && kv->num.u64 == (1ull << 40) + 5);
+    CHECK_EXPR(kv && kv->type == GGUF_TYPE_UINT64 && kv->num.u64 == (1ull << 40) + 5);
     kv = gguf_find_kv(f, "t.f32");
-    CHECK(kv && kv->type == GGUF_TYPE_FLOAT32 && kv->num.f64 == 3.25);
+    CHECK_EXPR(kv && kv->type == GGUF_TYPE_FLOAT32 && kv->num.f64 == 3.25);
     kv = gguf_find_kv(f, "t.bool");
-    CHECK(kv && kv->type == GGUF_TYPE_BOOL && kv->num.u64 == 1);
+    CHECK_EXPR(kv && kv->type == GGUF_TYPE_BOOL && kv->num.u64 == 1);
     kv = gguf_find_kv(f, "t.str");
-    CHECK(kv && kv->type == GGUF_TYPE_STRING && kv->str.len == 11 && memcmp(kv->str.data, "hello, grok", 11) == 0);
+    CHECK_EXPR(kv && kv->type == GGUF_TYPE_STRING && kv->str.len == 11 && memcmp(kv->str.data, "hello, grok", 11) == 0);
     kv = gguf_find_kv(f, "t.empty");
-    CHECK(kv && kv->type == GGUF_TYPE_STRING && kv->str.len == 0);
+    CHECK_EXPR(kv && kv->type == GGUF_TYPE_STRING && kv->str.len == 0);
     kv = gguf_find_kv(f, "t.arr_i32");
-    CHECK(kv && kv->type == GGUF_TYPE_ARRAY && kv->arr_type == GGUF_TYPE_INT32 && kv->arr_n == 5);
+    CHECK_EXPR(kv && kv->type == GGUF_TYPE_ARRAY && kv->arr_type == GGUF_TYPE_INT32 && kv->arr_n == 5);
     if (kv && kv->arr_n == 5)
         for (int i = 0; i < 5; i++) {
-            CHECK(gguf_arr_i64(kv, (uint64_t)i) == ai32[i]);
-            CHECK(gguf_arr_f64(kv, (uint64_t)i) == (double)ai32[i]);
+            CHECK_EXPR(gguf_arr_i64(kv, (uint64_t)i) == ai32[i]);
+            CHECK_EXPR(gguf_arr_f64(kv, (uint64_t)i) == (double)ai32[i]);
         }
     kv = gguf_find_kv(f, "t.arr_f32");
-    CHECK(kv && kv->arr_type == GGUF_TYPE_FLOAT32 && kv->arr_n == 3);
+    CHECK_EXPR(kv && kv->arr_type == GGUF_TYPE_FLOAT32 && kv->arr_n == 3);
     if (kv && kv->arr_n == 3)
-        for (int i = 0; i < 3; i++) CHECK(gguf_arr_f64(kv, (uint64_t)i) == (double)af32[i]);
+        for (int i = 0; i < 3; i++) CHECK_EXPR(gguf_arr_f64(kv, (uint64_t)i) == (double)af32[i]);
     kv = gguf_find_kv(f, "t.arr_u8");
-    CHECK(kv && kv->arr_type == GGUF_TYPE_UINT8 && kv->arr_n == 4 && memcmp(kv->arr_data, au8, 4) == 0);
+    CHECK_EXPR(kv && kv->arr_type == GGUF_TYPE_UINT8 && kv->arr_n == 4 && memcmp(kv->arr_data, au8, 4) == 0);
     kv = gguf_find_kv(f, "t.arr_empty");
-    CHECK(kv && kv->type == GGUF_TYPE_ARRAY && kv->arr_type == GGUF_TYPE_UINT64 && kv->arr_n == 0);
+    CHECK_EXPR(kv && kv->type == GGUF_TYPE_ARRAY && kv->arr_type == GGUF_TYPE_UINT64 && kv->arr_n == 0);
     kv = gguf_find_kv(f, "t.arr_str");
-    CHECK(kv && kv->arr_type == GGUF_TYPE_STRING && kv->arr_n == 3 && kv->arr_str);
+    CHECK_EXPR(kv && kv->arr_type == GGUF_TYPE_STRING && kv->arr_n == 3 && kv->arr_str);
     if (kv && kv->arr_n == 3 && kv->arr_str)
         for (int i = 0; i < 3; i++)
-            CHECK(kv->arr_str[i].len == strlen(astr[i]) && memcmp(kv->arr_str[i].data, astr[i], strlen(astr[i])) == 0);
+            CHECK_EXPR(kv->arr_str[i].len == strlen(astr[i]) && memcmp(kv->arr_str[i].data, astr[i], strlen(astr[i])) == 0);
     kv = gguf_find_kv(f, "t.arr_str_len");
-    CHECK(kv && kv->arr_n == 2 && kv->arr_str && kv->arr_str[0].len == 3 && memcmp(kv->arr_str[0].data, "a\0b", 3) == 0 &&
+    CHECK_EXPR(kv && kv->arr_n == 2 && kv->arr_str && kv->arr_str[0].len == 3 && memcmp(kv->arr_str[0].data, "a\0b", 3) == 0 &&
           kv->arr_str[1].len == 2 && memcmp(kv->arr_str[1].data, "xy", 2) == 0);
     kv = gguf_find_kv(f, "t.dup");
-    CHECK(kv && kv->num.u64 == 2);
+    CHECK_EXPR(kv && kv->num.u64 == 2);
     kv = gguf_find_kv(f, "t.retyped");
-    CHECK(kv && kv->type == GGUF_TYPE_UINT8 && kv->num.u64 == 7);
-    CHECK(gguf_find_kv(f, "t.absent") == NULL);
-    CHECK(gguf_find_kv(f, "t.bad") == NULL);
+    CHECK_EXPR(kv && kv->type == GGUF_TYPE_UINT8 && kv->num.u64 == 7);
+    CHECK_EXPR(gguf_find_kv(f, "t.absent") == NULL);
+    CHECK_EXPR(gguf_find_kv(f, "t.bad") == NULL);
 
     /* typed getters */
     uint32_t u32 = 0;
@@ -394,68 +385,68 @@ static void test_roundtrip(void) {
     bool bl = false;
     GGUFString gs;
     Error e2 = {{0}};
-    CHECK(gguf_get_u32(f, "t.u8", &u32, &e2) == 1 && u32 == 200);
-    CHECK(gguf_get_u32(f, "t.u32", &u32, &e2) == 1 && u32 == 4000000000u);
-    CHECK(gguf_get_u32(f, "t.absent", &u32, &e2) == 0);
-    CHECK(gguf_get_u32(f, "t.i32", &u32, &e2) == -1 && strstr(e2.msg, "t.i32"));
-    CHECK(gguf_get_u32(f, "t.u64", &u32, &e2) == -1);
-    CHECK(gguf_get_u32(f, "t.str", &u32, &e2) == -1);
-    CHECK(gguf_get_u32(f, "t.bool", &u32, &e2) == -1);
-    CHECK(gguf_get_f32(f, "t.f32", &f32, &e2) == 1 && f32 == 3.25f);
-    CHECK(gguf_get_f32(f, "t.u32", &f32, &e2) == -1);
-    CHECK(gguf_get_f32(f, "t.absent", &f32, &e2) == 0);
-    CHECK(gguf_get_bool(f, "t.bool", &bl, &e2) == 1 && bl);
-    CHECK(gguf_get_bool(f, "t.false", &bl, &e2) == 1 && !bl);
-    CHECK(gguf_get_bool(f, "t.u8", &bl, &e2) == -1);
-    CHECK(gguf_get_str(f, "general.architecture", &gs, &e2) == 1 && gs.len == 4 && memcmp(gs.data, "grok", 4) == 0);
-    CHECK(gguf_get_str(f, "t.u8", &gs, &e2) == -1);
-    CHECK(gguf_get_str(f, "t.absent", &gs, &e2) == 0);
+    CHECK_EXPR(gguf_get_u32(f, "t.u8", &u32, &e2) == 1 && u32 == 200);
+    CHECK_EXPR(gguf_get_u32(f, "t.u32", &u32, &e2) == 1 && u32 == 4000000000u);
+    CHECK_EXPR(gguf_get_u32(f, "t.absent", &u32, &e2) == 0);
+    CHECK_EXPR(gguf_get_u32(f, "t.i32", &u32, &e2) == -1 && strstr(e2.msg, "t.i32"));
+    CHECK_EXPR(gguf_get_u32(f, "t.u64", &u32, &e2) == -1);
+    CHECK_EXPR(gguf_get_u32(f, "t.str", &u32, &e2) == -1);
+    CHECK_EXPR(gguf_get_u32(f, "t.bool", &u32, &e2) == -1);
+    CHECK_EXPR(gguf_get_f32(f, "t.f32", &f32, &e2) == 1 && f32 == 3.25f);
+    CHECK_EXPR(gguf_get_f32(f, "t.u32", &f32, &e2) == -1);
+    CHECK_EXPR(gguf_get_f32(f, "t.absent", &f32, &e2) == 0);
+    CHECK_EXPR(gguf_get_bool(f, "t.bool", &bl, &e2) == 1 && bl);
+    CHECK_EXPR(gguf_get_bool(f, "t.false", &bl, &e2) == 1 && !bl);
+    CHECK_EXPR(gguf_get_bool(f, "t.u8", &bl, &e2) == -1);
+    CHECK_EXPR(gguf_get_str(f, "general.architecture", &gs, &e2) == 1 && gs.len == 4 && memcmp(gs.data, "grok", 4) == 0);
+    CHECK_EXPR(gguf_get_str(f, "t.u8", &gs, &e2) == -1);
+    CHECK_EXPR(gguf_get_str(f, "t.absent", &gs, &e2) == 0);
 
     /* tensors: order, shapes, offsets (running sum of padded sizes), data */
-    CHECK(gguf_n_tensors(f) == N_RT);
+    CHECK_EXPR(gguf_n_tensors(f) == N_RT);
     uint64_t off = 0;
     const uint8_t *first = gguf_n_tensors(f) ? gguf_tensor(f, 0)->data : NULL;
     for (size_t i = 0; i < N_RT && i < gguf_n_tensors(f); i++) {
         const TSpec *s = &RT_TENSORS[i];
         const GGUFTensor *t = gguf_tensor(f, i);
-        CHECK(strcmp(t->name, s->name) == 0);
-        CHECK(t->type == s->type && t->n_dims == s->n_dims);
-        for (int d = 0; d < 4; d++) CHECK(t->ne[d] == s->ne[d]);
-        CHECK(t->nbytes == s->nbytes);
-        CHECK(t->nbytes == (uint64_t)type_row_size(t->type, t->ne[0]) * (uint64_t)(t->ne[1] * t->ne[2] * t->ne[3]));
-        CHECK(t->offset == off);
-        CHECK(t->file_index == 0);
-        CHECK(((uintptr_t)t->data % 32) == 0);
-        CHECK((const uint8_t *)t->data - first == (ptrdiff_t)off);
-        CHECK(s->nbytes == 0 || memcmp(t->data, data[i], s->nbytes) == 0);
-        CHECK(gguf_find_tensor(f, s->name) == t);
+        CHECK_EXPR(strcmp(t->name, s->name) == 0);
+        CHECK_EXPR(t->type == s->type && t->n_dims == s->n_dims);
+        for (int d = 0; d < 4; d++) CHECK_EXPR(t->ne[d] == s->ne[d]);
+        CHECK_EXPR(t->nbytes == s->nbytes);
+        CHECK_EXPR(t->nbytes == (uint64_t)type_row_size(t->type, t->ne[0]) * (uint64_t)(t->ne[1] * t->ne[2] * t->ne[3]));
+        CHECK_EXPR(t->offset == off);
+        CHECK_EXPR(t->file_index == 0);
+        CHECK_EXPR(((uintptr_t)t->data % 32) == 0);
+        CHECK_EXPR((const uint8_t *)t->data - first == (ptrdiff_t)off);
+        CHECK_EXPR(s->nbytes == 0 || memcmp(t->data, data[i], s->nbytes) == 0);
+        CHECK_EXPR(gguf_find_tensor(f, s->name) == t);
         off += pad_up(s->nbytes, 32);
     }
-    CHECK(gguf_tensor(f, N_RT) == NULL);
-    CHECK(gguf_find_tensor(f, "nope") == NULL);
+    CHECK_EXPR(gguf_tensor(f, N_RT) == NULL);
+    CHECK_EXPR(gguf_find_tensor(f, "nope") == NULL);
     /* the file ends with the last tensor's padded data */
     {
         const GGUFTensor *t0 = gguf_tensor(f, 0);
         uint64_t data_start = (uint64_t)st.st_size - off;
-        CHECK(data_start % 32 == 0);
-        CHECK(t0 && t0->offset == 0);
+        CHECK_EXPR(data_start % 32 == 0);
+        CHECK_EXPR(t0 && t0->offset == 0);
     }
     gguf_close(f);
 
     /* raw header bytes and the memory reader agree */
     g_rt_bytes = read_all(path, &g_rt_size);
-    CHECK(g_rt_bytes != NULL && g_rt_size > 24);
+    CHECK_EXPR(g_rt_bytes != NULL && g_rt_size > 24);
     if (g_rt_bytes) {
-        CHECK(memcmp(g_rt_bytes, "GGUF", 4) == 0);
-        CHECK(g_rt_bytes[4] == 3 && g_rt_bytes[5] == 0 && g_rt_bytes[6] == 0 && g_rt_bytes[7] == 0);
-        CHECK(g_rt_bytes[8] == N_RT && g_rt_bytes[16] == n_expect_keys);
+        CHECK_EXPR(memcmp(g_rt_bytes, "GGUF", 4) == 0);
+        CHECK_EXPR(g_rt_bytes[4] == 3 && g_rt_bytes[5] == 0 && g_rt_bytes[6] == 0 && g_rt_bytes[7] == 0);
+        CHECK_EXPR(g_rt_bytes[8] == N_RT && g_rt_bytes[16] == n_expect_keys);
         GGUFFile *m = gguf_open_memory(g_rt_bytes, g_rt_size, &err);
-        CHECK(m != NULL);
+        CHECK_EXPR(m != NULL);
         if (m) {
-            CHECK(gguf_n_tensors(m) == N_RT && gguf_n_kv(m) == n_expect_keys);
+            CHECK_EXPR(gguf_n_tensors(m) == N_RT && gguf_n_kv(m) == n_expect_keys);
             const GGUFTensor *t = gguf_find_tensor(m, "c.q8_0");
-            CHECK(t && memcmp(t->data, data[3], 136) == 0);
-            CHECK(gguf_n_files(m) == 1 && gguf_total_size(m) == g_rt_size);
+            CHECK_EXPR(t && memcmp(t->data, data[3], 136) == 0);
+            CHECK_EXPR(gguf_n_files(m) == 1 && gguf_total_size(m) == g_rt_size);
             gguf_close(m);
         }
     }
@@ -515,74 +506,74 @@ static void test_all_types(void) {
     Error err = {{0}};
     GGUFFile *f = gguf_open_memory(b.p, b.n, &err);
     if (!f) fprintf(stderr, "all types: %s\n", err.msg);
-    CHECK(f != NULL);
+    CHECK_EXPR(f != NULL);
     if (!f) {
         b_free(&b);
         return;
     }
-    CHECK(gguf_n_kv(f) == (uint64_t)n_kv);
+    CHECK_EXPR(gguf_n_kv(f) == (uint64_t)n_kv);
     const GGUFKV *kv;
-    CHECK((kv = gguf_find_kv(f, "s.u8")) && kv->type == GGUF_TYPE_UINT8 && kv->num.u64 == 250);
-    CHECK((kv = gguf_find_kv(f, "s.i8")) && kv->type == GGUF_TYPE_INT8 && kv->num.i64 == -100);
-    CHECK((kv = gguf_find_kv(f, "s.u16")) && kv->num.u64 == 65535);
-    CHECK((kv = gguf_find_kv(f, "s.i16")) && kv->num.i64 == -30000);
-    CHECK((kv = gguf_find_kv(f, "s.u32")) && kv->num.u64 == 0xdeadbeefu);
-    CHECK((kv = gguf_find_kv(f, "s.i32")) && kv->num.i64 == INT32_MIN);
-    CHECK((kv = gguf_find_kv(f, "s.f32")) && kv->num.f64 == -0.15625);
-    CHECK((kv = gguf_find_kv(f, "s.bool")) && kv->num.u64 == 1);
-    CHECK((kv = gguf_find_kv(f, "s.bool2")) && kv->num.u64 == 0);
-    CHECK((kv = gguf_find_kv(f, "s.str")) && kv->str.len == 6 && memcmp(kv->str.data, "grok-1", 6) == 0);
-    CHECK((kv = gguf_find_kv(f, "s.u64")) && kv->num.u64 == UINT64_MAX);
-    CHECK((kv = gguf_find_kv(f, "s.i64")) && kv->num.i64 == INT64_MIN);
-    CHECK((kv = gguf_find_kv(f, "s.f64")) && kv->num.f64 == 78.38367176906169);
+    CHECK_EXPR((kv = gguf_find_kv(f, "s.u8")) && kv->type == GGUF_TYPE_UINT8 && kv->num.u64 == 250);
+    CHECK_EXPR((kv = gguf_find_kv(f, "s.i8")) && kv->type == GGUF_TYPE_INT8 && kv->num.i64 == -100);
+    CHECK_EXPR((kv = gguf_find_kv(f, "s.u16")) && kv->num.u64 == 65535);
+    CHECK_EXPR((kv = gguf_find_kv(f, "s.i16")) && kv->num.i64 == -30000);
+    CHECK_EXPR((kv = gguf_find_kv(f, "s.u32")) && kv->num.u64 == 0xdeadbeefu);
+    CHECK_EXPR((kv = gguf_find_kv(f, "s.i32")) && kv->num.i64 == INT32_MIN);
+    CHECK_EXPR((kv = gguf_find_kv(f, "s.f32")) && kv->num.f64 == -0.15625);
+    CHECK_EXPR((kv = gguf_find_kv(f, "s.bool")) && kv->num.u64 == 1);
+    CHECK_EXPR((kv = gguf_find_kv(f, "s.bool2")) && kv->num.u64 == 0);
+    CHECK_EXPR((kv = gguf_find_kv(f, "s.str")) && kv->str.len == 6 && memcmp(kv->str.data, "grok-1", 6) == 0);
+    CHECK_EXPR((kv = gguf_find_kv(f, "s.u64")) && kv->num.u64 == UINT64_MAX);
+    CHECK_EXPR((kv = gguf_find_kv(f, "s.i64")) && kv->num.i64 == INT64_MIN);
+    CHECK_EXPR((kv = gguf_find_kv(f, "s.f64")) && kv->num.f64 == 78.38367176906169);
     uint32_t u32;
     float f32;
     Error e2 = {{0}};
-    CHECK(gguf_get_u32(f, "s.i16", &u32, &e2) == -1);                  /* negative */
-    CHECK(gguf_get_u32(f, "s.u16", &u32, &e2) == 1 && u32 == 65535);   /* widened */
-    CHECK(gguf_get_f32(f, "s.f64", &f32, &e2) == 1 && f32 == (float)78.38367176906169);
+    CHECK_EXPR(gguf_get_u32(f, "s.i16", &u32, &e2) == -1);                  /* negative */
+    CHECK_EXPR(gguf_get_u32(f, "s.u16", &u32, &e2) == 1 && u32 == 65535);   /* widened */
+    CHECK_EXPR(gguf_get_f32(f, "s.f64", &f32, &e2) == 1 && f32 == (float)78.38367176906169);
     for (int i = 0; i < n_et; i++) {
         char key[32];
         snprintf(key, sizeof key, "a.%s", gguf_type_name(et[i]));
         kv = gguf_find_kv(f, key);
-        CHECK(kv && kv->type == GGUF_TYPE_ARRAY && kv->arr_type == et[i] && kv->arr_n == 3);
+        CHECK_EXPR(kv && kv->type == GGUF_TYPE_ARRAY && kv->arr_type == et[i] && kv->arr_n == 3);
         if (!kv || kv->arr_n != 3) continue;
         bool uns = et[i] == GGUF_TYPE_UINT8 || et[i] == GGUF_TYPE_UINT16 || et[i] == GGUF_TYPE_UINT32 ||
                    et[i] == GGUF_TYPE_UINT64;
         if (et[i] == GGUF_TYPE_FLOAT32 || et[i] == GGUF_TYPE_FLOAT64) {
-            CHECK(gguf_arr_f64(kv, 0) == 0.5 && gguf_arr_f64(kv, 1) == -1.0 && gguf_arr_f64(kv, 2) == 1.5);
-            CHECK(gguf_arr_i64(kv, 1) == -1);
+            CHECK_EXPR(gguf_arr_f64(kv, 0) == 0.5 && gguf_arr_f64(kv, 1) == -1.0 && gguf_arr_f64(kv, 2) == 1.5);
+            CHECK_EXPR(gguf_arr_i64(kv, 1) == -1);
         } else if (et[i] == GGUF_TYPE_BOOL) {
-            CHECK(gguf_arr_i64(kv, 0) == 0 && gguf_arr_i64(kv, 1) == 1 && gguf_arr_i64(kv, 2) == 0);
+            CHECK_EXPR(gguf_arr_i64(kv, 0) == 0 && gguf_arr_i64(kv, 1) == 1 && gguf_arr_i64(kv, 2) == 0);
         } else {
-            CHECK(gguf_arr_i64(kv, 0) == 1 && gguf_arr_i64(kv, 2) == 3);
+            CHECK_EXPR(gguf_arr_i64(kv, 0) == 1 && gguf_arr_i64(kv, 2) == 3);
             if (uns) {
                 uint64_t max = et[i] == GGUF_TYPE_UINT64 ? UINT64_MAX : (1ull << (8 * gguf_type_size(et[i]))) - 1;
                 uint64_t want = max - 1; /* -2 as unsigned */
-                CHECK(gguf_arr_f64(kv, 1) == (double)want);
+                CHECK_EXPR(gguf_arr_f64(kv, 1) == (double)want);
             } else {
-                CHECK(gguf_arr_i64(kv, 1) == -2 && gguf_arr_f64(kv, 1) == -2.0);
+                CHECK_EXPR(gguf_arr_i64(kv, 1) == -2 && gguf_arr_f64(kv, 1) == -2.0);
             }
         }
     }
-    CHECK((kv = gguf_find_kv(f, "a.str")) && kv->arr_n == 2 && kv->arr_str[0].len == 3 &&
+    CHECK_EXPR((kv = gguf_find_kv(f, "a.str")) && kv->arr_n == 2 && kv->arr_str[0].len == 3 &&
           memcmp(kv->arr_str[0].data, "<s>", 3) == 0 && kv->arr_str[1].len == 0);
-    CHECK((kv = gguf_find_kv(f, "a.none")) && kv->arr_type == GGUF_TYPE_STRING && kv->arr_n == 0);
+    CHECK_EXPR((kv = gguf_find_kv(f, "a.none")) && kv->arr_type == GGUF_TYPE_STRING && kv->arr_n == 0);
 
     /* copy everything through the writer and compare */
     char path[1200];
     path_in(path, sizeof path, "alltypes.gguf");
     GGUFWriter *w = gguf_writer_new();
-    CHECK(gguf_copy_kv(w, f) == 0);
+    CHECK_EXPR(gguf_copy_kv(w, f) == 0);
     const GGUFTensor *t = gguf_find_tensor(f, "w");
-    CHECK(t != NULL);
-    CHECK(gguf_add_tensor(w, "w", t->type, t->n_dims, t->ne, t->data, NULL, NULL, &err) == 0);
-    CHECK(gguf_write(w, path, &err) == 0);
+    CHECK_EXPR(t != NULL);
+    CHECK_EXPR(gguf_add_tensor(w, "w", t->type, t->n_dims, t->ne, t->data, NULL, NULL, &err) == 0);
+    CHECK_EXPR(gguf_write(w, path, &err) == 0);
     gguf_writer_free(w);
     GGUFFile *g = gguf_open(path, &err);
-    CHECK(g != NULL);
+    CHECK_EXPR(g != NULL);
     if (g) {
-        CHECK(gguf_n_kv(g) == gguf_n_kv(f));
+        CHECK_EXPR(gguf_n_kv(g) == gguf_n_kv(f));
         for (uint64_t i = 0; i < gguf_n_kv(f) && i < gguf_n_kv(g); i++) {
             const GGUFKV *a = gguf_kv(f, i), *c = gguf_kv(g, i);
             bool same = strcmp(a->key, c->key) == 0 && a->type == c->type;
@@ -601,10 +592,10 @@ static void test_all_types(void) {
                 same = memcmp(&a->num, &c->num, sizeof a->num) == 0;
             }
             if (!same) fprintf(stderr, "copy_kv mismatch at %s\n", a->key);
-            CHECK(same);
+            CHECK_EXPR(same);
         }
         const GGUFTensor *t2 = gguf_find_tensor(g, "w");
-        CHECK(t2 && t2->nbytes == 16 && memcmp(t2->data, t->data, 16) == 0);
+        CHECK_EXPR(t2 && t2->nbytes == 16 && memcmp(t2->data, t->data, 16) == 0);
         gguf_close(g);
     }
     gguf_close(f);
@@ -621,28 +612,28 @@ static void test_alignment(void) {
     fill_pattern(big, sizeof big, 9);
     Error err = {{0}};
     GGUFWriter *w = gguf_writer_new();
-    CHECK(gguf_set_u32(w, "general.alignment", 64) == 0);
+    CHECK_EXPR(gguf_set_u32(w, "general.alignment", 64) == 0);
     const int64_t ne_q[1] = {32}, ne_1[1] = {1}, ne_big[2] = {10, 10};
-    CHECK(gguf_add_tensor(w, "q", GGML_TYPE_Q8_0, 1, ne_q, q, NULL, NULL, &err) == 0);
-    CHECK(gguf_add_tensor(w, "one", GGML_TYPE_F32, 1, ne_1, one, NULL, NULL, &err) == 0);
-    CHECK(gguf_add_tensor(w, "big", GGML_TYPE_F32, 2, ne_big, big, NULL, NULL, &err) == 0);
-    CHECK(gguf_write(w, path, &err) == 0);
+    CHECK_EXPR(gguf_add_tensor(w, "q", GGML_TYPE_Q8_0, 1, ne_q, q, NULL, NULL, &err) == 0);
+    CHECK_EXPR(gguf_add_tensor(w, "one", GGML_TYPE_F32, 1, ne_1, one, NULL, NULL, &err) == 0);
+    CHECK_EXPR(gguf_add_tensor(w, "big", GGML_TYPE_F32, 2, ne_big, big, NULL, NULL, &err) == 0);
+    CHECK_EXPR(gguf_write(w, path, &err) == 0);
     gguf_writer_free(w);
     GGUFFile *f = gguf_open(path, &err);
-    CHECK(f != NULL);
+    CHECK_EXPR(f != NULL);
     if (f) {
-        CHECK(gguf_alignment(f) == 64);
+        CHECK_EXPR(gguf_alignment(f) == 64);
         const uint64_t want_off[3] = {0, 64, 128};
         const void *want_data[3] = {q, one, big};
         for (uint64_t i = 0; i < 3; i++) {
             const GGUFTensor *t = gguf_tensor(f, i);
-            CHECK(t->offset == want_off[i]);
-            CHECK((uintptr_t)t->data % 64 == 0);
-            CHECK(memcmp(t->data, want_data[i], t->nbytes) == 0);
+            CHECK_EXPR(t->offset == want_off[i]);
+            CHECK_EXPR((uintptr_t)t->data % 64 == 0);
+            CHECK_EXPR(memcmp(t->data, want_data[i], t->nbytes) == 0);
         }
         struct stat st;
-        CHECK(stat(path, &st) == 0 && st.st_size % 64 == 0);
-        CHECK(gguf_tensor(f, 2)->nbytes == 400);
+        CHECK_EXPR(stat(path, &st) == 0 && st.st_size % 64 == 0);
+        CHECK_EXPR(gguf_tensor(f, 2)->nbytes == 400);
         gguf_close(f);
     }
     /* the memory reader finds the same data start (a multiple of 64) */
@@ -650,11 +641,11 @@ static void test_alignment(void) {
     uint8_t *bytes = read_all(path, &n);
     if (bytes) {
         GGUFFile *m = gguf_open_memory(bytes, n, &err);
-        CHECK(m != NULL);
+        CHECK_EXPR(m != NULL);
         if (m) {
             ptrdiff_t ds = (const uint8_t *)gguf_tensor(m, 0)->data - bytes;
-            CHECK(ds > 0 && ds % 64 == 0);
-            CHECK((size_t)ds + 128 + 448 == n); /* 400 padded to 448 */
+            CHECK_EXPR(ds > 0 && ds % 64 == 0);
+            CHECK_EXPR((size_t)ds + 128 + 448 == n); /* 400 padded to 448 */
             gguf_close(m);
         }
         free(bytes);
@@ -665,12 +656,12 @@ static void test_alignment(void) {
     char tmp[1300];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     w = gguf_writer_new();
-    CHECK(gguf_set_u32(w, "general.alignment", 48) == 0);
-    CHECK(gguf_add_tensor(w, "one", GGML_TYPE_F32, 1, ne_1, one, NULL, NULL, &err) == 0);
-    CHECK(gguf_write(w, path, &err) == -1 && strstr(err.msg, "power of two"));
-    CHECK(gguf_set_u8(w, "general.alignment", 64) == 0);
-    CHECK(gguf_write(w, path, &err) == -1 && strstr(err.msg, "u32"));
-    CHECK(!file_exists(path) && !file_exists(tmp));
+    CHECK_EXPR(gguf_set_u32(w, "general.alignment", 48) == 0);
+    CHECK_EXPR(gguf_add_tensor(w, "one", GGML_TYPE_F32, 1, ne_1, one, NULL, NULL, &err) == 0);
+    CHECK_EXPR(gguf_write(w, path, &err) == -1 && strstr(err.msg, "power of two"));
+    CHECK_EXPR(gguf_set_u8(w, "general.alignment", 64) == 0);
+    CHECK_EXPR(gguf_write(w, path, &err) == -1 && strstr(err.msg, "u32"));
+    CHECK_EXPR(!file_exists(path) && !file_exists(tmp));
     gguf_writer_free(w);
 
     /* reader: alignment must be a u32 power of two */
@@ -741,52 +732,52 @@ static void test_split(void) {
     snprintf(p3, sizeof p3, "%s-00003-of-00003.gguf", prefix);
     snprintf(other, sizeof other, "%s-renamed.gguf", prefix);
     const char *n0[] = {"t0", "t1"}, *n1[] = {"t2"}, *n2[] = {"t3", "t4"};
-    CHECK(write_part(prefix, 0, 3, 0, 5, n0, 2, 100) == 0);
-    CHECK(write_part(prefix, 1, 3, 1, 5, n1, 1, 200) == 0);
-    CHECK(write_part(prefix, 2, 3, 2, 5, n2, 2, 300) == 0);
+    CHECK_EXPR(write_part(prefix, 0, 3, 0, 5, n0, 2, 100) == 0);
+    CHECK_EXPR(write_part(prefix, 1, 3, 1, 5, n1, 1, 200) == 0);
+    CHECK_EXPR(write_part(prefix, 2, 3, 2, 5, n2, 2, 300) == 0);
 
     Error err = {{0}};
     GGUFFile *f = gguf_open(p1, &err);
     if (!f) fprintf(stderr, "split open: %s\n", err.msg);
-    CHECK(f != NULL);
+    CHECK_EXPR(f != NULL);
     if (f) {
-        CHECK(gguf_n_files(f) == 3);
-        CHECK(gguf_n_tensors(f) == 5);
+        CHECK_EXPR(gguf_n_files(f) == 3);
+        CHECK_EXPR(gguf_n_tensors(f) == 5);
         struct stat s1, s2, s3;
-        CHECK(stat(p1, &s1) == 0 && stat(p2, &s2) == 0 && stat(p3, &s3) == 0);
-        CHECK(gguf_total_size(f) == (uint64_t)(s1.st_size + s2.st_size + s3.st_size));
+        CHECK_EXPR(stat(p1, &s1) == 0 && stat(p2, &s2) == 0 && stat(p3, &s3) == 0);
+        CHECK_EXPR(gguf_total_size(f) == (uint64_t)(s1.st_size + s2.st_size + s3.st_size));
         const char *names[5] = {"t0", "t1", "t2", "t3", "t4"};
         const int fidx[5] = {0, 0, 1, 2, 2};
         const unsigned seeds[5] = {100, 101, 200, 300, 301};
         for (int i = 0; i < 5; i++) {
             const GGUFTensor *t = gguf_find_tensor(f, names[i]);
-            CHECK(t != NULL);
+            CHECK_EXPR(t != NULL);
             if (!t) continue;
-            CHECK(t == gguf_tensor(f, (uint64_t)i));
-            CHECK(t->file_index == fidx[i]);
+            CHECK_EXPR(t == gguf_tensor(f, (uint64_t)i));
+            CHECK_EXPR(t->file_index == fidx[i]);
             uint8_t want[64];
             fill_pattern(want, 64, seeds[i]);
-            CHECK(t->nbytes == 64 && memcmp(t->data, want, 64) == 0);
+            CHECK_EXPR(t->nbytes == 64 && memcmp(t->data, want, 64) == 0);
         }
         GGUFString name;
-        CHECK(gguf_get_str(f, "general.name", &name, &err) == 1 && name.len == 7 && memcmp(name.data, "splitty", 7) == 0);
+        CHECK_EXPR(gguf_get_str(f, "general.name", &name, &err) == 1 && name.len == 7 && memcmp(name.data, "splitty", 7) == 0);
         uint32_t bc = 0;
-        CHECK(gguf_get_u32(f, "grok.block_count", &bc, &err) == 1 && bc == 2);
+        CHECK_EXPR(gguf_get_u32(f, "grok.block_count", &bc, &err) == 1 && bc == 2);
         /* copy_kv drops the split.* keys (they describe the source's sharding) */
         GGUFWriter *w = gguf_writer_new();
         char merged[1300];
         snprintf(merged, sizeof merged, "%s-merged.gguf", prefix);
-        CHECK(gguf_copy_kv(w, f) == 0);
+        CHECK_EXPR(gguf_copy_kv(w, f) == 0);
         for (uint64_t i = 0; i < gguf_n_tensors(f); i++) {
             const GGUFTensor *t = gguf_tensor(f, i);
-            CHECK(gguf_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data, NULL, NULL, &err) == 0);
+            CHECK_EXPR(gguf_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data, NULL, NULL, &err) == 0);
         }
-        CHECK(gguf_write(w, merged, &err) == 0);
+        CHECK_EXPR(gguf_write(w, merged, &err) == 0);
         gguf_writer_free(w);
         GGUFFile *g = gguf_open(merged, &err);
-        CHECK(g && gguf_n_files(g) == 1 && gguf_n_tensors(g) == 5 && !gguf_find_kv(g, "split.count") &&
+        CHECK_EXPR(g && gguf_n_files(g) == 1 && gguf_n_tensors(g) == 5 && !gguf_find_kv(g, "split.count") &&
               gguf_find_kv(g, "general.name"));
-        if (g) CHECK(memcmp(gguf_find_tensor(g, "t3")->data, gguf_find_tensor(f, "t3")->data, 64) == 0);
+        if (g) CHECK_EXPR(memcmp(gguf_find_tensor(g, "t3")->data, gguf_find_tensor(f, "t3")->data, 64) == 0);
         gguf_close(g);
         unlink(merged);
         gguf_close(f);
@@ -794,62 +785,62 @@ static void test_split(void) {
 
     /* the second part is not an entry point */
     f = gguf_open(p2, &err);
-    CHECK(f == NULL && strstr(err.msg, "first part"));
+    CHECK_EXPR(f == NULL && strstr(err.msg, "first part"));
     if (g_verbose) printf("  split p2: %s\n", err.msg);
     gguf_close(f);
 
     /* the first part under another name: the others cannot be found */
-    CHECK(rename(p1, other) == 0);
+    CHECK_EXPR(rename(p1, other) == 0);
     f = gguf_open(other, &err);
-    CHECK(f == NULL && strstr(err.msg, "does not end in"));
+    CHECK_EXPR(f == NULL && strstr(err.msg, "does not end in"));
     gguf_close(f);
-    CHECK(rename(other, p1) == 0);
+    CHECK_EXPR(rename(other, p1) == 0);
 
     /* a missing part */
-    CHECK(rename(p3, other) == 0);
+    CHECK_EXPR(rename(p3, other) == 0);
     f = gguf_open(p1, &err);
-    CHECK(f == NULL && strstr(err.msg, "-00003-of-00003.gguf") && strstr(err.msg, "missing"));
+    CHECK_EXPR(f == NULL && strstr(err.msg, "-00003-of-00003.gguf") && strstr(err.msg, "missing"));
     if (g_verbose) printf("  split missing: %s\n", err.msg);
     gguf_close(f);
-    CHECK(rename(other, p3) == 0);
+    CHECK_EXPR(rename(other, p3) == 0);
 
     /* a part with the wrong split.no */
-    CHECK(write_part(prefix, 2, 3, 1, 5, n2, 2, 300) == 0);
+    CHECK_EXPR(write_part(prefix, 2, 3, 1, 5, n2, 2, 300) == 0);
     f = gguf_open(p1, &err);
-    CHECK(f == NULL && strstr(err.msg, "split.no"));
+    CHECK_EXPR(f == NULL && strstr(err.msg, "split.no"));
     if (g_verbose) printf("  split wrong no: %s\n", err.msg);
     gguf_close(f);
 
     /* a tensor name in two parts */
     const char *dup[] = {"t3", "t0"};
-    CHECK(write_part(prefix, 2, 3, 2, 5, dup, 2, 300) == 0);
+    CHECK_EXPR(write_part(prefix, 2, 3, 2, 5, dup, 2, 300) == 0);
     f = gguf_open(p1, &err);
-    CHECK(f == NULL && strstr(err.msg, "'t0'"));
+    CHECK_EXPR(f == NULL && strstr(err.msg, "'t0'"));
     if (g_verbose) printf("  split dup: %s\n", err.msg);
     gguf_close(f);
 
     /* split.tensors.count disagrees with the parts */
-    CHECK(write_part(prefix, 2, 3, 2, 5, n2, 1, 300) == 0);
+    CHECK_EXPR(write_part(prefix, 2, 3, 2, 5, n2, 1, 300) == 0);
     f = gguf_open(p1, &err);
-    CHECK(f == NULL && strstr(err.msg, "split.tensors.count"));
+    CHECK_EXPR(f == NULL && strstr(err.msg, "split.tensors.count"));
     gguf_close(f);
 
     /* a corrupt later part is reported with its own name */
     size_t n = 0;
-    CHECK(write_part(prefix, 2, 3, 2, 5, n2, 2, 300) == 0);
+    CHECK_EXPR(write_part(prefix, 2, 3, 2, 5, n2, 2, 300) == 0);
     uint8_t *bytes = read_all(p3, &n);
     if (bytes) {
-        CHECK(write_all(p3, bytes, n / 2) == 0);
+        CHECK_EXPR(write_all(p3, bytes, n / 2) == 0);
         f = gguf_open(p1, &err);
-        CHECK(f == NULL && strstr(err.msg, p3) && strstr(err.msg, "truncated"));
+        CHECK_EXPR(f == NULL && strstr(err.msg, p3) && strstr(err.msg, "truncated"));
         if (g_verbose) printf("  split truncated: %s\n", err.msg);
         gguf_close(f);
         free(bytes);
     }
     /* and restored, it opens again */
-    CHECK(write_part(prefix, 2, 3, 2, 5, n2, 2, 300) == 0);
+    CHECK_EXPR(write_part(prefix, 2, 3, 2, 5, n2, 2, 300) == 0);
     f = gguf_open(p1, &err);
-    CHECK(f != NULL);
+    CHECK_EXPR(f != NULL);
     gguf_close(f);
 
     unlink(p1);
@@ -859,17 +850,17 @@ static void test_split(void) {
 
 /* The valid round-trip file cut short at many lengths: always a clean error. */
 static void test_truncation(void) {
-    CHECK(g_rt_bytes != NULL);
+    CHECK_EXPR(g_rt_bytes != NULL);
     if (!g_rt_bytes) return;
     Error err = {{0}};
     GGUFFile *full = gguf_open_memory(g_rt_bytes, g_rt_size, &err);
-    CHECK(full != NULL);
+    CHECK_EXPR(full != NULL);
     if (!full) return;
     size_t data_start = (size_t)((const uint8_t *)gguf_tensor(full, 0)->data - g_rt_bytes);
     const GGUFTensor *last = gguf_tensor(full, gguf_n_tensors(full) - 1);
     size_t data_end = (size_t)((const uint8_t *)last->data - g_rt_bytes) + (size_t)last->nbytes;
     gguf_close(full);
-    CHECK(data_start % 32 == 0 && data_end > data_start && data_end <= g_rt_size);
+    CHECK_EXPR(data_start % 32 == 0 && data_end > data_start && data_end <= g_rt_size);
 
     int tried = 0, bad = 0, no_trunc_word = 0;
     for (size_t len = 0; len < data_end; len++) {
@@ -890,16 +881,16 @@ static void test_truncation(void) {
         gguf_close(f);
         free(copy);
     }
-    CHECK(tried > (int)data_start);
-    CHECK(bad == 0);
-    CHECK(no_trunc_word == 0);
+    CHECK_EXPR(tried > (int)data_start);
+    CHECK_EXPR(bad == 0);
+    CHECK_EXPR(no_trunc_word == 0);
 
     /* the trailing padding after the last tensor is optional */
     {
         uint8_t *copy = malloc(data_end);
         memcpy(copy, g_rt_bytes, data_end);
         GGUFFile *f = gguf_open_memory(copy, data_end, &err);
-        CHECK(f != NULL);
+        CHECK_EXPR(f != NULL);
         gguf_close(f);
         free(copy);
     }
@@ -909,10 +900,10 @@ static void test_truncation(void) {
     path_in(path, sizeof path, "trunc.gguf");
     const size_t lens[] = {0, 1, 3, 4, 10, 23, 24, 25, 100, data_start - 1, data_start, data_start + 5, data_end - 1};
     for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
-        CHECK(write_all(path, g_rt_bytes, lens[i]) == 0);
+        CHECK_EXPR(write_all(path, g_rt_bytes, lens[i]) == 0);
         Error e = {{0}};
         GGUFFile *f = gguf_open(path, &e);
-        CHECK(f == NULL && strstr(e.msg, path) != NULL);
+        CHECK_EXPR(f == NULL && strstr(e.msg, path) != NULL);
         gguf_close(f);
     }
     unlink(path);
@@ -934,7 +925,7 @@ static void test_bad_headers(void) {
     EXPECT_ERR(&b, "truncated");
     {
         Error e = {{0}};
-        CHECK(gguf_open_memory(NULL, 0, &e) == NULL && e.msg[0]);
+        CHECK_EXPR(gguf_open_memory(NULL, 0, &e) == NULL && e.msg[0]);
     }
 
     /* magic and version */
@@ -1170,13 +1161,13 @@ static void test_open_errors(void) {
     char path[1200];
     path_in(path, sizeof path, "does-not-exist.gguf");
     GGUFFile *f = gguf_open(path, &err);
-    CHECK(f == NULL && strstr(err.msg, path) && strstr(err.msg, "cannot open"));
+    CHECK_EXPR(f == NULL && strstr(err.msg, path) && strstr(err.msg, "cannot open"));
     f = gguf_open(g_dir, &err);
-    CHECK(f == NULL && strstr(err.msg, "not a regular file"));
+    CHECK_EXPR(f == NULL && strstr(err.msg, "not a regular file"));
     path_in(path, sizeof path, "empty.gguf");
-    CHECK(write_all(path, "", 0) == 0);
+    CHECK_EXPR(write_all(path, "", 0) == 0);
     f = gguf_open(path, &err);
-    CHECK(f == NULL && strstr(err.msg, "truncated"));
+    CHECK_EXPR(f == NULL && strstr(err.msg, "truncated"));
     unlink(path);
     gguf_close(NULL); /* no-op */
 }
@@ -1192,34 +1183,34 @@ static void test_writer_errors(void) {
 
     GGUFWriter *w = gguf_writer_new();
     const int64_t ne8[1] = {8}, ne33[1] = {33}, neneg[2] = {8, -2};
-    CHECK(gguf_add_tensor(w, "t", 999, 1, ne8, data, NULL, NULL, &err) == -1 && strstr(err.msg, "unknown tensor type 999"));
-    CHECK(gguf_add_tensor(w, "t", GGML_TYPE_F32, 0, ne8, data, NULL, NULL, &err) == -1 && strstr(err.msg, "n_dims"));
-    CHECK(gguf_add_tensor(w, "t", GGML_TYPE_F32, 5, ne8, data, NULL, NULL, &err) == -1);
-    CHECK(gguf_add_tensor(w, "t", GGML_TYPE_Q8_0, 1, ne33, data, NULL, NULL, &err) == -1 && strstr(err.msg, "multiple"));
-    CHECK(gguf_add_tensor(w, "t", GGML_TYPE_F32, 2, neneg, data, NULL, NULL, &err) == -1 && strstr(err.msg, "negative"));
-    CHECK(gguf_add_tensor(w, "t", GGML_TYPE_F32, 1, ne8, NULL, NULL, NULL, &err) == -1);
-    CHECK(gguf_add_tensor(w, "", GGML_TYPE_F32, 1, ne8, data, NULL, NULL, &err) == -1);
+    CHECK_EXPR(gguf_add_tensor(w, "t", 999, 1, ne8, data, NULL, NULL, &err) == -1 && strstr(err.msg, "unknown tensor type 999"));
+    CHECK_EXPR(gguf_add_tensor(w, "t", GGML_TYPE_F32, 0, ne8, data, NULL, NULL, &err) == -1 && strstr(err.msg, "n_dims"));
+    CHECK_EXPR(gguf_add_tensor(w, "t", GGML_TYPE_F32, 5, ne8, data, NULL, NULL, &err) == -1);
+    CHECK_EXPR(gguf_add_tensor(w, "t", GGML_TYPE_Q8_0, 1, ne33, data, NULL, NULL, &err) == -1 && strstr(err.msg, "multiple"));
+    CHECK_EXPR(gguf_add_tensor(w, "t", GGML_TYPE_F32, 2, neneg, data, NULL, NULL, &err) == -1 && strstr(err.msg, "negative"));
+    CHECK_EXPR(gguf_add_tensor(w, "t", GGML_TYPE_F32, 1, ne8, NULL, NULL, NULL, &err) == -1);
+    CHECK_EXPR(gguf_add_tensor(w, "", GGML_TYPE_F32, 1, ne8, data, NULL, NULL, &err) == -1);
     char long_name[80];
     memset(long_name, 'n', 64);
     long_name[64] = 0; /* 64 bytes: llama.cpp's limit is 63 */
-    CHECK(gguf_add_tensor(w, long_name, GGML_TYPE_F32, 1, ne8, data, NULL, NULL, &err) == -1 && strstr(err.msg, "63"));
+    CHECK_EXPR(gguf_add_tensor(w, long_name, GGML_TYPE_F32, 1, ne8, data, NULL, NULL, &err) == -1 && strstr(err.msg, "63"));
     long_name[63] = 0;
-    CHECK(gguf_add_tensor(w, long_name, GGML_TYPE_F32, 1, ne8, data, NULL, NULL, &err) == 0);
-    CHECK(gguf_add_tensor(w, "t", GGML_TYPE_F32, 1, ne8, data, NULL, NULL, &err) == 0);
-    CHECK(gguf_add_tensor(w, "t", GGML_TYPE_F32, 1, ne8, data, NULL, NULL, &err) == -1 && strstr(err.msg, "twice"));
+    CHECK_EXPR(gguf_add_tensor(w, long_name, GGML_TYPE_F32, 1, ne8, data, NULL, NULL, &err) == 0);
+    CHECK_EXPR(gguf_add_tensor(w, "t", GGML_TYPE_F32, 1, ne8, data, NULL, NULL, &err) == 0);
+    CHECK_EXPR(gguf_add_tensor(w, "t", GGML_TYPE_F32, 1, ne8, data, NULL, NULL, &err) == -1 && strstr(err.msg, "twice"));
 
     /* no such directory */
     char nodir[1300];
     snprintf(nodir, sizeof nodir, "%s/no/such/dir/x.gguf", g_dir);
-    CHECK(gguf_write(w, nodir, &err) == -1 && strstr(err.msg, "no/such/dir"));
+    CHECK_EXPR(gguf_write(w, nodir, &err) == -1 && strstr(err.msg, "no/such/dir"));
 
     /* fill callback failure: no file, no tmp, the message names the tensor */
     FillCtx fc = {data, 32, 0, true};
-    CHECK(gguf_add_tensor(w, "filled", GGML_TYPE_F32, 1, ne8, NULL, fill_cb, &fc, &err) == 0);
-    CHECK(gguf_write(w, path, &err) == -1 && strstr(err.msg, "filled") && strstr(err.msg, "fill refused"));
-    CHECK(!file_exists(path) && !file_exists(tmp));
+    CHECK_EXPR(gguf_add_tensor(w, "filled", GGML_TYPE_F32, 1, ne8, NULL, fill_cb, &fc, &err) == 0);
+    CHECK_EXPR(gguf_write(w, path, &err) == -1 && strstr(err.msg, "filled") && strstr(err.msg, "fill refused"));
+    CHECK_EXPR(!file_exists(path) && !file_exists(tmp));
     fc.fail = false;
-    CHECK(gguf_write(w, path, &err) == 0 && file_exists(path) && !file_exists(tmp));
+    CHECK_EXPR(gguf_write(w, path, &err) == 0 && file_exists(path) && !file_exists(tmp));
     gguf_writer_free(w);
     size_t good_n = 0;
     uint8_t *good = read_all(path, &good_n);
@@ -1234,14 +1225,14 @@ static void test_writer_errors(void) {
             w = gguf_writer_new();
             const int64_t ne_big[2] = {256, 16}; /* 16 KiB */
             uint8_t *big = calloc(1, 16384);
-            CHECK(gguf_add_tensor(w, "big", GGML_TYPE_F32, 2, ne_big, big, NULL, NULL, &err) == 0);
-            CHECK(gguf_write(w, path, &err) == -1 && strstr(err.msg, "write failed"));
+            CHECK_EXPR(gguf_add_tensor(w, "big", GGML_TYPE_F32, 2, ne_big, big, NULL, NULL, &err) == 0);
+            CHECK_EXPR(gguf_write(w, path, &err) == -1 && strstr(err.msg, "write failed"));
             if (g_verbose) printf("  disk full: %s\n", err.msg);
             setrlimit(RLIMIT_FSIZE, &old);
-            CHECK(!file_exists(tmp));
+            CHECK_EXPR(!file_exists(tmp));
             size_t n = 0;
             uint8_t *now = read_all(path, &n);
-            CHECK(now && good && n == good_n && memcmp(now, good, n) == 0);
+            CHECK_EXPR(now && good && n == good_n && memcmp(now, good, n) == 0);
             free(now);
             free(big);
             gguf_writer_free(w);
@@ -1254,14 +1245,14 @@ static void test_writer_errors(void) {
 }
 
 static void test_type_helpers(void) {
-    CHECK(gguf_type_size(GGUF_TYPE_UINT8) == 1 && gguf_type_size(GGUF_TYPE_BOOL) == 1);
-    CHECK(gguf_type_size(GGUF_TYPE_INT16) == 2 && gguf_type_size(GGUF_TYPE_FLOAT32) == 4);
-    CHECK(gguf_type_size(GGUF_TYPE_FLOAT64) == 8 && gguf_type_size(GGUF_TYPE_INT64) == 8);
-    CHECK(gguf_type_size(GGUF_TYPE_STRING) == 0 && gguf_type_size(GGUF_TYPE_ARRAY) == 0);
-    CHECK(gguf_type_size((GGUFType)99) == 0);
-    CHECK(strcmp(gguf_type_name(GGUF_TYPE_FLOAT32), "f32") == 0);
-    CHECK(strcmp(gguf_type_name(GGUF_TYPE_STRING), "str") == 0);
-    CHECK(strcmp(gguf_type_name((GGUFType)99), "unknown") == 0);
+    CHECK_EXPR(gguf_type_size(GGUF_TYPE_UINT8) == 1 && gguf_type_size(GGUF_TYPE_BOOL) == 1);
+    CHECK_EXPR(gguf_type_size(GGUF_TYPE_INT16) == 2 && gguf_type_size(GGUF_TYPE_FLOAT32) == 4);
+    CHECK_EXPR(gguf_type_size(GGUF_TYPE_FLOAT64) == 8 && gguf_type_size(GGUF_TYPE_INT64) == 8);
+    CHECK_EXPR(gguf_type_size(GGUF_TYPE_STRING) == 0 && gguf_type_size(GGUF_TYPE_ARRAY) == 0);
+    CHECK_EXPR(gguf_type_size((GGUFType)99) == 0);
+    CHECK_EXPR(strcmp(gguf_type_name(GGUF_TYPE_FLOAT32), "f32") == 0);
+    CHECK_EXPR(strcmp(gguf_type_name(GGUF_TYPE_STRING), "str") == 0);
+    CHECK_EXPR(strcmp(gguf_type_name((GGUFType)99), "unknown") == 0);
 }
 
 int main(void) {
@@ -1284,6 +1275,5 @@ int main(void) {
     test_writer_errors();
     free(g_rt_bytes);
     rmdir(g_dir);
-    printf("%d passed, %d failed\n", g_pass, g_fail);
-    return g_fail ? 1 : 0;
+    return check_report("gguf");
 }

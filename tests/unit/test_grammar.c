@@ -12,20 +12,7 @@
 #include "grammar.h"
 #include "sampler.h"
 #include "tokenizer.h"
-
-static int g_pass, g_fail;
-
-#define CHECK(cond, ...)                                         \
-    do {                                                         \
-        if (cond) {                                              \
-            g_pass++;                                            \
-        } else {                                                 \
-            g_fail++;                                            \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                        \
-            fprintf(stderr, "\n");                               \
-        }                                                        \
-    } while (0)
+#include "check.h"
 
 /* llama.cpp's grammars/json.gbnf, as written there */
 static const char *JSON_GBNF =
@@ -310,6 +297,5 @@ int main(void) {
         fprintf(stderr, "  (no Grok-1 tokenizer at %s: %s)\n", path, err.msg);
     }
     tokenizer_free(g1);
-    printf("grammar: %d passed, %d failed\n", g_pass, g_fail);
-    return g_fail ? 1 : 0;
+    return check_report("grammar");
 }

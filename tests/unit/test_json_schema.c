@@ -9,20 +9,7 @@
 #include "common.h"
 #include "grammar.h"
 #include "json_schema.h"
-
-static int g_pass, g_fail;
-
-#define CHECK(cond, ...)                                         \
-    do {                                                         \
-        if (cond) {                                              \
-            g_pass++;                                            \
-        } else {                                                 \
-            g_fail++;                                            \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                        \
-            fprintf(stderr, "\n");                               \
-        }                                                        \
-    } while (0)
+#include "check.h"
 
 static Grammar *compile(const char *schema) {
     Error err = {{0}};
@@ -210,6 +197,5 @@ int main(void) {
         grammar_free(g);
         free(s);
     }
-    printf("json_schema: %d passed, %d failed\n", g_pass, g_fail);
-    return g_fail ? 1 : 0;
+    return check_report("json_schema");
 }

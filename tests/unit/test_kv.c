@@ -15,18 +15,7 @@
 #include "model.h"
 #include "quant.h"
 #include "synth.h"
-
-static int passed, failed;
-#define CHECK(cond, ...)                                \
-    do {                                                \
-        if (cond) passed++;                             \
-        else {                                          \
-            failed++;                                   \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-            printf(__VA_ARGS__);                        \
-            printf("\n");                               \
-        }                                               \
-    } while (0)
+#include "check.h"
 
 static const uint32_t TYPES[] = {GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0};
 #define N_TYPES 5
@@ -419,6 +408,5 @@ int main(void) {
     test_model_parity();
     test_bad_params();
     test_shift();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    return check_report("kv");
 }

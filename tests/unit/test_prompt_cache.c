@@ -19,18 +19,7 @@
 #include "prompt_cache.h"
 #include "quant.h"
 #include "synth.h"
-
-static int passed, failed;
-#define CHECK(cond, ...)                                \
-    do {                                                \
-        if (cond) passed++;                             \
-        else {                                          \
-            failed++;                                   \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-            printf(__VA_ARGS__);                        \
-            printf("\n");                               \
-        }                                               \
-    } while (0)
+#include "check.h"
 
 #define B PCACHE_BLOCK
 
@@ -440,6 +429,5 @@ int main(void) {
     context_free(c);
     model_free(m);
     remove(path);
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    return check_report("prompt_cache");
 }

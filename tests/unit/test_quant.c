@@ -7,18 +7,7 @@
 #include <string.h>
 
 #include "quant.h"
-
-static int passed, failed;
-#define CHECK(cond, ...)                                                  \
-    do {                                                                  \
-        if (cond) passed++;                                               \
-        else {                                                            \
-            failed++;                                                     \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                   \
-            printf(__VA_ARGS__);                                          \
-            printf("\n");                                                 \
-        }                                                                 \
-    } while (0)
+#include "check.h"
 
 static uint64_t rng = 88172645463325252ull;
 static float frand(void) { /* xorshift, uniform in [-1, 1) */
@@ -650,6 +639,5 @@ int main(void) {
     test_extremes();
     test_nonlinear();
     test_act_quant();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    return check_report("quant");
 }

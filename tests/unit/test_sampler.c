@@ -6,20 +6,7 @@
 
 #include "common.h"
 #include "sampler.h"
-
-static int g_pass, g_fail;
-
-#define CHECK(cond, ...)                                        \
-    do {                                                        \
-        if (cond) {                                             \
-            g_pass++;                                           \
-        } else {                                                \
-            g_fail++;                                           \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                       \
-            fprintf(stderr, "\n");                              \
-        }                                                       \
-    } while (0)
+#include "check.h"
 
 /* deterministic test data */
 static uint64_t g_lcg = 0x1234567ull;
@@ -881,6 +868,5 @@ int main(void) {
     test_stop_basic();
     test_stop_stream();
     test_stop_random();
-    printf("%d passed, %d failed\n", g_pass, g_fail);
-    return g_fail ? 1 : 0;
+    return check_report("sampler");
 }

@@ -15,20 +15,7 @@
 #include "http_guard.h"
 #include "server.h"
 #include "synth.h"
-
-static int g_pass, g_fail;
-
-#define CHECK(cond, ...)                                        \
-    do {                                                        \
-        if (cond) {                                             \
-            g_pass++;                                           \
-        } else {                                                \
-            g_fail++;                                           \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                       \
-            fprintf(stderr, "\n");                              \
-        }                                                       \
-    } while (0)
+#include "check.h"
 
 static void test_utf8(void) {
     static const struct {
@@ -162,6 +149,5 @@ int main(void) {
     test_peer();
     test_garbage();
     test_server();
-    printf("test_server_http: %d passed, %d failed\n", g_pass, g_fail);
-    return g_fail ? 1 : 0;
+    return check_report("server_http");
 }

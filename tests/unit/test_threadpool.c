@@ -10,20 +10,7 @@
 
 #include "common.h"
 #include "threadpool.h"
-
-static int g_pass, g_fail;
-
-#define CHECK(cond, ...)                                        \
-    do {                                                        \
-        if (cond) {                                             \
-            g_pass++;                                           \
-        } else {                                                \
-            g_fail++;                                           \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                       \
-            fprintf(stderr, "\n");                              \
-        }                                                       \
-    } while (0)
+#include "check.h"
 
 #define MAX_T 64
 
@@ -257,6 +244,5 @@ int main(int argc, char **argv) {
     test_idle(2);
     test_idle(4);
     test_create_free();
-    printf("%d passed, %d failed\n", g_pass, g_fail);
-    return g_fail ? 1 : 0;
+    return check_report("threadpool");
 }

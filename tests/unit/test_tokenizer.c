@@ -18,20 +18,7 @@
 
 #include "gguf.h"
 #include "tokenizer.h"
-
-static int g_pass, g_fail;
-
-#define CHECK(cond, ...)                                     \
-    do {                                                     \
-        if (cond) {                                          \
-            g_pass++;                                        \
-        } else {                                             \
-            g_fail++;                                        \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);      \
-            printf(__VA_ARGS__);                             \
-            printf("\n");                                    \
-        }                                                    \
-    } while (0)
+#include "check.h"
 
 /* Grok-1 ids used when composing expectations */
 #define ID_SPACE 130089 /* "▁" */
@@ -1324,6 +1311,5 @@ int main(void) {
     for (int i = 0; i < n_cases; i++) free(cases[i].s);
     free(cases);
     free(model);
-    printf("%d passed, %d failed\n", g_pass, g_fail);
-    return g_fail ? 1 : 0;
+    return check_report("tokenizer");
 }

@@ -14,26 +14,13 @@ nano="$SRC/models/grok-nano.gguf"
 [ -f "$nano" ] || { echo "SKIP: $nano not found"; exit 77; }
 command -v curl >/dev/null || { echo "SKIP: curl not found"; exit 77; }
 T="$GROK_TMP/context_shift"; mkdir -p "$T"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 pass=0 fail=0 pids=()
 check() { if eval "$1"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $2"; fi; }
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; }
 trap cleanup EXIT
 
-start_server() { # NAME ARGS... : sets URL and PID
-  local name=$1
-  shift
-  rm -f "$T/$name.out" # not an earlier run's: the server's redirect may come after the first look
-  "$GROK" serve -m "$nano" --port 0 -t 1 --parallel 1 --ctx 160 "$@" >"$T/$name.out" 2>"$T/$name.err" &
-  PID=$!
-  pids+=("$PID")
-  URL=
-  for _ in $(seq 100); do
-    URL=$(sed -n 's/^grok serve: listening on \(http:[^ ]*\).*/\1/p' "$T/$name.out" 2>/dev/null)
-    [ -n "$URL" ] && break
-    sleep 0.1
-  done
-  [ -n "$URL" ] || { echo "FAIL: $name did not start: $(cat "$T/$name.err")"; exit 1; }
-}
+start_server() { serve_start "$1" -m "$nano" -t 1 --parallel 1 --ctx 160 "${@:2}"; } # NAME ARGS...
 
 # the conversation after N questions and their answers, plus question N+1
 body() {

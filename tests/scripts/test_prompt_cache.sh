@@ -16,25 +16,13 @@ check() { if eval "$1"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; }
 trap cleanup EXIT
 PY=python3
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 model=$T/m.gguf
 "$GROK" new "$model" --embd 64 --layers 2 --heads 4 --kv-heads 2 --ff 128 --experts 4 --experts-used 2 --vocab 512 \
   --seed 5 >/dev/null || { echo "FAIL: grok new"; exit 1; }
 
-start_server() { # NAME ARGS... : sets URL and PID
-  local name=$1
-  shift
-  "$GROK" serve -m "$model" --port 0 -t 1 --parallel 1 --ctx 512 "$@" >"$T/$name.out" 2>"$T/$name.err" &
-  PID=$!
-  pids+=("$PID")
-  URL=
-  for _ in $(seq 100); do
-    URL=$(sed -n 's/^grok serve: listening on \(http:[^ ]*\).*/\1/p' "$T/$name.out" 2>/dev/null)
-    [ -n "$URL" ] && break
-    sleep 0.1
-  done
-  [ -n "$URL" ] || { echo "FAIL: $name did not start: $(cat "$T/$name.err")"; exit 1; }
-}
+start_server() { serve_start "$1" -m "$model" -t 1 --parallel 1 --ctx 512 "${@:2}"; } # NAME ARGS...
 stop_server() { kill "$PID"; wait "$PID" 2>/dev/null; }
 
 # complete SEED: a prompt of the shared 200-token prefix (or, with "other", 200

@@ -37,43 +37,15 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 fail() { echo "FAIL: $*"; for f in "$T"/srv*.err; do echo "--- $f"; tail -20 "$f"; done; exit 1; }
 
-# the npm packages, installed once per lock file
-NPM_DIR=${GROK_NPM_DIR:-$HOME/.cache/grok-test-npm}
-mkdir -p "$NPM_DIR"
-# one installer at a time per folder (test_structured.sh shares it)
-exec 9>"$NPM_DIR/.lock"
-flock 9
-if ! cmp -s "$GROK_SRC/tests/server/package-lock.json" "$NPM_DIR/.installed-lock" || [ ! -d "$NPM_DIR/node_modules/openai" ]; then
-  cp "$GROK_SRC/tests/server/package.json" "$GROK_SRC/tests/server/package-lock.json" "$NPM_DIR/"
-  (cd "$NPM_DIR" && npm ci --no-audit --no-fund --loglevel=error) || fail "npm ci in $NPM_DIR"
-  cp "$GROK_SRC/tests/server/package-lock.json" "$NPM_DIR/.installed-lock"
-fi
-cp "$GROK_SRC"/tests/server/*.mjs "$NPM_DIR/"
-flock -u 9
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+npm_packages
 
 # a tiny random model: fast enough for 2 cores
 model=$T/srv.gguf
 "$GROK" new "$model" --embd 64 --layers 2 --heads 4 --kv-heads 2 --ff 128 --experts 4 --experts-used 2 --vocab 512 \
   >/dev/null || fail "grok new"
 
-# start_server NAME ARGS... : sets URL and PID
-start_server() {
-  local name=$1
-  shift
-  : >"$T/$name.out" # exists before the background shell gets to open it
-  "$GROK" serve -m "$model" --port 0 "$@" >"$T/$name.out" 2>"$T/$name.err" &
-  PID=$!
-  pids+=("$PID")
-  URL=
-  for _ in $(seq 100); do
-    URL=$(sed -n 's/^grok serve: listening on \(http:[^ ]*\).*/\1/p' "$T/$name.out")
-    [ -n "$URL" ] && break
-    kill -0 "$PID" 2>/dev/null || fail "$name did not start"
-    sleep 0.1
-  done
-  [ -n "$URL" ] || fail "$name did not print its address"
-  case $URL in http://127.0.0.1:*) ;; *) fail "$name is not on loopback: $URL" ;; esac
-}
+start_server() { serve_start "$1" -m "$model" "${@:2}"; } # NAME ARGS...
 
 # stop_server PID: SIGTERM, then its exit status (0 = clean shutdown)
 stop_server() {

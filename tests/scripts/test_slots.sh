@@ -19,6 +19,7 @@ check() { if eval "$1"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; }
 trap cleanup EXIT
 PY=python3
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 model=$T/m.gguf
 other=$T/other.gguf
@@ -28,20 +29,7 @@ other=$T/other.gguf
   --seed 6 >/dev/null || { echo "FAIL: grok new"; exit 1; }
 S=$T/saved
 
-start_server() { # NAME MODEL ARGS... : sets URL and PID
-  local name=$1 m=$2
-  shift 2
-  "$GROK" serve -m "$m" --port 0 -t 1 --parallel 2 --ctx 512 "$@" >"$T/$name.out" 2>"$T/$name.err" &
-  PID=$!
-  pids+=("$PID")
-  URL=
-  for _ in $(seq 100); do
-    URL=$(sed -n 's/^grok serve: listening on \(http:[^ ]*\).*/\1/p' "$T/$name.out" 2>/dev/null)
-    [ -n "$URL" ] && break
-    sleep 0.1
-  done
-  [ -n "$URL" ] || { echo "FAIL: $name did not start: $(cat "$T/$name.err")"; exit 1; }
-}
+start_server() { serve_start "$1" -m "$2" -t 1 --parallel 2 --ctx 512 "${@:3}"; } # NAME MODEL ARGS...
 stop_server() { kill "$PID"; wait "$PID" 2>/dev/null; }
 
 # req METHOD PATH [BODY]: prints "STATUS BODY"

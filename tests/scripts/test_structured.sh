@@ -23,18 +23,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 fail() { echo "FAIL: $*"; [ -f "$T/srv.err" ] && tail -20 "$T/srv.err"; exit 1; }
 
-NPM_DIR=${GROK_NPM_DIR:-$HOME/.cache/grok-test-npm}
-mkdir -p "$NPM_DIR"
-# one installer at a time per folder (test_server.sh shares it)
-exec 9>"$NPM_DIR/.lock"
-flock 9
-if ! cmp -s "$GROK_SRC/tests/server/package-lock.json" "$NPM_DIR/.installed-lock" || [ ! -d "$NPM_DIR/node_modules/ajv" ]; then
-  cp "$GROK_SRC/tests/server/package.json" "$GROK_SRC/tests/server/package-lock.json" "$NPM_DIR/"
-  (cd "$NPM_DIR" && npm ci --no-audit --no-fund --loglevel=error) || fail "npm ci in $NPM_DIR"
-  cp "$GROK_SRC/tests/server/package-lock.json" "$NPM_DIR/.installed-lock"
-fi
-cp "$GROK_SRC"/tests/server/*.mjs "$NPM_DIR/"
-flock -u 9
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+npm_packages
 
 t0=$(date +%s)
 model=$T/m.gguf
@@ -65,17 +55,8 @@ echo "$out" | while read -r line; do
 done || fail "chat --json-schema replies: $out"
 
 echo "== grok serve with the openai package"
-: >"$T/srv.out"
-"$GROK" serve -m "$model" --port 0 --parallel 4 --ctx 1024 -t 2 >"$T/srv.out" 2>"$T/srv.err" &
-PID=$!
-URL=
-for _ in $(seq 100); do
-  URL=$(sed -n 's/^grok serve: listening on \(http:[^ ]*\).*/\1/p' "$T/srv.out")
-  [ -n "$URL" ] && break
-  kill -0 "$PID" 2>/dev/null || fail "the server did not start"
-  sleep 0.1
-done
-[ -n "$URL" ] || fail "no address"
+pids=()
+serve_start srv -m "$model" --parallel 4 --ctx 1024 -t 2
 node "$NPM_DIR/structured.mjs" "$URL" || fail "structured.mjs"
 kill -0 "$PID" 2>/dev/null || fail "the server died"
 kill -TERM "$PID"

@@ -178,22 +178,6 @@ static uint64_t mix(uint64_t *x) {
     return z ^ (z >> 31);
 }
 
-static int rerr(StructErr *e, int status, const char *code, const char *param, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 5, 6)))
-#endif
-    ;
-static int rerr(StructErr *e, int status, const char *code, const char *param, const char *fmt, ...) {
-    e->status = status;
-    e->code = code;
-    snprintf(e->param, sizeof e->param, "%s", param ? param : "");
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 static cJSON *get(const cJSON *o, const char *k) {
     cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
     return v && !cJSON_IsNull(v) ? v : NULL;
@@ -207,21 +191,21 @@ static const char *const FIELDS[] = {"model", "input", "instructions", "max_outp
 /* Text of a content field: a string or input_text / output_text parts. */
 static char *content_text(const cJSON *c, const char *param, StructErr *e) {
     if (cJSON_IsString(c)) return strdup(c->valuestring);
-    if (!cJSON_IsArray(c)) return rerr(e, 400, "invalid_type", param, "Invalid type for '%s': expected a string or an array of parts", param), NULL;
+    if (!cJSON_IsArray(c)) return st_err(e, 400, "invalid_type", param, "Invalid type for '%s': expected a string or an array of parts", param), NULL;
     size_t n = 1;
     const cJSON *p;
     cJSON_ArrayForEach(p, c) {
         const cJSON *t = cJSON_IsObject(p) ? get(p, "type") : NULL, *tx = cJSON_IsObject(p) ? get(p, "text") : NULL;
         if (!t || !cJSON_IsString(t) || (strcmp(t->valuestring, "input_text") && strcmp(t->valuestring, "output_text") &&
                                          strcmp(t->valuestring, "text")))
-            return rerr(e, 400, "unsupported_content", param,
-                        "Invalid '%s': only parts of type input_text / output_text are supported", param), NULL;
+            return st_err(e, 400, "unsupported_content", param,
+                          "Invalid '%s': only parts of type input_text / output_text are supported", param), NULL;
         if (!tx || !cJSON_IsString(tx))
-            return rerr(e, 400, "invalid_type", param, "Invalid '%s': a text part needs a 'text' string", param), NULL;
+            return st_err(e, 400, "invalid_type", param, "Invalid '%s': a text part needs a 'text' string", param), NULL;
         n += strlen(tx->valuestring);
     }
     char *s = malloc(n);
-    if (!s) return rerr(e, 500, NULL, NULL, "out of memory"), NULL;
+    if (!s) return st_err(e, 500, NULL, NULL, "out of memory"), NULL;
     s[0] = 0;
     cJSON_ArrayForEach(p, c) strcat(s, get(p, "text")->valuestring);
     return s;
@@ -237,23 +221,23 @@ static int add_input(cJSON *messages, const cJSON *input, StructErr *e) {
         return 0;
     }
     if (!cJSON_IsArray(input))
-        return rerr(e, 400, "invalid_type", "input", "Invalid type for 'input': expected a string or an array of items");
+        return st_err(e, 400, "invalid_type", "input", "Invalid type for 'input': expected a string or an array of items");
     int i = 0;
     const cJSON *it;
     cJSON_ArrayForEach(it, input) {
         char p[64];
         snprintf(p, sizeof p, "input[%d]", i++);
-        if (!cJSON_IsObject(it)) return rerr(e, 400, "invalid_type", p, "Invalid type for '%s': expected an object", p);
+        if (!cJSON_IsObject(it)) return st_err(e, 400, "invalid_type", p, "Invalid type for '%s': expected an object", p);
         const cJSON *ty = get(it, "type"), *role = get(it, "role");
         const char *t = ty && cJSON_IsString(ty) ? ty->valuestring : role ? "message" : "";
         if (!strcmp(t, "message")) {
             if (!role || !cJSON_IsString(role))
-                return rerr(e, 400, "missing_required_parameter", p, "Missing required parameter: '%s.role'", p);
+                return st_err(e, 400, "missing_required_parameter", p, "Missing required parameter: '%s.role'", p);
             const char *r = role->valuestring;
             if (strcmp(r, "user") && strcmp(r, "system") && strcmp(r, "developer") && strcmp(r, "assistant"))
-                return rerr(e, 400, "invalid_value", p, "Invalid '%s.role': '%.40s' (user, system, developer, assistant)", p, r);
+                return st_err(e, 400, "invalid_value", p, "Invalid '%s.role': '%.40s' (user, system, developer, assistant)", p, r);
             const cJSON *c = get(it, "content");
-            if (!c) return rerr(e, 400, "missing_required_parameter", p, "Missing required parameter: '%s.content'", p);
+            if (!c) return st_err(e, 400, "missing_required_parameter", p, "Missing required parameter: '%s.content'", p);
             char pc[80];
             snprintf(pc, sizeof pc, "%s.content", p);
             char *txt = content_text(c, pc, e);
@@ -266,7 +250,7 @@ static int add_input(cJSON *messages, const cJSON *input, StructErr *e) {
         } else if (!strcmp(t, "function_call")) {
             const cJSON *cid = get(it, "call_id"), *nm = get(it, "name"), *args = get(it, "arguments");
             if (!cid || !cJSON_IsString(cid) || !nm || !cJSON_IsString(nm) || !args || !cJSON_IsString(args))
-                return rerr(e, 400, "invalid_value", p, "Invalid '%s': a function_call needs call_id, name and arguments strings", p);
+                return st_err(e, 400, "invalid_value", p, "Invalid '%s': a function_call needs call_id, name and arguments strings", p);
             cJSON *last = cJSON_GetArrayItem(messages, cJSON_GetArraySize(messages) - 1), *calls;
             if (!(last && (calls = get(last, "tool_calls")))) {
                 last = cJSON_CreateObject();
@@ -286,15 +270,15 @@ static int add_input(cJSON *messages, const cJSON *input, StructErr *e) {
         } else if (!strcmp(t, "function_call_output")) {
             const cJSON *cid = get(it, "call_id"), *out = get(it, "output");
             if (!cid || !cJSON_IsString(cid) || !out || !cJSON_IsString(out))
-                return rerr(e, 400, "invalid_value", p, "Invalid '%s': a function_call_output needs call_id and output strings", p);
+                return st_err(e, 400, "invalid_value", p, "Invalid '%s': a function_call_output needs call_id and output strings", p);
             cJSON *m = cJSON_CreateObject();
             cJSON_AddStringToObject(m, "role", "tool");
             cJSON_AddStringToObject(m, "tool_call_id", cid->valuestring);
             cJSON_AddStringToObject(m, "content", out->valuestring);
             cJSON_AddItemToArray(messages, m);
         } else {
-            return rerr(e, 400, "unsupported_value", p, "Invalid '%s': items of type '%.40s' are not supported "
-                        "(message, function_call, function_call_output)", p, t);
+            return st_err(e, 400, "unsupported_value", p, "Invalid '%s': items of type '%.40s' are not supported "
+                          "(message, function_call, function_call_output)", p, t);
         }
     }
     return 0;
@@ -305,29 +289,29 @@ cJSON *responses_to_chat(const cJSON *req, ResponseStore *rs, uint64_t seed, Res
     for (const cJSON *it = req->child; it; it = it->next) {
         bool ok = false;
         for (const char *const *k = FIELDS; *k && !ok; k++) ok = !strcmp(*k, it->string);
-        if (!ok) return rerr(e, 400, "unknown_parameter", it->string, "Unrecognized request argument supplied: %s", it->string), NULL;
+        if (!ok) return st_err(e, 400, "unknown_parameter", it->string, "Unrecognized request argument supplied: %s", it->string), NULL;
     }
     const cJSON *input = get(req, "input");
-    if (!input) return rerr(e, 400, "missing_required_parameter", "input", "Missing required parameter: 'input'"), NULL;
+    if (!input) return st_err(e, 400, "missing_required_parameter", "input", "Missing required parameter: 'input'"), NULL;
     const cJSON *mot = get(req, "max_output_tokens");
     if (mot && (!cJSON_IsNumber(mot) || mot->valuedouble < 16 || mot->valuedouble != (double)(long long)mot->valuedouble))
-        return rerr(e, 400, "invalid_value", "max_output_tokens",
-                    "Invalid 'max_output_tokens': expected an integer of at least 16"), NULL;
+        return st_err(e, 400, "invalid_value", "max_output_tokens",
+                      "Invalid 'max_output_tokens': expected an integer of at least 16"), NULL;
     const cJSON *tr = get(req, "truncation");
     if (tr && !(cJSON_IsString(tr) && !strcmp(tr->valuestring, "disabled")))
-        return rerr(e, 400, "unsupported_value", "truncation", "Invalid 'truncation': only \"disabled\" is supported"), NULL;
+        return st_err(e, 400, "unsupported_value", "truncation", "Invalid 'truncation': only \"disabled\" is supported"), NULL;
     const cJSON *inc = get(req, "include");
     if (inc && !(cJSON_IsArray(inc) && !inc->child))
-        return rerr(e, 400, "unsupported_value", "include", "Invalid 'include': nothing extra can be included"), NULL;
+        return st_err(e, 400, "unsupported_value", "include", "Invalid 'include': nothing extra can be included"), NULL;
     const cJSON *ins = get(req, "instructions");
-    if (ins && !cJSON_IsString(ins)) return rerr(e, 400, "invalid_type", "instructions", "Invalid type for 'instructions': expected a string"), NULL;
+    if (ins && !cJSON_IsString(ins)) return st_err(e, 400, "invalid_type", "instructions", "Invalid type for 'instructions': expected a string"), NULL;
     const cJSON *store = get(req, "store");
-    if (store && !cJSON_IsBool(store)) return rerr(e, 400, "invalid_type", "store", "Invalid type for 'store': expected a boolean"), NULL;
+    if (store && !cJSON_IsBool(store)) return st_err(e, 400, "invalid_type", "store", "Invalid type for 'store': expected a boolean"), NULL;
     const cJSON *prev = get(req, "previous_response_id");
     if (prev && !cJSON_IsString(prev))
-        return rerr(e, 400, "invalid_type", "previous_response_id", "Invalid type for 'previous_response_id': expected a string"), NULL;
+        return st_err(e, 400, "invalid_type", "previous_response_id", "Invalid type for 'previous_response_id': expected a string"), NULL;
     const cJSON *md = get(req, "metadata");
-    if (md && !cJSON_IsObject(md)) return rerr(e, 400, "invalid_type", "metadata", "Invalid type for 'metadata': expected an object"), NULL;
+    if (md && !cJSON_IsObject(md)) return st_err(e, 400, "invalid_type", "metadata", "Invalid type for 'metadata': expected an object"), NULL;
 
     RespCtx *c = calloc(1, sizeof *c);
     cJSON *chat = cJSON_CreateObject(), *messages = cJSON_CreateArray(), *conv = NULL;
@@ -343,8 +327,8 @@ cJSON *responses_to_chat(const cJSON *req, ResponseStore *rs, uint64_t seed, Res
         bool found;
         conv = store_messages(rs, prev->valuestring, &found);
         if (!found) {
-            rerr(e, 400, "previous_response_not_found", "previous_response_id",
-                 "Previous response with id '%.100s' not found (it may have expired or been deleted)", prev->valuestring);
+            st_err(e, 400, "previous_response_not_found", "previous_response_id",
+                   "Previous response with id '%.100s' not found (it may have expired or been deleted)", prev->valuestring);
             goto fail;
         }
     } else conv = cJSON_CreateArray();
@@ -370,7 +354,7 @@ cJSON *responses_to_chat(const cJSON *req, ResponseStore *rs, uint64_t seed, Res
     const cJSON *tools = get(req, "tools");
     if (tools) {
         if (!cJSON_IsArray(tools)) {
-            rerr(e, 400, "invalid_type", "tools", "Invalid type for 'tools': expected an array");
+            st_err(e, 400, "invalid_type", "tools", "Invalid type for 'tools': expected an array");
             goto fail;
         }
         cJSON *ct = cJSON_AddArrayToObject(chat, "tools");
@@ -381,7 +365,7 @@ cJSON *responses_to_chat(const cJSON *req, ResponseStore *rs, uint64_t seed, Res
             snprintf(p, sizeof p, "tools[%d]", i++);
             const cJSON *ty = cJSON_IsObject(t) ? get(t, "type") : NULL;
             if (!ty || !cJSON_IsString(ty) || strcmp(ty->valuestring, "function")) {
-                rerr(e, 400, "unsupported_value", p, "Invalid '%s': only tools of type 'function' are supported", p);
+                st_err(e, 400, "unsupported_value", p, "Invalid '%s': only tools of type 'function' are supported", p);
                 goto fail;
             }
             cJSON *w = cJSON_CreateObject(), *fn = cJSON_CreateObject();
@@ -398,7 +382,7 @@ cJSON *responses_to_chat(const cJSON *req, ResponseStore *rs, uint64_t seed, Res
         if (cJSON_IsObject(tc)) {
             const cJSON *nm = get(tc, "name"), *ty = get(tc, "type");
             if (!ty || !cJSON_IsString(ty) || strcmp(ty->valuestring, "function") || !nm || !cJSON_IsString(nm)) {
-                rerr(e, 400, "invalid_value", "tool_choice", "Invalid 'tool_choice': expected {\"type\": \"function\", \"name\": ...}");
+                st_err(e, 400, "invalid_value", "tool_choice", "Invalid 'tool_choice': expected {\"type\": \"function\", \"name\": ...}");
                 goto fail;
             }
             cJSON *w = cJSON_CreateObject(), *fn;
@@ -414,18 +398,18 @@ cJSON *responses_to_chat(const cJSON *req, ResponseStore *rs, uint64_t seed, Res
     const cJSON *text = get(req, "text");
     if (text) {
         if (!cJSON_IsObject(text)) {
-            rerr(e, 400, "invalid_type", "text", "Invalid type for 'text': expected an object");
+            st_err(e, 400, "invalid_type", "text", "Invalid type for 'text': expected an object");
             goto fail;
         }
         for (const cJSON *k = text->child; k; k = k->next)
             if (strcmp(k->string, "format") && strcmp(k->string, "verbosity")) {
-                rerr(e, 400, "unknown_parameter", "text", "Unrecognized argument in 'text': %.60s", k->string);
+                st_err(e, 400, "unknown_parameter", "text", "Unrecognized argument in 'text': %.60s", k->string);
                 goto fail;
             }
         const cJSON *f = get(text, "format");
         const cJSON *ft = f && cJSON_IsObject(f) ? get(f, "type") : NULL;
         if (f && (!ft || !cJSON_IsString(ft))) {
-            rerr(e, 400, "invalid_value", "text.format", "Invalid 'text.format': expected an object with a 'type'");
+            st_err(e, 400, "invalid_value", "text.format", "Invalid 'text.format': expected an object with a 'type'");
             goto fail;
         }
         if (ft && !strcmp(ft->valuestring, "json_schema")) {
@@ -469,7 +453,7 @@ cJSON *responses_to_chat(const cJSON *req, ResponseStore *rs, uint64_t seed, Res
     *out = c;
     return chat;
 oom:
-    rerr(e, 500, NULL, NULL, "out of memory");
+    st_err(e, 500, NULL, NULL, "out of memory");
 fail:
     cJSON_Delete(chat);
     cJSON_Delete(messages);

@@ -12,12 +12,7 @@
 
 #define MAX_GRAMMAR_BYTES (1u << 20) /* the "grammar" field */
 
-static int serr(StructErr *e, int status, const char *code, const char *param, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 5, 6)))
-#endif
-    ;
-static int serr(StructErr *e, int status, const char *code, const char *param, const char *fmt, ...) {
+int st_err(StructErr *e, int status, const char *code, const char *param, const char *fmt, ...) {
     e->status = status;
     e->code = code;
     snprintf(e->param, sizeof e->param, "%s", param ? param : "");
@@ -44,7 +39,7 @@ static cJSON *get(const cJSON *o, const char *k) {
 static int check_gbnf(const char *gbnf, const char *param, StructErr *e) {
     Error err = {{0}};
     Grammar *g = grammar_parse(gbnf, strlen(gbnf), NULL, &err);
-    if (!g) return serr(e, 400, "invalid_grammar", param, "Invalid '%s': %s", param, err.msg);
+    if (!g) return st_err(e, 400, "invalid_grammar", param, "Invalid '%s': %s", param, err.msg);
     grammar_free(g);
     return 0;
 }
@@ -67,12 +62,12 @@ typedef struct {
 } Tool;
 
 static int parse_tools(const cJSON *tools, Tool **out, int *n_out, StructErr *e) {
-    if (!cJSON_IsArray(tools)) return serr(e, 400, "invalid_type", "tools", "Invalid type for 'tools': expected an array");
+    if (!cJSON_IsArray(tools)) return st_err(e, 400, "invalid_type", "tools", "Invalid type for 'tools': expected an array");
     int n = cJSON_GetArraySize(tools);
     if (n > MAX_TOOLS)
-        return serr(e, 400, "invalid_value", "tools", "Invalid 'tools': at most %d tools, got %d", MAX_TOOLS, n);
+        return st_err(e, 400, "invalid_value", "tools", "Invalid 'tools': at most %d tools, got %d", MAX_TOOLS, n);
     Tool *t = calloc((size_t)(n ? n : 1), sizeof *t);
-    if (!t) return serr(e, 500, NULL, NULL, "out of memory");
+    if (!t) return st_err(e, 500, NULL, NULL, "out of memory");
     int i = 0;
     const cJSON *it;
     char p[96];
@@ -81,43 +76,43 @@ static int parse_tools(const cJSON *tools, Tool **out, int *n_out, StructErr *e)
         const cJSON *ty = cJSON_IsObject(it) ? get(it, "type") : NULL;
         if (!ty || !cJSON_IsString(ty) || strcmp(ty->valuestring, "function")) {
             free(t);
-            return serr(e, 400, "invalid_value", p, "Invalid '%s': expected an object with \"type\": \"function\"", p);
+            return st_err(e, 400, "invalid_value", p, "Invalid '%s': expected an object with \"type\": \"function\"", p);
         }
         const cJSON *fn = get(it, "function");
         snprintf(p, sizeof p, "tools[%d].function", i);
         if (!fn || !cJSON_IsObject(fn)) {
             free(t);
-            return serr(e, 400, "missing_required_parameter", p, "Missing required parameter: '%s'", p);
+            return st_err(e, 400, "missing_required_parameter", p, "Missing required parameter: '%s'", p);
         }
         for (const cJSON *k = fn->child; k; k = k->next)
             if (strcmp(k->string, "name") && strcmp(k->string, "description") && strcmp(k->string, "parameters") &&
                 strcmp(k->string, "strict")) {
                 free(t);
-                return serr(e, 400, "unknown_parameter", p, "Unrecognized argument in '%s': %.60s", p, k->string);
+                return st_err(e, 400, "unknown_parameter", p, "Unrecognized argument in '%s': %.60s", p, k->string);
             }
         const cJSON *nm = get(fn, "name");
         snprintf(p, sizeof p, "tools[%d].function.name", i);
         if (!nm || !cJSON_IsString(nm) || !valid_name(nm->valuestring)) {
             free(t);
-            return serr(e, 400, "invalid_value", p,
-                        "Invalid '%s': a function name is 1 to 64 letters, digits, underscores or dashes", p);
+            return st_err(e, 400, "invalid_value", p,
+                          "Invalid '%s': a function name is 1 to 64 letters, digits, underscores or dashes", p);
         }
         for (int k = 0; k < i; k++)
             if (!strcmp(t[k].name, nm->valuestring)) {
                 free(t);
-                return serr(e, 400, "invalid_value", p, "Invalid '%s': duplicate function name '%s'", p, nm->valuestring);
+                return st_err(e, 400, "invalid_value", p, "Invalid '%s': duplicate function name '%s'", p, nm->valuestring);
             }
         const cJSON *d = get(fn, "description");
         if (d && !cJSON_IsString(d)) {
             free(t);
             snprintf(p, sizeof p, "tools[%d].function.description", i);
-            return serr(e, 400, "invalid_type", p, "Invalid type for '%s': expected a string", p);
+            return st_err(e, 400, "invalid_type", p, "Invalid type for '%s': expected a string", p);
         }
         const cJSON *pa = get(fn, "parameters");
         if (pa && !cJSON_IsObject(pa)) {
             free(t);
             snprintf(p, sizeof p, "tools[%d].function.parameters", i);
-            return serr(e, 400, "invalid_type", p, "Invalid type for '%s': expected a JSON schema object", p);
+            return st_err(e, 400, "invalid_type", p, "Invalid type for '%s': expected a JSON schema object", p);
         }
         t[i].name = nm->valuestring;
         t[i].fn = fn;
@@ -133,7 +128,7 @@ static int parse_tools(const cJSON *tools, Tool **out, int *n_out, StructErr *e)
 static char *tools_grammar(const Tool *tools, int n, int only, bool parallel, bool allow_text, StructErr *e) {
     Error err = {{0}};
     JsonGrammar *jg = json_grammar_new(&err);
-    if (!jg) return serr(e, 500, NULL, NULL, "out of memory"), NULL;
+    if (!jg) return st_err(e, 500, NULL, NULL, "out of memory"), NULL;
     char *alts = NULL, *out = NULL;
     size_t alen = 0, acap = 0;
     for (int i = 0; i < n; i++) {
@@ -145,7 +140,7 @@ static char *tools_grammar(const Tool *tools, int n, int only, bool parallel, bo
         if (tools[i].params) {
             args = json_grammar_add_schema(jg, tools[i].params, NULL, prefix, &err);
             if (!args) {
-                serr(e, 400, "invalid_schema", pname, "Invalid '%s': %s", pname, err.msg);
+                st_err(e, 400, "invalid_schema", pname, "Invalid '%s': %s", pname, err.msg);
                 goto out;
             }
         } else {
@@ -153,7 +148,7 @@ static char *tools_grammar(const Tool *tools, int n, int only, bool parallel, bo
             args = empty ? json_grammar_add_schema(jg, empty, NULL, prefix, &err) : NULL;
             cJSON_Delete(empty);
             if (!args) {
-                serr(e, 500, NULL, NULL, "%s", err.msg);
+                st_err(e, 500, NULL, NULL, "%s", err.msg);
                 goto out;
             }
         }
@@ -161,7 +156,7 @@ static char *tools_grammar(const Tool *tools, int n, int only, bool parallel, bo
         size_t bl = strlen(args) + strlen(tools[i].name) + 200;
         char *body = malloc(bl);
         if (!body) {
-            serr(e, 500, NULL, NULL, "out of memory");
+            st_err(e, 500, NULL, NULL, "out of memory");
             goto out;
         }
         snprintf(body, bl,
@@ -171,7 +166,7 @@ static char *tools_grammar(const Tool *tools, int n, int only, bool parallel, bo
         snprintf(rname, sizeof rname, "call-%d", i);
         if (json_grammar_add_rule(jg, rname, body, &err)) {
             free(body);
-            serr(e, 500, NULL, NULL, "out of memory");
+            st_err(e, 500, NULL, NULL, "out of memory");
             goto out;
         }
         free(body);
@@ -179,7 +174,7 @@ static char *tools_grammar(const Tool *tools, int n, int only, bool parallel, bo
         if (need + 1 > acap) {
             char *na = realloc(alts, need * 2);
             if (!na) {
-                serr(e, 500, NULL, NULL, "out of memory");
+                st_err(e, 500, NULL, NULL, "out of memory");
                 goto out;
             }
             alts = na, acap = need * 2;
@@ -187,7 +182,7 @@ static char *tools_grammar(const Tool *tools, int n, int only, bool parallel, bo
         alen += (size_t)sprintf(alts + alen, "%s%s", alen ? " | " : "", rname);
     }
     if (!alts) {
-        serr(e, 500, NULL, NULL, "no tools for the grammar");
+        st_err(e, 500, NULL, NULL, "no tools for the grammar");
         goto out;
     }
     char calls[160];
@@ -198,11 +193,11 @@ static char *tools_grammar(const Tool *tools, int n, int only, bool parallel, bo
     if (json_grammar_add_rule(jg, "call", alts, &err) || json_grammar_add_rule(jg, "calls", calls, &err) ||
         (allow_text && json_grammar_add_rule(jg, "text", "[^{] .*", &err)) ||
         json_grammar_add_rule(jg, "root", allow_text ? "calls | text" : "calls", &err)) {
-        serr(e, 500, NULL, NULL, "out of memory");
+        st_err(e, 500, NULL, NULL, "out of memory");
         goto out;
     }
     out = json_grammar_text(jg, &err);
-    if (!out) serr(e, 500, NULL, NULL, "out of memory");
+    if (!out) st_err(e, 500, NULL, NULL, "out of memory");
 out:
     free(alts);
     json_grammar_free(jg);
@@ -244,49 +239,49 @@ int structured_parse(const cJSON *root, bool chat, Structured *out, StructErr *e
     const cJSON *ptc = chat ? get(root, "parallel_tool_calls") : NULL;
     int n_given = !!gr + (rf != NULL);
     if (gr) {
-        if (!cJSON_IsString(gr)) return serr(e, 400, "invalid_type", "grammar", "Invalid type for 'grammar': expected a string (GBNF)");
+        if (!cJSON_IsString(gr)) return st_err(e, 400, "invalid_type", "grammar", "Invalid type for 'grammar': expected a string (GBNF)");
         if (strlen(gr->valuestring) > MAX_GRAMMAR_BYTES)
-            return serr(e, 400, "invalid_value", "grammar", "Invalid 'grammar': over %u bytes", MAX_GRAMMAR_BYTES);
+            return st_err(e, 400, "invalid_value", "grammar", "Invalid 'grammar': over %u bytes", MAX_GRAMMAR_BYTES);
         if (check_gbnf(gr->valuestring, "grammar", e)) return -1;
-        if (!(out->gbnf = strdup(gr->valuestring))) return serr(e, 500, NULL, NULL, "out of memory");
+        if (!(out->gbnf = strdup(gr->valuestring))) return st_err(e, 500, NULL, NULL, "out of memory");
     }
     if (rf) {
         const cJSON *t = cJSON_IsObject(rf) ? get(rf, "type") : NULL;
         if (!t || !cJSON_IsString(t))
-            return serr(e, 400, "invalid_value", "response_format", "Invalid 'response_format': expected an object with a 'type'");
+            return st_err(e, 400, "invalid_value", "response_format", "Invalid 'response_format': expected an object with a 'type'");
         const char *ty = t->valuestring;
         if (!strcmp(ty, "text")) n_given--;
         else if (!strcmp(ty, "json_object")) {
-            if (n_given > 1) return serr(e, 400, "invalid_value", "grammar", "'grammar' and 'response_format' cannot be used together");
+            if (n_given > 1) return st_err(e, 400, "invalid_value", "grammar", "'grammar' and 'response_format' cannot be used together");
             Error err = {{0}};
             JsonGrammar *jg = json_grammar_new(&err);
             if (!jg || !json_grammar_any_value(jg, &err) || json_grammar_add_rule(jg, "root", "object", &err) ||
                 !(out->gbnf = json_grammar_text(jg, &err))) {
                 json_grammar_free(jg);
-                return serr(e, 500, NULL, NULL, "out of memory");
+                return st_err(e, 500, NULL, NULL, "out of memory");
             }
             json_grammar_free(jg);
-            if (!out->gbnf) return serr(e, 500, NULL, NULL, "out of memory");
+            if (!out->gbnf) return st_err(e, 500, NULL, NULL, "out of memory");
             out->json = true;
         } else if (!strcmp(ty, "json_schema")) {
-            if (n_given > 1) return serr(e, 400, "invalid_value", "grammar", "'grammar' and 'response_format' cannot be used together");
+            if (n_given > 1) return st_err(e, 400, "invalid_value", "grammar", "'grammar' and 'response_format' cannot be used together");
             const cJSON *js = get(rf, "json_schema");
             if (!js || !cJSON_IsObject(js))
-                return serr(e, 400, "missing_required_parameter", "response_format.json_schema",
-                            "Missing required parameter: 'response_format.json_schema'");
+                return st_err(e, 400, "missing_required_parameter", "response_format.json_schema",
+                              "Missing required parameter: 'response_format.json_schema'");
             const cJSON *nm = get(js, "name");
             if (nm && (!cJSON_IsString(nm) || !valid_name(nm->valuestring)))
-                return serr(e, 400, "invalid_value", "response_format.json_schema.name",
-                            "Invalid 'response_format.json_schema.name': 1 to 64 letters, digits, underscores or dashes");
+                return st_err(e, 400, "invalid_value", "response_format.json_schema.name",
+                              "Invalid 'response_format.json_schema.name': 1 to 64 letters, digits, underscores or dashes");
             const cJSON *st = get(js, "strict");
             if (st && !cJSON_IsBool(st))
-                return serr(e, 400, "invalid_type", "response_format.json_schema.strict",
-                            "Invalid type for 'response_format.json_schema.strict': expected a boolean");
+                return st_err(e, 400, "invalid_type", "response_format.json_schema.strict",
+                              "Invalid type for 'response_format.json_schema.strict': expected a boolean");
             for (const cJSON *k = js->child; k; k = k->next)
                 if (strcmp(k->string, "name") && strcmp(k->string, "schema") && strcmp(k->string, "strict") &&
                     strcmp(k->string, "description"))
-                    return serr(e, 400, "unknown_parameter", "response_format.json_schema",
-                                "Unrecognized argument in 'response_format.json_schema': %.60s", k->string);
+                    return st_err(e, 400, "unknown_parameter", "response_format.json_schema",
+                                  "Unrecognized argument in 'response_format.json_schema': %.60s", k->string);
             const cJSON *sc = get(js, "schema");
             Error err = {{0}};
             JsonGrammar *jg = json_grammar_new(&err);
@@ -294,23 +289,23 @@ int structured_parse(const cJSON *root, bool chat, Structured *out, StructErr *e
                                      : jg ? json_grammar_any_value(jg, &err) : NULL;
             if (!r || json_grammar_add_rule(jg, "root", r, &err) || !(out->gbnf = json_grammar_text(jg, &err))) {
                 json_grammar_free(jg);
-                return serr(e, 400, "invalid_schema", "response_format.json_schema.schema",
-                            "Invalid 'response_format.json_schema.schema': %s", err.msg);
+                return st_err(e, 400, "invalid_schema", "response_format.json_schema.schema",
+                              "Invalid 'response_format.json_schema.schema': %s", err.msg);
             }
             json_grammar_free(jg);
             if (check_gbnf(out->gbnf, "response_format.json_schema.schema", e)) return -1;
             out->json = true;
         } else {
-            return serr(e, 400, "invalid_value", "response_format.type",
-                        "Invalid 'response_format.type': '%.40s' (text, json_object or json_schema)", ty);
+            return st_err(e, 400, "invalid_value", "response_format.type",
+                          "Invalid 'response_format.type': '%.40s' (text, json_object or json_schema)", ty);
         }
     }
     if (ptc && !cJSON_IsBool(ptc))
-        return serr(e, 400, "invalid_type", "parallel_tool_calls", "Invalid type for 'parallel_tool_calls': expected a boolean");
+        return st_err(e, 400, "invalid_type", "parallel_tool_calls", "Invalid type for 'parallel_tool_calls': expected a boolean");
     const bool parallel = !ptc || cJSON_IsTrue(ptc);
     if (!tools) {
         if (tc && !(cJSON_IsString(tc) && !strcmp(tc->valuestring, "none")))
-            return serr(e, 400, "invalid_value", "tool_choice", "Invalid 'tool_choice': there are no 'tools'");
+            return st_err(e, 400, "invalid_value", "tool_choice", "Invalid 'tool_choice': there are no 'tools'");
         return 0;
     }
     Tool *tl = NULL;
@@ -329,34 +324,34 @@ int structured_parse(const cJSON *root, bool chat, Structured *out, StructErr *e
             else if (!strcmp(tc->valuestring, "required")) mode = TOOLS_REQUIRED;
             else {
                 free(tl);
-                return serr(e, 400, "invalid_value", "tool_choice",
-                            "Invalid 'tool_choice': '%.40s' (none, auto, required or a function)", tc->valuestring);
+                return st_err(e, 400, "invalid_value", "tool_choice",
+                              "Invalid 'tool_choice': '%.40s' (none, auto, required or a function)", tc->valuestring);
             }
         } else if (cJSON_IsObject(tc)) {
             const cJSON *ty = get(tc, "type"), *fn = get(tc, "function");
             const cJSON *nm = fn && cJSON_IsObject(fn) ? get(fn, "name") : NULL;
             if (!ty || !cJSON_IsString(ty) || strcmp(ty->valuestring, "function") || !nm || !cJSON_IsString(nm)) {
                 free(tl);
-                return serr(e, 400, "invalid_value", "tool_choice",
-                            "Invalid 'tool_choice': expected {\"type\": \"function\", \"function\": {\"name\": ...}}");
+                return st_err(e, 400, "invalid_value", "tool_choice",
+                              "Invalid 'tool_choice': expected {\"type\": \"function\", \"function\": {\"name\": ...}}");
             }
             for (int i = 0; i < n; i++)
                 if (!strcmp(tl[i].name, nm->valuestring)) only = i;
             if (only < 0) {
                 free(tl);
-                return serr(e, 400, "invalid_value", "tool_choice.function.name",
-                            "Invalid 'tool_choice': no tool named '%.64s'", nm->valuestring);
+                return st_err(e, 400, "invalid_value", "tool_choice.function.name",
+                              "Invalid 'tool_choice': no tool named '%.64s'", nm->valuestring);
             }
             mode = TOOLS_REQUIRED;
         } else {
             free(tl);
-            return serr(e, 400, "invalid_type", "tool_choice", "Invalid type for 'tool_choice': expected a string or an object");
+            return st_err(e, 400, "invalid_type", "tool_choice", "Invalid type for 'tool_choice': expected a string or an object");
         }
     }
     if (mode != TOOLS_NONE && out->gbnf) {
         free(tl);
-        return serr(e, 400, "invalid_value", "tools",
-                    "'tools' together with 'response_format' or 'grammar' is not supported (use tool_choice \"none\")");
+        return st_err(e, 400, "invalid_value", "tools",
+                      "'tools' together with 'response_format' or 'grammar' is not supported (use tool_choice \"none\")");
     }
     /* validate every tool's schema, also with tool_choice none */
     char *gb = tools_grammar(tl, n, only, parallel && only < 0, mode == TOOLS_AUTO, e);
@@ -374,17 +369,17 @@ int structured_parse(const cJSON *root, bool chat, Structured *out, StructErr *e
     out->tool_mode = mode;
     out->tool_prompt = tools_prompt(tl, n, mode, only);
     free(tl);
-    if (!out->tool_prompt) return serr(e, 500, NULL, NULL, "out of memory");
+    if (!out->tool_prompt) return st_err(e, 500, NULL, NULL, "out of memory");
     return 0;
 }
 
 char *structured_tool_calls_text(const cJSON *tool_calls, const char *param, StructErr *e) {
     if (!cJSON_IsArray(tool_calls))
-        return serr(e, 400, "invalid_type", param, "Invalid type for '%s': expected an array", param), NULL;
+        return st_err(e, 400, "invalid_type", param, "Invalid type for '%s': expected an array", param), NULL;
     cJSON *o = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(o, "tool_calls");
     if (!arr) {
         cJSON_Delete(o);
-        return serr(e, 500, NULL, NULL, "out of memory"), NULL;
+        return st_err(e, 500, NULL, NULL, "out of memory"), NULL;
     }
     int i = 0;
     const cJSON *it;
@@ -393,14 +388,14 @@ char *structured_tool_calls_text(const cJSON *tool_calls, const char *param, Str
         const cJSON *nm = fn ? get(fn, "name") : NULL, *args = fn ? get(fn, "arguments") : NULL;
         if (!nm || !cJSON_IsString(nm) || (args && !cJSON_IsString(args))) {
             cJSON_Delete(o);
-            return serr(e, 400, "invalid_value", param,
-                        "Invalid '%s[%d]': expected {\"id\", \"type\": \"function\", \"function\": {\"name\", \"arguments\": a JSON string}}",
-                        param, i), NULL;
+            return st_err(e, 400, "invalid_value", param,
+                          "Invalid '%s[%d]': expected {\"id\", \"type\": \"function\", \"function\": {\"name\", \"arguments\": a JSON string}}",
+                          param, i), NULL;
         }
         cJSON *a = args ? cJSON_Parse(args->valuestring) : cJSON_CreateObject();
         if (!a) {
             cJSON_Delete(o);
-            return serr(e, 400, "invalid_value", param, "Invalid '%s[%d].function.arguments': not valid JSON", param, i), NULL;
+            return st_err(e, 400, "invalid_value", param, "Invalid '%s[%d].function.arguments': not valid JSON", param, i), NULL;
         }
         cJSON *c = cJSON_CreateObject();
         cJSON_AddStringToObject(c, "name", nm->valuestring);
@@ -410,7 +405,7 @@ char *structured_tool_calls_text(const cJSON *tool_calls, const char *param, Str
     }
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
-    if (!s) serr(e, 500, NULL, NULL, "out of memory");
+    if (!s) st_err(e, 500, NULL, NULL, "out of memory");
     return s;
 }
 

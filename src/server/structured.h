@@ -33,6 +33,14 @@ typedef struct {
     char msg[480];
 } StructErr;
 
+/* Fills e (status, the error code and param of OpenAI's error object, the
+ * message) and returns -1, for `return st_err(e, 400, ...)`. */
+int st_err(StructErr *e, int status, const char *code, const char *param, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 5, 6)))
+#endif
+    ;
+
 typedef enum { TOOLS_NONE = 0, TOOLS_AUTO = 1, TOOLS_REQUIRED = 2 } ToolMode;
 
 typedef struct {

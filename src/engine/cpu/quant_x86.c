@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "quant_x86_blocks.h"
+
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 #define AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 #define INL inline __attribute__((always_inline))
@@ -110,21 +112,6 @@ AVX2 void mad_f32_avx2(float *y, float a, const float *x, int64_t n) {
 }
 
 /* -- AVX2: unpacking to the canonical forms ------------------------------- */
-
-/* 32 values from 16 bytes of nibbles: low nibbles first, then high. */
-AVX2 static INL __m256i nibbles32(const uint8_t *qs) {
-    const __m128i v = _mm_loadu_si128((const __m128i *)qs);
-    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
-}
-
-/* byte j = 0xFF if bit j of x is set, else 0 */
-AVX2 static INL __m256i bits_to_bytes(uint32_t x) {
-    const __m256i shuf = _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101, 0x0202020202020202,
-                                            0x0303030303030303);
-    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x), shuf);
-    v = _mm256_or_si256(v, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
-    return _mm256_cmpeq_epi8(v, _mm256_set1_epi64x(-1));
-}
 
 /* scv from 16 per-16-value scales */
 AVX2 static INL void store_scv(int16_t *scv, const int16_t *sc) {
@@ -231,109 +218,6 @@ AVX2 static void unpack_k_avx2(uint32_t type, const uint8_t *p, CanonK *c) {
 static size_t pad64(size_t n) { return (n + 63) & ~(size_t)63; }
 static inline int imin(int64_t a, int64_t b) { return (int)(a < b ? a : b); }
 
-/* One 32-value block as signed levels, with its scale d and offset m. */
-AVX2 static INL __m256i load_a_block(uint32_t type, const uint8_t *p, float *d, float *m) {
-    switch (type) {
-    case GGML_TYPE_Q8_0:
-        *d = H2FV(((const BlockQ8_0 *)p)->d), *m = 0.0f;
-        return _mm256_loadu_si256((const __m256i *)(p + 2));
-    case GGML_TYPE_Q4_0:
-        *d = H2FV(((const BlockQ4_0 *)p)->d), *m = 0.0f;
-        return _mm256_sub_epi8(nibbles32(p + 2), _mm256_set1_epi8(8));
-    case GGML_TYPE_Q4_1:
-        *d = H2FV(((const BlockQ4_1 *)p)->d), *m = H2FV(((const BlockQ4_1 *)p)->m);
-        return nibbles32(p + 4);
-    case GGML_TYPE_Q5_0: {
-        *d = H2FV(((const BlockQ5_0 *)p)->d), *m = 0.0f;
-        const __m256i hb = _mm256_and_si256(bits_to_bytes(load_u32le(p + 2)), _mm256_set1_epi8(0x10));
-        return _mm256_sub_epi8(_mm256_or_si256(nibbles32(p + 6), hb), _mm256_set1_epi8(16));
-    }
-    default: { /* Q5_1 */
-        *d = H2FV(((const BlockQ5_1 *)p)->d), *m = H2FV(((const BlockQ5_1 *)p)->m);
-        const __m256i hb = _mm256_and_si256(bits_to_bytes(load_u32le(p + 4)), _mm256_set1_epi8(0x10));
-        return _mm256_or_si256(nibbles32(p + 8), hb);
-    }
-    }
-}
-
-/* AVX2, 32-value blocks in groups of two (64 values), as the AVX-512
- * groups of four below: A holds the first 16 values of each block (one
- * 128-bit lane per block), B the last 16, so after maddubs/madd on both and
- * one add every int32 lane is an exact sum of 8 products of ONE block, and
- * the per-block scaling (convert, scale product, fma) is paid once per 64
- * values per (row, token) pair. maddubs needs an unsigned operand: |qx|
- * times the weight levels with qx's sign moved onto them (exact: |products|
- * <= 127*128 and pairs of them fit int16). dv / dxv hold each lane's block
- * scale, m / s the offsets (Q4_1, Q5_1) and activation sums (Q8_1). */
-typedef struct {
-    __m256i *v; /* per group: A, B, dv (f32) */
-    float *m;   /* per group: 2 offsets */
-} W2Row;
-typedef struct {
-    __m256i *v; /* per group: xA, xB, |xA|, |xB|, dxv (f32) */
-    float *s;   /* per group: 2 sums (Q8_1) */
-} X2Row;
-
-static size_t w2_bytes(int64_t ng) { return (size_t)ng * 96 + pad64((size_t)ng * 8); }
-static size_t x2_bytes(int64_t ng) { return (size_t)ng * 160 + pad64((size_t)ng * 8); }
-static void w2_at(W2Row *r, uint8_t *p, int64_t ng) { r->v = (__m256i *)p, r->m = (float *)(p + (size_t)ng * 96); }
-static void x2_at(X2Row *r, uint8_t *p, int64_t ng) { r->v = (__m256i *)p, r->s = (float *)(p + (size_t)ng * 160); }
-
-AVX2 static INL __m256 lanes2(float d0, float d1) {
-    return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps(d0)), _mm_set1_ps(d1), 1);
-}
-
-/* The group of nbg (1..2) blocks at p; a missing block is zero. */
-AVX2 static INL void load_w2(uint32_t type, const uint8_t *p, int nbg, __m256i *A, __m256i *B, __m256 *dv, float *m) {
-    float d0, d1 = 0.0f;
-    const __m256i q0 = load_a_block(type, p, &d0, &m[0]);
-    __m256i q1 = _mm256_setzero_si256();
-    m[1] = 0.0f;
-    if (nbg == 2) q1 = load_a_block(type, p + type_info(type)->type_size, &d1, &m[1]);
-    *A = _mm256_permute2x128_si256(q0, q1, 0x20);
-    *B = _mm256_permute2x128_si256(q0, q1, 0x31);
-    *dv = lanes2(d0, d1);
-}
-
-AVX2 static void unpack_w2_row(uint32_t type, const uint8_t *row, int64_t nb, const W2Row *c) {
-    const size_t sz = type_info(type)->type_size;
-    for (int64_t g = 0; g < (nb + 1) / 2; g++) {
-        __m256i A, B;
-        __m256 dv;
-        load_w2(type, row + (size_t)(2 * g) * sz, imin(2, nb - 2 * g), &A, &B, &dv, c->m + 2 * g);
-        _mm256_store_si256(c->v + 3 * g, A), _mm256_store_si256(c->v + 3 * g + 1, B);
-        _mm256_store_ps((float *)(c->v + 3 * g + 2), dv);
-    }
-}
-
-AVX2 static void prep_x2_row(bool q81, const uint8_t *xrow, int64_t nb, const X2Row *a) {
-    const size_t sz = q81 ? sizeof(BlockQ8_1) : sizeof(BlockQ8_0);
-    for (int64_t g = 0; g < (nb + 1) / 2; g++) {
-        __m256i q[2];
-        float d[2];
-        for (int i = 0; i < 2; i++) {
-            const int64_t b = 2 * g + i;
-            float sum = 0.0f;
-            if (b < nb) {
-                const uint8_t *p = xrow + (size_t)b * sz;
-                uint16_t h;
-                memcpy(&h, p, 2);
-                d[i] = H2FV(h);
-                if (q81) memcpy(&h, p + 2, 2), sum = H2FV(h);
-                q[i] = _mm256_loadu_si256((const __m256i *)(p + (q81 ? 4 : 2)));
-            } else {
-                q[i] = _mm256_setzero_si256(), d[i] = 0.0f;
-            }
-            a->s[b] = sum;
-        }
-        const __m256i xa = _mm256_permute2x128_si256(q[0], q[1], 0x20), xb = _mm256_permute2x128_si256(q[0], q[1], 0x31);
-        _mm256_store_si256(a->v + 5 * g, xa), _mm256_store_si256(a->v + 5 * g + 1, xb);
-        _mm256_store_si256(a->v + 5 * g + 2, _mm256_sign_epi8(xa, xa));
-        _mm256_store_si256(a->v + 5 * g + 3, _mm256_sign_epi8(xb, xb));
-        _mm256_store_ps((float *)(a->v + 5 * g + 4), lanes2(d[0], d[1]));
-    }
-}
-
 /* -- the kernels ------------------------------------------------------------
  *
  * Each kernel computes an R x T tile of (weight row, activation row) pairs
@@ -348,132 +232,6 @@ AVX2 static void prep_x2_row(bool q81, const uint8_t *xrow, int64_t nb, const X2
 #define TILE_MAX_R 2
 #define TILE_MAX_T 4
 #define UNROLL _Pragma("GCC unroll 8")
-
-/* AVX2: the int32 lanes of one (row, token) pair over one group of two
- * blocks: lanes 0-3 sum block 0's products, lanes 4-7 block 1's. */
-AVX2 static INL __m256i pair2_avx2(__m256i A, __m256i B, const __m256i *xv) {
-    const __m256i ones = _mm256_set1_epi16(1);
-    const __m256i pa = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_load_si256(xv + 2), _mm256_sign_epi8(A, _mm256_load_si256(xv))), ones);
-    const __m256i pb = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_load_si256(xv + 3), _mm256_sign_epi8(B, _mm256_load_si256(xv + 1))), ones);
-    return _mm256_add_epi32(pa, pb);
-}
-
-/* The float steps (AVX2). Each pair's four lanes per block are added
- * (exact integers) into one block sum, which gets its own float lane:
- *   f = fma(float(block sum), d * dx, f)
- * and the pair's result is (f_block0 + f_block1) + offsets. hadd puts the T
- * (1, 2, 4) tokens of a row side by side: token t's block-0 sum in lane t,
- * its block-1 sum in lane 4 + t (fewer tokens repeat theirs), so one
- * convert, one scale product and one fma serve four pairs. Every lane sees
- * the same operations in the same order in the prompt tiles and the
- * generation kernels, for every token count: bit-identical results. */
-AVX2 static INL __m256i red_t_avx2(const __m256i *p, const int T) {
-    if (T == 4) return _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
-    if (T == 2) {
-        const __m256i h = _mm256_hadd_epi32(p[0], p[1]);
-        return _mm256_hadd_epi32(h, h);
-    }
-    const __m256i h = _mm256_add_epi32(p[0], _mm256_shuffle_epi32(p[0], 0x4E));
-    return _mm256_add_epi32(h, _mm256_shuffle_epi32(h, 0xB1));
-}
-/* the activation block scales in red_t_avx2's lanes */
-AVX2 static INL __m256 dx_t_avx2(const X2Row *const *X, int64_t g, const int T) {
-    const __m256 d0 = _mm256_load_ps((const float *)(X[0]->v + 5 * g + 4));
-    if (T == 1) return d0;
-    const __m256 d1 = _mm256_load_ps((const float *)(X[1]->v + 5 * g + 4));
-    if (T == 2) return _mm256_blend_ps(d0, d1, 0xAA);
-    const __m256 d2 = _mm256_load_ps((const float *)(X[2]->v + 5 * g + 4));
-    const __m256 d3 = _mm256_load_ps((const float *)(X[3]->v + 5 * g + 4));
-    return _mm256_blend_ps(_mm256_blend_ps(d0, d1, 0x22), _mm256_blend_ps(d2, d3, 0x88), 0xCC);
-}
-/* f[r] -> the T results of row r (plus its offsets) */
-AVX2 static INL void res_t_avx2(__m256 f, const float *ms, const int T, float *res) {
-    _Alignas(32) float v[8];
-    _mm256_store_ps(v, f);
-    for (int t = 0; t < T; t++) res[t] = (v[t] + v[4 + t]) + ms[t];
-}
-
-/* One group of a tile: every (row, token) pair. */
-AVX2 static INL void group2_avx2(const __m256i *A, const __m256i *B, const __m256 *dv, const float *const *mw,
-                                 const X2Row *const *X, int64_t g, bool has_m, const int R, const int T, __m256 *f,
-                                 float (*ms)[TILE_MAX_T]) {
-    const __m256 dx = dx_t_avx2(X, g, T);
-    UNROLL
-    for (int r = 0; r < R; r++) {
-        __m256i p[TILE_MAX_T];
-        UNROLL
-        for (int t = 0; t < T; t++) p[t] = pair2_avx2(A[r], B[r], X[t]->v + 5 * g);
-        f[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(red_t_avx2(p, T)), _mm256_mul_ps(dv[r], dx), f[r]);
-        if (has_m)
-            for (int t = 0; t < T; t++)
-                for (int i = 0; i < 2; i++) ms[r][t] += mw[r][i] * X[t]->s[2 * g + i];
-    }
-}
-
-/* Prompt tiles carry their accumulators in memory from one K chunk of the
- * rows to the next (Acc[r][0]: the float lanes of row r and the tile's T
- * tokens; M[r][t] the offsets): every lane sees the same operations in the
- * same order as in one pass over the whole row (and as in dec_*), so
- * chunking changes no bit of the result. */
-AVX2 static INL void tile_a2_avx2(const W2Row *const *W, const X2Row *const *X, int64_t ng, bool has_m, const int R,
-                                  const int T, __m256 *const *Acc, float *const *M) {
-    __m256 f[TILE_MAX_R];
-    float ms[TILE_MAX_R][TILE_MAX_T];
-    UNROLL
-    for (int r = 0; r < R; r++) {
-        f[r] = _mm256_load_ps((const float *)&Acc[r][0]);
-        UNROLL
-        for (int t = 0; t < T; t++) ms[r][t] = M[r][t];
-    }
-    for (int64_t g = 0; g < ng; g++) {
-        __m256i A[TILE_MAX_R], B[TILE_MAX_R];
-        __m256 dv[TILE_MAX_R];
-        const float *mw[TILE_MAX_R];
-        UNROLL
-        for (int r = 0; r < R; r++) {
-            A[r] = _mm256_load_si256(W[r]->v + 3 * g), B[r] = _mm256_load_si256(W[r]->v + 3 * g + 1);
-            dv[r] = _mm256_load_ps((const float *)(W[r]->v + 3 * g + 2));
-            mw[r] = W[r]->m + 2 * g;
-        }
-        group2_avx2(A, B, dv, mw, X, g, has_m, R, T, f, ms);
-    }
-    UNROLL
-    for (int r = 0; r < R; r++) {
-        _mm256_store_ps((float *)&Acc[r][0], f[r]);
-        UNROLL
-        for (int t = 0; t < T; t++) M[r][t] = ms[r][t];
-    }
-}
-
-AVX2 static INL void dec_a2_avx2(uint32_t type, const uint8_t *const *wr, const X2Row *const *X, int64_t nb, bool has_m,
-                                 const int R, const int T, float *res) {
-    const size_t sz = type_info(type)->type_size;
-    __m256 f[TILE_MAX_R];
-    float ms[TILE_MAX_R][TILE_MAX_T];
-    UNROLL
-    for (int r = 0; r < R; r++) {
-        f[r] = _mm256_setzero_ps();
-        UNROLL
-        for (int t = 0; t < T; t++) ms[r][t] = 0.0f;
-    }
-    for (int64_t g = 0; g < (nb + 1) / 2; g++) {
-        __m256i A[TILE_MAX_R], B[TILE_MAX_R];
-        __m256 dv[TILE_MAX_R];
-        float mwv[TILE_MAX_R][2];
-        const float *mw[TILE_MAX_R];
-        UNROLL
-        for (int r = 0; r < R; r++) {
-            const uint8_t *p = wr[r] + (size_t)(2 * g) * sz;
-            _mm_prefetch((const char *)p + PREFETCH_DIST, PREFETCH_HINT);
-            _mm_prefetch((const char *)p + PREFETCH_DIST + 64, PREFETCH_HINT);
-            load_w2(type, p, imin(2, nb - 2 * g), &A[r], &B[r], &dv[r], mwv[r]);
-            mw[r] = mwv[r];
-        }
-        group2_avx2(A, B, dv, mw, X, g, has_m, R, T, f, ms);
-    }
-    UNROLL
-    for (int r = 0; r < R; r++) res_t_avx2(f[r], ms[r], T, res + r * TILE_MAX_T);
-}
 
 /* AVX2, K-quants: quant_x86_k2.c (generation and prompt tiles). */
 
@@ -625,7 +383,7 @@ AVX512 static INL void group8_avx512(const __m512i (*t)[4], const __m512i *nc, c
 }
 
 /* Prompt tile over ng groups of canonical weights; accumulators in memory
- * (see tile_a2_avx2). */
+ * (see tile_a2 in quant_x86_a2.c). */
 AVX512 static INL void tile_a8_avx512(const W8Row *const *W, const X8Row *const *X, int64_t ng, bool has_m,
                                       const int R, const int T, __m512 *const *A, float *const *M) {
     __m512 acc[TILE_MAX_R][TILE_MAX_T];
@@ -824,10 +582,6 @@ AVX512 static INL void dec_k_avx512(uint32_t type, const uint8_t *const *wr, con
         if (has_m) GROUP_ACC_TILE(TILE, true);                                    \
         else GROUP_ACC_TILE(TILE, false);                                         \
     }
-AVX2 static void group_a2_avx2(const W2Row *const *W, int nr, const X2Row *const *X, int T, int64_t nb, bool has_m,
-                               __m256 *acc, float *ms, int64_t ts) {
-    GROUP_ACC_BODY(tile_a2_avx2, __m256)
-}
 AVX512 static void group_a8_avx512(const W8Row *const *W, int nr, const X8Row *const *X, int T, int64_t nb, bool has_m,
                                    __m512 *acc, float *ms, int64_t ts) {
     GROUP_ACC_BODY(tile_a8_avx512, __m512)
@@ -840,16 +594,6 @@ AVX512 static void group_k_avx512(const CanonK *const *W, int nr, const BlockQ8_
     GROUP_BODY(tile_k_avx512, nsb)
 }
 
-/* A row's results from its token tiles' accumulators (each at the tile's first token). */
-AVX2 static void reduce_acc_avx2(const __m256 *acc, const float *ms, int nt, float *res) {
-    for (int t = 0; t < nt;) {
-        const int T = nt - t >= 4 ? 4 : nt - t >= 2 ? 2 : 1;
-        if (T == 4) res_t_avx2(acc[t], ms + t, 4, res + t);
-        else if (T == 2) res_t_avx2(acc[t], ms + t, 2, res + t);
-        else res_t_avx2(acc[t], ms + t, 1, res + t);
-        t += T;
-    }
-}
 /* Decode kernels, specialised per weight type: every row of the call, one
  * at a time, streamed in order, against each of the (fewer than
  * DEC_MAX_TOK) activation rows, two at a time, while the row is in L1.
@@ -897,9 +641,6 @@ AVX2 static void reduce_acc_avx2(const __m256 *acc, const float *ms, int nt, flo
 typedef void (*DecRowsFn)(DEC_PARAMS);
 
 #define DEC_A_FNS(SUFFIX, TYPE)                                                                   \
-    AVX2 static void dec_a_avx2_##SUFFIX(DEC_PARAMS) {                                            \
-        DEC_ROWS_T4(dec_a2_avx2, X2Row, TYPE, wr, X, n, vec_dot_type(TYPE) == GGML_TYPE_Q8_1)     \
-    }                                                                                             \
     AVX512 static void dec_a_avx512_##SUFFIX(DEC_PARAMS) {                                        \
         DEC_ROWS_T4(dec_a8_avx512, X8Row, TYPE, wr, X, n, vec_dot_type(TYPE) == GGML_TYPE_Q8_1)   \
     }
@@ -919,14 +660,13 @@ DEC_K_FNS(q4_K, GGML_TYPE_Q4_K, dec_k_avx512)
 DEC_K_FNS(q5_K, GGML_TYPE_Q5_K, dec_k_avx512)
 DEC_K_FNS(q6_K, GGML_TYPE_Q6_K, dec_k_avx512)
 
-static DecRowsFn dec_rows_fn(int level, uint32_t type) {
-    const bool v = level == SIMD_AVX512;
+static DecRowsFn dec_rows_fn(uint32_t type) {
     switch (type) {
-    case GGML_TYPE_Q4_0: return v ? dec_a_avx512_q4_0 : dec_a_avx2_q4_0;
-    case GGML_TYPE_Q4_1: return v ? dec_a_avx512_q4_1 : dec_a_avx2_q4_1;
-    case GGML_TYPE_Q5_0: return v ? dec_a_avx512_q5_0 : dec_a_avx2_q5_0;
-    case GGML_TYPE_Q5_1: return v ? dec_a_avx512_q5_1 : dec_a_avx2_q5_1;
-    case GGML_TYPE_Q8_0: return v ? dec_a_avx512_q8_0 : dec_a_avx2_q8_0;
+    case GGML_TYPE_Q4_0: return dec_a_avx512_q4_0;
+    case GGML_TYPE_Q4_1: return dec_a_avx512_q4_1;
+    case GGML_TYPE_Q5_0: return dec_a_avx512_q5_0;
+    case GGML_TYPE_Q5_1: return dec_a_avx512_q5_1;
+    case GGML_TYPE_Q8_0: return dec_a_avx512_q8_0;
     /* the K-quants at SIMD_AVX2: quant_x86_k2_dec */
     case GGML_TYPE_Q2_K: return dec_k_avx512_q2_K;
     case GGML_TYPE_Q3_K: return dec_k_avx512_q3_K;
@@ -1254,10 +994,14 @@ static void matmul_ref(uint32_t type, const uint8_t *w, size_t wrb, const uint8_
 __attribute__((noinline)) static void matmul_a_dec(int level, uint32_t type, const uint8_t *w, size_t wrb,
                                                    const uint8_t *x, size_t xrb, int64_t n, int n_tok, float *out,
                                                    int64_t os, int64_t r0, int64_t r1) {
-    if (level == SIMD_AVX512 && quant_x86_dec_a_avx512(type, w, wrb, x, xrb, n, n_tok, out, os, r0, r1)) return;
+    if (level == SIMD_AVX2) {
+        quant_x86_a2_dec(type, w, wrb, x, xrb, n, n_tok, out, os, r0, r1);
+        return;
+    }
+    if (quant_x86_dec_a_avx512(type, w, wrb, x, xrb, n, n_tok, out, os, r0, r1)) return;
     const int64_t nb = n / 32;
-    const bool q81 = vec_dot_type(type) == GGML_TYPE_Q8_1, v512 = level == SIMD_AVX512;
-    const size_t xb = v512 ? x8_bytes((nb + 7) / 8) : x2_bytes((nb + 1) / 2);
+    const bool q81 = vec_dot_type(type) == GGML_TYPE_Q8_1;
+    const size_t xb = x8_bytes((nb + 7) / 8);
     _Alignas(64) uint8_t stack[DECODE_STACK];
     uint8_t *buf = stack, *heap = NULL;
     if ((size_t)n_tok * xb > sizeof stack) {
@@ -1268,22 +1012,15 @@ __attribute__((noinline)) static void matmul_a_dec(int level, uint32_t type, con
         }
         buf = heap;
     }
-    X2Row x2[DEC_MAX_TOK];
     X8Row x8[DEC_MAX_TOK];
     const void *xs[DEC_MAX_TOK];
     for (int t = 0; t < n_tok; t++) {
-        if (v512) {
-            x8_at(&x8[t], buf + (size_t)t * xb, (nb + 7) / 8);
-            prep_x8_row(q81, x + (size_t)t * xrb, nb, &x8[t]);
-            xs[t] = &x8[t];
-        } else {
-            x2_at(&x2[t], buf + (size_t)t * xb, (nb + 1) / 2);
-            prep_x2_row(q81, x + (size_t)t * xrb, nb, &x2[t]);
-            xs[t] = &x2[t];
-        }
+        x8_at(&x8[t], buf + (size_t)t * xb, (nb + 7) / 8);
+        prep_x8_row(q81, x + (size_t)t * xrb, nb, &x8[t]);
+        xs[t] = &x8[t];
     }
     prefetch_start(w + (size_t)r0 * wrb, (size_t)(r1 - r0) * wrb);
-    dec_rows_fn(level, type)(w + (size_t)r0 * wrb, wrb, r1 - r0, xs, n_tok, nb, out + r0, os);
+    dec_rows_fn(type)(w + (size_t)r0 * wrb, wrb, r1 - r0, xs, n_tok, nb, out + r0, os);
     free(heap);
 }
 
@@ -1311,72 +1048,13 @@ __attribute__((noinline)) static void matmul_a_dec(int level, uint32_t type, con
 #endif
 _Static_assert(PRE_K_BLOCKS % 2 == 0 && PRE_K_BLOCKS_512 % 8 == 0, "K chunks start at whole groups");
 
-__attribute__((noinline)) static void matmul_a_pre_avx2(uint32_t type, const uint8_t *w, size_t wrb, const uint8_t *x,
-                                                        size_t xrb, int64_t n, int n_tok, float *out, int64_t os,
-                                                        int64_t r0, int64_t r1) {
-    const int64_t nb = n / 32, ng = (nb + 1) / 2;
-    /* panel rows a multiple of 4 KiB apart would share L1 sets: pad */
-    size_t xb = x2_bytes(ng);
-    if (xb % 4096 == 0) xb += 64;
-    const size_t wcb = w2_bytes(PRE_K_BLOCKS / 2), sz = type_info(type)->type_size;
-    const bool q81 = vec_dot_type(type) == GGML_TYPE_Q8_1;
-    const int tb = imin(imin(PRE_TOK_BLOCK, n_tok), (int64_t)(PRE_PANEL_BYTES / xb) > 16 ? (int64_t)(PRE_PANEL_BYTES / xb) : 16);
-    const size_t nacc = (size_t)PRE_ROW_GROUP * (size_t)tb;
-    const size_t xpanel = (size_t)tb * xb, wpanel = (size_t)PRE_ROW_GROUP * wcb;
-    uint8_t *buf = aligned_alloc(64, pad64(xpanel + wpanel + nacc * 32 + nacc * sizeof(float)));
-    if (!buf) { /* out of memory: the generation path (same results), two tokens at a time */
-        for (int t = 0; t < n_tok; t += 2)
-            matmul_a_dec(SIMD_AVX2, type, w, wrb, x + (size_t)t * xrb, xrb, n, n_tok - t >= 2 ? 2 : 1,
-                         out + (int64_t)t * os, os, r0, r1);
-        return;
-    }
-    __m256 *acc = (__m256 *)(buf + xpanel + wpanel);
-    float *ms = (float *)(acc + nacc);
-    W2Row wrow[PRE_ROW_GROUP];
-    X2Row xrow[PRE_TOK_BLOCK];
-    for (int i = 0; i < PRE_ROW_GROUP; i++) w2_at(&wrow[i], buf + xpanel + (size_t)i * wcb, PRE_K_BLOCKS / 2);
-    for (int i = 0; i < tb; i++) x2_at(&xrow[i], buf + (size_t)i * xb, ng);
-    const W2Row *W[PRE_ROW_GROUP];
-    for (int i = 0; i < PRE_ROW_GROUP; i++) W[i] = &wrow[i];
-    for (int t0 = 0; t0 < n_tok; t0 += tb) {
-        const int nt = imin(tb, n_tok - t0);
-        for (int t = 0; t < nt; t++) prep_x2_row(q81, x + (size_t)(t0 + t) * xrb, nb, &xrow[t]);
-        for (int64_t rs = r0; rs < r1; rs += PRE_ROW_GROUP) {
-            const int nr = imin(PRE_ROW_GROUP, r1 - rs);
-            memset(acc, 0, (size_t)nr * (size_t)nt * 32);
-            memset(ms, 0, (size_t)nr * (size_t)nt * sizeof(float));
-            for (int64_t b0 = 0; b0 < nb; b0 += PRE_K_BLOCKS) {
-                const int nbc = imin(PRE_K_BLOCKS, nb - b0), ngc = (nbc + 1) / 2;
-                for (int i = 0; i < nr; i++) unpack_w2_row(type, w + (size_t)(rs + i) * wrb + (size_t)b0 * sz, nbc, &wrow[i]);
-                for (int t = 0; t < nt;) {
-                    const int T = nt - t >= 4 ? 4 : nt - t >= 2 ? 2 : 1;
-                    X2Row xv[TILE_MAX_T];
-                    const X2Row *X[TILE_MAX_T];
-                    for (int i = 0; i < T; i++) { /* the chunk's view of each token's panel row */
-                        xv[i].v = xrow[t + i].v + 5 * (b0 / 2), xv[i].s = xrow[t + i].s + b0;
-                        X[i] = &xv[i];
-                    }
-                    group_a2_avx2(W, nr, X, T, ngc, q81, acc + t, ms + t, nt);
-                    t += T;
-                }
-            }
-            for (int r = 0; r < nr; r++) {
-                float res[PRE_TOK_BLOCK];
-                reduce_acc_avx2(acc + (size_t)r * nt, ms + (size_t)r * nt, nt, res);
-                for (int t = 0; t < nt; t++) out[(int64_t)(t0 + t) * os + rs + r] = res[t];
-            }
-        }
-    }
-    free(buf);
-}
-
 /* The same blocking on AVX-512 with weights in groups of eight blocks (K chunks of PRE_K_BLOCKS_512). */
 __attribute__((noinline)) static void matmul_a_pre_avx512(uint32_t type, const uint8_t *w, size_t wrb, const uint8_t *x,
                                                           size_t xrb, int64_t n, int n_tok, float *out, int64_t os,
                                                           int64_t r0, int64_t r1) {
     const int64_t nb = n / 32, ng = (nb + 7) / 8;
     size_t xb = x8_bytes(ng);
-    if (xb % 4096 == 0) xb += 64; /* see matmul_a_pre_avx2 */
+    if (xb % 4096 == 0) xb += 64; /* panel rows a multiple of 4 KiB apart would share L1 sets: pad */
     const size_t wcb = w8_bytes(PRE_K_BLOCKS_512 / 8), sz = type_info(type)->type_size;
     const bool q81 = vec_dot_type(type) == GGML_TYPE_Q8_1;
     const int tb = imin(imin(PRE_TOK_BLOCK, n_tok), (int64_t)(PRE_PANEL_BYTES / xb) > 16 ? (int64_t)(PRE_PANEL_BYTES / xb) : 16);
@@ -1439,7 +1117,7 @@ static void matmul_k_dec(int level, uint32_t type, const uint8_t *w, size_t wrb,
         quant_x86_k2_dec(type, w + (size_t)r0 * wrb, wrb, r1 - r0, xs, n_tok, n / QK_K, out + r0, os);
         return;
     }
-    dec_rows_fn(level, type)(w + (size_t)r0 * wrb, wrb, r1 - r0, xs, n_tok, n / QK_K, out + r0, os);
+    dec_rows_fn(type)(w + (size_t)r0 * wrb, wrb, r1 - r0, xs, n_tok, n / QK_K, out + r0, os);
 }
 
 static void matmul_k_pre(int level, uint32_t type, const uint8_t *w, size_t wrb, const uint8_t *x, size_t xrb, int64_t n,
@@ -1479,7 +1157,7 @@ void quant_x86_matmul(int level, uint32_t type, const uint8_t *w, size_t wrb, co
     if (is_a_type(type)) {
         if (n_tok < DEC_MAX_TOK) matmul_a_dec(level, type, w, wrb, x, xrb, n, n_tok, out, os, r0, r1);
         else if (level == SIMD_AVX512) matmul_a_pre_avx512(type, w, wrb, x, xrb, n, n_tok, out, os, r0, r1);
-        else matmul_a_pre_avx2(type, w, wrb, x, xrb, n, n_tok, out, os, r0, r1);
+        else quant_x86_a2_pre(type, w, wrb, x, xrb, n, n_tok, out, os, r0, r1);
     } else {
         if (n_tok < DEC_MAX_TOK) matmul_k_dec(level, type, w, wrb, x, xrb, n, n_tok, out, os, r0, r1);
         else matmul_k_pre(level, type, w, wrb, x, xrb, n, n_tok, out, os, r0, r1);

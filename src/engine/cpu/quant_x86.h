@@ -25,6 +25,14 @@ bool quant_x86_dec_a_avx512(uint32_t type, const uint8_t *w, size_t wrb, const u
 /* the same for Q4_K, Q5_K and Q6_K (false for the other K-quants) */
 bool quant_x86_dec_k_avx512(uint32_t type, const uint8_t *w, size_t wrb, const uint8_t *x, size_t xrb, int64_t n,
                             int n_tok, float *out, int64_t os, int64_t r0, int64_t r1);
+/* the AVX2 kernels for the 32-value block types (quant_x86_a2.c):
+ * matmul_rows_level at SIMD_AVX2, the prompt path (any token count, made
+ * for 16 and more) and the generation path (a few tokens); both give the
+ * same bits for every (row, token) pair */
+void quant_x86_a2_pre(uint32_t type, const uint8_t *w, size_t wrb, const uint8_t *x, size_t xrb, int64_t n, int n_tok,
+                      float *out, int64_t os, int64_t r0, int64_t r1);
+void quant_x86_a2_dec(uint32_t type, const uint8_t *w, size_t wrb, const uint8_t *x, size_t xrb, int64_t n, int n_tok,
+                      float *out, int64_t os, int64_t r0, int64_t r1);
 /* AVX2 generation kernels for the K-quants (quant_x86_k2.c): nr weight rows
  * (wrb bytes apart, nsb super-blocks each) against n_tok Q8_K rows xs[t];
  * out[t * os + r] */

@@ -1,0 +1,639 @@
+/* quant_x86_a2.c - the AVX2 (no AVX-512) kernels for the 32-value block
+ * types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): the prompt path (a GEMM blocked in
+ * L1, register tiles of 4 weight rows x 3 tokens) and the generation path
+ * (weight rows streamed once, decoded in registers). quant_x86.c's
+ * matrix driver calls them at SIMD_AVX2 (quant_x86_a2_pre, quant_x86_a2_dec).
+ *
+ * The products are 16-bit: the levels of weights and activations are
+ * sign-extended to int16 and multiplied with vpmaddwd (two products per
+ * int32 lane). That is exact for every byte either side may hold (a Q8_0
+ * weight or activation of -128 included), and on the CPUs measured it is
+ * also the cheapest exact form: maddubs needs one unsigned operand, so a
+ * signed x signed product costs a sign instruction per (row, token) pair
+ * on top of maddubs + madd, while here it is one madd and one add per 16
+ * products (the widening is paid once per weight row per call, and once
+ * per activation row).
+ *
+ * The arithmetic, which both paths share bit for bit: per (weight row,
+ * token) pair and group of eight blocks (256 values), one int32 lane per
+ * block holds the exact integer dot product of that block (lane j: block
+ * 8g + j); then, in float, per lane
+ *   f = fma(float(sum), dw * dx, f)    and, for Q4_1 / Q5_1,
+ *   f = fma(m, s, f)                   (the weight offset times the Q8_1
+ *                                       activation block's d * sum)
+ * and the pair's result is hsum8(f). A group past the row's end holds
+ * zero blocks (level, scale and offset 0). The two paths differ only in
+ * how they get the exact integers: the prompt path stores weights and
+ * activations transposed (vector k of a group holds values 2k, 2k+1 of
+ * blocks 0-7 for k < 8, values 16 + 2(k-8), ... for k >= 8, one block per
+ * lane), so the int32 accumulator of 16 madds is the block sums directly;
+ * the generation path multiplies natural rows (one block per two vectors)
+ * and folds eight blocks' partial sums into the same lanes with a tree of
+ * horizontal adds. */
+#include "quant_x86.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "quant_x86_blocks.h"
+
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+#define INL inline __attribute__((always_inline))
+#define UNROLL _Pragma("GCC unroll 16")
+
+/* As quant_x86.c: weights streaming from memory are prefetched this far
+ * ahead into L2. */
+#ifndef PREFETCH_DIST
+#define PREFETCH_DIST 12288
+#endif
+#ifndef PREFETCH_HINT
+#define PREFETCH_HINT _MM_HINT_T1
+#endif
+
+/* A prepared group of eight blocks: GV vectors. v[0..15] the levels as
+ * int16 (transposed or natural, see the header), v[16] the eight block
+ * scales (f32), v[17] the eight offsets (weights: Q4_1/Q5_1 m; activations:
+ * Q8_1 s; else 0). */
+#define GV 18
+#ifndef A2_T
+#define A2_T 2 /* tokens per prompt register tile */
+#endif
+#ifndef A2_R
+#define A2_R 6 /* weight rows per prompt register tile */
+#endif
+#define MAX_R 6
+#define MAX_T 3
+#define A2_DEC_T 4 /* tokens per pass over a weight row (generation) */
+
+/* Prompt blocking: token panels of up to A2_TOK_BLOCK prepared activation
+ * rows (fewer for wide rows: A2_PANEL_BYTES), weight rows in groups of
+ * A2_ROW_GROUP, each cut into K chunks of A2_K_BLOCKS blocks (a whole number
+ * of groups) unpacked once and run against every token tile while in L1:
+ * 16 rows x 16 blocks is 18 KiB of int16 weights, a token tile 3.4 KiB. */
+#ifndef A2_TOK_BLOCK
+#define A2_TOK_BLOCK 64
+#endif
+#ifndef A2_PANEL_BYTES
+#define A2_PANEL_BYTES (2 << 20)
+#endif
+#ifndef A2_ROW_GROUP
+#define A2_ROW_GROUP 12
+#endif
+#ifndef A2_K_BLOCKS
+#define A2_K_BLOCKS 16
+#endif
+_Static_assert(A2_K_BLOCKS % 8 == 0, "K chunks start at whole groups");
+#define A2_STACK_BYTES (96 * 1024) /* activation scratch on the stack (generation) */
+
+static size_t pad64(size_t n) { return (n + 63) & ~(size_t)63; }
+static inline int imin(int64_t a, int64_t b) { return (int)(a < b ? a : b); }
+static size_t grp_bytes(int64_t ng) { return (size_t)ng * GV * sizeof(__m256i); }
+
+/* the result of a pair from its float lanes: the same order everywhere */
+AVX2 static INL float hsum8(__m256 v) {
+    __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+    return _mm_cvtss_f32(lo);
+}
+
+/* 8 x 8 transpose of 32-bit lanes: r[i] lane j <- r[j] lane i */
+AVX2 static INL void tr8x8(__m256i *r) {
+    __m256i t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; i++) {
+        u[4 * i] = _mm256_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 1] = _mm256_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 2] = _mm256_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        u[4 * i + 3] = _mm256_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2x128_si256(u[i], u[4 + i], 0x20);
+        r[4 + i] = _mm256_permute2x128_si256(u[i], u[4 + i], 0x31);
+    }
+}
+
+/* eight blocks of 32 signed bytes -> the group's 16 int16 vectors */
+AVX2 static INL void store_levels(const __m256i *q, bool transposed, __m256i *v) {
+    __m256i lo[8], hi[8];
+    UNROLL
+    for (int b = 0; b < 8; b++) {
+        lo[b] = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(q[b]));
+        hi[b] = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(q[b], 1));
+    }
+    if (transposed) {
+        tr8x8(lo), tr8x8(hi);
+        for (int i = 0; i < 8; i++) _mm256_store_si256(v + i, lo[i]), _mm256_store_si256(v + 8 + i, hi[i]);
+    } else {
+        for (int b = 0; b < 8; b++) _mm256_store_si256(v + 2 * b, lo[b]), _mm256_store_si256(v + 2 * b + 1, hi[b]);
+    }
+}
+
+/* The nbg (1..8) weight blocks at p as 8 x 32 signed bytes (missing blocks
+ * zero), their scales and offsets. A whole group's fp16 (d, m) pairs come
+ * in one gather (every block starts with d, Q4_1 / Q5_1 with m after it). */
+AVX2 static INL void load8(uint32_t type, const uint8_t *p, int nbg, __m256i *q, __m256 *dv, __m256 *mv) {
+    const size_t sz = type_info(type)->type_size;
+    const bool has_m = type == GGML_TYPE_Q4_1 || type == GGML_TYPE_Q5_1;
+    if (nbg == 8) {
+        float d, m;
+        UNROLL
+        for (int i = 0; i < 8; i++) q[i] = load_a_block(type, p + (size_t)i * sz, &d, &m); /* scales: below */
+        const __m256i dm = _mm256_i32gather_epi32(
+            (const int *)p, _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)sz)), 1);
+        const __m256i lo16 = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 4, 5, 8, 9,
+                                              12, 13, -1, -1, -1, -1, -1, -1, -1, -1);
+        *dv = _mm256_cvtph_ps(_mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_shuffle_epi8(dm, lo16), 0x08)));
+        *mv = has_m ? _mm256_cvtph_ps(_mm256_castsi256_si128(_mm256_permute4x64_epi64(
+                          _mm256_shuffle_epi8(_mm256_srli_epi32(dm, 16), lo16), 0x08)))
+                    : _mm256_setzero_ps();
+        return;
+    }
+    _Alignas(32) float d[8], m[8];
+    for (int i = 0; i < 8; i++) {
+        if (i < nbg) q[i] = load_a_block(type, p + (size_t)i * sz, &d[i], &m[i]);
+        else q[i] = _mm256_setzero_si256(), d[i] = m[i] = 0.0f;
+    }
+    *dv = _mm256_load_ps(d), *mv = _mm256_load_ps(m);
+}
+
+/* a weight row's nb blocks into prepared groups (transposed: prompt path) */
+AVX2 static INL void unpack_row(uint32_t type, const uint8_t *row, int64_t nb, __m256i *v) {
+    const size_t sz = type_info(type)->type_size;
+    for (int64_t g = 0; g < (nb + 7) / 8; g++, v += GV) {
+        __m256i q[8];
+        __m256 dv, mv;
+        load8(type, row + (size_t)(8 * g) * sz, imin(8, nb - 8 * g), q, &dv, &mv);
+        store_levels(q, true, v);
+        _mm256_store_ps((float *)(v + 16), dv), _mm256_store_ps((float *)(v + 17), mv);
+    }
+}
+
+/* an activation row (Q8_0 or Q8_1 blocks) into prepared groups */
+AVX2 static void prep_x_row(bool q81, bool transposed, const uint8_t *xrow, int64_t nb, __m256i *v) {
+    const size_t sz = q81 ? sizeof(BlockQ8_1) : sizeof(BlockQ8_0);
+    for (int64_t g = 0; g < (nb + 7) / 8; g++, v += GV) {
+        __m256i q[8];
+        _Alignas(32) float d[8], s[8];
+        for (int i = 0; i < 8; i++) {
+            const int64_t b = 8 * g + i;
+            d[i] = s[i] = 0.0f, q[i] = _mm256_setzero_si256();
+            if (b >= nb) continue;
+            const uint8_t *p = xrow + (size_t)b * sz;
+            uint16_t h;
+            memcpy(&h, p, 2);
+            d[i] = _cvtsh_ss(h);
+            if (q81) memcpy(&h, p + 2, 2), s[i] = _cvtsh_ss(h);
+            q[i] = _mm256_loadu_si256((const __m256i *)(p + (q81 ? 4 : 2)));
+        }
+        store_levels(q, transposed, v);
+        _mm256_store_ps((float *)(v + 16), _mm256_load_ps(d)), _mm256_store_ps((float *)(v + 17), _mm256_load_ps(s));
+    }
+}
+
+/* The float steps of one (row, token) pair and group (see the header). */
+AVX2 static INL __m256 fstep(__m256 f, __m256i isum, const __m256i *wg, const __m256i *xg, bool has_m) {
+    const __m256 s = _mm256_mul_ps(_mm256_load_ps((const float *)(wg + 16)), _mm256_load_ps((const float *)(xg + 16)));
+    f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), s, f);
+    if (has_m) f = _mm256_fmadd_ps(_mm256_load_ps((const float *)(wg + 17)), _mm256_load_ps((const float *)(xg + 17)), f);
+    return f;
+}
+/* the same with the weight scale and offset vectors already in registers */
+AVX2 static INL __m256 fstep_v(__m256 f, __m256i isum, __m256 dw, __m256 mw, const __m256i *xg, bool has_m) {
+    f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_load_ps((const float *)(xg + 16))), f);
+    if (has_m) f = _mm256_fmadd_ps(mw, _mm256_load_ps((const float *)(xg + 17)), f);
+    return f;
+}
+
+/* -- the prompt path ------------------------------------------------------- */
+
+/* An R x T register tile over ng prepared groups: W[r], X[t] the groups'
+ * first vectors, F[r][t] the pair's float lanes, carried in memory from
+ * one K chunk to the next (the same operations in the same order as one
+ * pass over the whole row). Per vector k: T loads of the activations, then
+ * R * T madds with the weight vector straight from L1, and R * T adds. */
+AVX2 static INL void tile(const __m256i *const *W, const __m256i *const *X, int64_t ng, bool has_m, const int R,
+                          const int T, __m256 *const *F) {
+    for (int64_t g = 0; g < ng; g++) {
+        const __m256i *wg[MAX_R], *xg[MAX_T];
+        UNROLL
+        for (int r = 0; r < R; r++) wg[r] = W[r] + GV * g;
+        UNROLL
+        for (int t = 0; t < T; t++) xg[t] = X[t] + GV * g;
+        __m256i acc[MAX_R][MAX_T];
+        UNROLL
+        for (int r = 0; r < R; r++)
+            UNROLL
+            for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_si256();
+        /* not unrolled: unrolled, the compiler reassociates the adds into
+         * trees and spills the products */
+        _Pragma("GCC unroll 1") for (int k = 0; k < 16; k++) {
+            __m256i xv[MAX_T];
+            UNROLL
+            for (int t = 0; t < T; t++) xv[t] = _mm256_load_si256(xg[t] + k);
+            UNROLL
+            for (int r = 0; r < R; r++) {
+                UNROLL
+                for (int t = 0; t < T; t++) {
+                    const __m256i p = _mm256_madd_epi16(xv[t], _mm256_load_si256(wg[r] + k));
+                    acc[r][t] = _mm256_add_epi32(acc[r][t], p);
+                }
+            }
+        }
+        UNROLL
+        for (int r = 0; r < R; r++)
+            UNROLL
+            for (int t = 0; t < T; t++) F[r][t] = fstep(F[r][t], acc[r][t], wg[r], xg[t], has_m);
+    }
+}
+
+/* The full tile (4 rows x 3 tokens), the one a prompt spends its time in,
+ * written out in assembly: compilers (gcc 12-14 here) do not keep its 12
+ * accumulators, 3 activation vectors and one product in the 16 ymm
+ * registers (they reassociate the adds or copy and spill the accumulators,
+ * ~35 instead of ~65 GMAC/s). Same operations as tile(): per vector k, the
+ * three activation vectors, then per row and token one vpmaddwd with the
+ * weight vector from memory and one vpaddd; the float steps follow in C. */
+AVX2 static void tile43(const __m256i *const *W, const __m256i *const *X, int64_t ng, bool has_m, __m256 *const *F) {
+    for (int64_t g = 0; g < ng; g++) {
+        const __m256i *w0 = W[0] + GV * g, *w1 = W[1] + GV * g, *w2 = W[2] + GV * g, *w3 = W[3] + GV * g;
+        const __m256i *x0 = X[0] + GV * g, *x1 = X[1] + GV * g, *x2 = X[2] + GV * g;
+        _Alignas(32) int32_t acc[12][8];
+        int64_t o = 0;
+        __asm__ volatile(
+            "vpxor %%xmm4, %%xmm4, %%xmm4\n\t"
+            "vpxor %%xmm5, %%xmm5, %%xmm5\n\t"
+            "vpxor %%xmm6, %%xmm6, %%xmm6\n\t"
+            "vpxor %%xmm7, %%xmm7, %%xmm7\n\t"
+            "vpxor %%xmm8, %%xmm8, %%xmm8\n\t"
+            "vpxor %%xmm9, %%xmm9, %%xmm9\n\t"
+            "vpxor %%xmm10, %%xmm10, %%xmm10\n\t"
+            "vpxor %%xmm11, %%xmm11, %%xmm11\n\t"
+            "vpxor %%xmm12, %%xmm12, %%xmm12\n\t"
+            "vpxor %%xmm13, %%xmm13, %%xmm13\n\t"
+            "vpxor %%xmm14, %%xmm14, %%xmm14\n\t"
+            "vpxor %%xmm15, %%xmm15, %%xmm15\n\t"
+            "1:\n\t"
+            "vmovdqa (%[x0],%[o]), %%ymm0\n\t"
+            "vmovdqa (%[x1],%[o]), %%ymm1\n\t"
+            "vmovdqa (%[x2],%[o]), %%ymm2\n\t"
+            "vpmaddwd (%[w0],%[o]), %%ymm0, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm4, %%ymm4\n\t"
+            "vpmaddwd (%[w0],%[o]), %%ymm1, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm5, %%ymm5\n\t"
+            "vpmaddwd (%[w0],%[o]), %%ymm2, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm6, %%ymm6\n\t"
+            "vpmaddwd (%[w1],%[o]), %%ymm0, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm7, %%ymm7\n\t"
+            "vpmaddwd (%[w1],%[o]), %%ymm1, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm8, %%ymm8\n\t"
+            "vpmaddwd (%[w1],%[o]), %%ymm2, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm9, %%ymm9\n\t"
+            "vpmaddwd (%[w2],%[o]), %%ymm0, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm10, %%ymm10\n\t"
+            "vpmaddwd (%[w2],%[o]), %%ymm1, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm11, %%ymm11\n\t"
+            "vpmaddwd (%[w2],%[o]), %%ymm2, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm12, %%ymm12\n\t"
+            "vpmaddwd (%[w3],%[o]), %%ymm0, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm13, %%ymm13\n\t"
+            "vpmaddwd (%[w3],%[o]), %%ymm1, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm14, %%ymm14\n\t"
+            "vpmaddwd (%[w3],%[o]), %%ymm2, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm15, %%ymm15\n\t"
+            "add $32, %[o]\n\t"
+            "cmp $512, %[o]\n\t"
+            "jne 1b\n\t"
+            "vmovdqa %%ymm4, 0(%[acc])\n\t"
+            "vmovdqa %%ymm5, 32(%[acc])\n\t"
+            "vmovdqa %%ymm6, 64(%[acc])\n\t"
+            "vmovdqa %%ymm7, 96(%[acc])\n\t"
+            "vmovdqa %%ymm8, 128(%[acc])\n\t"
+            "vmovdqa %%ymm9, 160(%[acc])\n\t"
+            "vmovdqa %%ymm10, 192(%[acc])\n\t"
+            "vmovdqa %%ymm11, 224(%[acc])\n\t"
+            "vmovdqa %%ymm12, 256(%[acc])\n\t"
+            "vmovdqa %%ymm13, 288(%[acc])\n\t"
+            "vmovdqa %%ymm14, 320(%[acc])\n\t"
+            "vmovdqa %%ymm15, 352(%[acc])\n\t"
+            : [o] "+r"(o)
+            : [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2), [w0] "r"(w0), [w1] "r"(w1), [w2] "r"(w2), [w3] "r"(w3),
+              [acc] "r"(&acc[0][0])
+            : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12",
+              "xmm13", "xmm14", "xmm15", "cc", "memory");
+        const __m256i *wg[4] = {w0, w1, w2, w3}, *xg[3] = {x0, x1, x2};
+        UNROLL
+        for (int r = 0; r < 4; r++)
+            UNROLL
+            for (int t = 0; t < 3; t++)
+                F[r][t] = fstep(F[r][t], _mm256_load_si256((const __m256i *)acc[3 * r + t]), wg[r], xg[t], has_m);
+    }
+}
+
+AVX2 static void tile62(const __m256i *const *W, const __m256i *const *X, int64_t ng, bool has_m, __m256 *const *F) {
+    for (int64_t g = 0; g < ng; g++) {
+        const __m256i *w0 = W[0] + GV * g, *w1 = W[1] + GV * g, *w2 = W[2] + GV * g, *w3 = W[3] + GV * g;
+        const __m256i *w4 = W[4] + GV * g, *w5 = W[5] + GV * g;
+        const __m256i *x0 = X[0] + GV * g, *x1 = X[1] + GV * g;
+        _Alignas(32) int32_t acc[12][8];
+        int64_t o = 0;
+        __asm__ volatile(
+            "vpxor %%xmm4, %%xmm4, %%xmm4\n\t"
+            "vpxor %%xmm5, %%xmm5, %%xmm5\n\t"
+            "vpxor %%xmm6, %%xmm6, %%xmm6\n\t"
+            "vpxor %%xmm7, %%xmm7, %%xmm7\n\t"
+            "vpxor %%xmm8, %%xmm8, %%xmm8\n\t"
+            "vpxor %%xmm9, %%xmm9, %%xmm9\n\t"
+            "vpxor %%xmm10, %%xmm10, %%xmm10\n\t"
+            "vpxor %%xmm11, %%xmm11, %%xmm11\n\t"
+            "vpxor %%xmm12, %%xmm12, %%xmm12\n\t"
+            "vpxor %%xmm13, %%xmm13, %%xmm13\n\t"
+            "vpxor %%xmm14, %%xmm14, %%xmm14\n\t"
+            "vpxor %%xmm15, %%xmm15, %%xmm15\n\t"
+            "1:\n\t"
+            "vmovdqa (%[x0],%[o]), %%ymm0\n\t"
+            "vmovdqa (%[x1],%[o]), %%ymm1\n\t"
+            "vmovdqa (%[w0],%[o]), %%ymm2\n\t"
+            "vpmaddwd %%ymm2, %%ymm0, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm4, %%ymm4\n\t"
+            "vpmaddwd %%ymm2, %%ymm1, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm5, %%ymm5\n\t"
+            "vmovdqa (%[w1],%[o]), %%ymm2\n\t"
+            "vpmaddwd %%ymm2, %%ymm0, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm6, %%ymm6\n\t"
+            "vpmaddwd %%ymm2, %%ymm1, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm7, %%ymm7\n\t"
+            "vmovdqa (%[w2],%[o]), %%ymm2\n\t"
+            "vpmaddwd %%ymm2, %%ymm0, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm8, %%ymm8\n\t"
+            "vpmaddwd %%ymm2, %%ymm1, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm9, %%ymm9\n\t"
+            "vmovdqa (%[w3],%[o]), %%ymm2\n\t"
+            "vpmaddwd %%ymm2, %%ymm0, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm10, %%ymm10\n\t"
+            "vpmaddwd %%ymm2, %%ymm1, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm11, %%ymm11\n\t"
+            "vmovdqa (%[w4],%[o]), %%ymm2\n\t"
+            "vpmaddwd %%ymm2, %%ymm0, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm12, %%ymm12\n\t"
+            "vpmaddwd %%ymm2, %%ymm1, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm13, %%ymm13\n\t"
+            "vmovdqa (%[w5],%[o]), %%ymm2\n\t"
+            "vpmaddwd %%ymm2, %%ymm0, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm14, %%ymm14\n\t"
+            "vpmaddwd %%ymm2, %%ymm1, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm15, %%ymm15\n\t"
+            "add $32, %[o]\n\t"
+            "cmp $512, %[o]\n\t"
+            "jne 1b\n\t"
+            "vmovdqa %%ymm4, 0(%[acc])\n\t"
+            "vmovdqa %%ymm5, 32(%[acc])\n\t"
+            "vmovdqa %%ymm6, 64(%[acc])\n\t"
+            "vmovdqa %%ymm7, 96(%[acc])\n\t"
+            "vmovdqa %%ymm8, 128(%[acc])\n\t"
+            "vmovdqa %%ymm9, 160(%[acc])\n\t"
+            "vmovdqa %%ymm10, 192(%[acc])\n\t"
+            "vmovdqa %%ymm11, 224(%[acc])\n\t"
+            "vmovdqa %%ymm12, 256(%[acc])\n\t"
+            "vmovdqa %%ymm13, 288(%[acc])\n\t"
+            "vmovdqa %%ymm14, 320(%[acc])\n\t"
+            "vmovdqa %%ymm15, 352(%[acc])\n\t"
+            : [o] "+r"(o)
+            : [x0] "r"(x0), [x1] "r"(x1), [w0] "r"(w0), [w1] "r"(w1), [w2] "r"(w2), [w3] "r"(w3), [w4] "r"(w4),
+              [w5] "r"(w5), [acc] "r"(&acc[0][0])
+            : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12",
+              "xmm13", "xmm14", "xmm15", "cc", "memory");
+        const __m256i *wg[6] = {w0, w1, w2, w3, w4, w5}, *xg[2] = {x0, x1};
+        UNROLL
+        for (int r = 0; r < 6; r++)
+            UNROLL
+            for (int t = 0; t < 2; t++)
+                F[r][t] = fstep(F[r][t], _mm256_load_si256((const __m256i *)acc[2 * r + t]), wg[r], xg[t], has_m);
+    }
+}
+
+#define TILE_RT(R, T) tile(W, X, ng, has_m, R, T, F)
+AVX2 static void tile_any(const __m256i *const *W, const __m256i *const *X, int64_t ng, bool has_m, int R, int T,
+                          __m256 *const *F) {
+    switch (R * 4 + T) {
+    case 6 * 4 + 2: tile62(W, X, ng, has_m, F); break;
+    case 6 * 4 + 1: TILE_RT(6, 1); break;
+    case 5 * 4 + 2: TILE_RT(5, 2); break;
+    case 5 * 4 + 1: TILE_RT(5, 1); break;
+    case 4 * 4 + 3: tile43(W, X, ng, has_m, F); break;
+    case 4 * 4 + 2: TILE_RT(4, 2); break;
+    case 4 * 4 + 1: TILE_RT(4, 1); break;
+    case 3 * 4 + 3: TILE_RT(3, 3); break;
+    case 3 * 4 + 2: TILE_RT(3, 2); break;
+    case 3 * 4 + 1: TILE_RT(3, 1); break;
+    case 2 * 4 + 3: TILE_RT(2, 3); break;
+    case 2 * 4 + 2: TILE_RT(2, 2); break;
+    case 2 * 4 + 1: TILE_RT(2, 1); break;
+    case 1 * 4 + 3: TILE_RT(1, 3); break;
+    case 1 * 4 + 2: TILE_RT(1, 2); break;
+    default: TILE_RT(1, 1); break;
+    }
+}
+AVX2 static void tile_m(const __m256i *const *W, const __m256i *const *X, int64_t ng, bool has_m, int R, int T,
+                        __m256 *const *F) {
+    if (has_m) tile_any(W, X, ng, true, R, T, F);
+    else tile_any(W, X, ng, false, R, T, F);
+}
+
+typedef void (*UnpackFn)(const uint8_t *row, int64_t nb, __m256i *v);
+#define UNPACK_FN(SUFFIX, TYPE) \
+    AVX2 static void unpack_##SUFFIX(const uint8_t *row, int64_t nb, __m256i *v) { unpack_row(TYPE, row, nb, v); }
+UNPACK_FN(q4_0, GGML_TYPE_Q4_0)
+UNPACK_FN(q4_1, GGML_TYPE_Q4_1)
+UNPACK_FN(q5_0, GGML_TYPE_Q5_0)
+UNPACK_FN(q5_1, GGML_TYPE_Q5_1)
+UNPACK_FN(q8_0, GGML_TYPE_Q8_0)
+
+static UnpackFn unpack_fn(uint32_t type) {
+    switch (type) {
+    case GGML_TYPE_Q4_0: return unpack_q4_0;
+    case GGML_TYPE_Q4_1: return unpack_q4_1;
+    case GGML_TYPE_Q5_0: return unpack_q5_0;
+    case GGML_TYPE_Q5_1: return unpack_q5_1;
+    default: return unpack_q8_0;
+    }
+}
+
+AVX2 void quant_x86_a2_pre(uint32_t type, const uint8_t *w, size_t wrb, const uint8_t *x, size_t xrb, int64_t n, int n_tok,
+                      float *out, int64_t os, int64_t r0, int64_t r1) {
+    const int64_t nb = n / 32, ng = (nb + 7) / 8;
+    size_t xb = grp_bytes(ng);
+    if (xb % 4096 == 0) xb += 64; /* panel rows a multiple of 4 KiB apart would share L1 sets */
+    const size_t wcb = grp_bytes(A2_K_BLOCKS / 8), sz = type_info(type)->type_size;
+    const bool q81 = vec_dot_type(type) == GGML_TYPE_Q8_1, has_m = q81;
+    const int64_t fit = (int64_t)(A2_PANEL_BYTES / xb) > 16 ? (int64_t)(A2_PANEL_BYTES / xb) : 16;
+    const int tb = imin(imin(A2_TOK_BLOCK, n_tok), fit);
+    const size_t nacc = (size_t)A2_ROW_GROUP * (size_t)tb;
+    const size_t xpanel = (size_t)tb * xb, wpanel = (size_t)A2_ROW_GROUP * wcb;
+    uint8_t *buf = aligned_alloc(64, pad64(xpanel + wpanel + nacc * sizeof(__m256)));
+    if (!buf) { /* out of memory: the generation path (same results), a few tokens at a time */
+        for (int t = 0; t < n_tok; t += A2_DEC_T)
+            quant_x86_a2_dec(type, w, wrb, x + (size_t)t * xrb, xrb, n, imin(A2_DEC_T, n_tok - t), out + (int64_t)t * os,
+                             os, r0, r1);
+        return;
+    }
+    const UnpackFn unpack = unpack_fn(type);
+    __m256 *facc = (__m256 *)(buf + xpanel + wpanel);
+    for (int t0 = 0; t0 < n_tok; t0 += tb) {
+        const int nt = imin(tb, n_tok - t0);
+        for (int t = 0; t < nt; t++) prep_x_row(q81, true, x + (size_t)(t0 + t) * xrb, nb, (__m256i *)(buf + (size_t)t * xb));
+        for (int64_t rs = r0; rs < r1; rs += A2_ROW_GROUP) {
+            const int nr = imin(A2_ROW_GROUP, r1 - rs);
+            memset(facc, 0, (size_t)nr * (size_t)nt * sizeof(__m256));
+            for (int64_t b0 = 0; b0 < nb; b0 += A2_K_BLOCKS) {
+                const int nbc = imin(A2_K_BLOCKS, nb - b0), ngc = (nbc + 7) / 8;
+                for (int i = 0; i < nr; i++) {
+                    const uint8_t *row = w + (size_t)(rs + i) * wrb;
+                    /* the row's next chunk (or the next group's first) comes from memory
+                     * while this one is in use: ask for it now */
+                    const uint8_t *next = b0 + nbc < nb ? row + (size_t)(b0 + nbc) * sz
+                                          : rs + A2_ROW_GROUP + i < r1 ? row + (size_t)A2_ROW_GROUP * wrb : NULL;
+                    if (next)
+                        for (size_t o = 0; o < (size_t)A2_K_BLOCKS * sz; o += 64) _mm_prefetch((const char *)next + o, _MM_HINT_T0);
+                    unpack(row + (size_t)b0 * sz, nbc, (__m256i *)(buf + xpanel + (size_t)i * wcb));
+                }
+                for (int t = 0; t < nt;) {
+                    const int T = imin(A2_T, nt - t);
+                    const __m256i *X[A2_T];
+                    for (int i = 0; i < T; i++) X[i] = (const __m256i *)(buf + (size_t)(t + i) * xb) + GV * (b0 / 8);
+                    for (int r = 0; r < nr;) {
+                        const int R = imin(A2_R, nr - r);
+                        const __m256i *W[A2_R];
+                        __m256 *F[A2_R];
+                        for (int i = 0; i < R; i++)
+                            W[i] = (const __m256i *)(buf + xpanel + (size_t)(r + i) * wcb), F[i] = facc + (size_t)(r + i) * nt + t;
+                        tile_m(W, X, ngc, has_m, R, T, F);
+                        r += R;
+                    }
+                    t += T;
+                }
+            }
+            for (int r = 0; r < nr; r++)
+                for (int t = 0; t < nt; t++) out[(int64_t)(t0 + t) * os + rs + r] = hsum8(facc[(size_t)r * nt + t]);
+        }
+    }
+    free(buf);
+}
+
+/* -- the generation path --------------------------------------------------- */
+
+/* One weight row against T (1, 2, 4) natural-layout activation rows: per
+ * pair of blocks, two madds and an add per block and token, one hadd; the
+ * four hadds of a group fold into the block lanes with two more hadds, two
+ * lane permutes and an add (lane j: block j). */
+AVX2 static INL void dec_row(uint32_t type, const uint8_t *wr, const __m256i *const *X, int64_t nb, bool has_m,
+                             const int T, float *res) {
+    const size_t sz = type_info(type)->type_size;
+    __m256 f[A2_DEC_T];
+    UNROLL
+    for (int t = 0; t < T; t++) f[t] = _mm256_setzero_ps();
+    for (int64_t g = 0; g < (nb + 7) / 8; g++) {
+        const uint8_t *p = wr + (size_t)(8 * g) * sz;
+        for (size_t i = 0; i < 8 * sz; i += 64) _mm_prefetch((const char *)p + PREFETCH_DIST + i, PREFETCH_HINT);
+        __m256i q[8];
+        __m256 dw, mw;
+        load8(type, p, imin(8, nb - 8 * g), q, &dw, &mw);
+        __m256i h[A2_DEC_T][2], hh[A2_DEC_T];
+        UNROLL
+        for (int i = 0; i < 4; i++) {
+            const __m256i l0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(q[2 * i]));
+            const __m256i h0 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(q[2 * i], 1));
+            const __m256i l1 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(q[2 * i + 1]));
+            const __m256i h1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(q[2 * i + 1], 1));
+            UNROLL
+            for (int t = 0; t < T; t++) {
+                const __m256i *xv = X[t] + GV * g + 4 * i;
+                const __m256i a = _mm256_add_epi32(_mm256_madd_epi16(l0, _mm256_load_si256(xv)),
+                                                   _mm256_madd_epi16(h0, _mm256_load_si256(xv + 1)));
+                const __m256i b = _mm256_add_epi32(_mm256_madd_epi16(l1, _mm256_load_si256(xv + 2)),
+                                                   _mm256_madd_epi16(h1, _mm256_load_si256(xv + 3)));
+                h[t][i & 1] = _mm256_hadd_epi32(a, b);
+                if (i == 1) hh[t] = _mm256_hadd_epi32(h[t][0], h[t][1]);
+                if (i == 3) {
+                    const __m256i q1 = _mm256_hadd_epi32(h[t][0], h[t][1]);
+                    const __m256i s = _mm256_add_epi32(_mm256_permute2x128_si256(hh[t], q1, 0x20),
+                                                       _mm256_permute2x128_si256(hh[t], q1, 0x31));
+                    f[t] = fstep_v(f[t], s, dw, mw, X[t] + GV * g, has_m);
+                }
+            }
+        }
+    }
+    UNROLL
+    for (int t = 0; t < T; t++) res[t] = hsum8(f[t]);
+}
+
+#define DEC_PARAMS \
+    const uint8_t *w, size_t wrb, int64_t nr, const __m256i *const *xs, int n_tok, int64_t nb, float *out, int64_t os
+typedef void (*DecFn)(DEC_PARAMS);
+#define DEC_FN(SUFFIX, TYPE)                                                                        \
+    AVX2 static void dec_##SUFFIX(DEC_PARAMS) {                                                     \
+        const bool has_m = vec_dot_type(TYPE) == GGML_TYPE_Q8_1;                                    \
+        for (int64_t r = 0; r < nr; r++)                                                            \
+            for (int t = 0; t < n_tok;) {                                                           \
+                const int T = n_tok - t >= 4 ? 4 : n_tok - t >= 2 ? 2 : 1;                          \
+                float res[A2_DEC_T];                                                                \
+                if (T == 4) dec_row(TYPE, w + (size_t)r * wrb, xs + t, nb, has_m, 4, res);          \
+                else if (T == 2) dec_row(TYPE, w + (size_t)r * wrb, xs + t, nb, has_m, 2, res);     \
+                else dec_row(TYPE, w + (size_t)r * wrb, xs + t, nb, has_m, 1, res);                 \
+                for (int j = 0; j < T; j++) out[(int64_t)(t + j) * os + r] = res[j];                \
+                t += T;                                                                             \
+            }                                                                                       \
+    }
+DEC_FN(q4_0, GGML_TYPE_Q4_0)
+DEC_FN(q4_1, GGML_TYPE_Q4_1)
+DEC_FN(q5_0, GGML_TYPE_Q5_0)
+DEC_FN(q5_1, GGML_TYPE_Q5_1)
+DEC_FN(q8_0, GGML_TYPE_Q8_0)
+
+static DecFn dec_fn(uint32_t type) {
+    switch (type) {
+    case GGML_TYPE_Q4_0: return dec_q4_0;
+    case GGML_TYPE_Q4_1: return dec_q4_1;
+    case GGML_TYPE_Q5_0: return dec_q5_0;
+    case GGML_TYPE_Q5_1: return dec_q5_1;
+    default: return dec_q8_0;
+    }
+}
+
+AVX2 void quant_x86_a2_dec(uint32_t type, const uint8_t *w, size_t wrb, const uint8_t *x, size_t xrb, int64_t n, int n_tok,
+                      float *out, int64_t os, int64_t r0, int64_t r1) {
+    const int64_t nb = n / 32, ng = (nb + 7) / 8;
+    const bool q81 = vec_dot_type(type) == GGML_TYPE_Q8_1;
+    const size_t xb = grp_bytes(ng);
+    _Alignas(64) uint8_t stack[A2_STACK_BYTES];
+    uint8_t *buf = stack, *heap = NULL;
+    if ((size_t)n_tok * xb > sizeof stack) {
+        heap = aligned_alloc(64, pad64((size_t)n_tok * xb));
+        if (!heap) { /* out of memory: the (slow) reference still gives the answer */
+            for (int t = 0; t < n_tok; t++)
+                for (int64_t r = r0; r < r1; r++)
+                    out[(int64_t)t * os + r] = vec_dot_ref(type, w + (size_t)r * wrb, x + (size_t)t * xrb, n);
+            return;
+        }
+        buf = heap;
+    }
+    const __m256i *xs[64];
+    for (int t0 = 0; t0 < n_tok; t0 += 64) { /* callers pass fewer than 16 tokens; the OOM fallback above 4 */
+        const int nt = imin(64, n_tok - t0);
+        for (int t = 0; t < nt; t++) {
+            prep_x_row(q81, false, x + (size_t)(t0 + t) * xrb, nb, (__m256i *)(buf + (size_t)t * xb));
+            xs[t] = (const __m256i *)(buf + (size_t)t * xb);
+        }
+        const size_t pre = (size_t)(r1 - r0) * wrb < PREFETCH_DIST ? (size_t)(r1 - r0) * wrb : PREFETCH_DIST;
+        for (size_t i = 0; i < pre; i += 64) _mm_prefetch((const char *)w + (size_t)r0 * wrb + i, _MM_HINT_T0);
+        dec_fn(type)(w + (size_t)r0 * wrb, wrb, r1 - r0, xs, nt, nb, out + (int64_t)t0 * os + r0, os);
+    }
+    free(heap);
+}
+
+#endif /* x86-64 */

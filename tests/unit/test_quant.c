@@ -446,9 +446,9 @@ static void test_matmul_exact(void) {
  * the x86 ones (whose float steps differ from the reference's) must give
  * every token count the prompt path's bits (generation path: fewer than 16
  * tokens, levels built in registers; AVX-512 32-value types:
- * quant_x86_dec512.c), and the K-quants must also equal vec_dot and be
- * within float rounding of the reference (1e-5 of the sum of |w * x| over
- * the row). */
+ * quant_x86_dec512.c, AVX2: quant_x86_a2.c) and be within float rounding of
+ * the reference (1e-5 of the sum of |w * x| over the row), and the K-quants
+ * must also equal vec_dot. */
 static void put_h(uint8_t *p, float v) {
     const uint16_t h = f32_to_fp16(v);
     memcpy(p, &h, 2);
@@ -493,9 +493,9 @@ static void test_extremes(void) {
             if (!quant_simd_supported(level)) continue;
             const bool arm = level >= SIMD_NEON, kq = type_info(t)->block_size == 256;
             matmul_rows_level(level, t, wq, wrb, xq, xrb, N, T, pre, ROWS, 0, ROWS); /* the prompt path */
-            /* x86 32-value block types: paths equal only (the AVX2 kernels move
-             * the activation's sign onto the weight, which a Q8_0 weight of
-             * -128, never written by a quantizer, does not survive) */
+            /* x86: every token count gives the prompt path's bits and stays
+             * within float rounding of the reference (the integer parts are
+             * exact for every byte, -128 included: test_q8_0_minus128) */
             const int ntoks[] = {1, 2, 3, 4, 5, 15, 16, T};
             int bad = 0;
             for (int c = 0; c < (int)(sizeof ntoks / sizeof ntoks[0]); c++) {
@@ -508,16 +508,78 @@ static void test_extremes(void) {
                             continue;
                         }
                         bad += memcmp(&o, &pre[j * ROWS + r], sizeof o) != 0;
-                        if (!kq) continue;
-                        const float v = vec_dot_level(level, t, wq + r * wrb, xq + j * xrb, N);
                         double mag = 0.0;
                         for (int i = 0; i < N; i++) mag += fabs((double)wf[r * N + i] * xf[j * N + i]);
-                        bad += memcmp(&o, &v, sizeof v) != 0 || fabs((double)o - e) > 1e-5 * mag + 1e-6;
+                        bad += fabs((double)o - e) > 1e-5 * mag + 1e-6;
+                        if (!kq) continue;
+                        const float v = vec_dot_level(level, t, wq + r * wrb, xq + j * xrb, N);
+                        bad += memcmp(&o, &v, sizeof v) != 0;
                     }
             }
             CHECK(bad == 0, "%s %s: %d results differ from the %s on extreme blocks", quant_simd_level_name(level),
                   type_info(t)->name, bad, arm ? "reference" : "prompt path (or, K-quants, vec_dot / the reference)");
         }
+    }
+}
+
+/* Q8_0 weights of -128 (GGUF files from other tools hold them; grok.c's
+ * quantizer writes -127..127) against activations of both signs, -128
+ * included: with unit scales every level, path (1-15 tokens: generation;
+ * 16+: prompt) and row length (tails of 1-7 blocks past a group of 8) must
+ * give the exact integer dot product, and with random scales stay within
+ * float rounding of the reference. The AVX2 kernels once moved the
+ * activation's sign onto the weight (maddubs), which turned
+ * -128 * negative into a negative product. */
+static void test_q8_0_minus128(void) {
+    enum { ROWS = 5, T = 19, NMAX = 1056 };
+    static uint8_t wq[ROWS * NMAX * 2], xq[T * NMAX * 2];
+    static float out[T * ROWS];
+    const int sizes[] = {32, 256, 288, 480, 1056};
+    const int ntoks[] = {1, 2, 3, 5, 16, T};
+    for (int level = SIMD_AVX2; level < SIMD_COUNT; level++) {
+        if (!quant_simd_supported(level)) continue;
+        int bad_int = 0, bad_float = 0;
+        for (int si = 0; si < 5; si++) {
+            const int n = sizes[si], nb = n / 32;
+            const size_t wrb = type_row_size(GGML_TYPE_Q8_0, n), xrb = wrb;
+            for (int unit = 1; unit >= 0; unit--) {
+                for (int r = 0; r < ROWS; r++)
+                    for (int b = 0; b < nb; b++) {
+                        BlockQ8_0 *k = (BlockQ8_0 *)(wq + r * wrb) + b;
+                        k->d = f32_to_fp16(unit ? 1.0f : 2 * frand());
+                        for (int j = 0; j < 32; j++) /* half the weights -128, the rest anything */
+                            k->qs[j] = (int8_t)((j + r) % 2 ? -128 : (int)(frand() * 128.0f));
+                    }
+                for (int t = 0; t < T; t++)
+                    for (int b = 0; b < nb; b++) {
+                        BlockQ8_0 *k = (BlockQ8_0 *)(xq + t * xrb) + b;
+                        k->d = f32_to_fp16(unit ? 1.0f : 2 * frand());
+                        for (int j = 0; j < 32; j++) /* both signs, the extremes often */
+                            k->qs[j] = (int8_t)(j % 5 == 0 ? -128 : j % 5 == 1 ? 127 : j % 5 == 2 ? -127
+                                                                                   : (int)(frand() * 128.0f));
+                    }
+                for (int c = 0; c < 6; c++) {
+                    matmul_rows_level(level, GGML_TYPE_Q8_0, wq, wrb, xq, xrb, n, ntoks[c], out, ROWS, 0, ROWS);
+                    for (int t = 0; t < ntoks[c]; t++)
+                        for (int r = 0; r < ROWS; r++) {
+                            const BlockQ8_0 *wb = (const BlockQ8_0 *)(wq + r * wrb), *xb = (const BlockQ8_0 *)(xq + t * xrb);
+                            double e = 0.0, mag = 0.0;
+                            for (int b = 0; b < nb; b++) {
+                                long isum = 0, iabs = 0;
+                                for (int j = 0; j < 32; j++)
+                                    isum += wb[b].qs[j] * xb[b].qs[j], iabs += labs((long)wb[b].qs[j] * xb[b].qs[j]);
+                                const double s = (double)fp16_to_f32(wb[b].d) * fp16_to_f32(xb[b].d);
+                                e += s * (double)isum, mag += fabs(s) * (double)iabs;
+                            }
+                            const float o = out[t * ROWS + r];
+                            if (unit) bad_int += o != (float)e;
+                            else bad_float += fabs((double)o - e) > 1e-5 * mag + 1e-6;
+                        }
+                }
+            }
+        }
+        CHECK(bad_int == 0 && bad_float == 0, "%s q8_0 with -128 weights: %d exact integer and %d float results wrong",
+              quant_simd_level_name(level), bad_int, bad_float);
     }
 }
 
@@ -637,6 +699,7 @@ int main(void) {
     test_simd_levels();
     test_matmul_exact();
     test_extremes();
+    test_q8_0_minus128();
     test_nonlinear();
     test_act_quant();
     return check_report("quant");

@@ -1,6 +1,6 @@
 /* quant_x86_a2.c - the AVX2 (no AVX-512) kernels for the 32-value block
  * types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): the prompt path (a GEMM blocked in
- * L1, register tiles of 4 weight rows x 3 tokens) and the generation path
+ * L1, register tiles of 6 weight rows x 2 tokens) and the generation path
  * (weight rows streamed once, decoded in registers). quant_x86.c's
  * matrix driver calls them at SIMD_AVX2 (quant_x86_a2_pre, quant_x86_a2_dec).
  *
@@ -57,21 +57,15 @@
  * scales (f32), v[17] the eight offsets (weights: Q4_1/Q5_1 m; activations:
  * Q8_1 s; else 0). */
 #define GV 18
-#ifndef A2_T
 #define A2_T 2 /* tokens per prompt register tile */
-#endif
-#ifndef A2_R
 #define A2_R 6 /* weight rows per prompt register tile */
-#endif
-#define MAX_R 6
-#define MAX_T 3
 #define A2_DEC_T 4 /* tokens per pass over a weight row (generation) */
 
 /* Prompt blocking: token panels of up to A2_TOK_BLOCK prepared activation
  * rows (fewer for wide rows: A2_PANEL_BYTES), weight rows in groups of
  * A2_ROW_GROUP, each cut into K chunks of A2_K_BLOCKS blocks (a whole number
  * of groups) unpacked once and run against every token tile while in L1:
- * 16 rows x 16 blocks is 18 KiB of int16 weights, a token tile 3.4 KiB. */
+ * 12 rows x 16 blocks is 13.5 KiB of int16 weights, a token tile 2.3 KiB. */
 #ifndef A2_TOK_BLOCK
 #define A2_TOK_BLOCK 64
 #endif
@@ -220,12 +214,12 @@ AVX2 static INL __m256 fstep_v(__m256 f, __m256i isum, __m256 dw, __m256 mw, con
 AVX2 static INL void tile(const __m256i *const *W, const __m256i *const *X, int64_t ng, bool has_m, const int R,
                           const int T, __m256 *const *F) {
     for (int64_t g = 0; g < ng; g++) {
-        const __m256i *wg[MAX_R], *xg[MAX_T];
+        const __m256i *wg[A2_R], *xg[A2_T];
         UNROLL
         for (int r = 0; r < R; r++) wg[r] = W[r] + GV * g;
         UNROLL
         for (int t = 0; t < T; t++) xg[t] = X[t] + GV * g;
-        __m256i acc[MAX_R][MAX_T];
+        __m256i acc[A2_R][A2_T];
         UNROLL
         for (int r = 0; r < R; r++)
             UNROLL
@@ -233,7 +227,7 @@ AVX2 static INL void tile(const __m256i *const *W, const __m256i *const *X, int6
         /* not unrolled: unrolled, the compiler reassociates the adds into
          * trees and spills the products */
         _Pragma("GCC unroll 1") for (int k = 0; k < 16; k++) {
-            __m256i xv[MAX_T];
+            __m256i xv[A2_T];
             UNROLL
             for (int t = 0; t < T; t++) xv[t] = _mm256_load_si256(xg[t] + k);
             UNROLL
@@ -252,95 +246,22 @@ AVX2 static INL void tile(const __m256i *const *W, const __m256i *const *X, int6
     }
 }
 
-/* The full tile (4 rows x 3 tokens), the one a prompt spends its time in,
- * written out in assembly: compilers (gcc 12-14 here) do not keep its 12
- * accumulators, 3 activation vectors and one product in the 16 ymm
- * registers (they reassociate the adds or copy and spill the accumulators,
- * ~35 instead of ~65 GMAC/s). Same operations as tile(): per vector k, the
- * three activation vectors, then per row and token one vpmaddwd with the
- * weight vector from memory and one vpaddd; the float steps follow in C. */
-AVX2 static void tile43(const __m256i *const *W, const __m256i *const *X, int64_t ng, bool has_m, __m256 *const *F) {
-    for (int64_t g = 0; g < ng; g++) {
-        const __m256i *w0 = W[0] + GV * g, *w1 = W[1] + GV * g, *w2 = W[2] + GV * g, *w3 = W[3] + GV * g;
-        const __m256i *x0 = X[0] + GV * g, *x1 = X[1] + GV * g, *x2 = X[2] + GV * g;
-        _Alignas(32) int32_t acc[12][8];
-        int64_t o = 0;
-        __asm__ volatile(
-            "vpxor %%xmm4, %%xmm4, %%xmm4\n\t"
-            "vpxor %%xmm5, %%xmm5, %%xmm5\n\t"
-            "vpxor %%xmm6, %%xmm6, %%xmm6\n\t"
-            "vpxor %%xmm7, %%xmm7, %%xmm7\n\t"
-            "vpxor %%xmm8, %%xmm8, %%xmm8\n\t"
-            "vpxor %%xmm9, %%xmm9, %%xmm9\n\t"
-            "vpxor %%xmm10, %%xmm10, %%xmm10\n\t"
-            "vpxor %%xmm11, %%xmm11, %%xmm11\n\t"
-            "vpxor %%xmm12, %%xmm12, %%xmm12\n\t"
-            "vpxor %%xmm13, %%xmm13, %%xmm13\n\t"
-            "vpxor %%xmm14, %%xmm14, %%xmm14\n\t"
-            "vpxor %%xmm15, %%xmm15, %%xmm15\n\t"
-            "1:\n\t"
-            "vmovdqa (%[x0],%[o]), %%ymm0\n\t"
-            "vmovdqa (%[x1],%[o]), %%ymm1\n\t"
-            "vmovdqa (%[x2],%[o]), %%ymm2\n\t"
-            "vpmaddwd (%[w0],%[o]), %%ymm0, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm4, %%ymm4\n\t"
-            "vpmaddwd (%[w0],%[o]), %%ymm1, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm5, %%ymm5\n\t"
-            "vpmaddwd (%[w0],%[o]), %%ymm2, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm6, %%ymm6\n\t"
-            "vpmaddwd (%[w1],%[o]), %%ymm0, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm7, %%ymm7\n\t"
-            "vpmaddwd (%[w1],%[o]), %%ymm1, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm8, %%ymm8\n\t"
-            "vpmaddwd (%[w1],%[o]), %%ymm2, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm9, %%ymm9\n\t"
-            "vpmaddwd (%[w2],%[o]), %%ymm0, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm10, %%ymm10\n\t"
-            "vpmaddwd (%[w2],%[o]), %%ymm1, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm11, %%ymm11\n\t"
-            "vpmaddwd (%[w2],%[o]), %%ymm2, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm12, %%ymm12\n\t"
-            "vpmaddwd (%[w3],%[o]), %%ymm0, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm13, %%ymm13\n\t"
-            "vpmaddwd (%[w3],%[o]), %%ymm1, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm14, %%ymm14\n\t"
-            "vpmaddwd (%[w3],%[o]), %%ymm2, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm15, %%ymm15\n\t"
-            "add $32, %[o]\n\t"
-            "cmp $512, %[o]\n\t"
-            "jne 1b\n\t"
-            "vmovdqa %%ymm4, 0(%[acc])\n\t"
-            "vmovdqa %%ymm5, 32(%[acc])\n\t"
-            "vmovdqa %%ymm6, 64(%[acc])\n\t"
-            "vmovdqa %%ymm7, 96(%[acc])\n\t"
-            "vmovdqa %%ymm8, 128(%[acc])\n\t"
-            "vmovdqa %%ymm9, 160(%[acc])\n\t"
-            "vmovdqa %%ymm10, 192(%[acc])\n\t"
-            "vmovdqa %%ymm11, 224(%[acc])\n\t"
-            "vmovdqa %%ymm12, 256(%[acc])\n\t"
-            "vmovdqa %%ymm13, 288(%[acc])\n\t"
-            "vmovdqa %%ymm14, 320(%[acc])\n\t"
-            "vmovdqa %%ymm15, 352(%[acc])\n\t"
-            : [o] "+r"(o)
-            : [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2), [w0] "r"(w0), [w1] "r"(w1), [w2] "r"(w2), [w3] "r"(w3),
-              [acc] "r"(&acc[0][0])
-            : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12",
-              "xmm13", "xmm14", "xmm15", "cc", "memory");
-        const __m256i *wg[4] = {w0, w1, w2, w3}, *xg[3] = {x0, x1, x2};
-        UNROLL
-        for (int r = 0; r < 4; r++)
-            UNROLL
-            for (int t = 0; t < 3; t++)
-                F[r][t] = fstep(F[r][t], _mm256_load_si256((const __m256i *)acc[3 * r + t]), wg[r], xg[t], has_m);
-    }
-}
-
-AVX2 static void tile62(const __m256i *const *W, const __m256i *const *X, int64_t ng, bool has_m, __m256 *const *F) {
+/* The full tile of the prompt path (6 rows x 2 tokens, where a prompt
+ * spends its time) in assembly: compilers (gcc 12 here) do not keep its 12
+ * accumulators, 2 activation vectors, the weight vector and the product in
+ * the 16 ymm registers (they reassociate the adds into trees, or copy and
+ * spill the accumulators: ~35 instead of ~50 GMAC/s). The operations are
+ * tile()'s: per vector k, both activation vectors, then per row one weight
+ * load and per token one vpmaddwd and one vpaddd; then per pair the float
+ * steps of fstep() (the scale product dw * dx, the convert, the fma into
+ * F, with Q4_1 / Q5_1 the fma of the offsets), in the same order. */
+AVX2 static void tile62(const __m256i *const *W, const __m256i *const *X, int64_t ng, __m256 *const *F) {
+    float *fp[12];
+    for (int r = 0; r < 6; r++) fp[2 * r] = (float *)F[r], fp[2 * r + 1] = (float *)(F[r] + 1);
     for (int64_t g = 0; g < ng; g++) {
         const __m256i *w0 = W[0] + GV * g, *w1 = W[1] + GV * g, *w2 = W[2] + GV * g, *w3 = W[3] + GV * g;
         const __m256i *w4 = W[4] + GV * g, *w5 = W[5] + GV * g;
         const __m256i *x0 = X[0] + GV * g, *x1 = X[1] + GV * g;
-        _Alignas(32) int32_t acc[12][8];
         int64_t o = 0;
         __asm__ volatile(
             "vpxor %%xmm4, %%xmm4, %%xmm4\n\t"
@@ -391,29 +312,235 @@ AVX2 static void tile62(const __m256i *const *W, const __m256i *const *X, int64_
             "add $32, %[o]\n\t"
             "cmp $512, %[o]\n\t"
             "jne 1b\n\t"
-            "vmovdqa %%ymm4, 0(%[acc])\n\t"
-            "vmovdqa %%ymm5, 32(%[acc])\n\t"
-            "vmovdqa %%ymm6, 64(%[acc])\n\t"
-            "vmovdqa %%ymm7, 96(%[acc])\n\t"
-            "vmovdqa %%ymm8, 128(%[acc])\n\t"
-            "vmovdqa %%ymm9, 160(%[acc])\n\t"
-            "vmovdqa %%ymm10, 192(%[acc])\n\t"
-            "vmovdqa %%ymm11, 224(%[acc])\n\t"
-            "vmovdqa %%ymm12, 256(%[acc])\n\t"
-            "vmovdqa %%ymm13, 288(%[acc])\n\t"
-            "vmovdqa %%ymm14, 320(%[acc])\n\t"
-            "vmovdqa %%ymm15, 352(%[acc])\n\t"
+            "vmovaps 512(%[x0]), %%ymm0\n\t"
+            "vmovaps 512(%[x1]), %%ymm1\n\t"
+            "vmovaps 512(%[w0]), %%ymm2\n\t"
+            "mov 0(%[fp]), %%rax\n\t"
+            "vmulps %%ymm0, %%ymm2, %%ymm3\n\t"
+            "vcvtdq2ps %%ymm4, %%ymm4\n\t"
+            "vfmadd213ps (%%rax), %%ymm3, %%ymm4\n\t"
+            "vmovaps %%ymm4, (%%rax)\n\t"
+            "mov 8(%[fp]), %%rax\n\t"
+            "vmulps %%ymm1, %%ymm2, %%ymm3\n\t"
+            "vcvtdq2ps %%ymm5, %%ymm5\n\t"
+            "vfmadd213ps (%%rax), %%ymm3, %%ymm5\n\t"
+            "vmovaps %%ymm5, (%%rax)\n\t"
+            "vmovaps 512(%[w1]), %%ymm2\n\t"
+            "mov 16(%[fp]), %%rax\n\t"
+            "vmulps %%ymm0, %%ymm2, %%ymm3\n\t"
+            "vcvtdq2ps %%ymm6, %%ymm6\n\t"
+            "vfmadd213ps (%%rax), %%ymm3, %%ymm6\n\t"
+            "vmovaps %%ymm6, (%%rax)\n\t"
+            "mov 24(%[fp]), %%rax\n\t"
+            "vmulps %%ymm1, %%ymm2, %%ymm3\n\t"
+            "vcvtdq2ps %%ymm7, %%ymm7\n\t"
+            "vfmadd213ps (%%rax), %%ymm3, %%ymm7\n\t"
+            "vmovaps %%ymm7, (%%rax)\n\t"
+            "vmovaps 512(%[w2]), %%ymm2\n\t"
+            "mov 32(%[fp]), %%rax\n\t"
+            "vmulps %%ymm0, %%ymm2, %%ymm3\n\t"
+            "vcvtdq2ps %%ymm8, %%ymm8\n\t"
+            "vfmadd213ps (%%rax), %%ymm3, %%ymm8\n\t"
+            "vmovaps %%ymm8, (%%rax)\n\t"
+            "mov 40(%[fp]), %%rax\n\t"
+            "vmulps %%ymm1, %%ymm2, %%ymm3\n\t"
+            "vcvtdq2ps %%ymm9, %%ymm9\n\t"
+            "vfmadd213ps (%%rax), %%ymm3, %%ymm9\n\t"
+            "vmovaps %%ymm9, (%%rax)\n\t"
+            "vmovaps 512(%[w3]), %%ymm2\n\t"
+            "mov 48(%[fp]), %%rax\n\t"
+            "vmulps %%ymm0, %%ymm2, %%ymm3\n\t"
+            "vcvtdq2ps %%ymm10, %%ymm10\n\t"
+            "vfmadd213ps (%%rax), %%ymm3, %%ymm10\n\t"
+            "vmovaps %%ymm10, (%%rax)\n\t"
+            "mov 56(%[fp]), %%rax\n\t"
+            "vmulps %%ymm1, %%ymm2, %%ymm3\n\t"
+            "vcvtdq2ps %%ymm11, %%ymm11\n\t"
+            "vfmadd213ps (%%rax), %%ymm3, %%ymm11\n\t"
+            "vmovaps %%ymm11, (%%rax)\n\t"
+            "vmovaps 512(%[w4]), %%ymm2\n\t"
+            "mov 64(%[fp]), %%rax\n\t"
+            "vmulps %%ymm0, %%ymm2, %%ymm3\n\t"
+            "vcvtdq2ps %%ymm12, %%ymm12\n\t"
+            "vfmadd213ps (%%rax), %%ymm3, %%ymm12\n\t"
+            "vmovaps %%ymm12, (%%rax)\n\t"
+            "mov 72(%[fp]), %%rax\n\t"
+            "vmulps %%ymm1, %%ymm2, %%ymm3\n\t"
+            "vcvtdq2ps %%ymm13, %%ymm13\n\t"
+            "vfmadd213ps (%%rax), %%ymm3, %%ymm13\n\t"
+            "vmovaps %%ymm13, (%%rax)\n\t"
+            "vmovaps 512(%[w5]), %%ymm2\n\t"
+            "mov 80(%[fp]), %%rax\n\t"
+            "vmulps %%ymm0, %%ymm2, %%ymm3\n\t"
+            "vcvtdq2ps %%ymm14, %%ymm14\n\t"
+            "vfmadd213ps (%%rax), %%ymm3, %%ymm14\n\t"
+            "vmovaps %%ymm14, (%%rax)\n\t"
+            "mov 88(%[fp]), %%rax\n\t"
+            "vmulps %%ymm1, %%ymm2, %%ymm3\n\t"
+            "vcvtdq2ps %%ymm15, %%ymm15\n\t"
+            "vfmadd213ps (%%rax), %%ymm3, %%ymm15\n\t"
+            "vmovaps %%ymm15, (%%rax)\n\t"
             : [o] "+r"(o)
             : [x0] "r"(x0), [x1] "r"(x1), [w0] "r"(w0), [w1] "r"(w1), [w2] "r"(w2), [w3] "r"(w3), [w4] "r"(w4),
-              [w5] "r"(w5), [acc] "r"(&acc[0][0])
-            : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12",
-              "xmm13", "xmm14", "xmm15", "cc", "memory");
-        const __m256i *wg[6] = {w0, w1, w2, w3, w4, w5}, *xg[2] = {x0, x1};
-        UNROLL
-        for (int r = 0; r < 6; r++)
-            UNROLL
-            for (int t = 0; t < 2; t++)
-                F[r][t] = fstep(F[r][t], _mm256_load_si256((const __m256i *)acc[2 * r + t]), wg[r], xg[t], has_m);
+              [w5] "r"(w5), [fp] "r"(fp)
+            : "rax", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11",
+              "xmm12", "xmm13", "xmm14", "xmm15", "cc", "memory");
+    }
+}
+AVX2 static void tile62_m(const __m256i *const *W, const __m256i *const *X, int64_t ng, __m256 *const *F) {
+    float *fp[12];
+    for (int r = 0; r < 6; r++) fp[2 * r] = (float *)F[r], fp[2 * r + 1] = (float *)(F[r] + 1);
+    for (int64_t g = 0; g < ng; g++) {
+        const __m256i *w0 = W[0] + GV * g, *w1 = W[1] + GV * g, *w2 = W[2] + GV * g, *w3 = W[3] + GV * g;
+        const __m256i *w4 = W[4] + GV * g, *w5 = W[5] + GV * g;
+        const __m256i *x0 = X[0] + GV * g, *x1 = X[1] + GV * g;
+        int64_t o = 0;
+        __asm__ volatile(
+            "vpxor %%xmm4, %%xmm4, %%xmm4\n\t"
+            "vpxor %%xmm5, %%xmm5, %%xmm5\n\t"
+            "vpxor %%xmm6, %%xmm6, %%xmm6\n\t"
+            "vpxor %%xmm7, %%xmm7, %%xmm7\n\t"
+            "vpxor %%xmm8, %%xmm8, %%xmm8\n\t"
+            "vpxor %%xmm9, %%xmm9, %%xmm9\n\t"
+            "vpxor %%xmm10, %%xmm10, %%xmm10\n\t"
+            "vpxor %%xmm11, %%xmm11, %%xmm11\n\t"
+            "vpxor %%xmm12, %%xmm12, %%xmm12\n\t"
+            "vpxor %%xmm13, %%xmm13, %%xmm13\n\t"
+            "vpxor %%xmm14, %%xmm14, %%xmm14\n\t"
+            "vpxor %%xmm15, %%xmm15, %%xmm15\n\t"
+            "1:\n\t"
+            "vmovdqa (%[x0],%[o]), %%ymm0\n\t"
+            "vmovdqa (%[x1],%[o]), %%ymm1\n\t"
+            "vmovdqa (%[w0],%[o]), %%ymm2\n\t"
+            "vpmaddwd %%ymm2, %%ymm0, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm4, %%ymm4\n\t"
+            "vpmaddwd %%ymm2, %%ymm1, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm5, %%ymm5\n\t"
+            "vmovdqa (%[w1],%[o]), %%ymm2\n\t"
+            "vpmaddwd %%ymm2, %%ymm0, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm6, %%ymm6\n\t"
+            "vpmaddwd %%ymm2, %%ymm1, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm7, %%ymm7\n\t"
+            "vmovdqa (%[w2],%[o]), %%ymm2\n\t"
+            "vpmaddwd %%ymm2, %%ymm0, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm8, %%ymm8\n\t"
+            "vpmaddwd %%ymm2, %%ymm1, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm9, %%ymm9\n\t"
+            "vmovdqa (%[w3],%[o]), %%ymm2\n\t"
+            "vpmaddwd %%ymm2, %%ymm0, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm10, %%ymm10\n\t"
+            "vpmaddwd %%ymm2, %%ymm1, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm11, %%ymm11\n\t"
+            "vmovdqa (%[w4],%[o]), %%ymm2\n\t"
+            "vpmaddwd %%ymm2, %%ymm0, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm12, %%ymm12\n\t"
+            "vpmaddwd %%ymm2, %%ymm1, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm13, %%ymm13\n\t"
+            "vmovdqa (%[w5],%[o]), %%ymm2\n\t"
+            "vpmaddwd %%ymm2, %%ymm0, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm14, %%ymm14\n\t"
+            "vpmaddwd %%ymm2, %%ymm1, %%ymm3\n\t"
+            "vpaddd %%ymm3, %%ymm15, %%ymm15\n\t"
+            "add $32, %[o]\n\t"
+            "cmp $512, %[o]\n\t"
+            "jne 1b\n\t"
+            "vmovaps 512(%[x0]), %%ymm0\n\t"
+            "vmovaps 512(%[x1]), %%ymm1\n\t"
+            "vmovaps 512(%[w0]), %%ymm2\n\t"
+            "mov 0(%[fp]), %%rax\n\t"
+            "vmulps %%ymm0, %%ymm2, %%ymm3\n\t"
+            "vcvtdq2ps %%ymm4, %%ymm4\n\t"
+            "vfmadd213ps (%%rax), %%ymm3, %%ymm4\n\t"
+            "vmovaps 544(%[w0]), %%ymm3\n\t"
+            "vfmadd231ps 544(%[x0]), %%ymm3, %%ymm4\n\t"
+            "vmovaps %%ymm4, (%%rax)\n\t"
+            "mov 8(%[fp]), %%rax\n\t"
+            "vmulps %%ymm1, %%ymm2, %%ymm3\n\t"
+            "vcvtdq2ps %%ymm5, %%ymm5\n\t"
+            "vfmadd213ps (%%rax), %%ymm3, %%ymm5\n\t"
+            "vmovaps 544(%[w0]), %%ymm3\n\t"
+            "vfmadd231ps 544(%[x1]), %%ymm3, %%ymm5\n\t"
+            "vmovaps %%ymm5, (%%rax)\n\t"
+            "vmovaps 512(%[w1]), %%ymm2\n\t"
+            "mov 16(%[fp]), %%rax\n\t"
+            "vmulps %%ymm0, %%ymm2, %%ymm3\n\t"
+            "vcvtdq2ps %%ymm6, %%ymm6\n\t"
+            "vfmadd213ps (%%rax), %%ymm3, %%ymm6\n\t"
+            "vmovaps 544(%[w1]), %%ymm3\n\t"
+            "vfmadd231ps 544(%[x0]), %%ymm3, %%ymm6\n\t"
+            "vmovaps %%ymm6, (%%rax)\n\t"
+            "mov 24(%[fp]), %%rax\n\t"
+            "vmulps %%ymm1, %%ymm2, %%ymm3\n\t"
+            "vcvtdq2ps %%ymm7, %%ymm7\n\t"
+            "vfmadd213ps (%%rax), %%ymm3, %%ymm7\n\t"
+            "vmovaps 544(%[w1]), %%ymm3\n\t"
+            "vfmadd231ps 544(%[x1]), %%ymm3, %%ymm7\n\t"
+            "vmovaps %%ymm7, (%%rax)\n\t"
+            "vmovaps 512(%[w2]), %%ymm2\n\t"
+            "mov 32(%[fp]), %%rax\n\t"
+            "vmulps %%ymm0, %%ymm2, %%ymm3\n\t"
+            "vcvtdq2ps %%ymm8, %%ymm8\n\t"
+            "vfmadd213ps (%%rax), %%ymm3, %%ymm8\n\t"
+            "vmovaps 544(%[w2]), %%ymm3\n\t"
+            "vfmadd231ps 544(%[x0]), %%ymm3, %%ymm8\n\t"
+            "vmovaps %%ymm8, (%%rax)\n\t"
+            "mov 40(%[fp]), %%rax\n\t"
+            "vmulps %%ymm1, %%ymm2, %%ymm3\n\t"
+            "vcvtdq2ps %%ymm9, %%ymm9\n\t"
+            "vfmadd213ps (%%rax), %%ymm3, %%ymm9\n\t"
+            "vmovaps 544(%[w2]), %%ymm3\n\t"
+            "vfmadd231ps 544(%[x1]), %%ymm3, %%ymm9\n\t"
+            "vmovaps %%ymm9, (%%rax)\n\t"
+            "vmovaps 512(%[w3]), %%ymm2\n\t"
+            "mov 48(%[fp]), %%rax\n\t"
+            "vmulps %%ymm0, %%ymm2, %%ymm3\n\t"
+            "vcvtdq2ps %%ymm10, %%ymm10\n\t"
+            "vfmadd213ps (%%rax), %%ymm3, %%ymm10\n\t"
+            "vmovaps 544(%[w3]), %%ymm3\n\t"
+            "vfmadd231ps 544(%[x0]), %%ymm3, %%ymm10\n\t"
+            "vmovaps %%ymm10, (%%rax)\n\t"
+            "mov 56(%[fp]), %%rax\n\t"
+            "vmulps %%ymm1, %%ymm2, %%ymm3\n\t"
+            "vcvtdq2ps %%ymm11, %%ymm11\n\t"
+            "vfmadd213ps (%%rax), %%ymm3, %%ymm11\n\t"
+            "vmovaps 544(%[w3]), %%ymm3\n\t"
+            "vfmadd231ps 544(%[x1]), %%ymm3, %%ymm11\n\t"
+            "vmovaps %%ymm11, (%%rax)\n\t"
+            "vmovaps 512(%[w4]), %%ymm2\n\t"
+            "mov 64(%[fp]), %%rax\n\t"
+            "vmulps %%ymm0, %%ymm2, %%ymm3\n\t"
+            "vcvtdq2ps %%ymm12, %%ymm12\n\t"
+            "vfmadd213ps (%%rax), %%ymm3, %%ymm12\n\t"
+            "vmovaps 544(%[w4]), %%ymm3\n\t"
+            "vfmadd231ps 544(%[x0]), %%ymm3, %%ymm12\n\t"
+            "vmovaps %%ymm12, (%%rax)\n\t"
+            "mov 72(%[fp]), %%rax\n\t"
+            "vmulps %%ymm1, %%ymm2, %%ymm3\n\t"
+            "vcvtdq2ps %%ymm13, %%ymm13\n\t"
+            "vfmadd213ps (%%rax), %%ymm3, %%ymm13\n\t"
+            "vmovaps 544(%[w4]), %%ymm3\n\t"
+            "vfmadd231ps 544(%[x1]), %%ymm3, %%ymm13\n\t"
+            "vmovaps %%ymm13, (%%rax)\n\t"
+            "vmovaps 512(%[w5]), %%ymm2\n\t"
+            "mov 80(%[fp]), %%rax\n\t"
+            "vmulps %%ymm0, %%ymm2, %%ymm3\n\t"
+            "vcvtdq2ps %%ymm14, %%ymm14\n\t"
+            "vfmadd213ps (%%rax), %%ymm3, %%ymm14\n\t"
+            "vmovaps 544(%[w5]), %%ymm3\n\t"
+            "vfmadd231ps 544(%[x0]), %%ymm3, %%ymm14\n\t"
+            "vmovaps %%ymm14, (%%rax)\n\t"
+            "mov 88(%[fp]), %%rax\n\t"
+            "vmulps %%ymm1, %%ymm2, %%ymm3\n\t"
+            "vcvtdq2ps %%ymm15, %%ymm15\n\t"
+            "vfmadd213ps (%%rax), %%ymm3, %%ymm15\n\t"
+            "vmovaps 544(%[w5]), %%ymm3\n\t"
+            "vfmadd231ps 544(%[x1]), %%ymm3, %%ymm15\n\t"
+            "vmovaps %%ymm15, (%%rax)\n\t"
+            : [o] "+r"(o)
+            : [x0] "r"(x0), [x1] "r"(x1), [w0] "r"(w0), [w1] "r"(w1), [w2] "r"(w2), [w3] "r"(w3), [w4] "r"(w4),
+              [w5] "r"(w5), [fp] "r"(fp)
+            : "rax", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11",
+              "xmm12", "xmm13", "xmm14", "xmm15", "cc", "memory");
     }
 }
 
@@ -421,20 +548,19 @@ AVX2 static void tile62(const __m256i *const *W, const __m256i *const *X, int64_
 AVX2 static void tile_any(const __m256i *const *W, const __m256i *const *X, int64_t ng, bool has_m, int R, int T,
                           __m256 *const *F) {
     switch (R * 4 + T) {
-    case 6 * 4 + 2: tile62(W, X, ng, has_m, F); break;
+    case 6 * 4 + 2:
+        if (has_m) tile62_m(W, X, ng, F);
+        else tile62(W, X, ng, F);
+        break;
     case 6 * 4 + 1: TILE_RT(6, 1); break;
     case 5 * 4 + 2: TILE_RT(5, 2); break;
     case 5 * 4 + 1: TILE_RT(5, 1); break;
-    case 4 * 4 + 3: tile43(W, X, ng, has_m, F); break;
     case 4 * 4 + 2: TILE_RT(4, 2); break;
     case 4 * 4 + 1: TILE_RT(4, 1); break;
-    case 3 * 4 + 3: TILE_RT(3, 3); break;
     case 3 * 4 + 2: TILE_RT(3, 2); break;
     case 3 * 4 + 1: TILE_RT(3, 1); break;
-    case 2 * 4 + 3: TILE_RT(2, 3); break;
     case 2 * 4 + 2: TILE_RT(2, 2); break;
     case 2 * 4 + 1: TILE_RT(2, 1); break;
-    case 1 * 4 + 3: TILE_RT(1, 3); break;
     case 1 * 4 + 2: TILE_RT(1, 2); break;
     default: TILE_RT(1, 1); break;
     }

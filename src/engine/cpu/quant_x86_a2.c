@@ -24,9 +24,9 @@
  * and the pair's result is hsum8(f). A group past the row's end holds
  * zero blocks (level, scale and offset 0). The two paths differ only in
  * how they get the exact integers: the prompt path stores weights and
- * activations transposed (vector k of a group holds values 2k, 2k+1 of
- * blocks 0-7 for k < 8, values 16 + 2(k-8), ... for k >= 8, one block per
- * lane), so the int32 accumulator of 16 madds is the block sums directly;
+ * activations transposed (vector k of a group holds two values of each of
+ * blocks 0-7, in some fixed order: store_levels), one block per lane, so
+ * the int32 accumulator of 16 madds is the block sums directly;
  * the generation path multiplies natural rows (one block per two vectors)
  * and folds eight blocks' partial sums into the same lanes with a tree of
  * horizontal adds. */
@@ -112,19 +112,30 @@ AVX2 static INL void tr8x8(__m256i *r) {
     }
 }
 
-/* eight blocks of 32 signed bytes -> the group's 16 int16 vectors */
+/* eight blocks of 32 signed bytes -> the group's 16 int16 vectors.
+ * Transposed: the bytes are transposed as 32-bit words first (t[i] lane j:
+ * bytes 4i..4i+3 of block j), then each word's bytes 0 and 2 are
+ * sign-extended into v[2i] and bytes 1 and 3 into v[2i+1] (two shifts or
+ * one per vector, instead of widening first and transposing twice as many
+ * vectors); a lane's two products are then bytes (0, 2) or (1, 3) of a
+ * word, in weights and activations alike. Natural: block b's values 0-15
+ * in v[2b], 16-31 in v[2b+1]. */
 AVX2 static INL void store_levels(const __m256i *q, bool transposed, __m256i *v) {
-    __m256i lo[8], hi[8];
+    if (transposed) {
+        __m256i t[8];
+        for (int b = 0; b < 8; b++) t[b] = q[b];
+        tr8x8(t);
+        UNROLL
+        for (int i = 0; i < 8; i++) {
+            _mm256_store_si256(v + 2 * i, _mm256_srai_epi16(_mm256_slli_epi16(t[i], 8), 8));
+            _mm256_store_si256(v + 2 * i + 1, _mm256_srai_epi16(t[i], 8));
+        }
+        return;
+    }
     UNROLL
     for (int b = 0; b < 8; b++) {
-        lo[b] = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(q[b]));
-        hi[b] = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(q[b], 1));
-    }
-    if (transposed) {
-        tr8x8(lo), tr8x8(hi);
-        for (int i = 0; i < 8; i++) _mm256_store_si256(v + i, lo[i]), _mm256_store_si256(v + 8 + i, hi[i]);
-    } else {
-        for (int b = 0; b < 8; b++) _mm256_store_si256(v + 2 * b, lo[b]), _mm256_store_si256(v + 2 * b + 1, hi[b]);
+        _mm256_store_si256(v + 2 * b, _mm256_cvtepi8_epi16(_mm256_castsi256_si128(q[b])));
+        _mm256_store_si256(v + 2 * b + 1, _mm256_cvtepi8_epi16(_mm256_extracti128_si256(q[b], 1)));
     }
 }
 

@@ -79,6 +79,9 @@
 #define A2_K_BLOCKS 16
 #endif
 _Static_assert(A2_K_BLOCKS % 8 == 0, "K chunks start at whole groups");
+#ifndef A2_PF_HINT
+#define A2_PF_HINT _MM_HINT_T0
+#endif
 #define A2_STACK_BYTES (96 * 1024) /* activation scratch on the stack (generation) */
 
 static size_t pad64(size_t n) { return (n + 63) & ~(size_t)63; }
@@ -629,17 +632,21 @@ AVX2 void quant_x86_a2_pre(uint32_t type, const uint8_t *w, size_t wrb, const ui
             memset(facc, 0, (size_t)nr * (size_t)nt * sizeof(__m256));
             for (int64_t b0 = 0; b0 < nb; b0 += A2_K_BLOCKS) {
                 const int nbc = imin(A2_K_BLOCKS, nb - b0), ngc = (nbc + 7) / 8;
-                for (int i = 0; i < nr; i++) {
-                    const uint8_t *row = w + (size_t)(rs + i) * wrb;
-                    /* the row's next chunk (or the next group's first) comes from memory
-                     * while this one is in use: ask for it now */
-                    const uint8_t *next = b0 + nbc < nb ? row + (size_t)(b0 + nbc) * sz
-                                          : rs + A2_ROW_GROUP + i < r1 ? row + (size_t)A2_ROW_GROUP * wrb : NULL;
-                    if (next)
-                        for (size_t o = 0; o < (size_t)A2_K_BLOCKS * sz; o += 64) _mm_prefetch((const char *)next + o, _MM_HINT_T0);
-                    unpack(row + (size_t)b0 * sz, nbc, (__m256i *)(buf + xpanel + (size_t)i * wcb));
-                }
-                for (int t = 0; t < nt;) {
+                for (int i = 0; i < nr; i++)
+                    unpack(w + (size_t)(rs + i) * wrb + (size_t)b0 * sz, nbc, (__m256i *)(buf + xpanel + (size_t)i * wcb));
+                /* the group's next chunk (or the next group's first) comes from
+                 * memory while this one is in use: its lines are asked for a row
+                 * per token tile (all at once, they queue behind the few fill
+                 * buffers and stall the loop) */
+                const uint8_t *next = b0 + nbc < nb ? w + (size_t)rs * wrb + (size_t)(b0 + nbc) * sz
+                                      : rs + A2_ROW_GROUP < r1 ? w + (size_t)(rs + A2_ROW_GROUP) * wrb : NULL;
+                const int nnext = !next ? 0 : b0 + nbc < nb ? nr : imin(A2_ROW_GROUP, r1 - rs - A2_ROW_GROUP);
+                for (int t = 0, pr = 0; t < nt;) {
+                    if (pr < nnext) {
+                        for (size_t o = 0; o < (size_t)A2_K_BLOCKS * sz; o += 64)
+                            _mm_prefetch((const char *)next + (size_t)pr * wrb + o, A2_PF_HINT);
+                        pr++;
+                    }
                     const int T = imin(A2_T, nt - t);
                     const __m256i *X[A2_T];
                     for (int i = 0; i < T; i++) X[i] = (const __m256i *)(buf + (size_t)(t + i) * xb) + GV * (b0 / 8);

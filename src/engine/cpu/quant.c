@@ -748,7 +748,8 @@ bool type_can_quantize(uint32_t type) {
  * 32-value block types: each block as signed int8 levels and a float scale
  * (and offset): x = d*q (+ m). Q4_0: q-8, Q5_0: q-16, Q8_0: q, Q4_1/Q5_1: q
  * in 0..31 with m (unpack_a_block; the SIMD kernels regroup blocks so each
- * lane sums one block: W2Row / W8Row in quant_x86.c).
+ * lane sums one block: W8Row in quant_x86.c, the prepared groups of
+ * quant_x86_a2.c).
  *
  * CanonK: one K-quant super-block as unsigned levels q (0..63), one int16
  * scale per 16 values (stored 8 times: scv[8j..8j+7], the lane pattern of

@@ -4,9 +4,10 @@
  * see quant.c's header for the reduction-order rules that keep the prompt
  * and generation paths bit-identical. Sections:
  *   float types; unpacking to the canonical forms; the tiles and decode
- *   kernels (AVX2, then AVX-512); level detection; activation quantizers;
+ *   kernels (AVX-512); level detection; activation quantizers;
  *   GEGLU; attention rows; the matrix drivers (generation and prompt paths).
- * The AVX2 K-quant kernels are in quant_x86_k2.c. */
+ * The AVX2 K-quant kernels are in quant_x86_k2.c, the AVX2 kernels for the
+ * 32-value block types in quant_x86_a2.c. */
 #include "quant_x86.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -233,7 +234,8 @@ static inline int imin(int64_t a, int64_t b) { return (int)(a < b ? a : b); }
 #define TILE_MAX_T 4
 #define UNROLL _Pragma("GCC unroll 8")
 
-/* AVX2, K-quants: quant_x86_k2.c (generation and prompt tiles). */
+/* AVX2: the K-quants in quant_x86_k2.c, the 32-value block types in
+ * quant_x86_a2.c (generation and prompt paths). */
 
 /* -- AVX-512 --------------------------------------------------------------- */
 
@@ -383,7 +385,7 @@ AVX512 static INL void group8_avx512(const __m512i (*t)[4], const __m512i *nc, c
 }
 
 /* Prompt tile over ng groups of canonical weights; accumulators in memory
- * (see tile_a2 in quant_x86_a2.c). */
+ * (the AVX2 twin: tile() in quant_x86_a2.c). */
 AVX512 static INL void tile_a8_avx512(const W8Row *const *W, const X8Row *const *X, int64_t ng, bool has_m,
                                       const int R, const int T, __m512 *const *A, float *const *M) {
     __m512 acc[TILE_MAX_R][TILE_MAX_T];
@@ -1024,13 +1026,14 @@ __attribute__((noinline)) static void matmul_a_dec(int level, uint32_t type, con
     free(heap);
 }
 
-/* Prompt processing, blocked as a GEMM for rows of any length (Grok-1's
- * 6,144 and 32,768): panels of up to PRE_TOK_BLOCK activation rows are
- * prepared once per call; for each group of PRE_ROW_GROUP weight rows, the
- * rows are cut into K chunks of PRE_K_BLOCKS blocks, each chunk unpacked
- * into canonical form and run against every token tile while both sit in
- * L1, the accumulators kept in memory from chunk to chunk. Register tiles:
- * 2 rows x 4 (AVX-512) or 2 (AVX2) tokens. */
+/* Prompt processing (AVX-512; the AVX2 twin, same blocking with its own
+ * tile and constants, is quant_x86_a2.c), blocked as a GEMM for rows of any
+ * length (Grok-1's 6,144 and 32,768): panels of up to PRE_TOK_BLOCK
+ * activation rows are prepared once per call; for each group of
+ * PRE_ROW_GROUP weight rows, the rows are cut into K chunks of
+ * PRE_K_BLOCKS_512 blocks, each chunk unpacked into groups of eight blocks
+ * and run against every token tile while both sit in L1, the accumulators
+ * kept in memory from chunk to chunk. Register tiles: 2 rows x 4 tokens. */
 #ifndef PRE_TOK_BLOCK
 #define PRE_TOK_BLOCK 64
 #endif
@@ -1040,15 +1043,11 @@ __attribute__((noinline)) static void matmul_a_dec(int level, uint32_t type, con
 #ifndef PRE_ROW_GROUP
 #define PRE_ROW_GROUP 16
 #endif
-#ifndef PRE_K_BLOCKS
-#define PRE_K_BLOCKS 16 /* 512 values: a group's canonical chunk ~24 KiB + a token tile's ~4 KiB */
-#endif
 #ifndef PRE_K_BLOCKS_512
-#define PRE_K_BLOCKS_512 32 /* AVX-512: 1,024 values, four groups of eight blocks (~24 KiB for 16 rows) */
+#define PRE_K_BLOCKS_512 32 /* 1,024 values, four groups of eight blocks (~24 KiB for 16 rows) */
 #endif
-_Static_assert(PRE_K_BLOCKS % 2 == 0 && PRE_K_BLOCKS_512 % 8 == 0, "K chunks start at whole groups");
+_Static_assert(PRE_K_BLOCKS_512 % 8 == 0, "K chunks start at whole groups");
 
-/* The same blocking on AVX-512 with weights in groups of eight blocks (K chunks of PRE_K_BLOCKS_512). */
 __attribute__((noinline)) static void matmul_a_pre_avx512(uint32_t type, const uint8_t *w, size_t wrb, const uint8_t *x,
                                                           size_t xrb, int64_t n, int n_tok, float *out, int64_t os,
                                                           int64_t r0, int64_t r1) {

@@ -87,6 +87,17 @@ _Static_assert(A2_K_BLOCKS % 8 == 0, "K chunks start at whole groups");
 static size_t pad64(size_t n) { return (n + 63) & ~(size_t)63; }
 static inline int imin(int64_t a, int64_t b) { return (int)(a < b ? a : b); }
 static size_t grp_bytes(int64_t ng) { return (size_t)ng * GV * sizeof(__m256i); }
+/* a block's bytes (type_info's type_size) as a constant the compiler folds
+ * into the kernels specialised per type (type_info is a call per row) */
+static inline size_t block_bytes(uint32_t type) {
+    switch (type) {
+    case GGML_TYPE_Q4_0: return sizeof(BlockQ4_0);
+    case GGML_TYPE_Q4_1: return sizeof(BlockQ4_1);
+    case GGML_TYPE_Q5_0: return sizeof(BlockQ5_0);
+    case GGML_TYPE_Q5_1: return sizeof(BlockQ5_1);
+    default: return sizeof(BlockQ8_0);
+    }
+}
 
 /* the result of a pair from its float lanes: the same order everywhere */
 AVX2 static INL float hsum8(__m256 v) {
@@ -146,7 +157,7 @@ AVX2 static INL void store_levels(const __m256i *q, bool transposed, __m256i *v)
  * zero), their scales and offsets. A whole group's fp16 (d, m) pairs come
  * in one gather (every block starts with d, Q4_1 / Q5_1 with m after it). */
 AVX2 static INL void load8(uint32_t type, const uint8_t *p, int nbg, __m256i *q, __m256 *dv, __m256 *mv) {
-    const size_t sz = type_info(type)->type_size;
+    const size_t sz = block_bytes(type);
     const bool has_m = type == GGML_TYPE_Q4_1 || type == GGML_TYPE_Q5_1;
     if (nbg == 8) {
         float d, m;
@@ -172,7 +183,7 @@ AVX2 static INL void load8(uint32_t type, const uint8_t *p, int nbg, __m256i *q,
 
 /* a weight row's nb blocks into prepared groups (transposed: prompt path) */
 AVX2 static INL void unpack_row(uint32_t type, const uint8_t *row, int64_t nb, __m256i *v) {
-    const size_t sz = type_info(type)->type_size;
+    const size_t sz = block_bytes(type);
     for (int64_t g = 0; g < (nb + 7) / 8; g++, v += GV) {
         __m256i q[8];
         __m256 dv, mv;
@@ -677,7 +688,7 @@ AVX2 void quant_x86_a2_pre(uint32_t type, const uint8_t *w, size_t wrb, const ui
  * lane permutes and an add (lane j: block j). */
 AVX2 static INL void dec_row(uint32_t type, const uint8_t *wr, const __m256i *const *X, int64_t nb, bool has_m,
                              const int T, float *res) {
-    const size_t sz = type_info(type)->type_size;
+    const size_t sz = block_bytes(type);
     __m256 f[A2_DEC_T];
     UNROLL
     for (int t = 0; t < T; t++) f[t] = _mm256_setzero_ps();

@@ -436,6 +436,13 @@ static void test_matmul_exact(void) {
      * tokens than one activation panel */
     const int wide[] = {16, 70};
     test_matmul_exact_shape(21, 2080, 70, wide, 2);
+    /* row counts that leave every partial register tile of the AVX2 prompt
+     * path (6 rows x 2 tokens, groups of 12 rows: 2, 3 and 4 rows left over,
+     * odd token counts), rows of 9 and 17 blocks (a group of 8 and a tail) */
+    const int prompt[] = {16, 17};
+    test_matmul_exact_shape(16, 288, 17, prompt, 2);
+    test_matmul_exact_shape(17, 544, 17, prompt, 2);
+    test_matmul_exact_shape(30, 288, 17, prompt, 2);
 }
 
 /* Every bit pattern the formats allow, not just what grok.c's quantizers

@@ -177,10 +177,11 @@ static bool kv_flag(Args *a, int *k, int *v) {
     return true;
 }
 
-/* --split / --dist-timeout (dist.h): true if the flag was one of them
- * (a.bad is set for a bad value). */
+/* --split / --dist-timeout / --micro-batch (dist.h): true if the flag was
+ * one of them (a.bad is set for a bad value). */
 static bool dist_flag(Args *a, Dist *d) {
-    if (!is_flag(a, "--split", NULL) && !is_flag(a, "--dist-timeout", NULL)) return false;
+    if (!is_flag(a, "--split", NULL) && !is_flag(a, "--dist-timeout", NULL) && !is_flag(a, "--micro-batch", NULL))
+        return false;
     const char *flag = a->argv[a->i], *v = arg_value(a);
     Error err = {{0}};
     if (v && dist_parse_flag(d, flag, v, &err) < 0) {

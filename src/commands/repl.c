@@ -1032,7 +1032,7 @@ int cmd_chat(int argc, char **argv, Dist *dist) {
         } else if (FLAG("--json-schema", NULL)) {
             NEED();
             schema_file = v;
-        } else if (FLAG("--split", NULL) || FLAG("--dist-timeout", NULL)) {
+        } else if (FLAG("--split", NULL) || FLAG("--dist-timeout", NULL) || FLAG("--micro-batch", NULL)) {
             NEED();
             Error derr = {{0}};
             if (dist_parse_flag(dist, f, v, &derr) < 0) {

@@ -30,6 +30,7 @@
 
 #include "backend.h"
 #include "dist_engine.h"
+#include "dist_pipe.h"
 
 #define DEFAULT_CTX_CAP 4096   /* default context: min(model's, this) */
 #define DEFAULT_BATCH 512
@@ -57,6 +58,7 @@ struct Context {
     char note[GROK_ERR_LEN]; /* --device auto with a GPU that did not take the model: why */
     float *lg_part;        /* dist, experts split: (rows, share of n_vocab) host, this process's logits */
     size_t lg_cap;         /* floats lg_part holds */
+    DistPipe *pipe;        /* dist, layers split: the pipeline's buffers (dist_pipe.h); NULL otherwise */
 };
 
 /* 0, or -1 with err set when the backend failed (a GPU's failed launch). */
@@ -192,26 +194,19 @@ static int moe_block(Context *c, int il, int nt, Error *err) {
     return 0;
 }
 
-/* dist, layers split: n rows of the residual stream from / to the rank
- * holding layer il. */
-static int pass_rows(Context *c, bool send, int il, int n, Error *err) {
-    Dist *d = c->p.dist;
-    const int r = il < 0 ? 0 : dist_layer_owner(d, c->m->cfg.n_layer, il);
-    const size_t bytes = (size_t)n * c->m->cfg.n_embd * sizeof(float);
-    return send ? dist_send(d, r, c->x, bytes, err) : dist_recv(d, r, c->x, bytes, err);
-}
-
-/* Runs a chunk; the rows of logits written, or -1 on an error (only from
- * the exchanges between processes). */
-static int forward_chunk(Context *c, const int *tok, const int *pos, const int *seq, const bool *want, int nt,
-                         float *logits, Error *err) {
+/* Runs a chunk through this process's layers: the rows of c->x that then
+ * want logits (all of them without `want`), 0 when the rows went on to
+ * another process (dist, layers split), or -1 on an error (only from the
+ * exchanges between processes). */
+static int run_layers(Context *c, const int *tok, const int *pos, const int *seq, const bool *want, int nt,
+                      Error *err) {
     Backend *be = c->be;
     const Model *m = c->m;
     const ModelConfig *cfg = &m->cfg;
     const ModelShare *sh = &m->share; /* the layers this process runs: all but with a layers split */
     const int E = cfg->n_embd, last = cfg->n_layer - 1;
     if (sh->layer0 == 0) be->embed(be, &m->tok_embd, tok, nt, cfg->embedding_scale, c->x);
-    else if (pass_rows(c, false, sh->layer0 - 1, nt, err)) return -1; /* dist: from the previous rank */
+    else if (dist_pipe_recv(c->pipe, c->x, nt, err)) return -1; /* dist: from the previous rank */
     int n_out = nt; /* rows of x that go on: after the last attention, only those that want logits */
     for (int il = sh->layer0; il < sh->layer1; il++) {
         attention_block(c, il, nt, pos, seq);
@@ -226,35 +221,48 @@ static int forward_chunk(Context *c, const int *tok, const int *pos, const int *
             be->select_rows(be, c->x, c->rows, n_out, E);
         }
         if (moe_block(c, il, il == last ? n_out : nt, err)) return -1;
+        if (dist_pipe_poll(c->pipe, err)) return -1; /* dist: the pieces in flight move on meanwhile */
     }
-    if (sh->layer1 <= last) { /* dist, layers split: on to the next rank... */
-        if (pass_rows(c, true, sh->layer1, nt, err)) return -1;
-        if (!sh->logits) return 0;
-        n_out = 0; /* ...and back from the last one, the rows that want logits */
-        for (int t = 0; t < nt; t++) n_out += !want || want[t];
-        if (n_out && pass_rows(c, false, last, n_out, err)) return -1;
-    } else if (sh->layer0 > 0) {
-        return n_out && pass_rows(c, true, -1, n_out, err) ? -1 : 0;
-    }
+    /* dist, layers split: on to the next rank, or from the last one back to
+     * rank 0 (which gets them in forward, after its own pieces) */
+    if (sh->layer1 <= last) return dist_pipe_send(c->pipe, c->x, nt, err) ? -1 : 0;
+    if (sh->layer0 > 0) return dist_pipe_send(c->pipe, c->x, n_out, err) ? -1 : 0;
+    return n_out;
+}
+
+/* The logits of the n_out rows in c->x: the rows of logits written, or -1 on
+ * an error (an exchange between processes, or a non-finite logit). */
+static int chunk_logits(Context *c, int n_out, float *logits, Error *err) {
+    Backend *be = c->be;
+    const Model *m = c->m;
+    const ModelConfig *cfg = &m->cfg;
+    const ModelShare *sh = &m->share;
     if (sh->n_vocab == 0 || (sh->logits && !logits)) return 0; /* dist: another rank computes them */
-    be->rmsnorm(be, c->out_rows, c->x, m->output_norm, n_out, E, cfg->eps);
+    be->rmsnorm(be, c->out_rows, c->x, m->output_norm, n_out, cfg->n_embd, cfg->eps);
     if (sh->n_vocab == cfg->n_vocab) {
         be->logits(be, &m->output, c->out_rows, n_out, cfg->logit_scale, cfg->final_softcap, logits);
-        return n_out;
+    } else { /* dist, experts split: this rank's rows of the output, gathered on rank 0 */
+        const size_t need = (size_t)n_out * (size_t)sh->n_vocab;
+        if (need > c->lg_cap) {
+            float *p = realloc(c->lg_part, need * sizeof(float));
+            if (!p) return err_set(err, "out of memory");
+            c->lg_part = p, c->lg_cap = need;
+        }
+        Tensor w = m->output;
+        w.data = (const uint8_t *)w.data + (size_t)sh->vocab0 * w.row_bytes;
+        w.rows = sh->n_vocab;
+        be->logits(be, &w, c->out_rows, n_out, cfg->logit_scale, cfg->final_softcap, c->lg_part);
+        if (dist_gather_logits(c->p.dist, c->lg_part, n_out, cfg->n_vocab, logits, err)) return -1;
+        if (!sh->logits) return 0;
     }
-    /* dist, experts split: this rank's rows of the output, gathered on rank 0 */
-    const size_t need = (size_t)n_out * (size_t)sh->n_vocab;
-    if (need > c->lg_cap) {
-        float *p = realloc(c->lg_part, need * sizeof(float));
-        if (!p) return err_set(err, "out of memory");
-        c->lg_part = p, c->lg_cap = need;
-    }
-    Tensor w = m->output;
-    w.data = (const uint8_t *)w.data + (size_t)sh->vocab0 * w.row_bytes;
-    w.rows = sh->n_vocab;
-    be->logits(be, &w, c->out_rows, n_out, cfg->logit_scale, cfg->final_softcap, c->lg_part);
-    if (dist_gather_logits(c->p.dist, c->lg_part, n_out, cfg->n_vocab, logits, err)) return -1;
-    return sh->logits ? n_out : 0;
+    if (be_check(c, err)) return -1;
+    /* a NaN or infinite logit (weights or activations out of range) is an
+     * error, never sampled into text */
+    for (size_t i = 0; i < (size_t)n_out * (size_t)cfg->n_vocab; i++)
+        if (!isfinite(logits[i]))
+            return err_set(err, "the model computed a non-finite logit (%g for token %zu); its weights or "
+                           "hyper-parameters are out of range", (double)logits[i], i % (size_t)cfg->n_vocab);
+    return n_out;
 }
 
 int forward(Context *c, const Batch *b, float *logits, Error *err) {
@@ -270,31 +278,31 @@ int forward(Context *c, const Batch *b, float *logits, Error *err) {
     if (!logits && c->m->share.logits && c->m->share.n_vocab < cfg->n_vocab) /* the others send theirs */
         return err_set(err, "a forward pass over several processes needs a logits buffer");
     if (dist_cmd_forward(c->p.dist, c->dist_id, b, err)) return -1; /* dist: every rank runs the batch */
-    int zero_seq[DEFAULT_BATCH];
-    int done = 0;
+    /* chunks of n_batch tokens (sequence 0 for every token without b->seq, in
+     * pieces of DEFAULT_BATCH); dist, layers split: the pipeline's pieces */
+    const int max = b->seq || c->p.n_batch < DEFAULT_BATCH ? c->p.n_batch : DEFAULT_BATCH;
+    const int piece = dist_pipe_piece(c->pipe, b->n_tokens, max);
+    static const int zero_seq[DEFAULT_BATCH];
     size_t out_row = 0;
-    while (done < b->n_tokens) {
-        int nt = b->n_tokens - done;
-        if (nt > c->p.n_batch) nt = c->p.n_batch;
-        const int *seq = b->seq ? b->seq + done : NULL;
-        if (!seq) { /* sequence 0 for every token, in pieces of DEFAULT_BATCH */
-            if (nt > DEFAULT_BATCH) nt = DEFAULT_BATCH;
-            memset(zero_seq, 0, sizeof zero_seq);
-            seq = zero_seq;
-        }
+    int rc = dist_pipe_begin(c->pipe, b->n_tokens, piece, b->output, err); /* dist: rank 0 awaits rows back */
+    for (int done = 0; rc == 0 && done < b->n_tokens; done += piece) {
+        const int nt = b->n_tokens - done < piece ? b->n_tokens - done : piece;
         float *lg = logits ? logits + out_row * (size_t)cfg->n_vocab : NULL;
-        int n = forward_chunk(c, b->token + done, b->pos + done, seq, b->output ? b->output + done : NULL, nt, lg, err);
-        if (n < 0 || be_check(c, err)) return -1;
-        /* a NaN or infinite logit (weights or activations out of range) is
-         * an error, never sampled into text */
-        for (size_t i = 0; lg && i < (size_t)n * (size_t)cfg->n_vocab; i++)
-            if (!isfinite(lg[i]))
-                return err_set(err, "the model computed a non-finite logit (%g for token %zu); its weights or "
-                               "hyper-parameters are out of range", (double)lg[i], i % (size_t)cfg->n_vocab);
-        out_row += (size_t)n;
-        done += nt;
+        int n = run_layers(c, b->token + done, b->pos + done, b->seq ? b->seq + done : zero_seq,
+                           b->output ? b->output + done : NULL, nt, err);
+        if (n > 0) n = chunk_logits(c, n, lg, err);
+        if (n < 0 || be_check(c, err)) rc = -1;
+        else out_row += (size_t)n;
     }
-    return 0;
+    /* dist, layers split, rank 0: the rows back from the last rank, piece by piece */
+    for (int n = 0; rc == 0 && (n = dist_pipe_next_back(c->pipe, c->x, err)) != 0;) {
+        float *lg = logits ? logits + out_row * (size_t)cfg->n_vocab : NULL;
+        if (n < 0 || (n = chunk_logits(c, n, lg, err)) < 0) rc = -1;
+        else out_row += (size_t)n;
+    }
+    Error end_err = {{0}};
+    if (dist_pipe_end(c->pipe, rc ? &end_err : err)) rc = -1; /* dist: every exchange of the batch is done */
+    return rc;
 }
 
 int forward_tokens(Context *c, int seq, const int *tokens, int n, int pos0, float *logits, bool all_logits,
@@ -342,6 +350,7 @@ void context_free(Context *c) {
     }
     free(c->rows);
     free(c->lg_part);
+    dist_pipe_free(c->pipe);
     free(c);
 }
 
@@ -419,7 +428,8 @@ Context *context_new(const Model *m, const ContextParams *pp, Error *err) {
         err_set(err, "out of memory allocating the context's activations (%d tokens a batch)", c->p.n_batch);
         goto fail;
     }
-    /* dist: the other ranks make theirs */
+    /* dist: the pipeline of the layers split; the other ranks make their Context */
+    if (dist_pipe_new(c->p.dist, m, c->p.n_batch, &c->pipe, err)) goto fail;
     if (dist_cmd_context_new(c->p.dist, &c->p, &c->dist_id, err)) goto fail;
     return c;
 fail:

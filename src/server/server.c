@@ -916,7 +916,7 @@ int cmd_serve(int argc, char **argv, Dist *d) {
             NEED();
             if (parse_int(f, v, 0, 65535, &x)) return 2;
             s->port = (int)x;
-        } else if (FLAG("--split", NULL) || FLAG("--dist-timeout", NULL)) {
+        } else if (FLAG("--split", NULL) || FLAG("--dist-timeout", NULL) || FLAG("--micro-batch", NULL)) {
             NEED();
             Error derr = {{0}};
             if (dist_parse_flag(d, f, v, &derr) < 0) {

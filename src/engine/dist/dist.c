@@ -32,6 +32,12 @@ struct Dist {
     float *gather;            /* dist_sum_f32: every rank's part (grows, kept between calls) */
     size_t gather_cap;        /* floats it holds */
     uint32_t used_ids;        /* rank 0: the ids of the Contexts the workers hold (dist_engine.h) */
+    int micro;                /* --micro-batch: tokens per pipeline piece, 0 = auto */
+#ifdef GROK_HAVE_MPI
+    MPI_Request *req;         /* the exchanges in flight, by ticket (dist_isend / dist_irecv) */
+    bool *req_used;           /* the ticket is taken (its request may have completed in a dist_poll) */
+    int n_req;                /* tickets allocated */
+#endif
     char host[64];
 };
 
@@ -100,6 +106,14 @@ Dist *dist_init(int *argc, char ***argv, Error *err) {
 
 int dist_parse_flag(Dist *d, const char *flag, const char *value, Error *err) {
     const bool split = !strcmp(flag, "--split"), tmo = !strcmp(flag, "--dist-timeout");
+    if (!strcmp(flag, "--micro-batch")) {
+        char *e = NULL;
+        const long v = value ? strtol(value, &e, 10) : -1;
+        if (!e || e == value || *e || v < 0 || v > 65536)
+            return err_set(err, "--micro-batch needs a token count (0 = auto, at most 65536)");
+        if (d) d->micro = (int)v;
+        return 1;
+    }
     if (!split && !tmo) return 0;
     if (split && value && (!strcmp(value, "experts") || !strcmp(value, "layers"))) {
         if (d) d->split = !strcmp(value, "layers") ? DIST_SPLIT_LAYERS : DIST_SPLIT_EXPERTS;
@@ -122,6 +136,8 @@ DistSplit dist_split(const Dist *d) { return d ? d->split : DIST_SPLIT_EXPERTS; 
 void dist_set_split(Dist *d, DistSplit s) { d->split = s; }
 void dist_set_timeout(Dist *d, double s) { d->timeout_s = s; }
 double dist_timeout(const Dist *d) { return d ? d->timeout_s : DIST_DEFAULT_TIMEOUT_S; }
+int dist_micro_batch(const Dist *d) { return d ? d->micro : 0; }
+void dist_set_micro_batch(Dist *d, int tokens) { d->micro = tokens > 0 ? tokens : 0; }
 bool dist_failed(const Dist *d) { return d && atomic_load(&d->failed); }
 const char *dist_failure(const Dist *d) { return d ? d->failure : ""; }
 void dist_fail(Dist *d, const char *msg) {
@@ -207,6 +223,10 @@ int dist_finish(Dist *d, int rc) {
     }
 #endif
     free(d->gather);
+#ifdef GROK_HAVE_MPI
+    free(d->req);
+    free(d->req_used);
+#endif
     free(d);
     return rc;
 }
@@ -320,5 +340,88 @@ int dist_recv(Dist *d, int from, void *buf, size_t bytes, Error *err) {
 #else
     (void)d, (void)from, (void)buf, (void)bytes;
     return err_set(err, "built without MPI");
+#endif
+}
+
+/* ---- exchanges that do not wait ---------------------------------------- */
+
+#ifdef GROK_HAVE_MPI
+/* A free ticket (its request MPI_REQUEST_NULL), the table grown if needed. */
+static int new_ticket(Dist *d, Error *err) {
+    for (int t = 0; t < d->n_req; t++)
+        if (!d->req_used[t]) return t;
+    const int n = d->n_req ? 2 * d->n_req : 16;
+    MPI_Request *r = realloc(d->req, (size_t)n * sizeof *r);
+    if (!r) return err_set(err, "out of memory");
+    d->req = r;
+    bool *u = realloc(d->req_used, (size_t)n * sizeof *u);
+    if (!u) return err_set(err, "out of memory");
+    d->req_used = u;
+    for (int t = d->n_req; t < n; t++) d->req[t] = MPI_REQUEST_NULL, d->req_used[t] = false;
+    const int t = d->n_req;
+    d->n_req = n;
+    return t;
+}
+
+static int start(Dist *d, bool send, int peer, void *buf, size_t bytes, Error *err) {
+    if (!d->mpi || d->size == 1) return err_set(err, "no other process to exchange with");
+    if (check(d, err)) return -1;
+    if (bytes > DIST_CHUNK) return err_set(err, "a message of %zu bytes is too large", bytes);
+    const int t = new_ticket(d, err);
+    if (t < 0) return -1;
+    const int rc = send ? MPI_Isend(buf, (int)bytes, MPI_BYTE, peer, 0, MPI_COMM_WORLD, &d->req[t])
+                        : MPI_Irecv(buf, (int)bytes, MPI_BYTE, peer, 0, MPI_COMM_WORLD, &d->req[t]);
+    if (rc != MPI_SUCCESS) return fail(d, err, "MPI error starting %s", send ? "a send" : "a receive");
+    d->req_used[t] = true;
+    d->bytes += bytes;
+    return t;
+}
+#endif
+
+int dist_isend(Dist *d, int to, const void *buf, size_t bytes, Error *err) {
+#ifdef GROK_HAVE_MPI
+    return start(d, true, to, (void *)buf, bytes, err);
+#else
+    (void)d, (void)to, (void)buf, (void)bytes;
+    return err_set(err, "built without MPI");
+#endif
+}
+
+int dist_irecv(Dist *d, int from, void *buf, size_t bytes, Error *err) {
+#ifdef GROK_HAVE_MPI
+    return start(d, false, from, buf, bytes, err);
+#else
+    (void)d, (void)from, (void)buf, (void)bytes;
+    return err_set(err, "built without MPI");
+#endif
+}
+
+int dist_wait(Dist *d, int t, Error *err) {
+#ifdef GROK_HAVE_MPI
+    if (t < 0 || t >= d->n_req || !d->req_used[t]) return err_set(err, "no exchange %d in flight", t);
+    const int rc = check(d, err) ? -1 : wait_req(d, &d->req[t], "an exchange with the next or previous rank", false, err);
+    if (rc == 0) d->req_used[t] = false; /* (after a failure the job ends: the request stays) */
+    return rc;
+#else
+    (void)d, (void)t;
+    return err_set(err, "built without MPI");
+#endif
+}
+
+int dist_poll(Dist *d, Error *err) {
+#ifdef GROK_HAVE_MPI
+    if (!d || !d->mpi || d->n_req == 0) return 0;
+    if (check(d, err)) return -1;
+    for (int t = 0; t < d->n_req; t++) /* (finished and free tickets hold MPI_REQUEST_NULL) */
+        if (d->req[t] != MPI_REQUEST_NULL) {
+            int done = 0;
+            if (MPI_Test(&d->req[t], &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+                return fail(d, err, "MPI error during %s (another rank failed?)", "an exchange between ranks");
+        }
+    if (atomic_load(&d->cancel)) return fail(d, err, "an exchange stopped: shutting down (under mpirun: another rank ended)");
+    return 0;
+#else
+    (void)d, (void)err;
+    return 0;
 #endif
 }

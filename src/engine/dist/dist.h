@@ -45,13 +45,18 @@ DistSplit dist_split(const Dist *d);
 void dist_set_split(Dist *d, DistSplit s);
 void dist_set_timeout(Dist *d, double seconds);
 double dist_timeout(const Dist *d);
-/* The flags every command that runs a model takes: --split experts|layers
- * and --dist-timeout SECONDS. 1 if `flag` is one of them (its value set on
+/* The flags every command that runs a model takes: --split experts|layers,
+ * --dist-timeout SECONDS and --micro-batch TOKENS. 1 if `flag` is one of them (its value set on
  * d, which may be NULL), 0 if not, -1 with err set for a bad value. */
 int dist_parse_flag(Dist *d, const char *flag, const char *value, Error *err);
 #define DIST_USAGE                                                                                   \
     "  --split experts|layers  under mpirun: how the ranks share the model (default experts)\n"    \
-    "  --dist-timeout S        under mpirun: the longest wait on the other ranks (default 60 s)\n"
+    "  --dist-timeout S        under mpirun: the longest wait on the other ranks (default 60 s)\n"    \
+    "  --micro-batch N         under mpirun, --split layers: tokens per pipeline piece (default auto)\n"
+/* --micro-batch: tokens per piece of a batch in the layers split's pipeline
+ * (dist_pipe.h); 0 = chosen from the batch (the default) */
+int dist_micro_batch(const Dist *d);
+void dist_set_micro_batch(Dist *d, int tokens);
 
 /* Failure state: once a collective failed every later call fails at once
  * with the same message. dist_cancel (async-signal-safe) makes a waiting
@@ -78,5 +83,17 @@ int dist_sum_f32(Dist *d, float *x, size_t n, Error *err);
 int dist_allgather(Dist *d, const void *mine, void *all, size_t bytes_each, Error *err);
 int dist_send(Dist *d, int to, const void *buf, size_t bytes, Error *err);
 int dist_recv(Dist *d, int from, void *buf, size_t bytes, Error *err);
+
+/* Point-to-point exchanges that do not wait (the layers split's pipeline,
+ * dist_pipe.h): each returns a ticket (>= 0) for an exchange in flight, whose
+ * buffer must stay untouched until dist_wait says it is done; -1 with err
+ * set on an error. At most 1 GiB each. dist_wait waits for it with the
+ * deadline (and frees the ticket); dist_poll lets every exchange in flight
+ * progress without waiting (MPI moves data only inside its calls: a rank
+ * that computes calls it now and then). One rank: no tickets (-1, an error). */
+int dist_isend(Dist *d, int to, const void *buf, size_t bytes, Error *err);
+int dist_irecv(Dist *d, int from, void *buf, size_t bytes, Error *err);
+int dist_wait(Dist *d, int ticket, Error *err);
+int dist_poll(Dist *d, Error *err);
 
 #endif

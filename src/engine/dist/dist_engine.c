@@ -13,7 +13,7 @@
 
 enum {
     CMD_EXIT = 1,
-    CMD_LOAD,        /* a[0]: the split, a[1]: the timeout in ms; payload: the model path */
+    CMD_LOAD,        /* a[0]: the split, a[1]: the timeout in ms, a[2]: --micro-batch; payload: the model path */
     CMD_CTX_NEW,     /* payload: ContextParams (without the Dist) */
     CMD_CTX_FREE,
     CMD_FORWARD,     /* payload: tokens, positions, sequences (ints), output flags (bytes) */
@@ -283,7 +283,8 @@ Model *dist_model_load(Dist *d, const char *path, Error *err) {
         return NULL;
     }
     /* the workers take the split and the deadline from rank 0's command line */
-    Cmd c = {CMD_LOAD, 0, {(int32_t)dist_split(d), (int32_t)(dist_timeout(d) * 1000), 0, 0, 0}, 0, len};
+    Cmd c = {CMD_LOAD, 0, {(int32_t)dist_split(d), (int32_t)(dist_timeout(d) * 1000), dist_micro_batch(d), 0, 0}, 0,
+             len};
     char buf[DIST_PATH_MAX];
     memcpy(buf, path, len);
     if (send_cmd(d, &c, buf, err)) return NULL;
@@ -480,6 +481,7 @@ static int run_cmd(Worker *w, const Cmd *c, Error *err) {
         p[c->bytes - 1] = 0;
         dist_set_split(d, c->a[0] == DIST_SPLIT_LAYERS ? DIST_SPLIT_LAYERS : DIST_SPLIT_EXPERTS);
         if (c->a[1] > 0) dist_set_timeout(d, c->a[1] / 1000.0);
+        dist_set_micro_batch(d, c->a[2]); /* the pieces of a batch must be the same on every rank */
         w->m = load_all(d, (const char *)p, err);
         return w->m ? 0 : -1;
     }

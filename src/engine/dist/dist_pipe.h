@@ -1,0 +1,72 @@
+/* dist_pipe.h - the layers split's pipeline (dist_engine.h: rank r holds a
+ * contiguous range of layers). forward() cuts a batch into pieces
+ * (micro-batches) and every rank runs the pieces through its layers in
+ * order, receiving each piece's residual rows from the previous rank and
+ * sending them on without waiting, so that rank r runs piece i while rank
+ * r + 1 runs piece i - 1. The last rank sends the rows that want logits back
+ * to rank 0, which computes their logits after its own pieces, in the
+ * caller's order.
+ *
+ * Order: every rank runs the pieces in batch order, so a later piece of a
+ * sequence finds the earlier pieces' keys and values in each layer's cache,
+ * as in one process; a token's result does not depend on the piece it is in
+ * (the kernels compute every row alone), so the results are bit-identical
+ * to one process.
+ *
+ * This module owns the bookkeeping: the piece size, the send buffers (a
+ * ring: a piece's rows are copied into a free buffer and sent from there),
+ * rank 0's receives of the rows that come back (posted before the pieces
+ * run, into one buffer, so that no rank ever waits on one that waits on it),
+ * and the waits, each with the Dist's deadline (a dead rank ends the job,
+ * never a hang). With one rank, or the experts split, there is no pipe
+ * (NULL) and the calls below that take one do nothing. */
+#ifndef GROK_DIST_PIPE_H
+#define GROK_DIST_PIPE_H
+
+#include <stdbool.h>
+
+#include "dist.h"
+#include "model.h"
+
+/* Pieces wanted per rank when the batch is long enough: with N ranks the
+ * pipeline fills and drains over N - 1 pieces, so M pieces keep the ranks
+ * busy M / (M + N - 1) of the time. */
+#define DIST_PIPE_PIECES_PER_RANK 4
+/* No piece shorter than this (tokens): the matrix products of a piece read
+ * every weight of its layers once, shared by its tokens; below this they
+ * lose that batch efficiency (measured on medium-Q8_0, README "MPI"). */
+#define DIST_PIPE_MIN_TOKENS 16
+#define DIST_PIPE_RING 3 /* send buffers of n_batch rows each */
+
+typedef struct DistPipe DistPipe;
+
+/* The pipe of a Context holding up to n_batch rows of n_embd floats, or
+ * *out = NULL when the model is not cut by layers over several ranks. */
+int dist_pipe_new(Dist *d, const Model *m, int n_batch, DistPipe **out, Error *err);
+void dist_pipe_free(DistPipe *p);
+
+/* Tokens per piece for a batch of n tokens, at most max (the Context's
+ * scratch): max without a pipe; with one, --micro-batch if set, otherwise
+ * n / (DIST_PIPE_PIECES_PER_RANK x ranks), at least DIST_PIPE_MIN_TOKENS.
+ * The same on every rank (it is a function of the batch). */
+int dist_pipe_piece(const DistPipe *p, int n, int max);
+
+/* Rank 0, before the pieces run: posts the receives of the rows that come
+ * back from the last rank, per piece of `piece` tokens of the n, those with
+ * want[t] (want NULL: every row). Other ranks: nothing. */
+int dist_pipe_begin(DistPipe *p, int n, int piece, const bool *want, Error *err);
+/* rows x (rows, n_embd) from the previous rank; waits for them */
+int dist_pipe_recv(DistPipe *p, float *x, int rows, Error *err);
+/* rows of x on to the next rank (the last rank: back to rank 0), without
+ * waiting: copied into a free send buffer first */
+int dist_pipe_send(DistPipe *p, const float *x, int rows, Error *err);
+/* lets the exchanges in flight progress (call it between layers) */
+int dist_pipe_poll(DistPipe *p, Error *err);
+/* Rank 0: the next piece's rows that came back, copied into x: their count,
+ * 0 when every piece is done, -1 on an error. */
+int dist_pipe_next_back(DistPipe *p, float *x, Error *err);
+/* Every rank, after a batch (also after an error): waits for its sends and
+ * receives in flight; 0 or -1. */
+int dist_pipe_end(DistPipe *p, Error *err);
+
+#endif

@@ -3,7 +3,9 @@
  * pp N : one forward pass over N prompt tokens from position 0 (batches of
  *        at most 512), logits of the last one only, as a prompt is run.
  * tg N : N single-token forward passes at positions 0..N-1, each with its
- *        logits (what generation costs, sampling excluded), as llama-bench.
+ *        logits (what generation costs, sampling excluded), as llama-bench;
+ *        with --parallel P, P sequences at once (a server's P slots): N
+ *        forward passes of P tokens, one per sequence, P x N tokens.
  * The token ids are fixed pseudo-random ids. A warm-up pass (which also
  * faults the mapped weights in) precedes the timed repetitions. */
 #ifndef _GNU_SOURCE
@@ -40,6 +42,7 @@
 #endif
 
 #define MAX_THREAD_SETS 16
+#define MAX_PARALLEL 256 /* --parallel: sequences at once, as grok serve's slots */
 #define BW_BYTES ((size_t)1 << 30) /* the bandwidth buffer: far beyond any cache */
 
 /* ---- memory read bandwidth ---------------------------------------------- */
@@ -208,11 +211,20 @@ static int run_pp(Context *c, const int *toks, int n, int depth, float *logits, 
     return 0;
 }
 
-static int run_tg(Context *c, const int *toks, int g, int depth, float *logits, double *tps, Error *err) {
+static int run_tg(Context *c, const int *toks, int g, int par, int depth, float *logits, double *tps, Error *err) {
     const double t0 = time_now();
-    for (int i = 0; i < g; i++)
-        if (forward_tokens(c, 0, toks + i, 1, depth + i, logits, false, err)) return -1;
-    *tps = g / (time_now() - t0);
+    for (int i = 0; i < g; i++) {
+        if (par == 1) {
+            if (forward_tokens(c, 0, toks + i, 1, depth + i, logits, false, err)) return -1;
+            continue;
+        }
+        int tok[MAX_PARALLEL], pos[MAX_PARALLEL], seq[MAX_PARALLEL];
+        bool out[MAX_PARALLEL];
+        for (int k = 0; k < par; k++) tok[k] = toks[(i + 7 * k) % g], pos[k] = depth + i, seq[k] = k, out[k] = true;
+        const Batch b = {par, tok, pos, seq, out};
+        if (forward(c, &b, logits, err)) return -1;
+    }
+    *tps = (double)g * par / (time_now() - t0);
     return 0;
 }
 
@@ -231,7 +243,7 @@ static int parse_threads(const char *s, int *out) {
 }
 
 static const char USAGE[] =
-    "usage: grok bench -m MODEL.gguf [-p 512] [-n 128] [-t 1,2] [-r 5] [-d 0] [--kv TYPE] [--no-bw]\n"
+    "usage: grok bench -m MODEL.gguf [-p 512] [-n 128] [-t 1,2] [-r 5] [-d 0] [--parallel 1] [--kv TYPE] [--no-bw]\n"
     "Prompt processing (pp) and generation (tg) speed, like llama-bench: tokens/s\n"
     "as mean +- standard deviation over the repetitions, for each thread count.\n"
     "For generation also: GB/s of weights read and that as a fraction of the\n"
@@ -240,6 +252,8 @@ static const char USAGE[] =
     "  -t LIST   thread counts, e.g. 1,2 (default: all cores)\n"
     "  -r N      repetitions (default 5)\n"
     "  -d N      depth: both tests run after N tokens already in the KV cache (default 0)\n"
+    "  --parallel P  tg runs P sequences at once, one token each per forward pass (as\n"
+    "            grok serve's slots); t/s counts every sequence's tokens (default 1)\n"
     "  --kv T    KV cache type, " KV_TYPE_NAMES " (default f16); --kv-k T, --kv-v T: one side\n"
     "  --no-bw   skip the bandwidth measurement\n"
     "  --device cpu|cuda|auto  (default auto: cuda when a GPU is present; on cuda -t is\n"
@@ -252,7 +266,7 @@ static int bfail(const char *msg) {
 
 int cmd_bench(int argc, char **argv, Dist *d) {
     const char *path = NULL;
-    int n_pp = 512, n_tg = 128, reps = 5, depth = 0, threads[MAX_THREAD_SETS], n_sets = 0, do_bw = 1;
+    int n_pp = 512, n_tg = 128, reps = 5, depth = 0, threads[MAX_THREAD_SETS], n_sets = 0, do_bw = 1, par = 1;
     int kv_k = GGML_TYPE_F16, kv_v = GGML_TYPE_F16, device = GROK_DEVICE_AUTO, gpu = 0;
     Error derr = {{0}};
     for (int i = 1; i < argc; i++) {
@@ -277,6 +291,7 @@ int cmd_bench(int argc, char **argv, Dist *d) {
         else if (!strcmp(a, "-n") && num && x >= 0 && x <= 65536) n_tg = (int)x;
         else if (!strcmp(a, "-r") && num && x >= 1 && x <= 1000) reps = (int)x;
         else if (!strcmp(a, "-d") && num && x >= 0 && x <= (1 << 20)) depth = (int)x;
+        else if (!strcmp(a, "--parallel") && num && x >= 1 && x <= MAX_PARALLEL) par = (int)x;
         else if (!strcmp(a, "-t") && (n_sets = parse_threads(v, threads)) > 0) {
         } else if ((!strcmp(a, "--kv") || !strcmp(a, "--kv-k") || !strcmp(a, "--kv-v")) && kv_type_parse(v) >= 0) {
             if (strcmp(a, "--kv-v")) kv_k = kv_type_parse(v);
@@ -308,7 +323,7 @@ int cmd_bench(int argc, char **argv, Dist *d) {
     const double wpt = weight_bytes_per_token(m);
     const int V = m->cfg.n_vocab, n_tok = n_pp > n_tg ? n_pp : n_tg;
     int *toks = malloc((size_t)(n_tok > 0 ? n_tok : 1) * sizeof(int));
-    float *logits = malloc((size_t)V * sizeof(float));
+    float *logits = malloc((size_t)V * (size_t)par * sizeof(float));
     double *pp = malloc((size_t)reps * sizeof(double)), *tg = malloc((size_t)reps * sizeof(double));
     int rc = 1;
     DistRankInfo *ri = NULL; /* several processes: one per rank */
@@ -332,7 +347,7 @@ int cmd_bench(int argc, char **argv, Dist *d) {
     size_t kv_bytes = 0;
     Stat res_pp[MAX_THREAD_SETS], res_tg[MAX_THREAD_SETS];
     for (int si = 0; si < n_sets; si++) {
-        ContextParams cp = {depth + (n_pp > n_tg ? n_pp : n_tg) + 16, 1, 512, threads[si], (uint32_t)kv_k,
+        ContextParams cp = {depth + (n_pp > n_tg ? n_pp : n_tg) + 16, par, 512, threads[si], (uint32_t)kv_k,
                             (uint32_t)kv_v, device, gpu, d};
         Context *c = context_new(m, &cp, &err);
         if (!c) {
@@ -364,7 +379,7 @@ int cmd_bench(int argc, char **argv, Dist *d) {
         }
         /* warm-up: faults the weights in, wakes the threads */
         if ((n_pp > 0 && run_pp(c, toks, n_pp < 32 ? n_pp : 32, depth, logits, &w, &err)) ||
-            (n_tg > 0 && run_tg(c, toks, n_tg < 4 ? n_tg : 4, depth, logits, &w, &err))) {
+            (n_tg > 0 && run_tg(c, toks, n_tg < 4 ? n_tg : 4, par, depth, logits, &w, &err))) {
             bfail(err.msg);
             context_free(c);
             goto out;
@@ -376,12 +391,12 @@ int cmd_bench(int argc, char **argv, Dist *d) {
                 goto out;
             }
             const uint64_t b0 = dist_bytes(d);
-            if (n_tg > 0 && run_tg(c, toks, n_tg, depth, logits, &tg[r], &err)) {
+            if (n_tg > 0 && run_tg(c, toks, n_tg, par, depth, logits, &tg[r], &err)) {
                 bfail(err.msg);
                 context_free(c);
                 goto out;
             }
-            if (n_tg > 0) dist_tg_bytes = (double)(dist_bytes(d) - b0) / n_tg;
+            if (n_tg > 0) dist_tg_bytes = (double)(dist_bytes(d) - b0) / n_tg / par;
         }
         res_pp[si] = stats(pp, reps);
         res_tg[si] = stats(tg, reps);
@@ -398,14 +413,19 @@ int cmd_bench(int argc, char **argv, Dist *d) {
     printf("| ------: | :----- | -------------: | -----------: | -----------: | ----: |\n");
     for (int si = 0; si < n_sets; si++) {
         double bw = -1.0;
-        if (do_bw && n_tg > 0) {
+        if (do_bw && n_tg > 0 && par == 1) {
             bw = measure_bandwidth(threads[si], &err);
             if (bw < 0) fprintf(stderr, "grok bench: %s (bandwidth not measured)\n", err.msg);
         }
         if (n_pp > 0)
             printf("| %7d | pp%-4d | %7.2f ± %5.2f |              |              |       |\n", threads[si], n_pp,
                    res_pp[si].mean, res_pp[si].sd);
-        if (n_tg > 0) {
+        if (n_tg > 0 && par > 1) { /* several sequences: the weights a pass reads are shared, not per token */
+            char name[32];
+            snprintf(name, sizeof name, "tg%dx%d", n_tg, par);
+            printf("| %7d | %-6s | %7.2f ± %5.2f |              |              |       |\n", threads[si], name,
+                   res_tg[si].mean, res_tg[si].sd);
+        } else if (n_tg > 0) {
             const Stat g = res_tg[si];
             const double gbs = wpt * g.mean / 1e9;
             if (bw > 0)

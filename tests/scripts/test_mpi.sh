@@ -13,6 +13,12 @@
 #   5. grok serve under mpirun with --parallel slots and the openai client;
 #      a rank killed while streaming: an error event, the job ends
 #   6. the prompt cache under mpirun (KV read / write on every rank), both splits
+#   7. the layers split's pipeline (a batch cut into pieces that the ranks
+#      run at once): bit-identical logits for a prompt cut into many pieces
+#      (--micro-batch and the automatic size), 2 and 3 ranks; a server with
+#      --parallel slots whose batches of several sequences are cut, against
+#      one process; a rank killed or stopped mid-pipeline ends the job within
+#      10 s with an error
 # Exit 77 if mpirun is absent or grok was built without MPI. Every mpirun
 # runs under `timeout`, so nothing here can hang.
 set -uo pipefail
@@ -94,6 +100,27 @@ for split in experts layers; do
   check "awk -v a='${ppl1#perplexity: }' -v b='${p#perplexity: }' 'BEGIN { exit !(a > 0 && (a - b) ^ 2 < 1e-6 * a * a) }'" \
     "perplexity, 3 ranks, $split: '$p' vs '$ppl1'"
 done
+echo "== layers split pipeline"
+# 100 tokens in one forward pass (--batch 128) cut into pieces: 32 + 32 +
+# 32 + 4 automatically, 34 x 3 and 100 x 1 with --micro-batch; the logits of
+# every position bit for bit those of one process
+toks100=$(seq -s, 3 5 500)
+"$GROK" eval -m "$dir/g1.gguf" --tokens "$toks100" --batch 128 --logits "$dir/pipe.1.f32" -t 1 2>/dev/null ||
+  bad "eval in one process"
+for n in 2 3; do
+  for mb in 0 3 1; do
+    mpi "$n" eval -m "$dir/g1.gguf" --tokens "$toks100" --batch 128 --logits "$dir/pipe.f32" -t 1 --split layers \
+      --micro-batch $mb >/dev/null 2>"$dir/err" || { bad "pipeline $n ranks, --micro-batch $mb: $(tail -3 "$dir/err")"; continue; }
+    check 'cmp -s "$dir/pipe.1.f32" "$dir/pipe.f32"' "pipeline $n ranks, --micro-batch $mb: logits differ from one process"
+  done
+done
+long="Once upon a time there was a little model that ran on three processes at once and never lost a token"
+want=$("$GROK" run -m "$dir/g1q.gguf" -p "$long" -n 12 --seed 3 --temp 0.9 -t 1 --no-stats 2>/dev/null)
+got=$(mpi 3 run -m "$dir/g1q.gguf" -p "$long" -n 12 --seed 3 --temp 0.9 -t 1 --no-stats --split layers --micro-batch 4 2>/dev/null)
+check '[ -n "$want" ] && [ "$got" = "$want" ]' "pipeline, 3 ranks: sampled text '$got' vs '$want'"
+mpi 2 run -m "$dir/g1.gguf" -p hi -n 1 -t 1 --split layers --micro-batch x >/dev/null 2>"$dir/err"; rc=$?
+check '[ $rc -ne 0 ] && grep -q "micro-batch needs a token count" "$dir/err"' "bad --micro-batch: $(cat "$dir/err")"
+
 # the load message: one line per rank with its share
 mpi 2 run -m "$dir/g1.gguf" -p "hi" -n 1 -t 1 2>"$dir/err" >/dev/null
 check 'grep -q "rank 1 (.*): expert FFN columns 64..127 of 128" "$dir/err"' "load message per rank: $(cat "$dir/err")"
@@ -274,6 +301,68 @@ for split in experts layers; do
   check '[ "${a%% *}" = 0 ] && [ "${c%% *}" -ge 192 ]' "$split: the prefix comes from the prompt cache: '$a' / '$c'"
   check '[ -n "$want" ] && [ "${c#* }" = "$want" ]' "$split: greedy tokens after a restore: '${c#* }' vs '$want'"
   kill -TERM "$SRV"; wait_gone "$SRV" 10 || bad "prompt cache server ($split): no exit 10 s after SIGTERM"
+done
+
+echo "== layers split pipeline: server slots (batches of several sequences)"
+# three requests at once: every step is a batch of the three slots' tokens
+# (prompts and then one token each), cut into pieces; each request's greedy
+# tokens and log-probabilities are those of one process
+together() {
+  python3 - "$URL" <<'EOF'
+import json, sys, threading, urllib.request
+url, out = sys.argv[1], {}
+def one(k):
+    prompt = [(k * 31 + i * 7) % 500 + 1 for i in range(40 + 9 * k)]
+    body = json.dumps({"prompt": prompt, "max_tokens": 10, "temperature": 0, "logprobs": 1}).encode()
+    req = urllib.request.Request(url + "/v1/completions", body, {"Content-Type": "application/json"})
+    c = json.load(urllib.request.urlopen(req, timeout=60))["choices"][0]["logprobs"]
+    out[k] = ",".join("%s:%.6f" % (t, l) for t, l in zip(c["tokens"], c["token_logprobs"]))
+ts = [threading.Thread(target=one, args=(k,)) for k in range(3)]
+for t in ts: t.start()
+for t in ts: t.join()
+print(" ".join(out.get(k, "none").replace(" ", "_") for k in range(3)))
+EOF
+}
+sl_args=(-m "$dir/g1.gguf" --port 0 -t 1 --parallel 3 --ctx 768)
+serve_on 1 "${sl_args[@]}"
+want=$([ -n "$URL" ] && together)
+kill "$SRV"; wait_gone "$SRV" 10
+for cfg in "2 2" "3 0"; do
+  set -- $cfg
+  serve_on "$1" "${sl_args[@]}" --split layers --micro-batch "$2"
+  [ -n "$URL" ] || { bad "slots server ($1 ranks) did not start: $(cat "$dir/pc.err")"; kill -9 "$SRV"; continue; }
+  got=$(together)
+  check '[ -n "$want" ] && [ "${want#*none}" = "$want" ] && [ "$got" = "$want" ]' \
+    "slots, $1 ranks, --micro-batch $2: '$got' vs one process '$want'"
+  kill -TERM "$SRV"; wait_gone "$SRV" 10 || bad "slots server ($1 ranks): no exit 10 s after SIGTERM"
+done
+
+echo "== layers split pipeline: faults"
+# perplexity over a long text in forward passes of 256 tokens, cut into
+# pieces of 8 over 3 ranks; the middle rank is killed or stopped while
+# pieces are in flight
+seq 1 30000 | tr '\n' ' ' >"$dir/long.txt"
+for how in KILL STOP; do
+  "${MPIRUN[@]}" -np 3 "$GROK" perplexity -m "$dir/mem.gguf" -f "$dir/long.txt" -t 1 --ctx 256 --split layers \
+    --micro-batch 8 --dist-timeout 3 >"$dir/out" 2>"$dir/err" &
+  mp=$!; pids+=("$mp")
+  r1=
+  for _ in $(seq 100); do r1=$(rank_pid "$mp" 1); [ -n "$r1" ] && grep -q "^\[1/" "$dir/err" && break; sleep 0.1; done
+  if [ -z "$r1" ] || ! kill -0 "$mp" 2>/dev/null; then bad "pipeline $how: the job was not running: $(tail -3 "$dir/err")"; continue; fi
+  kill -"$how" "$r1"
+  if wait_gone "$mp" 10; then
+    wait "$mp"; rc=$?
+    check '[ $rc -ne 0 ]' "pipeline $how: the job ended with status 0"
+    if [ $how = KILL ]; then
+      check 'grep -q "exited on signal 9" "$dir/err"' "pipeline $how: no clear error: $(cat "$dir/err")"
+    else
+      check 'grep -q "no answer from the other ranks .* within 3 s" "$dir/err"' "pipeline $how: no clear error: $(cat "$dir/err")"
+    fi
+  else
+    bad "pipeline $how: the job still runs 10 s after rank 1 was hit"
+    kill -9 "$r1" "$mp" 2>/dev/null
+  fi
+  kill -9 "$r1" 2>/dev/null
 done
 
 echo "mpi: $pass passed, $fail failed"

@@ -3,16 +3,40 @@
  * it) and the shares dist_share_model cuts (the experts split covers every
  * FFN column once, on block boundaries, uneven rank counts included; the
  * layers split covers every layer once; more ranks than pieces is an
- * error). Runs across processes are tested by tests/scripts/test_mpi.sh. */
+ * error), and the layers split's pipeline pieces (dist_pipe.h: the piece
+ * size rule, no pipe with one rank, --micro-batch). Runs across processes
+ * are tested by tests/scripts/test_mpi.sh. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "dist_engine.h"
+#include "dist_pipe.h"
 #include "quant.h"
 #include "synth.h"
 #include "check.h"
+
+/* the pieces forward() cuts a batch into over several ranks (layers split) */
+static void pipe_pieces(void) {
+    /* auto: 2 pieces per rank, at least DIST_PIPE_MIN_TOKENS (32), at most the scratch */
+    CHECK(dist_pipe_piece_for(256, 512, 2, 0) == 64, "256 tokens, 2 ranks: %d", dist_pipe_piece_for(256, 512, 2, 0));
+    CHECK(dist_pipe_piece_for(512, 512, 2, 0) == 128, "512 tokens, 2 ranks");
+    CHECK(dist_pipe_piece_for(300, 512, 3, 0) == 50, "300 tokens, 3 ranks: %d", dist_pipe_piece_for(300, 512, 3, 0));
+    CHECK(dist_pipe_piece_for(100, 512, 2, 0) == DIST_PIPE_MIN_TOKENS, "100 tokens: pieces of the minimum");
+    CHECK(dist_pipe_piece_for(4, 512, 2, 0) >= 4, "a decode step of 4 sequences is one piece");
+    CHECK(dist_pipe_piece_for(4096, 512, 2, 0) == 512, "never more than the scratch holds");
+    CHECK(dist_pipe_piece_for(4096, 16, 2, 0) == 16, "a small n_batch bounds the minimum too");
+    /* --micro-batch: as given, within the scratch */
+    CHECK(dist_pipe_piece_for(100, 512, 2, 3) == 3 && dist_pipe_piece_for(100, 8, 2, 64) == 8, "--micro-batch");
+    CHECK(dist_pipe_piece_for(0, 512, 2, 0) == 512, "an empty batch");
+    Error err = {{0}};
+    CHECK(dist_parse_flag(NULL, "--micro-batch", "16", &err) == 1, "--micro-batch 16");
+    CHECK(dist_parse_flag(NULL, "--micro-batch", "0", &err) == 1, "--micro-batch 0 (auto)");
+    CHECK(dist_parse_flag(NULL, "--micro-batch", "-1", &err) < 0 && strstr(err.msg, "micro-batch"), "--micro-batch -1");
+    CHECK(dist_parse_flag(NULL, "--micro-batch", "8x", &err) < 0, "--micro-batch 8x");
+    CHECK(dist_parse_flag(NULL, "--micro-batch", NULL, &err) < 0, "--micro-batch without a value");
+}
 
 static void one_process(const char *path) {
     Error err = {{0}};
@@ -30,6 +54,11 @@ static void one_process(const char *path) {
     CHECK(m && m->share.n_ff == m->cfg.n_ff && m->share.layer1 == m->cfg.n_layer && !m->share.partial &&
               m->share.logits,
           "one rank: the whole model (%s)", m ? "" : err.msg);
+    DistPipe *pipe = NULL;
+    CHECK(m && dist_pipe_new(d, m, 64, &pipe, &err) == 0 && pipe == NULL, "one rank: no pipeline");
+    CHECK(dist_pipe_piece(NULL, 300, 64) == 64 && dist_pipe_poll(NULL, &err) == 0 && dist_pipe_end(NULL, &err) == 0 &&
+              dist_pipe_begin(NULL, 10, 4, NULL, &err) == 0 && dist_pipe_next_back(NULL, NULL, &err) == 0,
+          "without a pipe: chunks of n_batch, the calls do nothing");
     int id = 7;
     ContextParams cp = {32, 1, 0, 1, GGML_TYPE_F32, GGML_TYPE_F32, GROK_DEVICE_CPU, 0, d};
     Context *c = m ? context_new(m, &cp, &err) : NULL;
@@ -126,6 +155,7 @@ int main(void) {
     g.n_ff_dense = 160; /* 5 blocks */
     CHECK(synth_write_model_ex(&p, &g, g2, &err) == 0, "write grok-2: %s", err.msg);
 
+    pipe_pieces();
     one_process(f32);
     for (int n = 1; n <= 5; n++) experts_split(f32, n, 1);
     for (int n = 1; n <= 3; n++) experts_split(q8, n, 32), experts_split(g2, n, 32);

@@ -50,12 +50,16 @@ void dist_pipe_free(DistPipe *p) {
     free(p);
 }
 
-int dist_pipe_piece(const DistPipe *p, int n, int max) {
-    if (!p || n <= 0) return max;
-    const int micro = dist_micro_batch(p->d);
-    int piece = micro > 0 ? micro : (n + DIST_PIPE_PIECES_PER_RANK * p->size - 1) / (DIST_PIPE_PIECES_PER_RANK * p->size);
+int dist_pipe_piece_for(int n, int max, int ranks, int micro) {
+    if (n <= 0 || ranks < 1) return max;
+    const int want = DIST_PIPE_PIECES_PER_RANK * ranks;
+    int piece = micro > 0 ? micro : (n + want - 1) / want;
     if (micro <= 0 && piece < DIST_PIPE_MIN_TOKENS) piece = DIST_PIPE_MIN_TOKENS;
     return piece < max ? piece : max;
+}
+
+int dist_pipe_piece(const DistPipe *p, int n, int max) {
+    return p ? dist_pipe_piece_for(n, max, p->size, dist_micro_batch(p->d)) : max;
 }
 
 int dist_pipe_begin(DistPipe *p, int n, int piece, const bool *want, Error *err) {

@@ -54,6 +54,8 @@ void dist_pipe_free(DistPipe *p);
  * n / (DIST_PIPE_PIECES_PER_RANK x ranks), at least DIST_PIPE_MIN_TOKENS.
  * The same on every rank (it is a function of the batch). */
 int dist_pipe_piece(const DistPipe *p, int n, int max);
+/* The same rule for `ranks` ranks and a --micro-batch of `micro` (0 = auto). */
+int dist_pipe_piece_for(int n, int max, int ranks, int micro);
 
 /* Rank 0, before the pieces run: posts the receives of the rows that come
  * back from the last rank, per piece of `piece` tokens of the n, those with

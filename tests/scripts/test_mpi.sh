@@ -118,6 +118,13 @@ long="Once upon a time there was a little model that ran on three processes at o
 want=$("$GROK" run -m "$dir/g1q.gguf" -p "$long" -n 12 --seed 3 --temp 0.9 -t 1 --no-stats 2>/dev/null)
 got=$(mpi 3 run -m "$dir/g1q.gguf" -p "$long" -n 12 --seed 3 --temp 0.9 -t 1 --no-stats --split layers --micro-batch 4 2>/dev/null)
 check '[ -n "$want" ] && [ "$got" = "$want" ]' "pipeline, 3 ranks: sampled text '$got' vs '$want'"
+# a reply that fills the context goes on after context shifts (every rank
+# moves its layers' cache), the turns' prompts cut into pieces of 4
+cs1=$(printf 'Tell a long story.\nAnother one.\n' | "$GROK" chat -m "$dir/g1.gguf" --temp 0 -n 150 --ctx 128 -t 1 2>/dev/null)
+cs=$(printf 'Tell a long story.\nAnother one.\n' | mpi 2 chat -m "$dir/g1.gguf" --temp 0 -n 150 --ctx 128 -t 1 \
+  --split layers --micro-batch 4 2>"$dir/err")
+check '[ -n "$cs1" ] && [ "$cs" = "$cs1" ] && grep -q "context shift" "$dir/err"' \
+  "pipeline, context shifts: '$cs' vs '$cs1' ($(grep -c "context shift" "$dir/err") shift messages)"
 mpi 2 run -m "$dir/g1.gguf" -p hi -n 1 -t 1 --split layers --micro-batch x >/dev/null 2>"$dir/err"; rc=$?
 check '[ $rc -ne 0 ] && grep -q "micro-batch needs a token count" "$dir/err"' "bad --micro-batch: $(cat "$dir/err")"
 

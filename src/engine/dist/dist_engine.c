@@ -127,16 +127,6 @@ int dist_gather_logits(Dist *d, const float *part, int n_rows, int n_vocab, floa
     return 0;
 }
 
-int dist_layer_owner(const Dist *d, int n_layer, int il) {
-    const int n = dist_size(d);
-    for (int r = 0; r < n; r++) {
-        int a, b;
-        even_range(n_layer, n, r, &a, &b);
-        if (il >= a && il < b) return r;
-    }
-    return 0;
-}
-
 static size_t tbytes(const Tensor *t) { return t->data ? (size_t)t->rows * t->row_bytes : 0; }
 
 /* Column slice [c0, c0 + n) of a matrix: the rows keep their stride. */

@@ -8,15 +8,16 @@
  * its arguments (dist_cmd_* below, called by forward.c) and then runs the
  * call itself; the forward pass exchanges activations inside (forward.c:
  * the experts split sums the MoE output over the ranks, the layers split
- * passes the residual stream on). Nothing here changes the results a single
+ * passes the residual stream on, in a pipeline of pieces: dist_pipe.h). Nothing here changes the results a single
  * process computes except the order of one sum.
  *
  * Shares (dist_model_load):
  *   experts: each expert's FFN width cut into `size` block-aligned slices
  *            (gate/up rows, down columns); attention, router, norms and
  *            embeddings replicated; logits on rank 0.
- *   layers:  rank r holds a contiguous range of layers; rank 0 also the
- *            embeddings and the output.
+ *   layers:  rank r holds a contiguous range of layers, in rank order (a
+ *            piece goes from rank r to r + 1); rank 0 also the embeddings
+ *            and the output.
  * Every rank maps the whole file but touches only its share. */
 #ifndef GROK_DIST_ENGINE_H
 #define GROK_DIST_ENGINE_H
@@ -81,9 +82,5 @@ int dist_cmd_kv_read(Dist *d, const Model *m, int id, int seq, int p0, int p1, v
  * dist_share_model's), n_rows tokens of them in `part`; rank 0 gets them all
  * in `logits` (n_rows, n_vocab). */
 int dist_gather_logits(Dist *d, const float *part, int n_rows, int n_vocab, float *logits, Error *err);
-
-/* forward.c, layers split: the rank holding layer `il` (the layer ranges
- * are the same function of n_layer and size on every rank). */
-int dist_layer_owner(const Dist *d, int n_layer, int il);
 
 #endif

@@ -125,6 +125,11 @@ cs=$(printf 'Tell a long story.\nAnother one.\n' | mpi 2 chat -m "$dir/g1.gguf" 
   --split layers --micro-batch 4 2>"$dir/err")
 check '[ -n "$cs1" ] && [ "$cs" = "$cs1" ] && grep -q "context shift" "$dir/err"' \
   "pipeline, context shifts: '$cs' vs '$cs1' ($(grep -c "context shift" "$dir/err") shift messages)"
+# grok bench --parallel: several sequences decoding together (what bench/mpi measures)
+"$GROK" bench -m "$dir/g1.gguf" -p 0 -n 4 --parallel 3 -r 1 --no-bw -t 1 >"$dir/bp" 2>&1
+check 'grep -q "| tg4x3 " "$dir/bp"' "bench --parallel 3: $(tail -3 "$dir/bp")"
+mpi 2 bench -m "$dir/g1.gguf" -p 40 -n 4 --parallel 3 -r 1 --no-bw -t 1 --split layers >"$dir/bp" 2>&1
+check 'grep -q "| pp40 " "$dir/bp" && grep -q "| tg4x3 " "$dir/bp"' "bench --parallel 3 over 2 ranks: $(tail -3 "$dir/bp")"
 mpi 2 run -m "$dir/g1.gguf" -p hi -n 1 -t 1 --split layers --micro-batch x >/dev/null 2>"$dir/err"; rc=$?
 check '[ $rc -ne 0 ] && grep -q "micro-batch needs a token count" "$dir/err"' "bad --micro-batch: $(cat "$dir/err")"
 

@@ -102,6 +102,14 @@ AVX2 static INL __m256i word_pair(int w, int w2) {
                              _mm_set1_epi16((short)(((2 * w2 + 1) << 8) | (2 * w2))));
 }
 
+/* A dword from memory in every lane: a load-port operation (GCC would
+ * otherwise forward a value it has just stored through a shuffle). */
+AVX2 static INL __m256i bcast_mem32(const int32_t *p) {
+    __m256i r;
+    __asm__("vpbroadcastd %1, %0" : "=x"(r) : "m"(*p));
+    return r;
+}
+
 /* Q4_K / Q5_K: one 6-bit scale per 32 values (the same in both lanes). */
 AVX2 static INL void sb_q45(const uint8_t *p, const bool five, const BlockQ8_K *const *X, int64_t s, const int T,
                             __m256i *ai, __m256i *mn, float *d, float *dmin) {
@@ -112,8 +120,12 @@ AVX2 static INL void sb_q45(const uint8_t *p, const bool five, const BlockQ8_K *
     const uint64_t sc8 = (uint64_t)(a0 & 0x3f3f3f3fu) | (uint64_t)((a2 & 0x0f0f0f0fu) | ((a0 >> 2) & 0x30303030u)) << 32;
     const uint64_t m8 = (uint64_t)(a1 & 0x3f3f3f3fu) | (uint64_t)(((a2 >> 4) & 0x0f0f0f0fu) | ((a1 >> 2) & 0x30303030u)) << 32;
     const __m128i sm = _mm_set_epi64x((long long)m8, (long long)sc8);
-    const __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm)); /* sc 0-7 in both lanes */
-    *mn = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));                  /* m0 m0 m1 m1 ... */
+    /* each sub-block's scale word twice in a dword, broadcast from memory
+     * per chunk (a load, where a byte shuffle would take the shuffle port) */
+    const __m256i s32 = _mm256_cvtepu8_epi32(sm);
+    _Alignas(32) int32_t scw[8];
+    _mm256_store_si256((__m256i *)scw, _mm256_or_si256(s32, _mm256_slli_epi32(s32, 16)));
+    *mn = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm)); /* m0 m0 m1 m1 ... */
     __m256i qh = _mm256_setzero_si256();
     if (five) qh = _mm256_loadu_si256((const __m256i *)(p + 16));
     const __m256i b4 = _mm256_set1_epi8(0x10);
@@ -128,8 +140,8 @@ AVX2 static INL void sb_q45(const uint8_t *p, const bool five, const BlockQ8_K *
             lo = _mm256_or_si256(lo, _mm256_and_si256(h0, b4));
             hi = _mm256_or_si256(hi, _mm256_and_si256(h1, b4));
         }
-        kchunk(lo, _mm256_shuffle_epi8(sc16, word_pair(2 * cc, 2 * cc)), X, s, 2 * cc, T, ai);
-        kchunk(hi, _mm256_shuffle_epi8(sc16, word_pair(2 * cc + 1, 2 * cc + 1)), X, s, 2 * cc + 1, T, ai);
+        kchunk(lo, bcast_mem32(&scw[2 * cc]), X, s, 2 * cc, T, ai);
+        kchunk(hi, bcast_mem32(&scw[2 * cc + 1]), X, s, 2 * cc + 1, T, ai);
     }
     uint16_t dh, mh;
     memcpy(&dh, p, 2), memcpy(&mh, p + 2, 2);
@@ -256,11 +268,62 @@ AVX2 static INL void row_k2(const uint32_t type, const uint8_t *w, const BlockQ8
     kres(f, T, res);
 }
 
+/* One token against R weight rows at once (generation with one token, the
+ * common case): the float steps of the R rows share one vector, as tokens
+ * do in ksb_float (red4 puts row r's A0 in lane r and A1 in lane 4 + r, the
+ * scales d_r * dx lane by lane), so the reduction, converts and fmas of a
+ * super-block serve R rows, and the activation chunk and sums are read once
+ * for them. Every lane sees the same operations as row_k2's T = 1 path
+ * (integer sums are exact in any order; fma by d*dx, fnmadd by dmin*dx, then
+ * lane + lane 4), so each row's result is bit for bit the same. */
+AVX2 static INL void rows_k2_t1(const uint32_t type, const uint8_t *w, size_t wrb, const BlockQ8_K *x, int64_t nsb,
+                                const int R, float *res) {
+    const size_t sz = k_size(type);
+    const BlockQ8_K *const X[1] = {x};
+    __m256 f = _mm256_setzero_ps();
+    for (int64_t s = 0; s < nsb; s++) {
+        __m256i ai[K2_MAX_T], mn[K2_MAX_T], im[K2_MAX_T];
+        _Alignas(16) float d[K2_MAX_T], dmin[K2_MAX_T];
+        UNROLL
+        for (int r = 0; r < R; r++) {
+            const uint8_t *p = w + (size_t)r * wrb + (size_t)s * sz;
+            for (size_t i = 0; i < sz; i += 64) _mm_prefetch((const char *)p + PREFETCH_DIST + i, PREFETCH_HINT);
+            ai[r] = _mm256_setzero_si256();
+            switch (type) {
+            case GGML_TYPE_Q4_K: sb_q45(p, false, X, s, 1, &ai[r], &mn[r], &d[r], &dmin[r]); break;
+            case GGML_TYPE_Q5_K: sb_q45(p, true, X, s, 1, &ai[r], &mn[r], &d[r], &dmin[r]); break;
+            case GGML_TYPE_Q6_K: sb_q6(p, X, s, 1, &ai[r], &mn[r], &d[r], &dmin[r]); break;
+            case GGML_TYPE_Q3_K: sb_q3(p, X, s, 1, &ai[r], &mn[r], &d[r], &dmin[r]); break;
+            default: sb_q2(p, X, s, 1, &ai[r], &mn[r], &d[r], &dmin[r]); break;
+            }
+        }
+        const __m256i bs = _mm256_loadu_si256((const __m256i *)x[s].bsums);
+        UNROLL
+        for (int r = 0; r < R; r++) im[r] = _mm256_madd_epi16(mn[r], bs);
+        __m128 dv, mv;
+        if (R == 4) dv = _mm_load_ps(d), mv = _mm_load_ps(dmin);
+        else if (R == 2) dv = _mm_setr_ps(d[0], d[1], d[0], d[1]), mv = _mm_setr_ps(dmin[0], dmin[1], dmin[0], dmin[1]);
+        else dv = _mm_set1_ps(d[0]), mv = _mm_set1_ps(dmin[0]);
+        const __m256 dx = _mm256_set1_ps(x[s].d);
+        f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(red4(ai, R)), _mm256_mul_ps(_mm256_set_m128(dv, dv), dx), f);
+        f = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(red4(im, R)), _mm256_mul_ps(_mm256_set_m128(mv, mv), dx), f);
+    }
+    kres(f, R, res);
+}
+
 /* Every row of w (nr rows, wrb bytes apart, nsb super-blocks each) against
  * the n_tok activation rows xs[t]: out[t * os + r]. */
 #define K2_ROWS_FN(SUFFIX, TYPE)                                                                          \
     AVX2 static void k2_rows_##SUFFIX(const uint8_t *w, size_t wrb, int64_t nr, const void *const *xs, int n_tok, \
                                       int64_t nsb, float *out, int64_t os) {                              \
+        if (n_tok == 1) {                                                                                 \
+            const BlockQ8_K *x = (const BlockQ8_K *)xs[0];                                                \
+            int64_t r = 0;                                                                                \
+            for (; r + 4 <= nr; r += 4) rows_k2_t1(TYPE, w + (size_t)r * wrb, wrb, x, nsb, 4, out + r);   \
+            if (r + 2 <= nr) rows_k2_t1(TYPE, w + (size_t)r * wrb, wrb, x, nsb, 2, out + r), r += 2;      \
+            if (r < nr) rows_k2_t1(TYPE, w + (size_t)r * wrb, wrb, x, nsb, 1, out + r);                   \
+            return;                                                                                       \
+        }                                                                                                 \
         for (int64_t r = 0; r < nr; r++) {                                                                \
             const uint8_t *wr = w + (size_t)r * wrb;                                                      \
             for (int t = 0; t < n_tok;) {                                                                 \

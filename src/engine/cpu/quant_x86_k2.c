@@ -20,6 +20,7 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
+#include <stddef.h>
 #include <string.h>
 
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -114,12 +115,18 @@ AVX2 static INL __m256i bcast_mem32(const int32_t *p) {
 AVX2 static INL void sb_q45(const uint8_t *p, const bool five, const BlockQ8_K *const *X, int64_t s, const int T,
                             __m256i *ai, __m256i *mn, float *d, float *dmin) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    const uint8_t *scales = p + 4, *qs = p + (five ? 48 : 16);
-    uint32_t a0, a1, a2;
-    memcpy(&a0, scales, 4), memcpy(&a1, scales + 4, 4), memcpy(&a2, scales + 8, 4);
-    const uint64_t sc8 = (uint64_t)(a0 & 0x3f3f3f3fu) | (uint64_t)((a2 & 0x0f0f0f0fu) | ((a0 >> 2) & 0x30303030u)) << 32;
-    const uint64_t m8 = (uint64_t)(a1 & 0x3f3f3f3fu) | (uint64_t)(((a2 >> 4) & 0x0f0f0f0fu) | ((a1 >> 2) & 0x30303030u)) << 32;
-    const __m128i sm = _mm_set_epi64x((long long)m8, (long long)sc8);
+    const uint8_t *qs = p + (five ? 48 : 16);
+    /* the 12 scale bytes (8 6-bit scales, 8 6-bit mins) to sc0-7 m0-7, as
+     * ggml's get_scale_min_k4: bytes 0-3 and 4-7 hold scales / mins 0-3 in
+     * their low 6 bits and the high 2 bits of 4-7, bytes 8-11 the low 4
+     * bits of scales (low nibble) and mins (high nibble) 4-7 */
+    const __m128i v12 = _mm_loadu_si128((const __m128i *)(p + 4)); /* 16 bytes: the block goes on */
+    const __m128i a = _mm_shuffle_epi8(v12, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+    const __m128i b = _mm_shuffle_epi8(v12, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+    const __m128i sm = _mm_or_si128(
+        _mm_and_si128(_mm_srlv_epi32(a, _mm_setr_epi32(0, 0, 0, 4)),
+                      _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f)),
+        _mm_and_si128(_mm_srli_epi32(b, 2), _mm_set1_epi8(0x30)));
     /* each sub-block's scale word twice in a dword, broadcast from memory
      * per chunk (a load, where a byte shuffle would take the shuffle port) */
     const __m256i s32 = _mm256_cvtepu8_epi32(sm);
@@ -276,6 +283,41 @@ AVX2 static INL void row_k2(const uint32_t type, const uint8_t *w, const BlockQ8
  * for them. Every lane sees the same operations as row_k2's T = 1 path
  * (integer sums are exact in any order; fma by d*dx, fnmadd by dmin*dx, then
  * lane + lane 4), so each row's result is bit for bit the same. */
+/* The super-block scales d (and dmin) of R rows (p: row 0's block, the
+ * others wrb bytes on) in lane r, as rows_k2_t1 wants them: 4 rows r, 2
+ * rows r0 r1 r0 r1, 1 row broadcast; converted together (F16C, exact as
+ * H2FV). Types without dmin give d for both. */
+AVX2 static INL void kd_rows(const uint32_t type, const uint8_t *p, size_t wrb, const int R, __m128 *dv, __m128 *mv) {
+    const bool has_min = type == GGML_TYPE_Q2_K || type == GGML_TYPE_Q4_K || type == GGML_TYPE_Q5_K;
+    const size_t off = type == GGML_TYPE_Q2_K ? offsetof(BlockQ2_K, d)
+                       : type == GGML_TYPE_Q3_K ? offsetof(BlockQ3_K, d)
+                       : type == GGML_TYPE_Q6_K ? offsetof(BlockQ6_K, d)
+                                                : 0;
+    if (has_min) { /* d, dmin adjacent: one dword per row */
+        uint32_t u[K2_MAX_T];
+        for (int r = 0; r < R; r++) memcpy(&u[r], p + (size_t)r * wrb + off, 4);
+        __m128i h = _mm_cvtsi32_si128((int)u[0]);
+        if (R >= 2) h = _mm_insert_epi32(h, (int)u[1], 1);
+        if (R == 4) h = _mm_insert_epi32(_mm_insert_epi32(h, (int)u[2], 2), (int)u[3], 3);
+        const __m256 f = _mm256_cvtph_ps(h); /* d0 m0 d1 m1 d2 m2 d3 m3 */
+        const __m256i ix = R == 4   ? _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7)
+                           : R == 2 ? _mm256_setr_epi32(0, 2, 0, 2, 1, 3, 1, 3)
+                                    : _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+        const __m256 g = _mm256_permutevar8x32_ps(f, ix);
+        *dv = _mm256_castps256_ps128(g), *mv = _mm256_extractf128_ps(g, 1);
+        return;
+    }
+    uint16_t u[K2_MAX_T];
+    for (int r = 0; r < R; r++) memcpy(&u[r], p + (size_t)r * wrb + off, 2);
+    __m128i h = _mm_cvtsi32_si128(u[0]);
+    if (R >= 2) h = _mm_insert_epi16(h, u[1], 1);
+    if (R == 4) h = _mm_insert_epi16(_mm_insert_epi16(h, u[2], 2), u[3], 3);
+    __m128 f = _mm_cvtph_ps(h);
+    if (R == 2) f = _mm_shuffle_ps(f, f, 0x44); /* d0 d1 d0 d1 */
+    if (R == 1) f = _mm_shuffle_ps(f, f, 0);
+    *dv = *mv = f;
+}
+
 AVX2 static INL void rows_k2_t1(const uint32_t type, const uint8_t *w, size_t wrb, const BlockQ8_K *x, int64_t nsb,
                                 const int R, float *res) {
     const size_t sz = k_size(type);
@@ -283,27 +325,25 @@ AVX2 static INL void rows_k2_t1(const uint32_t type, const uint8_t *w, size_t wr
     __m256 f = _mm256_setzero_ps();
     for (int64_t s = 0; s < nsb; s++) {
         __m256i ai[K2_MAX_T], mn[K2_MAX_T], im[K2_MAX_T];
-        _Alignas(16) float d[K2_MAX_T], dmin[K2_MAX_T];
+        float d, dmin; /* unused: kd_rows converts every row's at once */
         UNROLL
         for (int r = 0; r < R; r++) {
             const uint8_t *p = w + (size_t)r * wrb + (size_t)s * sz;
             for (size_t i = 0; i < sz; i += 64) _mm_prefetch((const char *)p + PREFETCH_DIST + i, PREFETCH_HINT);
             ai[r] = _mm256_setzero_si256();
             switch (type) {
-            case GGML_TYPE_Q4_K: sb_q45(p, false, X, s, 1, &ai[r], &mn[r], &d[r], &dmin[r]); break;
-            case GGML_TYPE_Q5_K: sb_q45(p, true, X, s, 1, &ai[r], &mn[r], &d[r], &dmin[r]); break;
-            case GGML_TYPE_Q6_K: sb_q6(p, X, s, 1, &ai[r], &mn[r], &d[r], &dmin[r]); break;
-            case GGML_TYPE_Q3_K: sb_q3(p, X, s, 1, &ai[r], &mn[r], &d[r], &dmin[r]); break;
-            default: sb_q2(p, X, s, 1, &ai[r], &mn[r], &d[r], &dmin[r]); break;
+            case GGML_TYPE_Q4_K: sb_q45(p, false, X, s, 1, &ai[r], &mn[r], &d, &dmin); break;
+            case GGML_TYPE_Q5_K: sb_q45(p, true, X, s, 1, &ai[r], &mn[r], &d, &dmin); break;
+            case GGML_TYPE_Q6_K: sb_q6(p, X, s, 1, &ai[r], &mn[r], &d, &dmin); break;
+            case GGML_TYPE_Q3_K: sb_q3(p, X, s, 1, &ai[r], &mn[r], &d, &dmin); break;
+            default: sb_q2(p, X, s, 1, &ai[r], &mn[r], &d, &dmin); break;
             }
         }
         const __m256i bs = _mm256_loadu_si256((const __m256i *)x[s].bsums);
         UNROLL
         for (int r = 0; r < R; r++) im[r] = _mm256_madd_epi16(mn[r], bs);
         __m128 dv, mv;
-        if (R == 4) dv = _mm_load_ps(d), mv = _mm_load_ps(dmin);
-        else if (R == 2) dv = _mm_setr_ps(d[0], d[1], d[0], d[1]), mv = _mm_setr_ps(dmin[0], dmin[1], dmin[0], dmin[1]);
-        else dv = _mm_set1_ps(d[0]), mv = _mm_set1_ps(dmin[0]);
+        kd_rows(type, w + (size_t)s * sz, wrb, R, &dv, &mv);
         const __m256 dx = _mm256_set1_ps(x[s].d);
         f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(red4(ai, R)), _mm256_mul_ps(_mm256_set_m128(dv, dv), dx), f);
         f = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(red4(im, R)), _mm256_mul_ps(_mm256_set_m128(mv, mv), dx), f);

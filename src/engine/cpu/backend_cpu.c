@@ -81,6 +81,8 @@ typedef struct {
     uint8_t *v_cache;      /* (n_layer, n_seq, n_head_kv, n_ctx) rows of v_head bytes (a head's
                               positions are contiguous: attention streams them) */
     float *inv_freq;       /* (head_dim/2) RoPE inverse frequencies */
+    float *rope_cs;        /* (n_batch, head_dim) cos, sin of token t's RoPE angles (rope_angles) */
+    int *rope_pos;         /* (n_batch) the position rope_cs[t] holds, -1: none yet */
     float *router;         /* (n_batch, n_expert) router probabilities */
     int *ex_fill;          /* (n_expert) */
     float *gathered;       /* (n_batch * n_expert_used, n_embd) routed inputs in expert order */
@@ -116,12 +118,20 @@ static void softmax(float *x, int n) {
     for (int i = 0; i < n; i++) x[i] *= inv;
 }
 
-/* NeoX RoPE: pairs (d, d + hd/2), theta_d = pos * inv_freq[d]. */
-static void rope(float *v, int hd, int pos, const float *inv_freq) {
+/* NeoX RoPE: pairs (d, d + hd/2) rotated by theta_d = pos * inv_freq[d];
+ * cs: cos theta_d (hd/2), then sin theta_d (hd/2), from rope_angles. */
+static void rope_angles(float *cs, int hd, int pos, const float *inv_freq) {
     const int half = hd / 2;
     for (int d = 0; d < half; d++) {
         const float th = (float)pos * inv_freq[d];
-        const float c = cosf(th), s = sinf(th);
+        cs[d] = cosf(th), cs[half + d] = sinf(th);
+    }
+}
+
+static void rope(float *v, int hd, const float *cs) {
+    const int half = hd / 2;
+    for (int d = 0; d < half; d++) {
+        const float c = cs[d], s = cs[half + d];
         const float a = v[d], b = v[d + half];
         v[d] = a * c - b * s;
         v[d + half] = b * c + a * s;
@@ -418,8 +428,10 @@ static void cpu_rope_store(Backend *b, int il, float *q, float *k, const float *
     for (int t = 0; t < nt; t++) {
         float *qt = q + (size_t)t * c->q_dim, *kt = k + (size_t)t * c->kv_dim;
         const float *vt = v + (size_t)t * c->kv_dim;
-        for (int h = 0; h < cfg->n_head; h++) rope(qt + (size_t)h * hd, hd, pos[t], c->inv_freq);
-        for (int h = 0; h < cfg->n_head_kv; h++) rope(kt + (size_t)h * hd, hd, pos[t], c->inv_freq);
+        float *cs = c->rope_cs + (size_t)t * hd; /* the angles of pos[t], once for every layer and head */
+        if (c->rope_pos[t] != pos[t]) rope_angles(cs, hd, pos[t], c->inv_freq), c->rope_pos[t] = pos[t];
+        for (int h = 0; h < cfg->n_head; h++) rope(qt + (size_t)h * hd, hd, cs);
+        for (int h = 0; h < cfg->n_head_kv; h++) rope(kt + (size_t)h * hd, hd, cs);
         for (int g = 0; g < cfg->n_head_kv; g++) {
             const size_t i = kv_index(c, il, seq[t], g, pos[t]);
             kv_quantize(c->p.kv_type_k, kt + (size_t)g * hd, c->k_cache + i * c->k_head, hd);
@@ -606,7 +618,7 @@ static void cpu_free(Backend *b) {
     Cpu *c = (Cpu *)b;
     if (!c) return;
     if (c->tp) tp_free(c->tp);
-    free(c->k_cache), free(c->v_cache), free(c->inv_freq), free(c->router), free(c->ex_fill), free(c->gathered);
+    free(c->k_cache), free(c->v_cache), free(c->inv_freq), free(c->rope_cs), free(c->rope_pos), free(c->router), free(c->ex_fill), free(c->gathered);
     for (int i = 0; i < N_ACT; i++) free(c->act[i]);
     free(c->scores), free(c->qprep), free(c->shift_tmp);
     free(c->share);
@@ -690,6 +702,8 @@ Backend *backend_cpu_new(const Model *m, const BackendParams *p, Error *err) {
     c->k_cache = zalloc(rows, c->k_row, &ok);
     c->v_cache = zalloc(rows, c->v_row, &ok);
     c->inv_freq = zalloc((size_t)cfg->head_dim / 2, sizeof(float), &ok);
+    c->rope_cs = zalloc(B * (size_t)cfg->head_dim, sizeof(float), &ok);
+    c->rope_pos = zalloc(B, sizeof(int), &ok);
     c->router = zalloc(B * cfg->n_expert, sizeof(float), &ok);
     c->ex_fill = zalloc((size_t)cfg->n_expert, sizeof(int), &ok);
     c->gathered = zalloc(rows_k * E, sizeof(float), &ok);
@@ -709,5 +723,6 @@ Backend *backend_cpu_new(const Model *m, const BackendParams *p, Error *err) {
     /* inv_freq[d] = 1 / base^(2d/hd), in f32 as model.py RotaryEmbedding */
     for (int d = 0; d < cfg->head_dim / 2; d++)
         c->inv_freq[d] = (float)(1.0 / pow((double)cfg->rope_base, (2.0 * d) / cfg->head_dim));
+    for (size_t t = 0; t < B; t++) c->rope_pos[t] = -1;
     return &c->base;
 }

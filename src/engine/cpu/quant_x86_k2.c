@@ -96,13 +96,6 @@ AVX2 static INL void kchunk(__m256i q, __m256i sv, const BlockQ8_K *const *X, in
     }
 }
 
-/* Byte-shuffle patterns that broadcast one int16 scale across a 128-bit
- * lane: word w (bytes 2w, 2w+1) in the low lane and word w2 in the high one. */
-AVX2 static INL __m256i word_pair(int w, int w2) {
-    return _mm256_setr_m128i(_mm_set1_epi16((short)(((2 * w + 1) << 8) | (2 * w))),
-                             _mm_set1_epi16((short)(((2 * w2 + 1) << 8) | (2 * w2))));
-}
-
 /* A dword from memory in every lane: a load-port operation (GCC would
  * otherwise forward a value it has just stored through a shuffle). */
 AVX2 static INL __m256i bcast_mem32(const int32_t *p) {
@@ -164,9 +157,19 @@ AVX2 static INL Sc16 sc16_split(__m256i sc) {
     Sc16 r = {_mm256_permute4x64_epi64(sc, 0x44), _mm256_permute4x64_epi64(sc, 0xEE)};
     return r;
 }
+/* Byte-shuffle patterns that broadcast int16 word 2i across the low
+ * 128-bit lane and word 2i + 1 across the high one: a table, read as the
+ * shuffle's memory operand (GCC rebuilt constant patterns in registers at
+ * every use). */
+static const uint8_t SC16_PAT[4][32] __attribute__((aligned(32))) = {
+#define WP(w) 2 * (w), 2 * (w) + 1
+#define WP8(w) WP(w), WP(w), WP(w), WP(w), WP(w), WP(w), WP(w), WP(w)
+    {WP8(0), WP8(1)}, {WP8(2), WP8(3)}, {WP8(4), WP8(5)}, {WP8(6), WP8(7)},
+#undef WP8
+#undef WP
+};
 AVX2 static INL __m256i sc16_chunk(const Sc16 *s, int k) {
-    const int w = 2 * (k & 3);
-    return _mm256_shuffle_epi8(k < 4 ? s->lo : s->hi, word_pair(w, w + 1));
+    return _mm256_shuffle_epi8(k < 4 ? s->lo : s->hi, _mm256_load_si256((const __m256i *)SC16_PAT[k & 3]));
 }
 
 AVX2 static INL void sb_q6(const uint8_t *p, const BlockQ8_K *const *X, int64_t s, const int T, __m256i *ai,

@@ -122,9 +122,8 @@ AVX2 static INL void sb_q45(const uint8_t *p, const bool five, const BlockQ8_K *
         _mm_and_si128(_mm_srli_epi32(b, 2), _mm_set1_epi8(0x30)));
     /* each sub-block's scale word twice in a dword, broadcast from memory
      * per chunk (a load, where a byte shuffle would take the shuffle port) */
-    const __m256i s32 = _mm256_cvtepu8_epi32(sm);
     _Alignas(32) int32_t scw[8];
-    _mm256_store_si256((__m256i *)scw, _mm256_or_si256(s32, _mm256_slli_epi32(s32, 16)));
+    _mm256_store_si256((__m256i *)scw, _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(sm, sm))); /* sc0 sc0 sc1 sc1 ... */
     *mn = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm)); /* m0 m0 m1 m1 ... */
     __m256i qh = _mm256_setzero_si256();
     if (five) qh = _mm256_loadu_si256((const __m256i *)(p + 16));

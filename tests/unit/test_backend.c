@@ -77,15 +77,19 @@ static ModelConfig config(void) {
     return c;
 }
 
-static Backend *new_cpu(const Model *m, int n_ctx, int n_seq, uint32_t kv) {
+static Backend *new_cpu_threads(const Model *m, int n_ctx, int n_seq, uint32_t kv, int threads) {
     Error err = {0};
-    const BackendParams p = {n_ctx, n_seq, 64, 2, kv, kv, 0};
+    const BackendParams p = {n_ctx, n_seq, 64, threads, kv, kv, 0};
     Backend *b = backend_cpu_new(m, &p, &err);
     if (!b) {
         printf("backend_cpu_new: %s\n", err.msg);
         exit(1);
     }
     return b;
+}
+
+static Backend *new_cpu(const Model *m, int n_ctx, int n_seq, uint32_t kv) {
+    return new_cpu_threads(m, n_ctx, n_seq, kv, 2);
 }
 
 /* Products: a list mixing weight types that share one input and one that
@@ -383,6 +387,15 @@ int main(void) {
     test_experts(b, &cfg);
     test_simple(b, &cfg);
     b->free(b);
+    /* more threads than two: the generation path's shares of a run are
+     * uneven, some empty, and threads take chunks from each other's */
+    const int threads[] = {3, 7};
+    for (int i = 0; i < 2; i++) {
+        b = new_cpu_threads(&m, 16, 1, GGML_TYPE_F16, threads[i]);
+        test_matmul(b);
+        test_experts(b, &cfg);
+        b->free(b);
+    }
     test_attention(&cfg);
     test_errors(&cfg);
     return check_report("backend");

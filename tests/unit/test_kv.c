@@ -401,8 +401,36 @@ static void test_shift(void) {
     remove(path);
 }
 
+/* f16 rows are stored with the same bits as quant.c's f32_to_fp16 (the
+ * x86 path converts eight at a time with F16C): every exponent, ties,
+ * values that round into the subnormals or overflow, infinities, NaNs
+ * with payloads, and a length that leaves a tail. */
+static void test_f16_store(void) {
+    enum { N = 4099 };
+    static float x[N];
+    static uint16_t got[N];
+    uint32_t s = 12345;
+    for (int i = 0; i < N; i++) {
+        s = s * 1664525u + 1013904223u;
+        uint32_t u = s;
+        if (i % 5 == 0) u = (u & 0x80000000u) | ((0x66u + (u >> 8) % 40u) << 23) | (u & 0x7fffffu); /* near fp16's range */
+        if (i % 7 == 0) u = (u & ~0x1fffu) | 0x1000u; /* a tie between two fp16 values */
+        memcpy(&x[i], &u, 4);
+    }
+    const float specials[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, -NAN, 65504.0f, 65519.0f, 65520.0f, -65520.0f,
+                              6.1035156e-05f, 5.9604645e-08f, 2.9802322e-08f, 2.9802326e-08f, 1e-40f, -3e-39f};
+    for (size_t i = 0; i < sizeof specials / sizeof specials[0]; i++) x[100 + 3 * i] = specials[i];
+    const uint32_t payload = 0x7fc12345u; /* a NaN with a payload, alone among numbers */
+    memcpy(&x[N - 20], &payload, 4);
+    kv_quantize(GGML_TYPE_F16, x, got, N);
+    int bad = 0;
+    for (int i = 0; i < N; i++) bad += got[i] != f32_to_fp16(x[i]);
+    CHECK(bad == 0, "f16 store: %d of %d values differ from f32_to_fp16", bad, N);
+}
+
 int main(void) {
     test_names();
+    test_f16_store();
     test_rounding();
     test_kernels();
     test_model_parity();

@@ -41,11 +41,21 @@ typedef struct {
 
 #define MAX_JOBS 64
 
+/* Generation: one thread's share of the queued chunks, [front, back) of the
+ * chunk numbers packed in one word (front low, back high). The owner takes
+ * chunks from the front, so its weight rows stream in order (the kernels'
+ * prefetch runs ahead of it into its own next rows); a thread that has run
+ * out takes them from the back of another's share. */
+typedef struct {
+    _Alignas(64) atomic_uint_fast64_t fb;
+} MatShare;
+
 typedef struct {
     MatJob jobs[MAX_JOBS];
     int n_jobs;
     int64_t first_chunk[MAX_JOBS + 1];
-    atomic_int_fast64_t next;
+    atomic_int_fast64_t next;  /* the prompt path: the next chunk, for any thread */
+    MatShare *share;           /* (n_threads) generation, or NULL: the prompt path */
 } MatTask;
 
 /* One input prepared in a weight's activation format. */
@@ -71,6 +81,8 @@ typedef struct {
     uint8_t *v_cache;      /* (n_layer, n_seq, n_head_kv, n_ctx) rows of v_head bytes (a head's
                               positions are contiguous: attention streams them) */
     float *inv_freq;       /* (head_dim/2) RoPE inverse frequencies */
+    float *rope_cs;        /* (n_batch, head_dim) cos, sin of token t's RoPE angles (rope_angles) */
+    int *rope_pos;         /* (n_batch) the position rope_cs[t] holds, -1: none yet */
     float *router;         /* (n_batch, n_expert) router probabilities */
     int *ex_fill;          /* (n_expert) */
     float *gathered;       /* (n_batch * n_expert_used, n_embd) routed inputs in expert order */
@@ -79,6 +91,7 @@ typedef struct {
     float *scores;         /* (n_threads, group * (n_ctx + head_dim)) attention scratch: scores, partial sums */
     uint8_t *qprep;        /* (n_threads, group, kv_query_bytes(head_dim)) queries as the K type wants them */
     float *shift_tmp;      /* (n_threads, kv_dim + head_dim * 2) context shift: a key row, cos/sin */
+    MatShare *share;       /* (n_threads) the generation path's shares of a run (MatTask) */
     MatTask mt;
 } Cpu;
 
@@ -105,12 +118,20 @@ static void softmax(float *x, int n) {
     for (int i = 0; i < n; i++) x[i] *= inv;
 }
 
-/* NeoX RoPE: pairs (d, d + hd/2), theta_d = pos * inv_freq[d]. */
-static void rope(float *v, int hd, int pos, const float *inv_freq) {
+/* NeoX RoPE: pairs (d, d + hd/2) rotated by theta_d = pos * inv_freq[d];
+ * cs: cos theta_d (hd/2), then sin theta_d (hd/2), from rope_angles. */
+static void rope_angles(float *cs, int hd, int pos, const float *inv_freq) {
     const int half = hd / 2;
     for (int d = 0; d < half; d++) {
         const float th = (float)pos * inv_freq[d];
-        const float c = cosf(th), s = sinf(th);
+        cs[d] = cosf(th), cs[half + d] = sinf(th);
+    }
+}
+
+static void rope(float *v, int hd, const float *cs) {
+    const int half = hd / 2;
+    for (int d = 0; d < half; d++) {
+        const float c = cs[d], s = cs[half + d];
         const float a = v[d], b = v[d + half];
         v[d] = a * c - b * s;
         v[d + half] = b * c + a * s;
@@ -119,39 +140,93 @@ static void rope(float *v, int hd, int pos, const float *inv_freq) {
 
 /* ---- matrix jobs ------------------------------------------------------- */
 
+/* Runs chunk number ch; *j: the job of the last chunk run by this thread. */
+static void mat_chunk(const MatTask *t, int64_t ch, int *j) {
+    while (ch >= t->first_chunk[*j + 1]) (*j)++;
+    while (ch < t->first_chunk[*j]) (*j)--;
+    const MatJob *m = &t->jobs[*j];
+    const int64_t r0 = (ch - t->first_chunk[*j]) * m->chunk;
+    const int64_t r1 = r0 + m->chunk < m->rows ? r0 + m->chunk : m->rows;
+    matmul_rows(m->type, m->w, m->w_row_bytes, m->x, m->x_row_bytes, m->n, m->n_tok, m->out, m->out_stride, r0, r1);
+}
+
+#define FB(f, b) ((uint_fast64_t)(f) | (uint_fast64_t)(b) << 32)
+
+/* the front chunk of a share (its owner), or -1 when it is empty */
+static int64_t take_front(MatShare *s) {
+    const uint_fast64_t old = atomic_fetch_add_explicit(&s->fb, 1, memory_order_relaxed);
+    const int64_t f = (int64_t)(old & 0xffffffffu), b = (int64_t)(old >> 32);
+    return f < b ? f : -1;
+}
+
+/* the back chunk of a share (another thread), or -1 when it is empty */
+static int64_t take_back(MatShare *s) {
+    uint_fast64_t old = atomic_load_explicit(&s->fb, memory_order_relaxed);
+    for (;;) {
+        const int64_t f = (int64_t)(old & 0xffffffffu), b = (int64_t)(old >> 32);
+        if (f >= b) return -1;
+        if (atomic_compare_exchange_weak_explicit(&s->fb, &old, FB(f, b - 1), memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return b - 1;
+    }
+}
+
 static void mat_task_fn(void *ctx, int ith, int nth) {
     MatTask *t = ctx;
-    const int64_t total = t->first_chunk[t->n_jobs];
     int j = 0;
-    for (;;) {
-        int64_t c = atomic_fetch_add_explicit(&t->next, 1, memory_order_relaxed);
-        if (c >= total) break;
-        while (c >= t->first_chunk[j + 1]) j++;
-        const MatJob *m = &t->jobs[j];
-        int64_t r0 = (c - t->first_chunk[j]) * m->chunk;
-        int64_t r1 = r0 + m->chunk < m->rows ? r0 + m->chunk : m->rows;
-        matmul_rows(m->type, m->w, m->w_row_bytes, m->x, m->x_row_bytes, m->n, m->n_tok, m->out, m->out_stride, r0,
-                    r1);
+    if (!t->share) {
+        const int64_t total = t->first_chunk[t->n_jobs];
+        for (int64_t c; (c = atomic_fetch_add_explicit(&t->next, 1, memory_order_relaxed)) < total;) mat_chunk(t, c, &j);
+        return;
     }
-    (void)ith;
-    (void)nth;
+    for (int64_t c; (c = take_front(&t->share[ith])) >= 0;) mat_chunk(t, c, &j);
+    for (int k = 1; k < nth; k++) /* then help the others, the next thread first */
+        for (int64_t c; (c = take_back(&t->share[(ith + k) % nth])) >= 0;) mat_chunk(t, c, &j);
+}
+
+/* Splits the chunks of a generation run into one contiguous share per
+ * thread, about equal in weight bytes. */
+static void mat_shares(MatTask *t, int nth) {
+    size_t total = 0, sum = 0;
+    for (int j = 0; j < t->n_jobs; j++) total += (size_t)t->jobs[j].rows * t->jobs[j].w_row_bytes;
+    int64_t ch = 0;
+    int i = 0;
+    for (int j = 0; j < t->n_jobs; j++) { /* share i starts at the first chunk past i / nth of the bytes */
+        const MatJob *m = &t->jobs[j];
+        for (int64_t r = 0; r < m->rows; r += m->chunk, ch++) {
+            for (; i < nth && (double)sum >= (double)total * i / nth; i++)
+                atomic_store_explicit(&t->share[i].fb, FB(ch, 0), memory_order_relaxed);
+            sum += (size_t)(m->rows - r < m->chunk ? m->rows - r : m->chunk) * m->w_row_bytes;
+        }
+    }
+    for (; i < nth; i++) atomic_store_explicit(&t->share[i].fb, FB(ch, 0), memory_order_relaxed);
+    for (i = 0; i < nth; i++) { /* ... and ends where share i + 1 starts */
+        const uint_fast64_t f = atomic_load_explicit(&t->share[i].fb, memory_order_relaxed);
+        const uint_fast64_t b = i + 1 < nth ? atomic_load_explicit(&t->share[i + 1].fb, memory_order_relaxed) : (uint_fast64_t)ch;
+        atomic_store_explicit(&t->share[i].fb, FB(f, b), memory_order_relaxed);
+    }
 }
 
 /* Runs the queued jobs on the pool; afterwards the prepared inputs may be reused. */
 static void mat_run(Cpu *c) {
     MatTask *t = &c->mt;
     t->first_chunk[0] = 0;
-    const int64_t nth = tp_size(c->tp);
+    const int nth = tp_size(c->tp);
+    bool gen = true;
     for (int j = 0; j < t->n_jobs; j++) {
         MatJob *m = &t->jobs[j];
         const bool prompt = m->n_tok >= MATMUL_PROMPT_TOKENS;
         const int64_t cmax = prompt ? MATMUL_CHUNK_MAX_PROMPT : MATMUL_CHUNK_MAX;
-        int64_t ch = m->rows / (nth * (prompt ? 4 : 8)) / MATMUL_CHUNK_MIN * MATMUL_CHUNK_MIN;
+        int64_t ch = m->rows / ((int64_t)nth * (prompt ? 4 : 8)) / MATMUL_CHUNK_MIN * MATMUL_CHUNK_MIN;
         m->chunk = ch < MATMUL_CHUNK_MIN ? MATMUL_CHUNK_MIN : ch > cmax ? cmax : ch;
         t->first_chunk[j + 1] = t->first_chunk[j] + (m->rows + m->chunk - 1) / m->chunk;
+        gen = gen && !prompt;
     }
-    atomic_store(&t->next, 0);
-    if (t->n_jobs) tp_run(c->tp, mat_task_fn, t);
+    if (!t->n_jobs) return;
+    t->share = gen && nth > 1 ? c->share : NULL;
+    if (t->share) mat_shares(t, nth);
+    else atomic_store(&t->next, 0);
+    tp_run(c->tp, mat_task_fn, t); /* publishing the run orders the stores above */
     t->n_jobs = 0;
 }
 
@@ -353,8 +428,10 @@ static void cpu_rope_store(Backend *b, int il, float *q, float *k, const float *
     for (int t = 0; t < nt; t++) {
         float *qt = q + (size_t)t * c->q_dim, *kt = k + (size_t)t * c->kv_dim;
         const float *vt = v + (size_t)t * c->kv_dim;
-        for (int h = 0; h < cfg->n_head; h++) rope(qt + (size_t)h * hd, hd, pos[t], c->inv_freq);
-        for (int h = 0; h < cfg->n_head_kv; h++) rope(kt + (size_t)h * hd, hd, pos[t], c->inv_freq);
+        float *cs = c->rope_cs + (size_t)t * hd; /* the angles of pos[t], once for every layer and head */
+        if (c->rope_pos[t] != pos[t]) rope_angles(cs, hd, pos[t], c->inv_freq), c->rope_pos[t] = pos[t];
+        for (int h = 0; h < cfg->n_head; h++) rope(qt + (size_t)h * hd, hd, cs);
+        for (int h = 0; h < cfg->n_head_kv; h++) rope(kt + (size_t)h * hd, hd, cs);
         for (int g = 0; g < cfg->n_head_kv; g++) {
             const size_t i = kv_index(c, il, seq[t], g, pos[t]);
             kv_quantize(c->p.kv_type_k, kt + (size_t)g * hd, c->k_cache + i * c->k_head, hd);
@@ -541,9 +618,10 @@ static void cpu_free(Backend *b) {
     Cpu *c = (Cpu *)b;
     if (!c) return;
     if (c->tp) tp_free(c->tp);
-    free(c->k_cache), free(c->v_cache), free(c->inv_freq), free(c->router), free(c->ex_fill), free(c->gathered);
+    free(c->k_cache), free(c->v_cache), free(c->inv_freq), free(c->rope_cs), free(c->rope_pos), free(c->router), free(c->ex_fill), free(c->gathered);
     for (int i = 0; i < N_ACT; i++) free(c->act[i]);
     free(c->scores), free(c->qprep), free(c->shift_tmp);
+    free(c->share);
     free(c);
 }
 
@@ -624,6 +702,8 @@ Backend *backend_cpu_new(const Model *m, const BackendParams *p, Error *err) {
     c->k_cache = zalloc(rows, c->k_row, &ok);
     c->v_cache = zalloc(rows, c->v_row, &ok);
     c->inv_freq = zalloc((size_t)cfg->head_dim / 2, sizeof(float), &ok);
+    c->rope_cs = zalloc(B * (size_t)cfg->head_dim, sizeof(float), &ok);
+    c->rope_pos = zalloc(B, sizeof(int), &ok);
     c->router = zalloc(B * cfg->n_expert, sizeof(float), &ok);
     c->ex_fill = zalloc((size_t)cfg->n_expert, sizeof(int), &ok);
     c->gathered = zalloc(rows_k * E, sizeof(float), &ok);
@@ -632,6 +712,8 @@ Backend *backend_cpu_new(const Model *m, const BackendParams *p, Error *err) {
     c->scores = zalloc((size_t)nth * group * (c->p.n_ctx + (size_t)cfg->head_dim), sizeof(float), &ok);
     c->qprep = zalloc((size_t)nth * group, kv_query_bytes(c->p.kv_type_k, cfg->head_dim), &ok);
     c->shift_tmp = zalloc((size_t)nth * (c->kv_dim + 2 * (size_t)cfg->head_dim), sizeof(float), &ok);
+    c->share = aligned_alloc(_Alignof(MatShare), (size_t)nth * sizeof(MatShare));
+    ok = ok && c->share;
     if (!ok) {
         err_set(err, "out of memory allocating the context (KV cache %.1f MiB)",
                 (double)rows * (c->k_row + c->v_row) / 1048576.0);
@@ -641,5 +723,6 @@ Backend *backend_cpu_new(const Model *m, const BackendParams *p, Error *err) {
     /* inv_freq[d] = 1 / base^(2d/hd), in f32 as model.py RotaryEmbedding */
     for (int d = 0; d < cfg->head_dim / 2; d++)
         c->inv_freq[d] = (float)(1.0 / pow((double)cfg->rope_base, (2.0 * d) / cfg->head_dim));
+    for (size_t t = 0; t < B; t++) c->rope_pos[t] = -1;
     return &c->base;
 }

@@ -60,7 +60,17 @@ static void quantize_q4_0_ref(const float *x, BlockQ4_0 *y, int64_t nb) {
     }
 }
 
+#ifdef KV_X86
+static void f16_row_f16c(const float *x, uint16_t *y, int64_t n);
+#endif
+
 void kv_quantize(uint32_t t, const float *x, void *dst, int64_t n) {
+#ifdef KV_X86
+    if (t == GGML_TYPE_F16 && quant_simd_level() >= SIMD_AVX2 && quant_simd_level() <= SIMD_AVX512) {
+        f16_row_f16c(x, dst, n); /* the same bits as quantize_row's f32_to_fp16 */
+        return;
+    }
+#endif
     if (t == GGML_TYPE_Q4_0) quantize_q4_0_ref(x, dst, n / QK8_0);
     else quantize_row(t, x, dst, n); /* f32 copy, f16/bf16 nearest-even, Q8_0 ggml's reference */
 }
@@ -144,6 +154,22 @@ AVX2 static INL float hsum8(__m256 v) {
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
+}
+
+/* f32 -> f16 eight at a time (F16C, round to nearest even: f32_to_fp16's
+ * bits for every number, infinities and overflow included); a group with a
+ * NaN goes through f32_to_fp16, whose NaN payload F16C would not keep. */
+AVX2 static void f16_row_f16c(const float *x, uint16_t *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        if (_mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q))) {
+            for (int k = 0; k < 8; k++) y[i + k] = f32_to_fp16(x[i + k]);
+            continue;
+        }
+        _mm_storeu_si128((__m128i *)(y + i), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    for (; i < n; i++) y[i] = f32_to_fp16(x[i]);
 }
 
 /* 32 q4_0 values as signed bytes -8..7, in value order */

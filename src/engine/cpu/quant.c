@@ -987,6 +987,9 @@ void vec_geglu(float *g, const float *u, int64_t n) {
     }
 }
 
+typedef float (*DotFn)(const void *w, const void *x, int64_t n);
+static DotFn float_dot_fn(int level, uint32_t type);
+
 void vec_dot_rows(uint32_t type, const void *rows, size_t row_bytes, int64_t n_rows, const float *x, int64_t n,
                   float *out) {
 #ifdef GROK_X86
@@ -995,7 +998,12 @@ void vec_dot_rows(uint32_t type, const void *rows, size_t row_bytes, int64_t n_r
         return;
     }
 #endif
-    for (int64_t j = 0; j < n_rows; j++) out[j] = vec_dot(type, (const uint8_t *)rows + (size_t)j * row_bytes, x, n);
+    const int level = quant_simd_level(); /* a float type's row kernel chosen once, as vec_dot chooses it */
+    const DotFn dot = is_a_type(type) || is_k_type(type) ? NULL : float_dot_fn(level, type);
+    for (int64_t j = 0; j < n_rows; j++) {
+        const void *r = (const uint8_t *)rows + (size_t)j * row_bytes;
+        out[j] = dot ? dot(r, x, n) : vec_dot(type, r, x, n);
+    }
 }
 
 void vec_mad_rows(uint32_t type, float *o, const float *w, const void *rows, size_t row_bytes, int64_t n_rows,
@@ -1081,8 +1089,6 @@ const char *quant_simd_name(void) { return quant_simd_level_name(quant_simd_leve
 
 
 
-
-typedef float (*DotFn)(const void *w, const void *x, int64_t n);
 
 static float dot_f32_s(const void *w, const void *x, int64_t n) { return dot_f32_scalar(w, x, n); }
 static float dot_f16_s(const void *w, const void *x, int64_t n) { return dot_f16_scalar(w, x, n); }

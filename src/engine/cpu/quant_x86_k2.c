@@ -20,6 +20,7 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
+#include <stddef.h>
 #include <string.h>
 
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -95,25 +96,35 @@ AVX2 static INL void kchunk(__m256i q, __m256i sv, const BlockQ8_K *const *X, in
     }
 }
 
-/* Byte-shuffle patterns that broadcast one int16 scale across a 128-bit
- * lane: word w (bytes 2w, 2w+1) in the low lane and word w2 in the high one. */
-AVX2 static INL __m256i word_pair(int w, int w2) {
-    return _mm256_setr_m128i(_mm_set1_epi16((short)(((2 * w + 1) << 8) | (2 * w))),
-                             _mm_set1_epi16((short)(((2 * w2 + 1) << 8) | (2 * w2))));
+/* A dword from memory in every lane: a load-port operation (GCC would
+ * otherwise forward a value it has just stored through a shuffle). */
+AVX2 static INL __m256i bcast_mem32(const int32_t *p) {
+    __m256i r;
+    __asm__("vpbroadcastd %1, %0" : "=x"(r) : "m"(*p));
+    return r;
 }
 
 /* Q4_K / Q5_K: one 6-bit scale per 32 values (the same in both lanes). */
 AVX2 static INL void sb_q45(const uint8_t *p, const bool five, const BlockQ8_K *const *X, int64_t s, const int T,
                             __m256i *ai, __m256i *mn, float *d, float *dmin) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    const uint8_t *scales = p + 4, *qs = p + (five ? 48 : 16);
-    uint32_t a0, a1, a2;
-    memcpy(&a0, scales, 4), memcpy(&a1, scales + 4, 4), memcpy(&a2, scales + 8, 4);
-    const uint64_t sc8 = (uint64_t)(a0 & 0x3f3f3f3fu) | (uint64_t)((a2 & 0x0f0f0f0fu) | ((a0 >> 2) & 0x30303030u)) << 32;
-    const uint64_t m8 = (uint64_t)(a1 & 0x3f3f3f3fu) | (uint64_t)(((a2 >> 4) & 0x0f0f0f0fu) | ((a1 >> 2) & 0x30303030u)) << 32;
-    const __m128i sm = _mm_set_epi64x((long long)m8, (long long)sc8);
-    const __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm)); /* sc 0-7 in both lanes */
-    *mn = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));                  /* m0 m0 m1 m1 ... */
+    const uint8_t *qs = p + (five ? 48 : 16);
+    /* the 12 scale bytes (8 6-bit scales, 8 6-bit mins) to sc0-7 m0-7, as
+     * ggml's get_scale_min_k4: bytes 0-3 and 4-7 hold scales / mins 0-3 in
+     * their low 6 bits and the high 2 bits of 4-7, bytes 8-11 the low 4
+     * bits of scales (low nibble) and mins (high nibble) 4-7 */
+    const __m128i v12 = _mm_loadu_si128((const __m128i *)(p + 4)); /* 16 bytes: the block goes on */
+    const __m128i a = _mm_shuffle_epi8(v12, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+    const __m128i b = _mm_shuffle_epi8(v12, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+    const __m128i sm = _mm_or_si128(
+        _mm_and_si128(_mm_srlv_epi32(a, _mm_setr_epi32(0, 0, 0, 4)),
+                      _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f)),
+        _mm_and_si128(_mm_srli_epi32(b, 2), _mm_set1_epi8(0x30)));
+    /* each sub-block's scale word twice in a dword, broadcast from memory
+     * per chunk (a load, where a byte shuffle would take the shuffle port) */
+    _Alignas(32) int32_t scw[8];
+    _mm256_store_si256((__m256i *)scw, _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(sm, sm))); /* sc0 sc0 sc1 sc1 ... */
+    *mn = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm)); /* m0 m0 m1 m1 ... */
     __m256i qh = _mm256_setzero_si256();
     if (five) qh = _mm256_loadu_si256((const __m256i *)(p + 16));
     const __m256i b4 = _mm256_set1_epi8(0x10);
@@ -128,8 +139,8 @@ AVX2 static INL void sb_q45(const uint8_t *p, const bool five, const BlockQ8_K *
             lo = _mm256_or_si256(lo, _mm256_and_si256(h0, b4));
             hi = _mm256_or_si256(hi, _mm256_and_si256(h1, b4));
         }
-        kchunk(lo, _mm256_shuffle_epi8(sc16, word_pair(2 * cc, 2 * cc)), X, s, 2 * cc, T, ai);
-        kchunk(hi, _mm256_shuffle_epi8(sc16, word_pair(2 * cc + 1, 2 * cc + 1)), X, s, 2 * cc + 1, T, ai);
+        kchunk(lo, bcast_mem32(&scw[2 * cc]), X, s, 2 * cc, T, ai);
+        kchunk(hi, bcast_mem32(&scw[2 * cc + 1]), X, s, 2 * cc + 1, T, ai);
     }
     uint16_t dh, mh;
     memcpy(&dh, p, 2), memcpy(&mh, p + 2, 2);
@@ -145,9 +156,19 @@ AVX2 static INL Sc16 sc16_split(__m256i sc) {
     Sc16 r = {_mm256_permute4x64_epi64(sc, 0x44), _mm256_permute4x64_epi64(sc, 0xEE)};
     return r;
 }
+/* Byte-shuffle patterns that broadcast int16 word 2i across the low
+ * 128-bit lane and word 2i + 1 across the high one: a table, read as the
+ * shuffle's memory operand (GCC rebuilt constant patterns in registers at
+ * every use). */
+static const uint8_t SC16_PAT[4][32] __attribute__((aligned(32))) = {
+#define WP(w) 2 * (w), 2 * (w) + 1
+#define WP8(w) WP(w), WP(w), WP(w), WP(w), WP(w), WP(w), WP(w), WP(w)
+    {WP8(0), WP8(1)}, {WP8(2), WP8(3)}, {WP8(4), WP8(5)}, {WP8(6), WP8(7)},
+#undef WP8
+#undef WP
+};
 AVX2 static INL __m256i sc16_chunk(const Sc16 *s, int k) {
-    const int w = 2 * (k & 3);
-    return _mm256_shuffle_epi8(k < 4 ? s->lo : s->hi, word_pair(w, w + 1));
+    return _mm256_shuffle_epi8(k < 4 ? s->lo : s->hi, _mm256_load_si256((const __m256i *)SC16_PAT[k & 3]));
 }
 
 AVX2 static INL void sb_q6(const uint8_t *p, const BlockQ8_K *const *X, int64_t s, const int T, __m256i *ai,
@@ -256,11 +277,95 @@ AVX2 static INL void row_k2(const uint32_t type, const uint8_t *w, const BlockQ8
     kres(f, T, res);
 }
 
+/* One token against R weight rows at once (generation with one token, the
+ * common case): the float steps of the R rows share one vector, as tokens
+ * do in ksb_float (red4 puts row r's A0 in lane r and A1 in lane 4 + r, the
+ * scales d_r * dx lane by lane), so the reduction, converts and fmas of a
+ * super-block serve R rows, and the activation chunk and sums are read once
+ * for them. Every lane sees the same operations as row_k2's T = 1 path
+ * (integer sums are exact in any order; fma by d*dx, fnmadd by dmin*dx, then
+ * lane + lane 4), so each row's result is bit for bit the same. */
+/* The super-block scales d (and dmin) of R rows (p: row 0's block, the
+ * others wrb bytes on) in lane r, as rows_k2_t1 wants them: 4 rows r, 2
+ * rows r0 r1 r0 r1, 1 row broadcast; converted together (F16C, exact as
+ * H2FV). Types without dmin give d for both. */
+AVX2 static INL void kd_rows(const uint32_t type, const uint8_t *p, size_t wrb, const int R, __m128 *dv, __m128 *mv) {
+    const bool has_min = type == GGML_TYPE_Q2_K || type == GGML_TYPE_Q4_K || type == GGML_TYPE_Q5_K;
+    const size_t off = type == GGML_TYPE_Q2_K ? offsetof(BlockQ2_K, d)
+                       : type == GGML_TYPE_Q3_K ? offsetof(BlockQ3_K, d)
+                       : type == GGML_TYPE_Q6_K ? offsetof(BlockQ6_K, d)
+                                                : 0;
+    if (has_min) { /* d, dmin adjacent: one dword per row */
+        uint32_t u[K2_MAX_T];
+        for (int r = 0; r < R; r++) memcpy(&u[r], p + (size_t)r * wrb + off, 4);
+        __m128i h = _mm_cvtsi32_si128((int)u[0]);
+        if (R >= 2) h = _mm_insert_epi32(h, (int)u[1], 1);
+        if (R == 4) h = _mm_insert_epi32(_mm_insert_epi32(h, (int)u[2], 2), (int)u[3], 3);
+        const __m256 f = _mm256_cvtph_ps(h); /* d0 m0 d1 m1 d2 m2 d3 m3 */
+        const __m256i ix = R == 4   ? _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7)
+                           : R == 2 ? _mm256_setr_epi32(0, 2, 0, 2, 1, 3, 1, 3)
+                                    : _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+        const __m256 g = _mm256_permutevar8x32_ps(f, ix);
+        *dv = _mm256_castps256_ps128(g), *mv = _mm256_extractf128_ps(g, 1);
+        return;
+    }
+    uint16_t u[K2_MAX_T];
+    for (int r = 0; r < R; r++) memcpy(&u[r], p + (size_t)r * wrb + off, 2);
+    __m128i h = _mm_cvtsi32_si128(u[0]);
+    if (R >= 2) h = _mm_insert_epi16(h, u[1], 1);
+    if (R == 4) h = _mm_insert_epi16(_mm_insert_epi16(h, u[2], 2), u[3], 3);
+    __m128 f = _mm_cvtph_ps(h);
+    if (R == 2) f = _mm_shuffle_ps(f, f, 0x44); /* d0 d1 d0 d1 */
+    if (R == 1) f = _mm_shuffle_ps(f, f, 0);
+    *dv = *mv = f;
+}
+
+AVX2 static INL void rows_k2_t1(const uint32_t type, const uint8_t *w, size_t wrb, const BlockQ8_K *x, int64_t nsb,
+                                const int R, float *res) {
+    const size_t sz = k_size(type);
+    const BlockQ8_K *const X[1] = {x};
+    __m256 f = _mm256_setzero_ps();
+    for (int64_t s = 0; s < nsb; s++) {
+        __m256i ai[K2_MAX_T], mn[K2_MAX_T], im[K2_MAX_T];
+        float d, dmin; /* unused: kd_rows converts every row's at once */
+        UNROLL
+        for (int r = 0; r < R; r++) {
+            const uint8_t *p = w + (size_t)r * wrb + (size_t)s * sz;
+            for (size_t i = 0; i < sz; i += 64) _mm_prefetch((const char *)p + PREFETCH_DIST + i, PREFETCH_HINT);
+            ai[r] = _mm256_setzero_si256();
+            switch (type) {
+            case GGML_TYPE_Q4_K: sb_q45(p, false, X, s, 1, &ai[r], &mn[r], &d, &dmin); break;
+            case GGML_TYPE_Q5_K: sb_q45(p, true, X, s, 1, &ai[r], &mn[r], &d, &dmin); break;
+            case GGML_TYPE_Q6_K: sb_q6(p, X, s, 1, &ai[r], &mn[r], &d, &dmin); break;
+            case GGML_TYPE_Q3_K: sb_q3(p, X, s, 1, &ai[r], &mn[r], &d, &dmin); break;
+            default: sb_q2(p, X, s, 1, &ai[r], &mn[r], &d, &dmin); break;
+            }
+        }
+        const __m256i bs = _mm256_loadu_si256((const __m256i *)x[s].bsums);
+        UNROLL
+        for (int r = 0; r < R; r++) im[r] = _mm256_madd_epi16(mn[r], bs);
+        __m128 dv, mv;
+        kd_rows(type, w + (size_t)s * sz, wrb, R, &dv, &mv);
+        const __m256 dx = _mm256_set1_ps(x[s].d);
+        f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(red4(ai, R)), _mm256_mul_ps(_mm256_set_m128(dv, dv), dx), f);
+        f = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(red4(im, R)), _mm256_mul_ps(_mm256_set_m128(mv, mv), dx), f);
+    }
+    kres(f, R, res);
+}
+
 /* Every row of w (nr rows, wrb bytes apart, nsb super-blocks each) against
  * the n_tok activation rows xs[t]: out[t * os + r]. */
 #define K2_ROWS_FN(SUFFIX, TYPE)                                                                          \
     AVX2 static void k2_rows_##SUFFIX(const uint8_t *w, size_t wrb, int64_t nr, const void *const *xs, int n_tok, \
                                       int64_t nsb, float *out, int64_t os) {                              \
+        if (n_tok == 1) {                                                                                 \
+            const BlockQ8_K *x = (const BlockQ8_K *)xs[0];                                                \
+            int64_t r = 0;                                                                                \
+            for (; r + 4 <= nr; r += 4) rows_k2_t1(TYPE, w + (size_t)r * wrb, wrb, x, nsb, 4, out + r);   \
+            if (r + 2 <= nr) rows_k2_t1(TYPE, w + (size_t)r * wrb, wrb, x, nsb, 2, out + r), r += 2;      \
+            if (r < nr) rows_k2_t1(TYPE, w + (size_t)r * wrb, wrb, x, nsb, 1, out + r);                   \
+            return;                                                                                       \
+        }                                                                                                 \
         for (int64_t r = 0; r < nr; r++) {                                                                \
             const uint8_t *wr = w + (size_t)r * wrb;                                                      \
             for (int t = 0; t < n_tok;) {                                                                 \

@@ -635,6 +635,10 @@ static long rx_utf8(Rx *r) {
         if ((s[i] & 0xC0) != 0x80) return r->err = "invalid UTF-8", -1;
         v = (v << 6) | (s[i] & 63);
     }
+    /* one code point, written in its shortest form (RFC 3629): no
+     * surrogates, nothing past U+10FFFF (the grammar rejects those) */
+    static const uint32_t min_of_len[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (v < min_of_len[n] || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return r->err = "invalid UTF-8", -1;
     r->p += n;
     return (long)v;
 }

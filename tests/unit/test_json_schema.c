@@ -135,6 +135,14 @@ int main(void) {
     error_case("{\"type\":\"string\",\"pattern\":\"(a)\\\\1\"}", "backreferences");
     error_case("{\"type\":\"string\",\"pattern\":\"a{1,99999}\"}", "too large");
     error_case("{\"type\":\"string\",\"pattern\":\"(ab\"}", "missing ')'");
+    /* a pattern's bytes are one code point each, in shortest UTF-8: past
+     * U+10FFFF (found by fuzz_json_schema: the grammar it wrote was refused),
+     * a surrogate or an overlong form is an error; a 4-byte character is fine */
+    error_case("{\"type\":\"string\",\"pattern\":\"a\xF6\x83\x83\x83\"}", "invalid UTF-8");
+    error_case("{\"type\":\"string\",\"pattern\":\"[\xED\xA0\x80]\"}", "invalid UTF-8");
+    error_case("{\"type\":\"string\",\"pattern\":\"\xC0\xAF\"}", "invalid UTF-8");
+    cases("{\"type\":\"string\",\"pattern\":\"^a\xF0\x9F\x98\x80$\"}", (const char *[]){"\"a\xF0\x9F\x98\x80\"", NULL},
+          (const char *[]){"\"a\"", NULL});
     /* a repeated part that can match "" would be a left-recursive rule (the
      * fuzz target found "()+"): refused; bounded or non-empty repeats work */
     error_case("{\"type\":\"string\",\"pattern\":\"^a()+b$\"}", "can match the empty string");

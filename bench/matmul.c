@@ -89,7 +89,7 @@ static int run_shape(uint32_t type, int level, int rows, int n, int nt) {
     matmul_rows_level(level, type, w, wrb, x, xrb, n, nt, out, rows, 0, rows); /* warm */
     double best = 1e30, used = 0.0, rbest = 1e30;
     volatile uint64_t sink = 0;
-    for (int it = 0; it < 200 && used < 0.3; it++) {
+    for (int it = 0; it < 20000 && used < 0.3; it++) {
         const double t0 = cpu_now();
         matmul_rows_level(level, type, w, wrb, x, xrb, n, nt, out, rows, 0, rows);
         const double d = cpu_now() - t0;

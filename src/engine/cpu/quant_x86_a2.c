@@ -730,8 +730,194 @@ AVX2 static INL void dec_row(uint32_t type, const uint8_t *wr, const __m256i *co
     for (int t = 0; t < T; t++) res[t] = hsum8(f[t]);
 }
 
-#define DEC_PARAMS \
-    const uint8_t *w, size_t wrb, int64_t nr, const __m256i *const *xs, int n_tok, int64_t nb, float *out, int64_t os
+/* The byte form of dec_row, for activations that hold no -128 (grok.c's
+ * quantizer writes -127..127; prep_x_bytes checks): per block the weight's
+ * magnitude |w| (0..128, unsigned) times the activation with the weight's
+ * sign moved onto it (sign(x, w): -127..127, never negated out of range),
+ * maddubs into int16 pairs (at most 2 x 128 x 127 = 32,512: no
+ * saturation), madd with ones into the int32 lanes that dec_row's tree
+ * folds. Every product is exact, a weight of -128 included, so the block
+ * sums are dec_row's bit for bit. Q4_1 / Q5_1 levels are unsigned already:
+ * maddubs takes them as they are. X[t]: groups of GX8 vectors (the eight
+ * blocks' raw bytes, their scales, their offsets). */
+#define GX8 10
+AVX2 static INL void dec_row_b(uint32_t type, const uint8_t *wr, const __m256i *const *X, int64_t nb, bool has_m,
+                               const int T, float *res) {
+    const size_t sz = block_bytes(type);
+    const bool unsig = type == GGML_TYPE_Q4_1 || type == GGML_TYPE_Q5_1;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 f[A2_DEC_T];
+    UNROLL
+    for (int t = 0; t < T; t++) f[t] = _mm256_setzero_ps();
+    for (int64_t g = 0; g < (nb + 7) / 8; g++) {
+        const uint8_t *p = wr + (size_t)(8 * g) * sz;
+        if (PREFETCH_DIST > 0)
+            for (size_t i = 0; i < 8 * sz; i += 64) _mm_prefetch((const char *)p + PREFETCH_DIST + i, PREFETCH_HINT);
+        __m256i q[8];
+        __m256 dw, mw;
+        load8(type, p, imin(8, nb - 8 * g), q, &dw, &mw);
+#ifdef EXP_LOADONLY
+        {
+            __m256i z = _mm256_xor_si256(_mm256_xor_si256(_mm256_xor_si256(q[0], q[1]), _mm256_xor_si256(q[2], q[3])),
+                                         _mm256_xor_si256(_mm256_xor_si256(q[4], q[5]), _mm256_xor_si256(q[6], q[7])));
+            f[0] = _mm256_add_ps(f[0], _mm256_add_ps(_mm256_castsi256_ps(z), dw));
+            continue;
+        }
+#endif
+        __m256i h[A2_DEC_T][2], hh[A2_DEC_T];
+        UNROLL
+        for (int i = 0; i < 4; i++) {
+            const __m256i a0 = unsig ? q[2 * i] : _mm256_sign_epi8(q[2 * i], q[2 * i]);
+            const __m256i a1 = unsig ? q[2 * i + 1] : _mm256_sign_epi8(q[2 * i + 1], q[2 * i + 1]);
+            UNROLL
+            for (int t = 0; t < T; t++) {
+                const __m256i *xv = X[t] + GX8 * g + 2 * i;
+                const __m256i x0 = _mm256_load_si256(xv), x1 = _mm256_load_si256(xv + 1);
+                const __m256i a = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(a0, unsig ? x0 : _mm256_sign_epi8(x0, q[2 * i])), ones);
+                const __m256i b = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(a1, unsig ? x1 : _mm256_sign_epi8(x1, q[2 * i + 1])), ones);
+                h[t][i & 1] = _mm256_hadd_epi32(a, b);
+                if (i == 1) hh[t] = _mm256_hadd_epi32(h[t][0], h[t][1]);
+                if (i == 3) {
+                    const __m256i q1 = _mm256_hadd_epi32(h[t][0], h[t][1]);
+                    const __m256i s = _mm256_add_epi32(_mm256_permute2x128_si256(hh[t], q1, 0x20),
+                                                       _mm256_permute2x128_si256(hh[t], q1, 0x31));
+                    const __m256 *xs = (const __m256 *)(X[t] + GX8 * g + 8);
+                    f[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_load_ps((const float *)xs)), f[t]);
+                    if (has_m) f[t] = _mm256_fmadd_ps(mw, _mm256_load_ps((const float *)(xs + 1)), f[t]);
+                }
+            }
+        }
+    }
+    UNROLL
+    for (int t = 0; t < T; t++) res[t] = hsum8(f[t]);
+}
+
+/* an activation row into groups of GX8 vectors for dec_row_b; false (and
+ * the row is to go the 16-bit way) where a level is -128 */
+AVX2 static bool prep_x_bytes(bool q81, const uint8_t *xrow, int64_t nb, __m256i *v) {
+    const size_t sz = q81 ? sizeof(BlockQ8_1) : sizeof(BlockQ8_0);
+    __m256i bad = _mm256_setzero_si256();
+    for (int64_t g = 0; g < (nb + 7) / 8; g++, v += GX8) {
+        _Alignas(32) float d[8], s[8];
+        for (int i = 0; i < 8; i++) {
+            const int64_t b = 8 * g + i;
+            d[i] = s[i] = 0.0f;
+            __m256i q = _mm256_setzero_si256();
+            if (b < nb) {
+                const uint8_t *p = xrow + (size_t)b * sz;
+                uint16_t h;
+                memcpy(&h, p, 2);
+                d[i] = _cvtsh_ss(h);
+                if (q81) memcpy(&h, p + 2, 2), s[i] = _cvtsh_ss(h);
+                q = _mm256_loadu_si256((const __m256i *)(p + (q81 ? 4 : 2)));
+                bad = _mm256_or_si256(bad, _mm256_cmpeq_epi8(q, _mm256_set1_epi8(-128)));
+            }
+            _mm256_store_si256(v + i, q);
+        }
+        _mm256_store_ps((float *)(v + 8), _mm256_load_ps(d)), _mm256_store_ps((float *)(v + 9), _mm256_load_ps(s));
+    }
+    return _mm256_testz_si256(bad, bad);
+}
+
+/* The xor form, for signed levels (Q8_0, Q4_0, Q5_0) against activations
+ * with no -128, whose prepared row fits in L1 (GXX vectors a group): with
+ * m = 0xFF where x < 0 (else 0), w x = (w ^ m) |x| + (m ? |x| : 0), since
+ * for x < 0, -w = ~w + 1. So per block and token: one xor (the activation's
+ * sign mask from memory), maddubs of |x| (unsigned, <= 127) by w ^ m
+ * (-128..127: pair sums within +-32,512, no saturation), madd with ones;
+ * and per group one add of the eight blocks' sums of |x| over x < 0,
+ * prepared with the row. Two vector ALU operations fewer per block than
+ * dec_row_b's abs and sign, the same exact block sums. X[t]: v[0..7] the
+ * blocks' |x|, v[8..15] their masks, v[16] the eight corrections (int32),
+ * v[17] the scales (signed levels: Q8_0 activations, no offsets). */
+#define GXX 18
+#ifndef A2_XOR_MAX_BYTES
+#define A2_XOR_MAX_BYTES (24 * 1024)
+#endif
+AVX2 static INL void dec_row_x(uint32_t type, const uint8_t *wr, const __m256i *const *X, int64_t nb, const int T,
+                               float *res) {
+    const size_t sz = block_bytes(type);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 f[A2_DEC_T];
+    UNROLL
+    for (int t = 0; t < T; t++) f[t] = _mm256_setzero_ps();
+    for (int64_t g = 0; g < (nb + 7) / 8; g++) {
+        const uint8_t *p = wr + (size_t)(8 * g) * sz;
+        if (PREFETCH_DIST > 0)
+            for (size_t i = 0; i < 8 * sz; i += 64) _mm_prefetch((const char *)p + PREFETCH_DIST + i, PREFETCH_HINT);
+        __m256i q[8];
+        __m256 dw, mw;
+        load8(type, p, imin(8, nb - 8 * g), q, &dw, &mw);
+        __m256i h[A2_DEC_T][2], hh[A2_DEC_T];
+        UNROLL
+        for (int i = 0; i < 4; i++) {
+            UNROLL
+            for (int t = 0; t < T; t++) {
+                const __m256i *xv = X[t] + GXX * g;
+                const __m256i a = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(_mm256_load_si256(xv + 2 * i),
+                                         _mm256_xor_si256(q[2 * i], _mm256_load_si256(xv + 8 + 2 * i))),
+                    ones);
+                const __m256i b = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(_mm256_load_si256(xv + 2 * i + 1),
+                                         _mm256_xor_si256(q[2 * i + 1], _mm256_load_si256(xv + 9 + 2 * i))),
+                    ones);
+                h[t][i & 1] = _mm256_hadd_epi32(a, b);
+                if (i == 1) hh[t] = _mm256_hadd_epi32(h[t][0], h[t][1]);
+                if (i == 3) {
+                    const __m256i q1 = _mm256_hadd_epi32(h[t][0], h[t][1]);
+                    /* lanes 0-3: hh's halves (blocks 0-3), 4-7: q1's (blocks 4-7) */
+                    __m256i s = _mm256_add_epi32(_mm256_blend_epi32(hh[t], q1, 0xF0),
+                                                 _mm256_permute2x128_si256(hh[t], q1, 0x21));
+                    s = _mm256_add_epi32(s, _mm256_load_si256(xv + 16));
+                    f[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s),
+                                           _mm256_mul_ps(dw, _mm256_load_ps((const float *)(xv + 17))), f[t]);
+                }
+            }
+        }
+    }
+    UNROLL
+    for (int t = 0; t < T; t++) res[t] = hsum8(f[t]);
+}
+
+/* an activation row into groups of GXX vectors for dec_row_x; false where
+ * a level is -128 */
+AVX2 static bool prep_x_xor(const uint8_t *xrow, int64_t nb, __m256i *v) {
+    const size_t sz = sizeof(BlockQ8_0);
+    __m256i bad = _mm256_setzero_si256();
+    for (int64_t g = 0; g < (nb + 7) / 8; g++, v += GXX) {
+        _Alignas(32) float d[8];
+        _Alignas(32) int32_t c[8];
+        for (int i = 0; i < 8; i++) {
+            const int64_t b = 8 * g + i;
+            d[i] = 0.0f;
+            __m256i q = _mm256_setzero_si256();
+            if (b < nb) {
+                const uint8_t *p = xrow + (size_t)b * sz;
+                uint16_t h;
+                memcpy(&h, p, 2);
+                d[i] = _cvtsh_ss(h);
+                q = _mm256_loadu_si256((const __m256i *)(p + 2));
+                bad = _mm256_or_si256(bad, _mm256_cmpeq_epi8(q, _mm256_set1_epi8(-128)));
+            }
+            const __m256i m = _mm256_cmpgt_epi8(_mm256_setzero_si256(), q), a = _mm256_abs_epi8(q);
+            _mm256_store_si256(v + i, a), _mm256_store_si256(v + 8 + i, m);
+            /* the sum of |x| over x < 0: the bytes of a & m, summed by sad */
+            const __m256i sad = _mm256_sad_epu8(_mm256_and_si256(a, m), _mm256_setzero_si256());
+            const __m128i s2 = _mm_add_epi64(_mm256_castsi256_si128(sad), _mm256_extracti128_si256(sad, 1));
+            c[i] = (int32_t)(_mm_cvtsi128_si64(s2) + _mm_extract_epi64(s2, 1));
+        }
+        _mm256_store_si256(v + 16, _mm256_load_si256((const __m256i *)c));
+        _mm256_store_ps((float *)(v + 17), _mm256_load_ps(d));
+    }
+    return _mm256_testz_si256(bad, bad);
+}
+
+#define DEC_PARAMS                                                                                             \
+    const uint8_t *w, size_t wrb, int64_t nr, const __m256i *const *xs, int n_tok, int64_t nb, float *out, int64_t os, \
+        int form
 typedef void (*DecFn)(DEC_PARAMS);
 #define DEC_FN(SUFFIX, TYPE)                                                                        \
     AVX2 static void dec_##SUFFIX(DEC_PARAMS) {                                                     \
@@ -740,9 +926,18 @@ typedef void (*DecFn)(DEC_PARAMS);
             for (int t = 0; t < n_tok;) {                                                           \
                 const int T = n_tok - t >= 4 ? 4 : n_tok - t >= 2 ? 2 : 1;                          \
                 float res[A2_DEC_T];                                                                \
-                if (T == 4) dec_row(TYPE, w + (size_t)r * wrb, xs + t, nb, has_m, 4, res);          \
-                else if (T == 2) dec_row(TYPE, w + (size_t)r * wrb, xs + t, nb, has_m, 2, res);     \
-                else dec_row(TYPE, w + (size_t)r * wrb, xs + t, nb, has_m, 1, res);                 \
+                const uint8_t *wr = w + (size_t)r * wrb;                                            \
+                if (form == 2) {                                                                    \
+                    if (T == 4) dec_row_x(TYPE, wr, xs + t, nb, 4, res);                            \
+                    else if (T == 2) dec_row_x(TYPE, wr, xs + t, nb, 2, res);                       \
+                    else dec_row_x(TYPE, wr, xs + t, nb, 1, res);                                   \
+                } else if (form == 1) {                                                             \
+                    if (T == 4) dec_row_b(TYPE, wr, xs + t, nb, has_m, 4, res);                     \
+                    else if (T == 2) dec_row_b(TYPE, wr, xs + t, nb, has_m, 2, res);                \
+                    else dec_row_b(TYPE, wr, xs + t, nb, has_m, 1, res);                            \
+                } else if (T == 4) dec_row(TYPE, wr, xs + t, nb, has_m, 4, res);                    \
+                else if (T == 2) dec_row(TYPE, wr, xs + t, nb, has_m, 2, res);                      \
+                else dec_row(TYPE, wr, xs + t, nb, has_m, 1, res);                                  \
                 for (int j = 0; j < T; j++) out[(int64_t)(t + j) * os + r] = res[j];                \
                 t += T;                                                                             \
             }                                                                                       \
@@ -767,7 +962,8 @@ AVX2 void quant_x86_a2_dec(uint32_t type, const uint8_t *w, size_t wrb, const ui
                       float *out, int64_t os, int64_t r0, int64_t r1) {
     const int64_t nb = n / 32, ng = (nb + 7) / 8;
     const bool q81 = vec_dot_type(type) == GGML_TYPE_Q8_1;
-    const size_t xb = grp_bytes(ng);
+    const size_t xb = grp_bytes(ng); /* room for any of the three layouts (GV >= GXX > GX8 vectors) */
+    _Static_assert(GV >= GXX && GXX >= GX8, "the activation scratch fits every layout");
     _Alignas(64) uint8_t stack[A2_STACK_BYTES];
     uint8_t *buf = stack, *heap = NULL;
     if ((size_t)n_tok * xb > sizeof stack) {
@@ -783,13 +979,23 @@ AVX2 void quant_x86_a2_dec(uint32_t type, const uint8_t *w, size_t wrb, const ui
     const __m256i *xs[64];
     for (int t0 = 0; t0 < n_tok; t0 += 64) { /* callers pass fewer than 16 tokens; the OOM fallback above 4 */
         const int nt = imin(64, n_tok - t0);
+        /* the xor form for signed levels whose prepared activations fit in L1,
+         * else the byte form, or the 16-bit one where an activation is -128 */
+        const bool sgn = type != GGML_TYPE_Q4_1 && type != GGML_TYPE_Q5_1;
+        int form = sgn && (size_t)nt * (size_t)ng * GXX * 32 <= A2_XOR_MAX_BYTES ? 2 : 1;
+        for (int t = 0; t < nt && form; t++) {
+            __m256i *v = (__m256i *)(buf + (size_t)t * xb);
+            if (!(form == 2 ? prep_x_xor(x + (size_t)(t0 + t) * xrb, nb, v)
+                            : prep_x_bytes(q81, x + (size_t)(t0 + t) * xrb, nb, v)))
+                form = 0;
+        }
         for (int t = 0; t < nt; t++) {
-            prep_x_row(q81, false, x + (size_t)(t0 + t) * xrb, nb, (__m256i *)(buf + (size_t)t * xb));
+            if (!form) prep_x_row(q81, false, x + (size_t)(t0 + t) * xrb, nb, (__m256i *)(buf + (size_t)t * xb));
             xs[t] = (const __m256i *)(buf + (size_t)t * xb);
         }
         const size_t pre = (size_t)(r1 - r0) * wrb < PREFETCH_DIST ? (size_t)(r1 - r0) * wrb : PREFETCH_DIST;
         for (size_t i = 0; i < pre; i += 64) _mm_prefetch((const char *)w + (size_t)r0 * wrb + i, _MM_HINT_T0);
-        dec_fn(type)(w + (size_t)r0 * wrb, wrb, r1 - r0, xs, nt, nb, out + (int64_t)t0 * os + r0, os);
+        dec_fn(type)(w + (size_t)r0 * wrb, wrb, r1 - r0, xs, nt, nb, out + (int64_t)t0 * os + r0, os, form);
     }
     free(heap);
 }

@@ -843,6 +843,9 @@ AVX2 static bool prep_x_bytes(bool q81, const uint8_t *xrow, int64_t nb, __m256i
  * blocks' |x|, v[8..15] their masks, v[16] the eight corrections (int32),
  * v[17] the scales (signed levels: Q8_0 activations, no offsets). */
 #define GXX 18
+#ifndef A2_DEC2
+#define A2_DEC2 1 /* two Q8_0 rows a pass for one token (dec2_x_q8) */
+#endif
 #ifndef A2_XOR_MAX_BYTES
 #define A2_XOR_MAX_BYTES (24 * 1024)
 #endif
@@ -925,6 +928,55 @@ AVX2 static bool prep_x_xor(const uint8_t *xrow, int64_t nb, __m256i *v) {
     return _mm256_testz_si256(bad, bad);
 }
 
+/* Two Q8_0 rows against one token in the xor form (whole groups only):
+ * the activation vectors are loaded once for both rows. The same
+ * operations per row as dec_row_x, so the same bits. */
+AVX2 static void dec2_x_q8(const uint8_t *w0, const uint8_t *w1, const __m256i *X, int64_t nb, float *res) {
+    const size_t sz = sizeof(BlockQ8_0);
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)sz));
+    const __m256i lo16 = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 4, 5, 8, 9,
+                                          12, 13, -1, -1, -1, -1, -1, -1, -1, -1);
+    __m256 f[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    const uint8_t *wr[2] = {w0, w1};
+    for (int64_t g = 0; g < nb / 8; g++) {
+        const __m256i *xv = X + GXX * g;
+        __m256i h[2][2], hh[2];
+        UNROLL
+        for (int r = 0; r < 2; r++)
+            for (size_t i = 0; i < 8 * sz; i += 64)
+                _mm_prefetch((const char *)wr[r] + (size_t)(8 * g) * sz + PREFETCH_DIST + i, PREFETCH_HINT);
+        UNROLL
+        for (int i = 0; i < 4; i++) {
+            const __m256i ax0 = _mm256_load_si256(xv + 2 * i), ax1 = _mm256_load_si256(xv + 2 * i + 1);
+            const __m256i m0 = _mm256_load_si256(xv + 8 + 2 * i), m1 = _mm256_load_si256(xv + 9 + 2 * i);
+            UNROLL
+            for (int r = 0; r < 2; r++) {
+                const uint8_t *p = wr[r] + (size_t)(8 * g + 2 * i) * sz + 2;
+                const __m256i a = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(ax0, _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)p), m0)), ones);
+                const __m256i b = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(ax1, _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(p + sz)), m1)),
+                    ones);
+                h[r][i & 1] = _mm256_hadd_epi32(a, b);
+                if (i == 1) hh[r] = _mm256_hadd_epi32(h[r][0], h[r][1]);
+                if (i == 3) {
+                    const __m256i q1 = _mm256_hadd_epi32(h[r][0], h[r][1]);
+                    __m256i s = _mm256_add_epi32(_mm256_blend_epi32(hh[r], q1, 0xF0),
+                                                 _mm256_permute2x128_si256(hh[r], q1, 0x21));
+                    s = _mm256_add_epi32(s, _mm256_load_si256(xv + 16));
+                    const __m256i dm = _mm256_i32gather_epi32((const int *)(wr[r] + (size_t)(8 * g) * sz), idx, 1);
+                    const __m256 dw =
+                        _mm256_cvtph_ps(_mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_shuffle_epi8(dm, lo16), 0x08)));
+                    f[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s),
+                                           _mm256_mul_ps(dw, _mm256_load_ps((const float *)(xv + 17))), f[r]);
+                }
+            }
+        }
+    }
+    res[0] = hsum8(f[0]), res[1] = hsum8(f[1]);
+}
+
 #define DEC_PARAMS                                                                                             \
     const uint8_t *w, size_t wrb, int64_t nr, const __m256i *const *xs, int n_tok, int64_t nb, float *out, int64_t os, \
         int form
@@ -932,7 +984,14 @@ typedef void (*DecFn)(DEC_PARAMS);
 #define DEC_FN(SUFFIX, TYPE)                                                                        \
     AVX2 static void dec_##SUFFIX(DEC_PARAMS) {                                                     \
         const bool has_m = vec_dot_type(TYPE) == GGML_TYPE_Q8_1;                                    \
-        for (int64_t r = 0; r < nr; r++)                                                            \
+        int64_t r = 0;                                                                              \
+        if (A2_DEC2 && TYPE == GGML_TYPE_Q8_0 && form == 2 && n_tok == 1 && nb % 8 == 0)            \
+            for (; r + 2 <= nr; r += 2) {                                                           \
+                float res[2];                                                                       \
+                dec2_x_q8(w + (size_t)r * wrb, w + (size_t)(r + 1) * wrb, xs[0], nb, res);          \
+                out[r] = res[0], out[r + 1] = res[1];                                               \
+            }                                                                                       \
+        for (; r < nr; r++)                                                                         \
             for (int t = 0; t < n_tok;) {                                                           \
                 const int T = n_tok - t >= 4 ? 4 : n_tok - t >= 2 ? 2 : 1;                          \
                 float res[A2_DEC_T];                                                                \

@@ -295,294 +295,68 @@ AVX2 static INL void tile(const __m256i *const *W, const __m256i *const *X, int6
  * load and per token one vpmaddwd and one vpaddd; then per pair the float
  * steps of fstep() (the scale product dw * dx, the convert, the fma into
  * F, with Q4_1 / Q5_1 the fma of the offsets), in the same order. */
-AVX2 static void tile62(const __m256i *const *W, const __m256i *const *X, int64_t ng, __m256 *const *F) {
-    float *fp[12];
-    for (int r = 0; r < 6; r++) fp[2 * r] = (float *)F[r], fp[2 * r + 1] = (float *)(F[r] + 1);
-    for (int64_t g = 0; g < ng; g++) {
-        const __m256i *w0 = W[0] + GV * g, *w1 = W[1] + GV * g, *w2 = W[2] + GV * g, *w3 = W[3] + GV * g;
-        const __m256i *w4 = W[4] + GV * g, *w5 = W[5] + GV * g;
-        const __m256i *x0 = X[0] + GV * g, *x1 = X[1] + GV * g;
-        int64_t o = 0;
-        __asm__ volatile(
-            "vpxor %%xmm4, %%xmm4, %%xmm4\n\t"
-            "vpxor %%xmm5, %%xmm5, %%xmm5\n\t"
-            "vpxor %%xmm6, %%xmm6, %%xmm6\n\t"
-            "vpxor %%xmm7, %%xmm7, %%xmm7\n\t"
-            "vpxor %%xmm8, %%xmm8, %%xmm8\n\t"
-            "vpxor %%xmm9, %%xmm9, %%xmm9\n\t"
-            "vpxor %%xmm10, %%xmm10, %%xmm10\n\t"
-            "vpxor %%xmm11, %%xmm11, %%xmm11\n\t"
-            "vpxor %%xmm12, %%xmm12, %%xmm12\n\t"
-            "vpxor %%xmm13, %%xmm13, %%xmm13\n\t"
-            "vpxor %%xmm14, %%xmm14, %%xmm14\n\t"
-            "vpxor %%xmm15, %%xmm15, %%xmm15\n\t"
-            "1:\n\t"
-            "vmovdqa (%[x0],%[o]), %%ymm0\n\t"
-            "vmovdqa (%[x1],%[o]), %%ymm1\n\t"
-            "vmovdqa (%[w0],%[o]), %%ymm2\n\t"
-            "vpmaddwd %%ymm2, %%ymm0, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm4, %%ymm4\n\t"
-            "vpmaddwd %%ymm2, %%ymm1, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm5, %%ymm5\n\t"
-            "vmovdqa (%[w1],%[o]), %%ymm2\n\t"
-            "vpmaddwd %%ymm2, %%ymm0, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm6, %%ymm6\n\t"
-            "vpmaddwd %%ymm2, %%ymm1, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm7, %%ymm7\n\t"
-            "vmovdqa (%[w2],%[o]), %%ymm2\n\t"
-            "vpmaddwd %%ymm2, %%ymm0, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm8, %%ymm8\n\t"
-            "vpmaddwd %%ymm2, %%ymm1, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm9, %%ymm9\n\t"
-            "vmovdqa (%[w3],%[o]), %%ymm2\n\t"
-            "vpmaddwd %%ymm2, %%ymm0, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm10, %%ymm10\n\t"
-            "vpmaddwd %%ymm2, %%ymm1, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm11, %%ymm11\n\t"
-            "vmovdqa (%[w4],%[o]), %%ymm2\n\t"
-            "vpmaddwd %%ymm2, %%ymm0, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm12, %%ymm12\n\t"
-            "vpmaddwd %%ymm2, %%ymm1, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm13, %%ymm13\n\t"
-            "vmovdqa (%[w5],%[o]), %%ymm2\n\t"
-            "vpmaddwd %%ymm2, %%ymm0, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm14, %%ymm14\n\t"
-            "vpmaddwd %%ymm2, %%ymm1, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm15, %%ymm15\n\t"
-            "add $32, %[o]\n\t"
-            "cmp $512, %[o]\n\t"
-            "jne 1b\n\t"
-            "vmovaps 512(%[x0]), %%ymm0\n\t"
-            "vmovaps 512(%[x1]), %%ymm1\n\t"
-            "vmovaps 512(%[w0]), %%ymm2\n\t"
-            "mov 0(%[fp]), %%rax\n\t"
-            "vmulps %%ymm0, %%ymm2, %%ymm3\n\t"
-            "vcvtdq2ps %%ymm4, %%ymm4\n\t"
-            "vfmadd213ps (%%rax), %%ymm3, %%ymm4\n\t"
-            "vmovaps %%ymm4, (%%rax)\n\t"
-            "mov 8(%[fp]), %%rax\n\t"
-            "vmulps %%ymm1, %%ymm2, %%ymm3\n\t"
-            "vcvtdq2ps %%ymm5, %%ymm5\n\t"
-            "vfmadd213ps (%%rax), %%ymm3, %%ymm5\n\t"
-            "vmovaps %%ymm5, (%%rax)\n\t"
-            "vmovaps 512(%[w1]), %%ymm2\n\t"
-            "mov 16(%[fp]), %%rax\n\t"
-            "vmulps %%ymm0, %%ymm2, %%ymm3\n\t"
-            "vcvtdq2ps %%ymm6, %%ymm6\n\t"
-            "vfmadd213ps (%%rax), %%ymm3, %%ymm6\n\t"
-            "vmovaps %%ymm6, (%%rax)\n\t"
-            "mov 24(%[fp]), %%rax\n\t"
-            "vmulps %%ymm1, %%ymm2, %%ymm3\n\t"
-            "vcvtdq2ps %%ymm7, %%ymm7\n\t"
-            "vfmadd213ps (%%rax), %%ymm3, %%ymm7\n\t"
-            "vmovaps %%ymm7, (%%rax)\n\t"
-            "vmovaps 512(%[w2]), %%ymm2\n\t"
-            "mov 32(%[fp]), %%rax\n\t"
-            "vmulps %%ymm0, %%ymm2, %%ymm3\n\t"
-            "vcvtdq2ps %%ymm8, %%ymm8\n\t"
-            "vfmadd213ps (%%rax), %%ymm3, %%ymm8\n\t"
-            "vmovaps %%ymm8, (%%rax)\n\t"
-            "mov 40(%[fp]), %%rax\n\t"
-            "vmulps %%ymm1, %%ymm2, %%ymm3\n\t"
-            "vcvtdq2ps %%ymm9, %%ymm9\n\t"
-            "vfmadd213ps (%%rax), %%ymm3, %%ymm9\n\t"
-            "vmovaps %%ymm9, (%%rax)\n\t"
-            "vmovaps 512(%[w3]), %%ymm2\n\t"
-            "mov 48(%[fp]), %%rax\n\t"
-            "vmulps %%ymm0, %%ymm2, %%ymm3\n\t"
-            "vcvtdq2ps %%ymm10, %%ymm10\n\t"
-            "vfmadd213ps (%%rax), %%ymm3, %%ymm10\n\t"
-            "vmovaps %%ymm10, (%%rax)\n\t"
-            "mov 56(%[fp]), %%rax\n\t"
-            "vmulps %%ymm1, %%ymm2, %%ymm3\n\t"
-            "vcvtdq2ps %%ymm11, %%ymm11\n\t"
-            "vfmadd213ps (%%rax), %%ymm3, %%ymm11\n\t"
-            "vmovaps %%ymm11, (%%rax)\n\t"
-            "vmovaps 512(%[w4]), %%ymm2\n\t"
-            "mov 64(%[fp]), %%rax\n\t"
-            "vmulps %%ymm0, %%ymm2, %%ymm3\n\t"
-            "vcvtdq2ps %%ymm12, %%ymm12\n\t"
-            "vfmadd213ps (%%rax), %%ymm3, %%ymm12\n\t"
-            "vmovaps %%ymm12, (%%rax)\n\t"
-            "mov 72(%[fp]), %%rax\n\t"
-            "vmulps %%ymm1, %%ymm2, %%ymm3\n\t"
-            "vcvtdq2ps %%ymm13, %%ymm13\n\t"
-            "vfmadd213ps (%%rax), %%ymm3, %%ymm13\n\t"
-            "vmovaps %%ymm13, (%%rax)\n\t"
-            "vmovaps 512(%[w5]), %%ymm2\n\t"
-            "mov 80(%[fp]), %%rax\n\t"
-            "vmulps %%ymm0, %%ymm2, %%ymm3\n\t"
-            "vcvtdq2ps %%ymm14, %%ymm14\n\t"
-            "vfmadd213ps (%%rax), %%ymm3, %%ymm14\n\t"
-            "vmovaps %%ymm14, (%%rax)\n\t"
-            "mov 88(%[fp]), %%rax\n\t"
-            "vmulps %%ymm1, %%ymm2, %%ymm3\n\t"
-            "vcvtdq2ps %%ymm15, %%ymm15\n\t"
-            "vfmadd213ps (%%rax), %%ymm3, %%ymm15\n\t"
-            "vmovaps %%ymm15, (%%rax)\n\t"
-            : [o] "+r"(o)
-            : [x0] "r"(x0), [x1] "r"(x1), [w0] "r"(w0), [w1] "r"(w1), [w2] "r"(w2), [w3] "r"(w3), [w4] "r"(w4),
-              [w5] "r"(w5), [fp] "r"(fp)
-            : "rax", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11",
-              "xmm12", "xmm13", "xmm14", "xmm15", "cc", "memory");
+/* The asm text, per instruction as tile() does it: accumulator yA of row r
+ * and token t is ymm(4 + 2r + t); ymm0/ymm1 the tokens' activations (then
+ * their scales), ymm2 a row's weights (then its scale), ymm3 the product. */
+#define T62_ZERO(a) "vpxor %%xmm" #a ", %%xmm" #a ", %%xmm" #a "\n\t"
+#define T62_ROW(w, a0, a1)                          \
+    "vmovdqa (%[" #w "],%[o]), %%ymm2\n\t"          \
+    "vpmaddwd %%ymm2, %%ymm0, %%ymm3\n\t"            \
+    "vpaddd %%ymm3, %%ymm" #a0 ", %%ymm" #a0 "\n\t" \
+    "vpmaddwd %%ymm2, %%ymm1, %%ymm3\n\t"            \
+    "vpaddd %%ymm3, %%ymm" #a1 ", %%ymm" #a1 "\n\t"
+/* the integer loop over a group's 16 vectors, then both tokens' scales */
+#define T62_LOOP                                                                                                    \
+    T62_ZERO(4) T62_ZERO(5) T62_ZERO(6) T62_ZERO(7) T62_ZERO(8) T62_ZERO(9) T62_ZERO(10) T62_ZERO(11) T62_ZERO(12) \
+    T62_ZERO(13) T62_ZERO(14) T62_ZERO(15)                                                                         \
+    "1:\n\t"                                                                                                       \
+    "vmovdqa (%[x0],%[o]), %%ymm0\n\t"                                                                             \
+    "vmovdqa (%[x1],%[o]), %%ymm1\n\t"                                                                             \
+    T62_ROW(w0, 4, 5) T62_ROW(w1, 6, 7) T62_ROW(w2, 8, 9) T62_ROW(w3, 10, 11) T62_ROW(w4, 12, 13)                  \
+    T62_ROW(w5, 14, 15)                                                                                            \
+    "add $32, %[o]\n\t"                                                                                            \
+    "cmp $512, %[o]\n\t"                                                                                           \
+    "jne 1b\n\t"                                                                                                   \
+    "vmovaps 512(%[x0]), %%ymm0\n\t"                                                                               \
+    "vmovaps 512(%[x1]), %%ymm1\n\t"
+/* fstep() of one pair into F (address fp[i], at byte FPO of fp): the scale
+ * product, the convert, the fma; OFF: Q4_1 / Q5_1's fma of the offsets */
+#define T62_NO_OFF(w, x, a) ""
+#define T62_OFF(w, x, a) "vmovaps 544(%[" #w "]), %%ymm3\n\t" "vfmadd231ps 544(%[" #x "]), %%ymm3, %%ymm" #a "\n\t"
+#define T62_F(a, fpo, xs, w, x, OFF)               \
+    "mov " #fpo "(%[fp]), %%rax\n\t"               \
+    "vmulps %%ymm" #xs ", %%ymm2, %%ymm3\n\t"       \
+    "vcvtdq2ps %%ymm" #a ", %%ymm" #a "\n\t"       \
+    "vfmadd213ps (%%rax), %%ymm3, %%ymm" #a "\n\t" \
+    OFF(w, x, a) "vmovaps %%ymm" #a ", (%%rax)\n\t"
+#define T62_FROW(w, a0, a1, fp0, fp1, OFF) \
+    "vmovaps 512(%[" #w "]), %%ymm2\n\t" T62_F(a0, fp0, 0, w, x0, OFF) T62_F(a1, fp1, 1, w, x1, OFF)
+#define T62_FLOAT(OFF)                                                                              \
+    T62_FROW(w0, 4, 5, 0, 8, OFF) T62_FROW(w1, 6, 7, 16, 24, OFF) T62_FROW(w2, 8, 9, 32, 40, OFF) \
+    T62_FROW(w3, 10, 11, 48, 56, OFF) T62_FROW(w4, 12, 13, 64, 72, OFF) T62_FROW(w5, 14, 15, 80, 88, OFF)
+/* one group of a tile62 call (the function below, with or without offsets) */
+#define T62_GROUP(OFF)                                                                                                \
+    __asm__ volatile(T62_LOOP T62_FLOAT(OFF)                                                                          \
+                     : [o] "+r"(o)                                                                                    \
+                     : [x0] "r"(x0), [x1] "r"(x1), [w0] "r"(w0), [w1] "r"(w1), [w2] "r"(w2), [w3] "r"(w3),            \
+                       [w4] "r"(w4), [w5] "r"(w5), [fp] "r"(fp)                                                      \
+                     : "rax", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", \
+                       "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "cc", "memory")
+
+#define T62_FN(name, OFF)                                                                                   \
+    AVX2 static void name(const __m256i *const *W, const __m256i *const *X, int64_t ng, __m256 *const *F) { \
+        float *fp[12];                                                                                      \
+        for (int r = 0; r < 6; r++) fp[2 * r] = (float *)F[r], fp[2 * r + 1] = (float *)(F[r] + 1);       \
+        for (int64_t g = 0; g < ng; g++) {                                                                  \
+            const __m256i *w0 = W[0] + GV * g, *w1 = W[1] + GV * g, *w2 = W[2] + GV * g;                    \
+            const __m256i *w3 = W[3] + GV * g, *w4 = W[4] + GV * g, *w5 = W[5] + GV * g;                    \
+            const __m256i *x0 = X[0] + GV * g, *x1 = X[1] + GV * g;                                         \
+            int64_t o = 0;                                                                                  \
+            T62_GROUP(OFF);                                                                                 \
+        }                                                                                                   \
     }
-}
-AVX2 static void tile62_m(const __m256i *const *W, const __m256i *const *X, int64_t ng, __m256 *const *F) {
-    float *fp[12];
-    for (int r = 0; r < 6; r++) fp[2 * r] = (float *)F[r], fp[2 * r + 1] = (float *)(F[r] + 1);
-    for (int64_t g = 0; g < ng; g++) {
-        const __m256i *w0 = W[0] + GV * g, *w1 = W[1] + GV * g, *w2 = W[2] + GV * g, *w3 = W[3] + GV * g;
-        const __m256i *w4 = W[4] + GV * g, *w5 = W[5] + GV * g;
-        const __m256i *x0 = X[0] + GV * g, *x1 = X[1] + GV * g;
-        int64_t o = 0;
-        __asm__ volatile(
-            "vpxor %%xmm4, %%xmm4, %%xmm4\n\t"
-            "vpxor %%xmm5, %%xmm5, %%xmm5\n\t"
-            "vpxor %%xmm6, %%xmm6, %%xmm6\n\t"
-            "vpxor %%xmm7, %%xmm7, %%xmm7\n\t"
-            "vpxor %%xmm8, %%xmm8, %%xmm8\n\t"
-            "vpxor %%xmm9, %%xmm9, %%xmm9\n\t"
-            "vpxor %%xmm10, %%xmm10, %%xmm10\n\t"
-            "vpxor %%xmm11, %%xmm11, %%xmm11\n\t"
-            "vpxor %%xmm12, %%xmm12, %%xmm12\n\t"
-            "vpxor %%xmm13, %%xmm13, %%xmm13\n\t"
-            "vpxor %%xmm14, %%xmm14, %%xmm14\n\t"
-            "vpxor %%xmm15, %%xmm15, %%xmm15\n\t"
-            "1:\n\t"
-            "vmovdqa (%[x0],%[o]), %%ymm0\n\t"
-            "vmovdqa (%[x1],%[o]), %%ymm1\n\t"
-            "vmovdqa (%[w0],%[o]), %%ymm2\n\t"
-            "vpmaddwd %%ymm2, %%ymm0, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm4, %%ymm4\n\t"
-            "vpmaddwd %%ymm2, %%ymm1, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm5, %%ymm5\n\t"
-            "vmovdqa (%[w1],%[o]), %%ymm2\n\t"
-            "vpmaddwd %%ymm2, %%ymm0, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm6, %%ymm6\n\t"
-            "vpmaddwd %%ymm2, %%ymm1, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm7, %%ymm7\n\t"
-            "vmovdqa (%[w2],%[o]), %%ymm2\n\t"
-            "vpmaddwd %%ymm2, %%ymm0, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm8, %%ymm8\n\t"
-            "vpmaddwd %%ymm2, %%ymm1, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm9, %%ymm9\n\t"
-            "vmovdqa (%[w3],%[o]), %%ymm2\n\t"
-            "vpmaddwd %%ymm2, %%ymm0, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm10, %%ymm10\n\t"
-            "vpmaddwd %%ymm2, %%ymm1, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm11, %%ymm11\n\t"
-            "vmovdqa (%[w4],%[o]), %%ymm2\n\t"
-            "vpmaddwd %%ymm2, %%ymm0, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm12, %%ymm12\n\t"
-            "vpmaddwd %%ymm2, %%ymm1, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm13, %%ymm13\n\t"
-            "vmovdqa (%[w5],%[o]), %%ymm2\n\t"
-            "vpmaddwd %%ymm2, %%ymm0, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm14, %%ymm14\n\t"
-            "vpmaddwd %%ymm2, %%ymm1, %%ymm3\n\t"
-            "vpaddd %%ymm3, %%ymm15, %%ymm15\n\t"
-            "add $32, %[o]\n\t"
-            "cmp $512, %[o]\n\t"
-            "jne 1b\n\t"
-            "vmovaps 512(%[x0]), %%ymm0\n\t"
-            "vmovaps 512(%[x1]), %%ymm1\n\t"
-            "vmovaps 512(%[w0]), %%ymm2\n\t"
-            "mov 0(%[fp]), %%rax\n\t"
-            "vmulps %%ymm0, %%ymm2, %%ymm3\n\t"
-            "vcvtdq2ps %%ymm4, %%ymm4\n\t"
-            "vfmadd213ps (%%rax), %%ymm3, %%ymm4\n\t"
-            "vmovaps 544(%[w0]), %%ymm3\n\t"
-            "vfmadd231ps 544(%[x0]), %%ymm3, %%ymm4\n\t"
-            "vmovaps %%ymm4, (%%rax)\n\t"
-            "mov 8(%[fp]), %%rax\n\t"
-            "vmulps %%ymm1, %%ymm2, %%ymm3\n\t"
-            "vcvtdq2ps %%ymm5, %%ymm5\n\t"
-            "vfmadd213ps (%%rax), %%ymm3, %%ymm5\n\t"
-            "vmovaps 544(%[w0]), %%ymm3\n\t"
-            "vfmadd231ps 544(%[x1]), %%ymm3, %%ymm5\n\t"
-            "vmovaps %%ymm5, (%%rax)\n\t"
-            "vmovaps 512(%[w1]), %%ymm2\n\t"
-            "mov 16(%[fp]), %%rax\n\t"
-            "vmulps %%ymm0, %%ymm2, %%ymm3\n\t"
-            "vcvtdq2ps %%ymm6, %%ymm6\n\t"
-            "vfmadd213ps (%%rax), %%ymm3, %%ymm6\n\t"
-            "vmovaps 544(%[w1]), %%ymm3\n\t"
-            "vfmadd231ps 544(%[x0]), %%ymm3, %%ymm6\n\t"
-            "vmovaps %%ymm6, (%%rax)\n\t"
-            "mov 24(%[fp]), %%rax\n\t"
-            "vmulps %%ymm1, %%ymm2, %%ymm3\n\t"
-            "vcvtdq2ps %%ymm7, %%ymm7\n\t"
-            "vfmadd213ps (%%rax), %%ymm3, %%ymm7\n\t"
-            "vmovaps 544(%[w1]), %%ymm3\n\t"
-            "vfmadd231ps 544(%[x1]), %%ymm3, %%ymm7\n\t"
-            "vmovaps %%ymm7, (%%rax)\n\t"
-            "vmovaps 512(%[w2]), %%ymm2\n\t"
-            "mov 32(%[fp]), %%rax\n\t"
-            "vmulps %%ymm0, %%ymm2, %%ymm3\n\t"
-            "vcvtdq2ps %%ymm8, %%ymm8\n\t"
-            "vfmadd213ps (%%rax), %%ymm3, %%ymm8\n\t"
-            "vmovaps 544(%[w2]), %%ymm3\n\t"
-            "vfmadd231ps 544(%[x0]), %%ymm3, %%ymm8\n\t"
-            "vmovaps %%ymm8, (%%rax)\n\t"
-            "mov 40(%[fp]), %%rax\n\t"
-            "vmulps %%ymm1, %%ymm2, %%ymm3\n\t"
-            "vcvtdq2ps %%ymm9, %%ymm9\n\t"
-            "vfmadd213ps (%%rax), %%ymm3, %%ymm9\n\t"
-            "vmovaps 544(%[w2]), %%ymm3\n\t"
-            "vfmadd231ps 544(%[x1]), %%ymm3, %%ymm9\n\t"
-            "vmovaps %%ymm9, (%%rax)\n\t"
-            "vmovaps 512(%[w3]), %%ymm2\n\t"
-            "mov 48(%[fp]), %%rax\n\t"
-            "vmulps %%ymm0, %%ymm2, %%ymm3\n\t"
-            "vcvtdq2ps %%ymm10, %%ymm10\n\t"
-            "vfmadd213ps (%%rax), %%ymm3, %%ymm10\n\t"
-            "vmovaps 544(%[w3]), %%ymm3\n\t"
-            "vfmadd231ps 544(%[x0]), %%ymm3, %%ymm10\n\t"
-            "vmovaps %%ymm10, (%%rax)\n\t"
-            "mov 56(%[fp]), %%rax\n\t"
-            "vmulps %%ymm1, %%ymm2, %%ymm3\n\t"
-            "vcvtdq2ps %%ymm11, %%ymm11\n\t"
-            "vfmadd213ps (%%rax), %%ymm3, %%ymm11\n\t"
-            "vmovaps 544(%[w3]), %%ymm3\n\t"
-            "vfmadd231ps 544(%[x1]), %%ymm3, %%ymm11\n\t"
-            "vmovaps %%ymm11, (%%rax)\n\t"
-            "vmovaps 512(%[w4]), %%ymm2\n\t"
-            "mov 64(%[fp]), %%rax\n\t"
-            "vmulps %%ymm0, %%ymm2, %%ymm3\n\t"
-            "vcvtdq2ps %%ymm12, %%ymm12\n\t"
-            "vfmadd213ps (%%rax), %%ymm3, %%ymm12\n\t"
-            "vmovaps 544(%[w4]), %%ymm3\n\t"
-            "vfmadd231ps 544(%[x0]), %%ymm3, %%ymm12\n\t"
-            "vmovaps %%ymm12, (%%rax)\n\t"
-            "mov 72(%[fp]), %%rax\n\t"
-            "vmulps %%ymm1, %%ymm2, %%ymm3\n\t"
-            "vcvtdq2ps %%ymm13, %%ymm13\n\t"
-            "vfmadd213ps (%%rax), %%ymm3, %%ymm13\n\t"
-            "vmovaps 544(%[w4]), %%ymm3\n\t"
-            "vfmadd231ps 544(%[x1]), %%ymm3, %%ymm13\n\t"
-            "vmovaps %%ymm13, (%%rax)\n\t"
-            "vmovaps 512(%[w5]), %%ymm2\n\t"
-            "mov 80(%[fp]), %%rax\n\t"
-            "vmulps %%ymm0, %%ymm2, %%ymm3\n\t"
-            "vcvtdq2ps %%ymm14, %%ymm14\n\t"
-            "vfmadd213ps (%%rax), %%ymm3, %%ymm14\n\t"
-            "vmovaps 544(%[w5]), %%ymm3\n\t"
-            "vfmadd231ps 544(%[x0]), %%ymm3, %%ymm14\n\t"
-            "vmovaps %%ymm14, (%%rax)\n\t"
-            "mov 88(%[fp]), %%rax\n\t"
-            "vmulps %%ymm1, %%ymm2, %%ymm3\n\t"
-            "vcvtdq2ps %%ymm15, %%ymm15\n\t"
-            "vfmadd213ps (%%rax), %%ymm3, %%ymm15\n\t"
-            "vmovaps 544(%[w5]), %%ymm3\n\t"
-            "vfmadd231ps 544(%[x1]), %%ymm3, %%ymm15\n\t"
-            "vmovaps %%ymm15, (%%rax)\n\t"
-            : [o] "+r"(o)
-            : [x0] "r"(x0), [x1] "r"(x1), [w0] "r"(w0), [w1] "r"(w1), [w2] "r"(w2), [w3] "r"(w3), [w4] "r"(w4),
-              [w5] "r"(w5), [fp] "r"(fp)
-            : "rax", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11",
-              "xmm12", "xmm13", "xmm14", "xmm15", "cc", "memory");
-    }
-}
+T62_FN(tile62, T62_NO_OFF)
+T62_FN(tile62_m, T62_OFF)
 
 #define TILE_RT(R, T) tile(W, X, ng, has_m, R, T, F)
 AVX2 static void tile_any(const __m256i *const *W, const __m256i *const *X, int64_t ng, bool has_m, int R, int T,

@@ -8,9 +8,15 @@
 #   npm_packages  the npm packages of tests/server installed once per lock
 #       file into NPM_DIR ($GROK_NPM_DIR or ~/.cache/grok-test-npm), one
 #       installer at a time, and tests/server/*.mjs copied there.
+#   check 'COND' MESSAGE  evaluates COND: counts a pass, or prints "FAIL:
+#       MESSAGE" and counts a failure (the script's `pass` and `fail`).
+#   stop_servers  kills every server in `pids` (the scripts' EXIT trap).
 # Needs GROK and T set; GROK_SRC defaults to the checkout holding this file.
 
 GROK_SRC=${GROK_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+
+check() { if eval "$1"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $2"; fi; }
+stop_servers() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; }
 
 serve_start() {
   local name=$1

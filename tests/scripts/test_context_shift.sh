@@ -16,9 +16,7 @@ command -v curl >/dev/null || { echo "SKIP: curl not found"; exit 77; }
 T="$GROK_TMP/context_shift"; mkdir -p "$T"
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 pass=0 fail=0 pids=()
-check() { if eval "$1"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $2"; fi; }
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; }
-trap cleanup EXIT
+trap stop_servers EXIT
 
 start_server() { serve_start "$1" -m "$nano" -t 1 --parallel 1 --ctx 160 "${@:2}"; } # NAME ARGS...
 

@@ -15,9 +15,7 @@ T="$GROK_TMP/slots"
 rm -rf "$T"
 mkdir -p "$T"
 pass=0 fail=0 pids=()
-check() { if eval "$1"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $2"; fi; }
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; }
-trap cleanup EXIT
+trap stop_servers EXIT
 PY=python3
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 

@@ -18,26 +18,7 @@
 #include <string.h>
 
 #include "quant_x86_blocks.h"
-
-#define AVX2 __attribute__((target("avx2,fma,f16c")))
-#define AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
-#define INL inline __attribute__((always_inline))
-#define H2FV(h) _cvtsh_ss(h) /* F16C: exact, like fp16_to_f32 */
-/* Weights stream from memory once per token; the hardware prefetchers
- * alone do not keep up with the unpacking loops, so they prefetch
- * explicitly this far ahead (measured on this machine, decode streaming one
- * row per pass: Q8_0 13-15 GB/s without, 18-21 GB/s with; 2-12 KiB ahead
- * and hints T0/NTA all within the noise). Into L2 (T1), not L1: the
- * demand loads then find the lines in L2, and (presumably) the prefetches
- * no longer hold L1 fill buffers the loads need; streaming 1024-wide rows, Q6_K
- * 20.5 -> 24.5 GB/s, Q8_0 21.7 -> 22.4, Q4_K 14.9 -> 15.3 (T1 at 24 KiB:
- * no better, and worse for Q8_0 at 2 threads). */
-#ifndef PREFETCH_DIST
-#define PREFETCH_DIST 12288
-#endif
-#ifndef PREFETCH_HINT
-#define PREFETCH_HINT _MM_HINT_T1
-#endif
+#include "quant_x86_defs.h"
 
 /* -- AVX2: float types (F32/F16/BF16 weights, KV cache) -------------------- */
 

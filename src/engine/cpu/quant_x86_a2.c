@@ -51,18 +51,9 @@
 
 #include "quant_x86_blocks.h"
 
-#define AVX2 __attribute__((target("avx2,fma,f16c")))
-#define INL inline __attribute__((always_inline))
-#define UNROLL _Pragma("GCC unroll 16")
+#include "quant_x86_defs.h"
 
-/* As quant_x86.c: weights streaming from memory are prefetched this far
- * ahead into L2. */
-#ifndef PREFETCH_DIST
-#define PREFETCH_DIST 12288
-#endif
-#ifndef PREFETCH_HINT
-#define PREFETCH_HINT _MM_HINT_T1
-#endif
+#define UNROLL _Pragma("GCC unroll 16")
 
 /* A prepared group of eight blocks: GV vectors. v[0..15] the levels as
  * int16 (transposed or natural, see the header), v[16] the eight block

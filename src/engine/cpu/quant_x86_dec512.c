@@ -30,16 +30,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
-#define INL inline __attribute__((always_inline))
+#include "quant_x86_defs.h"
+
 #define UNROLL _Pragma("GCC unroll 8")
-#define H2FV(h) _cvtsh_ss(h) /* F16C: exact, like fp16_to_f32 */
-/* the weight stream's software prefetch distance and hint: quant_x86.c's
- * (12 KiB ahead into L2; re-measured for this kernel streaming 570 MB of
- * Q8_0: 2-48 KiB, T0/T1/T2, each line prefetched once or not at all, all
- * within this shared machine's noise of 10-12 GB/s) */
-#define DEC_PREFETCH_DIST 12288
-#define DEC_PREFETCH_HINT _MM_HINT_T1
 #define DEC_T_MAX 4                 /* tokens per pass over a weight row */
 #define DEC_STACK_BYTES (96 * 1024) /* activation scratch on the stack */
 
@@ -150,7 +143,7 @@ AVX512 static INL void dec_row(uint32_t type, const uint8_t *w, const XDec *X, i
     for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps(), ms[t] = 0.0f;
     for (int64_t g = 0; g < (nb + 7) / 8; g++) {
         const uint8_t *p = w + (size_t)(8 * g) * sz;
-        for (size_t i = 0; i < 8 * sz; i += 64) _mm_prefetch((const char *)p + DEC_PREFETCH_DIST + i, DEC_PREFETCH_HINT);
+        for (size_t i = 0; i < 8 * sz; i += 64) _mm_prefetch((const char *)p + PREFETCH_DIST + i, PREFETCH_HINT);
         const int nbg = nb - 8 * g < 8 ? (int)(nb - 8 * g) : 8;
         __m256i q[8];
         __m256 dvec;
@@ -319,7 +312,7 @@ AVX512 static INL void dec_k_row(uint32_t type, const uint8_t *w, const BlockQ8_
     for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
     for (int64_t s = 0; s < nsb; s++) {
         const uint8_t *p = w + (size_t)s * sz;
-        for (size_t i = 0; i < sz; i += 64) _mm_prefetch((const char *)p + DEC_PREFETCH_DIST + i, DEC_PREFETCH_HINT);
+        for (size_t i = 0; i < sz; i += 64) _mm_prefetch((const char *)p + PREFETCH_DIST + i, PREFETCH_HINT);
         __m512i q[4], sv[4], ai[DEC_T_MAX];
         __m256i mn;
         float d, dmin;
@@ -375,7 +368,7 @@ bool quant_x86_dec_k_avx512(uint32_t type, const uint8_t *w, size_t wrb, const u
     const BlockQ8_K *X[64];
     for (int t = 0; t < n_tok; t++) X[t] = (const BlockQ8_K *)(x + (size_t)t * xrb);
     const uint8_t *w0 = w + (size_t)r0 * wrb;
-    const size_t bytes = (size_t)(r1 - r0) * wrb, pre = bytes < DEC_PREFETCH_DIST ? bytes : DEC_PREFETCH_DIST;
+    const size_t bytes = (size_t)(r1 - r0) * wrb, pre = bytes < PREFETCH_DIST ? bytes : PREFETCH_DIST;
     for (size_t i = 0; i < pre; i += 64) _mm_prefetch((const char *)w0 + i, _MM_HINT_T0);
     float *o = out + r0;
     if (type == GGML_TYPE_Q4_K) dec_q4_K(w0, wrb, r1 - r0, X, n_tok, n / QK_K, o, os);
@@ -400,7 +393,7 @@ bool quant_x86_dec_a_avx512(uint32_t type, const uint8_t *w, size_t wrb, const u
     XDec X[64];
     for (int t = 0; t < n_tok; t++) prep_xdec(q81, x + (size_t)t * xrb, nb, buf + (size_t)t * xb, &X[t]);
     const uint8_t *w0 = w + (size_t)r0 * wrb;
-    const size_t pre = (size_t)(r1 - r0) * wrb < DEC_PREFETCH_DIST ? (size_t)(r1 - r0) * wrb : DEC_PREFETCH_DIST;
+    const size_t pre = (size_t)(r1 - r0) * wrb < PREFETCH_DIST ? (size_t)(r1 - r0) * wrb : PREFETCH_DIST;
     for (size_t i = 0; i < pre; i += 64) _mm_prefetch((const char *)w0 + i, _MM_HINT_T0);
     float *o = out + r0;
     switch (type) {

@@ -23,17 +23,7 @@
 #include <stddef.h>
 #include <string.h>
 
-#define AVX2 __attribute__((target("avx2,fma,f16c")))
-#define INL inline __attribute__((always_inline))
-#define H2FV(h) _cvtsh_ss(h) /* F16C: exact, like fp16_to_f32 */
-
-/* As quant_x86.c: weights are prefetched this far ahead into L2. */
-#ifndef PREFETCH_DIST
-#define PREFETCH_DIST 12288
-#endif
-#ifndef PREFETCH_HINT
-#define PREFETCH_HINT _MM_HINT_T1
-#endif
+#include "quant_x86_defs.h"
 
 #define K2_MAX_T 4 /* activation rows per pass over a weight row */
 #define UNROLL _Pragma("GCC unroll 8")

@@ -533,14 +533,6 @@ AVX2 static INL void dec_row_b(uint32_t type, const uint8_t *wr, const __m256i *
         __m256i q[8];
         __m256 dw, mw;
         load8(type, p, imin(8, nb - 8 * g), q, &dw, &mw);
-#ifdef EXP_LOADONLY
-        {
-            __m256i z = _mm256_xor_si256(_mm256_xor_si256(_mm256_xor_si256(q[0], q[1]), _mm256_xor_si256(q[2], q[3])),
-                                         _mm256_xor_si256(_mm256_xor_si256(q[4], q[5]), _mm256_xor_si256(q[6], q[7])));
-            f[0] = _mm256_add_ps(f[0], _mm256_add_ps(_mm256_castsi256_ps(z), dw));
-            continue;
-        }
-#endif
         __m256i h[A2_DEC_T][2], hh[A2_DEC_T];
         UNROLL
         for (int i = 0; i < 4; i++) {

@@ -314,26 +314,11 @@ AVX512 static void unpack_w8_row(uint32_t type, const uint8_t *row, int64_t nb, 
 }
 
 AVX512 static void prep_x8_row(bool q81, const uint8_t *xrow, int64_t nb, const X8Row *a) {
-    const size_t sz = q81 ? sizeof(BlockQ8_1) : sizeof(BlockQ8_0);
     const __m512i k80 = _mm512_set1_epi8((char)0x80);
     for (int64_t g = 0; g < (nb + 7) / 8; g++) {
         __m256i q[8];
         float d[8];
-        for (int i = 0; i < 8; i++) {
-            const int64_t b = 8 * g + i;
-            float sum = 0.0f;
-            if (b < nb) {
-                const uint8_t *p = xrow + (size_t)b * sz;
-                uint16_t h;
-                memcpy(&h, p, 2);
-                d[i] = H2FV(h);
-                if (q81) memcpy(&h, p + 2, 2), sum = H2FV(h);
-                q[i] = _mm256_loadu_si256((const __m256i *)(p + (q81 ? 4 : 2)));
-            } else {
-                q[i] = _mm256_setzero_si256(), d[i] = 0.0f;
-            }
-            a->s[b] = sum;
-        }
+        load_x8_group(q81, xrow, nb, g, q, d, a->s);
         __m512i t[4];
         split8(q, t);
         for (int k = 0; k < 4; k++) _mm512_store_si512(a->v + 5 * g + k, _mm512_xor_si512(t[k], k80));

@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "quant_x86_blocks.h"
 #include "quant_x86_defs.h"
 
 #define UNROLL _Pragma("GCC unroll 8")
@@ -97,7 +98,6 @@ AVX512 static INL __m256i levels(uint32_t type, const uint8_t *p, float *d, floa
 
 /* One activation row (Q8_0 or Q8_1 blocks) in the XDec form at buf. */
 AVX512 static void prep_xdec(bool q81, const uint8_t *xrow, int64_t nb, uint8_t *buf, XDec *a) {
-    const size_t sz = q81 ? sizeof(BlockQ8_1) : sizeof(BlockQ8_0);
     const int64_t ng = (nb + 7) / 8;
     __m512i *v = (__m512i *)buf;
     float *s = (float *)(buf + (size_t)ng * 384);
@@ -105,21 +105,7 @@ AVX512 static void prep_xdec(bool q81, const uint8_t *xrow, int64_t nb, uint8_t 
     for (int64_t g = 0; g < ng; g++) {
         __m256i q[8];
         float d[8];
-        for (int i = 0; i < 8; i++) {
-            const int64_t b = 8 * g + i;
-            float sum = 0.0f;
-            if (b < nb) {
-                const uint8_t *p = xrow + (size_t)b * sz;
-                uint16_t h;
-                memcpy(&h, p, 2);
-                d[i] = H2FV(h);
-                if (q81) memcpy(&h, p + 2, 2), sum = H2FV(h);
-                q[i] = _mm256_loadu_si256((const __m256i *)(p + (q81 ? 4 : 2)));
-            } else {
-                q[i] = _mm256_setzero_si256(), d[i] = 0.0f;
-            }
-            s[b] = sum;
-        }
+        load_x8_group(q81, xrow, nb, g, q, d, s);
         __m512i dd[4];
         for (int i = 0; i < 4; i++) {
             const __m512i x = _mm512_inserti64x4(_mm512_castsi256_si512(q[2 * i]), q[2 * i + 1], 1);

@@ -937,9 +937,10 @@ static int one_process(const char *cmd, int (*fn)(int, char **), int argc, char 
 }
 
 /* Under mpirun, SIGTERM is how the launcher ends the ranks when one of them
- * died: say so instead of vanishing (grok serve takes SIGTERM itself). */
+ * died or mpirun itself was stopped (Ctrl-C, kill): say so instead of
+ * vanishing (grok serve takes SIGTERM itself). */
 static void on_sigterm(int sig) {
-    static const char msg[] = "grok: ended by mpirun (another rank failed or was killed; its error is above)\n";
+    static const char msg[] = "grok: ended by mpirun (mpirun was stopped, or another rank failed: its error is above)\n";
     ssize_t w = write(2, msg, sizeof msg - 1);
     (void)w;
     _exit(128 + sig);

@@ -5,7 +5,10 @@
  * tg N : N single-token forward passes at positions 0..N-1, each with its
  *        logits (what generation costs, sampling excluded), as llama-bench;
  *        with --parallel P, P sequences at once (a server's P slots): N
- *        forward passes of P tokens, one per sequence, P x N tokens.
+ *        forward passes of P tokens, one per sequence, P x N tokens. With
+ *        the layers split over R ranks the P sequences go in min(R, P)
+ *        groups whose batches are in flight at once (forward_submit), as
+ *        grok serve's slots, so that every rank has work.
  * The token ids are fixed pseudo-random ids. A warm-up pass (which also
  * faults the mapped weights in) precedes the timed repetitions. */
 #ifndef _GNU_SOURCE
@@ -211,18 +214,51 @@ static int run_pp(Context *c, const int *toks, int n, int depth, float *logits, 
     return 0;
 }
 
+/* Sequences [k0, k1) at step i of a tg run: one token each. */
+static Batch tg_batch(const int *toks, int g, int i, int depth, int k0, int k1, int *tok, int *pos, int *seq,
+                      bool *out) {
+    for (int k = k0; k < k1; k++)
+        tok[k] = toks[(i + 7 * k) % g], pos[k] = depth + i, seq[k] = k, out[k] = true;
+    return (Batch){k1 - k0, tok + k0, pos + k0, seq + k0, out + k0};
+}
+
+/* The number of groups a tg run of par sequences keeps in flight at once:
+ * the layers split over N ranks pipelines up to N (forward_submit), as
+ * grok serve's slots; otherwise 1 (one forward pass per step). */
+static int tg_groups(const Context *c, int par) {
+    const int d = forward_depth(c);
+    return par > 1 && d > 1 ? (d < par ? d : par) : 1;
+}
+
 static int run_tg(Context *c, const int *toks, int g, int par, int depth, float *logits, double *tps, Error *err) {
     const double t0 = time_now();
-    for (int i = 0; i < g; i++) {
-        if (par == 1) {
-            if (forward_tokens(c, 0, toks + i, 1, depth + i, logits, false, err)) return -1;
-            continue;
+    int tok[MAX_PARALLEL], pos[MAX_PARALLEL], seq[MAX_PARALLEL];
+    bool out[MAX_PARALLEL];
+    const int G = tg_groups(c, par);
+    if (G > 1) {
+        /* group k holds sequences [k par / G, (k + 1) par / G): every group's
+         * first step is submitted, then each collected group's next step
+         * (its own arrays: submit copies what it needs) */
+        for (int k = 0; k < G; k++) {
+            const Batch b = tg_batch(toks, g, 0, depth, k * par / G, (k + 1) * par / G, tok, pos, seq, out);
+            if (forward_submit(c, &b, err)) return -1;
         }
-        int tok[MAX_PARALLEL], pos[MAX_PARALLEL], seq[MAX_PARALLEL];
-        bool out[MAX_PARALLEL];
-        for (int k = 0; k < par; k++) tok[k] = toks[(i + 7 * k) % g], pos[k] = depth + i, seq[k] = k, out[k] = true;
-        const Batch b = {par, tok, pos, seq, out};
-        if (forward(c, &b, logits, err)) return -1;
+        for (int i = 0; i < g; i++)
+            for (int k = 0; k < G; k++) {
+                if (forward_collect(c, logits, err)) return -1;
+                if (i + 1 == g) continue;
+                const Batch b = tg_batch(toks, g, i + 1, depth, k * par / G, (k + 1) * par / G, tok, pos, seq, out);
+                if (forward_submit(c, &b, err)) return -1;
+            }
+    } else {
+        for (int i = 0; i < g; i++) {
+            if (par == 1) {
+                if (forward_tokens(c, 0, toks + i, 1, depth + i, logits, false, err)) return -1;
+                continue;
+            }
+            const Batch b = tg_batch(toks, g, i, depth, 0, par, tok, pos, seq, out);
+            if (forward(c, &b, logits, err)) return -1;
+        }
     }
     *tps = (double)g * par / (time_now() - t0);
     return 0;
@@ -253,7 +289,8 @@ static const char USAGE[] =
     "  -r N      repetitions (default 5)\n"
     "  -d N      depth: both tests run after N tokens already in the KV cache (default 0)\n"
     "  --parallel P  tg runs P sequences at once, one token each per forward pass (as\n"
-    "            grok serve's slots); t/s counts every sequence's tokens (default 1)\n"
+    "            grok serve's slots); t/s counts every sequence's tokens (default 1); under\n"
+    "            mpirun with --split layers, in up to one group per rank kept in flight\n"
     "  --kv T    KV cache type, " KV_TYPE_NAMES " (default f16); --kv-k T, --kv-v T: one side\n"
     "  --no-bw   skip the bandwidth measurement\n"
     "  --device cpu|cuda|auto  (default auto: cuda when a GPU is present; on cuda -t is\n"
@@ -346,6 +383,7 @@ int cmd_bench(int argc, char **argv, Dist *d) {
     double dist_tg_bytes = 0; /* several processes: bytes rank 0 exchanged per generated token */
     size_t kv_bytes = 0;
     Stat res_pp[MAX_THREAD_SETS], res_tg[MAX_THREAD_SETS];
+    int groups = 1; /* tg with --parallel: batches in flight at once */
     for (int si = 0; si < n_sets; si++) {
         ContextParams cp = {depth + (n_pp > n_tg ? n_pp : n_tg) + 16, par, 512, threads[si], (uint32_t)kv_k,
                             (uint32_t)kv_v, device, gpu, d};
@@ -357,6 +395,7 @@ int cmd_bench(int argc, char **argv, Dist *d) {
         if (si == 0 && context_device_note(c)[0])
             printf("note: computing on the CPU, the GPU did not take the model: %s\n", context_device_note(c));
         kv_bytes = context_kv_bytes(c);
+        groups = tg_groups(c, par);
         if (si == 0)
             printf("KV cache: %.1f MiB for %d positions (%.1f KiB per token)\n\n", kv_bytes / 1048576.0,
                    context_n_ctx(c), kv_bytes / 1024.0 / context_n_ctx(c));
@@ -436,6 +475,9 @@ int cmd_bench(int argc, char **argv, Dist *d) {
         }
         fflush(stdout);
     }
+    if (n_tg > 0 && groups > 1)
+        printf("\ntg%dx%d: %d sequences in %d groups whose batches are in flight at once (the layers split's "
+               "pipeline over %d ranks)\n", n_tg, par, par, groups, dist_size(d));
     if (hwm_kib > 0)
         printf("\npeak RSS %.1f MiB vs file %.1f MiB + KV cache %.1f MiB = %.1f MiB (%+.1f%%)\n", hwm_kib / 1024.0,
                file_bytes / 1048576.0, kv_bytes / 1048576.0, (file_bytes + kv_bytes) / 1048576.0,

@@ -59,6 +59,12 @@ struct Context {
     float *lg_part;        /* dist, experts split: (rows, share of n_vocab) host, this process's logits */
     size_t lg_cap;         /* floats lg_part holds */
     DistPipe *pipe;        /* dist, layers split: the pipeline's buffers (dist_pipe.h); NULL otherwise */
+    /* forward_submit without a pipe: the batch kept until forward_collect */
+    bool held;
+    Batch hold;            /* points into hold_i, hold_out */
+    int *hold_i;           /* (3, hold_cap) tokens, positions, sequences */
+    bool *hold_out;        /* (hold_cap) */
+    size_t hold_cap;
 };
 
 /* 0, or -1 with err set when the backend failed (a GPU's failed launch). */
@@ -265,7 +271,7 @@ static int chunk_logits(Context *c, int n_out, float *logits, Error *err) {
     return n_out;
 }
 
-int forward(Context *c, const Batch *b, float *logits, Error *err) {
+static int check_batch(const Context *c, const Batch *b, Error *err) {
     const ModelConfig *cfg = &c->m->cfg;
     for (int t = 0; t < b->n_tokens; t++) {
         const int s = b->seq ? b->seq[t] : 0;
@@ -275,34 +281,113 @@ int forward(Context *c, const Batch *b, float *logits, Error *err) {
             return err_set(err, "position %d is outside the context of %d tokens", b->pos[t], c->p.n_ctx);
         if (s < 0 || s >= c->p.n_seq) return err_set(err, "sequence %d does not exist (%d slots)", s, c->p.n_seq);
     }
+    return 0;
+}
+
+/* The first half of a forward pass: the batch through this process's layers
+ * in chunks of n_batch tokens (sequence 0 for every token without b->seq,
+ * in pieces of DEFAULT_BATCH); dist, layers split: the pipeline's pieces,
+ * sent on. The logits of the rows that stay here go to `logits`; *out_row
+ * counts them. Rank 0 of a layers split computes no logits here: its rows
+ * come back from the last rank (collect). */
+static int submit(Context *c, const Batch *b, float *logits, size_t *out_row, Error *err) {
+    const ModelConfig *cfg = &c->m->cfg;
+    if (check_batch(c, b, err)) return -1;
     if (!logits && c->m->share.logits && c->m->share.n_vocab < cfg->n_vocab) /* the others send theirs */
         return err_set(err, "a forward pass over several processes needs a logits buffer");
     if (dist_cmd_forward(c->p.dist, c->dist_id, b, err)) return -1; /* dist: every rank runs the batch */
-    /* chunks of n_batch tokens (sequence 0 for every token without b->seq, in
-     * pieces of DEFAULT_BATCH); dist, layers split: the pipeline's pieces */
     const int max = b->seq || c->p.n_batch < DEFAULT_BATCH ? c->p.n_batch : DEFAULT_BATCH;
     const int piece = dist_pipe_piece(c->pipe, b->n_tokens, max);
     static const int zero_seq[DEFAULT_BATCH];
-    size_t out_row = 0;
     int rc = dist_pipe_begin(c->pipe, b->n_tokens, piece, b->output, err); /* dist: rank 0 awaits rows back */
     for (int done = 0; rc == 0 && done < b->n_tokens; done += piece) {
         const int nt = b->n_tokens - done < piece ? b->n_tokens - done : piece;
-        float *lg = logits ? logits + out_row * (size_t)cfg->n_vocab : NULL;
+        float *lg = logits ? logits + *out_row * (size_t)cfg->n_vocab : NULL;
         int n = run_layers(c, b->token + done, b->pos + done, b->seq ? b->seq + done : zero_seq,
                            b->output ? b->output + done : NULL, nt, err);
         if (n > 0) n = chunk_logits(c, n, lg, err);
         if (n < 0 || be_check(c, err)) rc = -1;
-        else out_row += (size_t)n;
-    }
-    /* dist, layers split, rank 0: the rows back from the last rank, piece by piece */
-    for (int n = 0; rc == 0 && (n = dist_pipe_next_back(c->pipe, c->x, err)) != 0;) {
-        float *lg = logits ? logits + out_row * (size_t)cfg->n_vocab : NULL;
-        if (n < 0 || (n = chunk_logits(c, n, lg, err)) < 0) rc = -1;
-        else out_row += (size_t)n;
+        else *out_row += (size_t)n;
     }
     Error end_err = {{0}};
-    if (dist_pipe_end(c->pipe, rc ? &end_err : err)) rc = -1; /* dist: every exchange of the batch is done */
+    if (rc) dist_pipe_end(c->pipe, &end_err); /* dist: every exchange in flight is done */
     return rc;
+}
+
+/* The second half: dist, layers split, rank 0: the oldest batch's rows back
+ * from the last rank, piece by piece, and their logits from out_row on. */
+static int collect(Context *c, float *logits, size_t out_row, Error *err) {
+    const ModelConfig *cfg = &c->m->cfg;
+    int rc = 0;
+    for (int n = 0; (n = dist_pipe_next_back(c->pipe, c->x, err)) != 0;) {
+        float *lg = logits ? logits + out_row * (size_t)cfg->n_vocab : NULL;
+        if (n < 0 || (n = chunk_logits(c, n, lg, err)) < 0) {
+            rc = -1;
+            break;
+        }
+        out_row += (size_t)n;
+    }
+    if (rc == 0 && dist_pipe_retire(c->pipe, err)) rc = -1;
+    Error end_err = {{0}};
+    if (rc) dist_pipe_end(c->pipe, &end_err);
+    return rc;
+}
+
+/* True if batches go through a pipeline that this process starts (rank 0
+ * of a layers split over several ranks). */
+static bool drives_pipe(const Context *c) { return c->pipe && dist_rank(c->p.dist) == 0; }
+
+int forward_depth(const Context *c) { return drives_pipe(c) ? dist_pipe_depth(c->pipe) : 1; }
+
+int forward_in_flight(const Context *c) { return drives_pipe(c) ? dist_pipe_in_flight(c->pipe) : c->held; }
+
+int forward(Context *c, const Batch *b, float *logits, Error *err) {
+    if (forward_in_flight(c))
+        return err_set(err, "a forward pass while %d batches are in flight (forward_collect them first)",
+                       forward_in_flight(c));
+    size_t out_row = 0;
+    if (submit(c, b, logits, &out_row, err)) return -1;
+    return collect(c, logits, out_row, err);
+}
+
+int forward_submit(Context *c, const Batch *b, Error *err) {
+    if (drives_pipe(c)) {
+        if (dist_pipe_in_flight(c->pipe) == dist_pipe_depth(c->pipe))
+            return err_set(err, "%d batches in flight already (forward_depth)", dist_pipe_in_flight(c->pipe));
+        size_t out_row = 0;
+        return submit(c, b, NULL, &out_row, err); /* no rows stay on rank 0: they all come back */
+    }
+    /* one process (or the experts split): the batch is kept, and computed
+     * when it is collected */
+    if (c->held) return err_set(err, "a batch is in flight already (forward_depth is 1)");
+    if (check_batch(c, b, err)) return -1;
+    const size_t n = (size_t)b->n_tokens;
+    if (n > c->hold_cap) {
+        int *t = realloc(c->hold_i, 3 * n * sizeof(int));
+        if (!t) return err_set(err, "out of memory");
+        c->hold_i = t;
+        bool *o = realloc(c->hold_out, n * sizeof(bool));
+        if (!o) return err_set(err, "out of memory");
+        c->hold_out = o, c->hold_cap = n;
+    }
+    int *tok = c->hold_i, *pos = tok + n, *seq = pos + n;
+    memcpy(tok, b->token, n * sizeof(int));
+    memcpy(pos, b->pos, n * sizeof(int));
+    if (b->seq) memcpy(seq, b->seq, n * sizeof(int));
+    if (b->output) memcpy(c->hold_out, b->output, n * sizeof(bool));
+    c->hold = (Batch){b->n_tokens, tok, pos, b->seq ? seq : NULL, b->output ? c->hold_out : NULL};
+    c->held = true;
+    return 0;
+}
+
+int forward_collect(Context *c, float *logits, Error *err) {
+    if (drives_pipe(c)) {
+        if (dist_pipe_in_flight(c->pipe) == 0) return err_set(err, "no batch in flight to collect");
+        return collect(c, logits, 0, err);
+    }
+    if (!c->held) return err_set(err, "no batch in flight to collect");
+    c->held = false;
+    return forward(c, &c->hold, logits, err);
 }
 
 int forward_tokens(Context *c, int seq, const int *tokens, int n, int pos0, float *logits, bool all_logits,
@@ -350,6 +435,8 @@ void context_free(Context *c) {
     }
     free(c->rows);
     free(c->lg_part);
+    free(c->hold_i);
+    free(c->hold_out);
     dist_pipe_free(c->pipe);
     free(c);
 }

@@ -65,6 +65,25 @@ typedef struct {
  * (nothing is computed). */
 int forward(Context *c, const Batch *b, float *logits, Error *err);
 
+/* forward() in two halves, so that several batches can be in flight (the
+ * layers split over N ranks, dist_pipe.h: rank 0 starts batch B while batch
+ * A is in the other ranks' layers). forward_submit starts a batch (rank 0
+ * runs its layers and sends the rows on, without waiting for them);
+ * forward_collect waits for the oldest batch in flight and writes its logits
+ * as forward() would. Up to forward_depth(c) batches may be in flight: N
+ * with the layers split over N ranks, otherwise 1 (and then submit only
+ * keeps the batch, and collect computes it: exactly forward()). The batches
+ * in flight must be independent: no sequence in two of them (a sequence's
+ * next token comes from the logits anyway). Each batch's results are those
+ * of running the batches one after the other in submit order, as forward().
+ * forward() itself, and the Context calls below, run in that order too; a
+ * forward() while batches are in flight is an error. The Batch's arrays may
+ * be reused once forward_submit returns. */
+int forward_submit(Context *c, const Batch *b, Error *err);
+int forward_collect(Context *c, float *logits, Error *err);
+int forward_depth(const Context *c);
+int forward_in_flight(const Context *c);
+
 /* Context shift: moves what positions [p0, p1) of a sequence cache to
  * [p0 + delta, p1 + delta), re-rotating each key's RoPE from its old
  * position to its new one (q8_0 / q4_0 keys: dequantized, rotated,

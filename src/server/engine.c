@@ -335,17 +335,25 @@ static void engine_token(Server *s, Slot *sl, float *lg) {
     pthread_mutex_unlock(&s->mu);
 }
 
-/* One engine step: a batched forward pass over every active slot. */
-static void engine_step(Server *s) {
+/* ---- steps: batches of slots ------------------------------------------- */
+
+/* Fills s->b_* with group g's batch: the next token of up to max_decode
+ * decoding slots and a chunk of prompt tokens, from slots not in flight; marks
+ * them in flight in g. The number of tokens (0: nothing to do). */
+static int group_fill(Server *s, int g, int max_decode) {
     int nb = 0, nrows = 0;
-    for (int i = 0; i < s->n_slots; i++) {
+    int *rows = s->row_slot + (size_t)g * (size_t)s->n_slots;
+    const int start = s->n_groups > 1 ? s->rr : 0; /* several groups: round-robin, none waits behind the others */
+    for (int k = 0; k < s->n_slots && nb < max_decode; k++) {
+        const int i = (start + k) % s->n_slots;
         Slot *sl = &s->slots[i];
-        if (!sl->job || sl->prefill) continue;
+        if (!sl->job || sl->prefill || sl->flight) continue;
         s->b_tok[nb] = sl->next;
         s->b_pos[nb] = sl->n_past;
         s->b_seq[nb] = i;
         s->b_out[nb] = true;
-        s->row_slot[nrows++] = i;
+        rows[nrows++] = i;
+        sl->flight = g + 1;
         nb++;
     }
     const int n_decode = nb;
@@ -353,7 +361,7 @@ static void engine_step(Server *s) {
     for (int k = 0; k < s->n_slots && budget > 0; k++) {
         const int i = (s->rr + k) % s->n_slots;
         Slot *sl = &s->slots[i];
-        if (!sl->job || !sl->prefill) continue;
+        if (!sl->job || !sl->prefill || sl->flight) continue;
         const Job *j = sl->job;
         const int left = j->n_prompt - sl->n_past, n = left < budget ? left : budget;
         for (int t = 0; t < n; t++) {
@@ -363,35 +371,43 @@ static void engine_step(Server *s) {
             s->b_out[nb] = (t == n - 1 && n == left);
             nb++;
         }
-        if (n == left) s->row_slot[nrows++] = i;
+        if (n == left) rows[nrows++] = i;
         sl->pending = n;
+        sl->flight = g + 1;
         budget -= n;
     }
     s->rr = (s->rr + 1) % s->n_slots;
-    if (nb == 0) return;
-    Error err = {{0}};
-    const double t0 = time_now();
-    Batch b = {nb, s->b_tok, s->b_pos, s->b_seq, s->b_out};
-    int rc = forward(s->ctx, &b, s->logits, &err);
+    s->g_rows[g] = nrows, s->g_tokens[g] = nb, s->g_decode[g] = n_decode;
+    return nb;
+}
+
+/* Group g's batch is done (rc 0: its logits are in s->logits) or failed:
+ * the metrics, then the tokens into the slots' caches and the next tokens
+ * sampled. `seconds`: the time in the forward calls. */
+static void group_done(Server *s, int g, int rc, const Error *err, double seconds) {
     const double t1 = time_now();
+    const int nb = s->g_tokens[g], n_decode = s->g_decode[g];
     pthread_mutex_lock(&s->mu);
     s->steps++;
     s->batch_tokens += (uint64_t)nb;
-    s->busy_seconds += t1 - t0;
+    s->busy_seconds += seconds;
     s->prompt_tokens_computed += (uint64_t)(nb - n_decode);
     rate_add(&s->pp_rate, t1, (uint64_t)(nb - n_decode));
     if (rc) { /* should not happen: inputs are validated; fail every active job */
-        fprintf(stderr, "grok serve: forward failed: %s\n", err.msg);
+        fprintf(stderr, "grok serve: forward failed: %s\n", err->msg);
         /* several processes and one of them failed: the server cannot go
          * on; the jobs get a 503 and the main thread shuts it down */
         const bool gone = dist_failed(s->dist);
         if (gone) kill(getpid(), SIGTERM);
-        for (int i = 0; i < s->n_slots; i++)
+        s->g_count = 0; /* a failed forward call ended every batch in flight */
+        for (int i = 0; i < s->n_slots; i++) {
+            s->slots[i].flight = 0;
             if (s->slots[i].job) {
-                job_done(s, s->slots[i].job, NULL, gone ? SHUTDOWN_MSG : err.msg);
+                job_done(s, s->slots[i].job, NULL, gone ? SHUTDOWN_MSG : err->msg);
                 s->slots[i].n_past = s->slots[i].n_exact = 0;
                 slot_release(s, &s->slots[i]);
             }
+        }
         pthread_mutex_unlock(&s->mu);
         return;
     }
@@ -399,6 +415,8 @@ static void engine_step(Server *s) {
     /* the tokens are in the cache now */
     for (int i = 0; i < s->n_slots; i++) {
         Slot *sl = &s->slots[i];
+        if (sl->flight != g + 1) continue;
+        sl->flight = 0;
         if (!sl->job) continue;
         const bool exact = sl->n_exact == sl->n_past; /* computed on an exact prefix: exact too */
         if (!sl->prefill) {
@@ -412,7 +430,71 @@ static void engine_step(Server *s) {
             if (sl->n_past == sl->job->n_prompt) sl->prefill = false;
         }
     }
-    for (int r = 0; r < nrows; r++) engine_token(s, &s->slots[s->row_slot[r]], s->logits + (size_t)r * s->n_vocab);
+    const int *rows = s->row_slot + (size_t)g * (size_t)s->n_slots;
+    for (int r = 0; r < s->g_rows[g]; r++) engine_token(s, &s->slots[rows[r]], s->logits + (size_t)r * s->n_vocab);
+}
+
+/* One engine step: a batched forward pass over every active slot. */
+static void engine_step(Server *s) {
+    const int nb = group_fill(s, 0, s->n_slots);
+    if (nb == 0) return;
+    Error err = {{0}};
+    const double t0 = time_now();
+    Batch b = {nb, s->b_tok, s->b_pos, s->b_seq, s->b_out};
+    int rc = forward(s->ctx, &b, s->logits, &err);
+    group_done(s, 0, rc, &err, time_now() - t0);
+}
+
+/* The oldest group in flight: waits for its logits and goes on with its
+ * slots. */
+static void group_collect(Server *s) {
+    const int g = s->g_head;
+    Error err = {{0}};
+    const double t0 = time_now();
+    const int rc = forward_collect(s->ctx, s->logits, &err);
+    const double dt = time_now() - t0;
+    s->g_head = (s->g_head + 1) % s->n_groups;
+    s->g_count--;
+    group_done(s, g, rc, &err, dt);
+}
+
+/* One step with several groups in flight (the layers split over N ranks,
+ * forward_submit): the active slots are shared out over up to N groups of
+ * about n_active / N decoding slots (each slot in one group at a time, so a
+ * slot's next token is sampled before it goes in again), and prompt chunks
+ * join a group; every free group with work is submitted, then the oldest is
+ * collected: submit A, submit B, collect A, (sample A), submit A's next
+ * step, collect B, ... so that every rank works on one group while rank 0
+ * samples another's tokens. Each group's results are those of running the
+ * groups one after the other (forward.h). */
+static void pipe_step(Server *s) {
+    int active = 0;
+    for (int i = 0; i < s->n_slots; i++) active += s->slots[i].job != NULL;
+    const int per = (active + s->n_groups - 1) / s->n_groups;
+    while (s->g_count < s->n_groups) {
+        const int g = (s->g_head + s->g_count) % s->n_groups;
+        const int nb = group_fill(s, g, per > 0 ? per : 1);
+        if (nb == 0) break;
+        Error err = {{0}};
+        const double t0 = time_now();
+        Batch b = {nb, s->b_tok, s->b_pos, s->b_seq, s->b_out};
+        if (forward_submit(s->ctx, &b, &err)) {
+            group_done(s, g, -1, &err, time_now() - t0);
+            return;
+        }
+        const double dt = time_now() - t0;
+        pthread_mutex_lock(&s->mu);
+        s->busy_seconds += dt;
+        pthread_mutex_unlock(&s->mu);
+        s->g_count++;
+    }
+    if (s->g_count) group_collect(s);
+}
+
+/* Every group in flight collected (a slot operation, or a shutdown, runs
+ * with nothing in flight). */
+static void engine_drain(Server *s) {
+    while (s->g_count) group_collect(s);
 }
 
 void *engine_main(void *arg) {
@@ -420,8 +502,15 @@ void *engine_main(void *arg) {
     bool trimmed = true; /* memory handed back since the last request */
     pthread_mutex_lock(&s->mu);
     for (;;) {
+        if (s->g_count && (s->stopping || s->ops_head)) { /* nothing in flight for these */
+            pthread_mutex_unlock(&s->mu);
+            engine_drain(s);
+            pthread_mutex_lock(&s->mu);
+            continue;
+        }
         for (int i = 0; i < s->n_slots; i++) {
             Slot *sl = &s->slots[i];
+            if (sl->flight) continue; /* its group's results come first */
             if (sl->job && (sl->job->cancelled || s->stopping)) {
                 if (sl->prefill) sl->pending = 0;
                 job_done(s, sl->job, NULL, sl->job->cancelled ? NULL : SHUTDOWN_MSG);
@@ -459,7 +548,8 @@ void *engine_main(void *arg) {
         }
         trimmed = false;
         pthread_mutex_unlock(&s->mu);
-        engine_step(s);
+        if (s->n_groups > 1) pipe_step(s);
+        else engine_step(s);
         pthread_mutex_lock(&s->mu);
     }
     pthread_mutex_unlock(&s->mu);

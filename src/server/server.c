@@ -781,10 +781,14 @@ static int server_init(Server *s, Error *err) {
     s->b_pos = malloc(nb * sizeof(int));
     s->b_seq = malloc(nb * sizeof(int));
     s->b_out = malloc(nb * sizeof(bool));
-    s->row_slot = malloc(S * sizeof(int));
+    s->n_groups = forward_depth(s->ctx); /* the layers split over N ranks: N batches in flight */
+    const size_t G = (size_t)s->n_groups;
+    s->row_slot = malloc(G * S * sizeof(int));
+    s->g_rows = calloc(3 * G, sizeof(int));
     s->logits = malloc(S * (size_t)s->n_vocab * sizeof(float));
-    if (!s->slots || !s->b_tok || !s->b_pos || !s->b_seq || !s->b_out || !s->row_slot || !s->logits)
+    if (!s->slots || !s->b_tok || !s->b_pos || !s->b_seq || !s->b_out || !s->row_slot || !s->g_rows || !s->logits)
         return err_set(err, "out of memory");
+    s->g_tokens = s->g_rows + G, s->g_decode = s->g_tokens + G;
     for (size_t i = 0; i < S; i++) {
         s->slots[i].cache = malloc((size_t)s->n_ctx * sizeof(int));
         s->slots[i].raw = malloc((size_t)s->n_vocab * sizeof(float));
@@ -806,6 +810,7 @@ static void server_free(Server *s) {
     free(s->b_seq);
     free(s->b_out);
     free(s->row_slot);
+    free(s->g_rows);
     free(s->logits);
     pcache_free(s->pc);
     context_free(s->ctx);

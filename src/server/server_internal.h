@@ -151,6 +151,7 @@ typedef struct {
     int *cache;            /* (n_ctx) tokens in the KV cache */
     int next;              /* token to feed at n_past when decoding */
     int pending;           /* prompt tokens in the current batch */
+    int flight;            /* 1 + the group (batch) in flight holding this slot's tokens; 0 = none */
     float *raw;            /* (n_vocab) logits copy for logprobs */
     Str scratch;           /* text of one step */
 } Slot;
@@ -220,9 +221,16 @@ typedef struct Server {
     Slot *slots;
     int n_busy;              /* under mu */
     int rr;                  /* round-robin start for prefill */
-    int *b_tok, *b_pos, *b_seq, *row_slot;
+    int *b_tok, *b_pos, *b_seq;
     bool *b_out;
     float *logits;           /* (n_slots, n_vocab) */
+    /* groups of slots whose batches are in flight at once (forward_submit):
+     * forward_depth of the Context, N with the layers split over N ranks,
+     * otherwise 1 (one forward pass per step) */
+    int n_groups;
+    int *row_slot;           /* (n_groups, n_slots) per group: the slots of its rows that want logits */
+    int *g_rows, *g_tokens, *g_decode; /* (n_groups) per group: rows, tokens, decode tokens */
+    int g_head, g_count;     /* the groups in flight: oldest first, in a ring */
     /* metrics (under mu) */
     uint64_t req_chat, req_completion, req_tokenize, req_other;
     uint64_t fin_stop, fin_length, fin_cancelled, fin_error;

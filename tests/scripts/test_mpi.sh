@@ -19,6 +19,10 @@
 #      --parallel slots whose batches of several sequences are cut, against
 #      one process; a rank killed or stopped mid-pipeline ends the job within
 #      10 s with an error
+#   8. batches in flight (forward_submit): a server's slots decode in one
+#      group per rank, texts (greedy and seeded) equal to one process's, 2
+#      and 3 ranks; grok bench --parallel keeps its groups in flight; a
+#      rank killed while three groups are in flight ends the job in 10 s
 # Exit 77 if mpirun is absent or grok was built without MPI. Every mpirun
 # runs under `timeout`, so nothing here can hang.
 set -uo pipefail
@@ -130,6 +134,9 @@ check '[ -n "$cs1" ] && [ "$cs" = "$cs1" ] && grep -q "context shift" "$dir/err"
 check 'grep -q "| tg4x3 " "$dir/bp"' "bench --parallel 3: $(tail -3 "$dir/bp")"
 mpi 2 bench -m "$dir/g1.gguf" -p 40 -n 4 --parallel 3 -r 1 --no-bw -t 1 --split layers >"$dir/bp" 2>&1
 check 'grep -q "| pp40 " "$dir/bp" && grep -q "| tg4x3 " "$dir/bp"' "bench --parallel 3 over 2 ranks: $(tail -3 "$dir/bp")"
+check 'grep -q "tg4x3: 3 sequences in 2 groups" "$dir/bp"' "bench --parallel 3 over 2 ranks: no groups in flight: $(tail -3 "$dir/bp")"
+mpi 3 bench -m "$dir/g1.gguf" -p 0 -n 6 --parallel 4 -r 1 --no-bw -t 1 --split layers >"$dir/bp" 2>&1
+check 'grep -q "| tg6x4 " "$dir/bp" && grep -q "tg6x4: 4 sequences in 3 groups" "$dir/bp"' "bench --parallel 4 over 3 ranks: $(tail -3 "$dir/bp")"
 mpi 2 run -m "$dir/g1.gguf" -p hi -n 1 -t 1 --split layers --micro-batch x >/dev/null 2>"$dir/err"; rc=$?
 check '[ $rc -ne 0 ] && grep -q "micro-batch needs a token count" "$dir/err"' "bad --micro-batch: $(cat "$dir/err")"
 
@@ -316,26 +323,29 @@ for split in experts layers; do
 done
 
 echo "== layers split pipeline: server slots (batches of several sequences)"
-# three requests at once: every step is a batch of the three slots' tokens
-# (prompts and then one token each), cut into pieces; each request's greedy
-# tokens and log-probabilities are those of one process
+# four requests at once (greedy and seeded sampling) on four slots: under
+# the layers split the slots go in one group per rank whose batches are in
+# flight at once (prompt chunks too, cut into pieces with --micro-batch);
+# each request's tokens and log-probabilities are those of one process
 together() {
   python3 - "$URL" <<'EOF'
 import json, sys, threading, urllib.request
 url, out = sys.argv[1], {}
 def one(k):
     prompt = [(k * 31 + i * 7) % 500 + 1 for i in range(40 + 9 * k)]
-    body = json.dumps({"prompt": prompt, "max_tokens": 10, "temperature": 0, "logprobs": 1}).encode()
+    req = {"prompt": prompt, "max_tokens": 12, "temperature": 0, "logprobs": 1, "ignore_eos": True}
+    if k % 2: req.update(temperature=0.9, seed=40 + k) # seeded sampling
+    body = json.dumps(req).encode()
     req = urllib.request.Request(url + "/v1/completions", body, {"Content-Type": "application/json"})
     c = json.load(urllib.request.urlopen(req, timeout=60))["choices"][0]["logprobs"]
     out[k] = ",".join("%s:%.6f" % (t, l) for t, l in zip(c["tokens"], c["token_logprobs"]))
-ts = [threading.Thread(target=one, args=(k,)) for k in range(3)]
+ts = [threading.Thread(target=one, args=(k,)) for k in range(4)]
 for t in ts: t.start()
 for t in ts: t.join()
-print(" ".join(out.get(k, "none").replace(" ", "_") for k in range(3)))
+print(" ".join(out.get(k, "none").replace(" ", "_") for k in range(4)))
 EOF
 }
-sl_args=(-m "$dir/g1.gguf" --port 0 -t 1 --parallel 3 --ctx 768)
+sl_args=(-m "$dir/g1.gguf" --port 0 -t 1 --parallel 4 --ctx 1024)
 serve_on 1 "${sl_args[@]}"
 want=$([ -n "$URL" ] && together)
 kill "$SRV"; wait_gone "$SRV" 10
@@ -385,6 +395,30 @@ for how in KILL STOP; do
   fi
   kill -9 "$r1" 2>/dev/null
 done
+
+# a server over 3 ranks whose three slots decode in three groups in flight
+# at once (with context shifts: replies longer than the context); the
+# middle rank is killed: the job ends within 10 s
+serve_on 3 -m "$dir/mem.gguf" --port 0 -t 1 --parallel 3 --ctx 512 --context-shift --split layers --dist-timeout 3
+if [ -z "$URL" ]; then
+  bad "pipelined server (3 ranks) did not start: $(cat "$dir/pc.err")"; kill -9 "$SRV"
+else
+  for k in 1 2 3; do
+    curl -s -N "$URL/v1/completions" -H 'content-type: application/json' \
+      -d "{\"prompt\":\"hi $k\",\"max_tokens\":100000,\"stream\":true,\"ignore_eos\":true}" >"$dir/fs$k" 2>&1 &
+    pids+=($!)
+  done
+  for _ in $(seq 100); do [ -s "$dir/fs1" ] && [ -s "$dir/fs2" ] && [ -s "$dir/fs3" ] && break; sleep 0.1; done
+  r1=$(rank_pid "$SRV" 1)
+  check '[ -n "$r1" ] && [ -s "$dir/fs3" ] && kill -0 "$SRV"' "pipelined server (3 ranks): not streaming: $(tail -3 "$dir/pc.err")"
+  [ -n "$r1" ] && kill -9 "$r1"
+  if wait_gone "$SRV" 10; then
+    wait "$SRV"; rc=$?
+    check '[ $rc -ne 0 ]' "pipelined server: status 0 after rank 1 was killed"
+  else
+    bad "pipelined server (3 ranks): still running 10 s after rank 1 was killed"; kill -9 "$SRV"
+  fi
+fi
 
 echo "mpi: $pass passed, $fail failed"
 [ $fail -eq 0 ]

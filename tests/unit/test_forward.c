@@ -1,6 +1,7 @@
 /* test_forward.c - the forward pass is consistent with itself: a prompt in
  * one batch or token by token, 1 or 2 threads, one sequence or two
- * interleaved in a batch; f16 KV close to f32; bad batches are errors.
+ * interleaved in a batch; f16 KV close to f32; bad batches are errors;
+ * forward_submit / forward_collect in one process are forward().
  * (Exactness against the spec is checked by tests/scripts/test_parity_*.) */
 #include <math.h>
 #include <stdio.h>
@@ -83,6 +84,33 @@ static void run_model(const char *path, const char *label) {
     float worst = 0;
     for (int i = 0; i < N; i++) worst = fmaxf(worst, max_rel_diff(inter + (size_t)(2 * i) * V, batch + (size_t)i * V, V));
     CHECK(worst < 1e-5f, "%s: interleaved sequence 0 vs alone: %g", label, worst);
+    /* forward() in two halves (forward_submit / forward_collect): in one
+     * process one batch is in flight, kept until collected, with the same
+     * bits as forward(); the caller's arrays may change after the submit */
+    {
+        Context *h = ctx_for(m, 2, 512, 2, GGML_TYPE_F32);
+        int ctok[2 * N], cpos[2 * N], cseq[2 * N];
+        memcpy(ctok, itok, sizeof ctok), memcpy(cpos, ipos, sizeof cpos), memcpy(cseq, iseq, sizeof cseq);
+        float *held = malloc(sizeof(float) * 2 * N * V);
+        Batch bc = {2 * N, ctok, cpos, cseq, NULL};
+        CHECK(h && forward_depth(h) == 1 && forward_in_flight(h) == 0, "%s: one batch in flight at most", label);
+        CHECK(h && forward_submit(h, &bc, &err) == 0 && forward_in_flight(h) == 1, "%s: submit", label);
+        CHECK(h && forward_submit(h, &bc, &err) != 0 && strstr(err.msg, "in flight"), "%s: a second submit", label);
+        CHECK(h && forward(h, &bc, held, &err) != 0 && strstr(err.msg, "in flight"), "%s: forward while in flight",
+              label);
+        for (int i = 0; i < 2 * N; i++) ctok[i] = V - 1, cpos[i] = 0, cseq[i] = 0;
+        CHECK(h && held && forward_collect(h, held, &err) == 0 && forward_in_flight(h) == 0 &&
+                  memcmp(held, inter, sizeof(float) * 2 * N * V) == 0,
+              "%s: collect gives forward()'s logits", label);
+        CHECK(h && held && forward_collect(h, held, &err) != 0 && strstr(err.msg, "no batch"), "%s: nothing to collect",
+              label);
+        int bad_tok = V, pos0 = 0;
+        Batch bb = {1, &bad_tok, &pos0, NULL, NULL};
+        CHECK(h && forward_submit(h, &bb, &err) != 0 && strstr(err.msg, "vocabulary") && forward_in_flight(h) == 0,
+              "%s: a bad batch is refused at submit", label);
+        free(held);
+        context_free(h);
+    }
     /* only some rows want logits (the last layer's MoE then runs for those
      * rows alone): their logits are the same bits as with every row */
     {

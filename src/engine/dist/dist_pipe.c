@@ -10,6 +10,14 @@ typedef struct {
     size_t off;  /* where in back: floats */
 } Back;
 
+/* Rank 0: one batch in flight, whose rows come back from the last rank. */
+typedef struct {
+    float *back;                /* (rows that want logits, E), the rows the last rank sends back */
+    size_t back_cap;            /* floats */
+    Back *pieces;               /* the pieces with rows coming back, in order */
+    int n_pieces, cap_pieces, next_piece;
+} Flight;
+
 struct DistPipe {
     Dist *d;
     int rank, size;
@@ -18,10 +26,8 @@ struct DistPipe {
     float *ring[DIST_PIPE_RING];/* (n_batch, E) each, allocated at the first send from it */
     int ring_ticket[DIST_PIPE_RING]; /* the send from it in flight, -1 = free */
     int ring_next;
-    float *back;                /* rank 0: (rows that want logits, E), the rows the last rank sends back */
-    size_t back_cap;            /* floats */
-    Back *pieces;               /* rank 0: the pieces with rows coming back, in order */
-    int n_pieces, cap_pieces, next_piece;
+    Flight flight[DIST_PIPE_FLIGHT]; /* rank 0: a ring of the batches in flight, oldest at head */
+    int head, count;
 };
 
 int dist_pipe_new(Dist *d, const Model *m, int n_batch, DistPipe **out, Error *err) {
@@ -45,8 +51,7 @@ void dist_pipe_free(DistPipe *p) {
      * the job; the buffers MPI may still use are then left to the exit */
     if (dist_pipe_end(p, &err)) return;
     for (int i = 0; i < DIST_PIPE_RING; i++) free(p->ring[i]);
-    free(p->back);
-    free(p->pieces);
+    for (int i = 0; i < DIST_PIPE_FLIGHT; i++) free(p->flight[i].back), free(p->flight[i].pieces);
     free(p);
 }
 
@@ -62,32 +67,44 @@ int dist_pipe_piece(const DistPipe *p, int n, int max) {
     return p ? dist_pipe_piece_for(n, max, p->size, dist_micro_batch(p->d)) : max;
 }
 
+int dist_pipe_depth(const DistPipe *p) {
+    if (!p) return 1;
+    return p->size < DIST_PIPE_FLIGHT ? p->size : DIST_PIPE_FLIGHT;
+}
+
+int dist_pipe_in_flight(const DistPipe *p) { return p ? p->count : 0; }
+
 int dist_pipe_begin(DistPipe *p, int n, int piece, const bool *want, Error *err) {
     if (!p || p->rank != 0) return 0;
-    p->n_pieces = p->next_piece = 0;
+    if (p->count == dist_pipe_depth(p))
+        return err_set(err, "%d batches in flight already (the pipeline of %d ranks)", p->count, p->size);
+    /* a free flight: none of its receives is posted, so its buffers may move */
+    Flight *f = &p->flight[(p->head + p->count) % DIST_PIPE_FLIGHT];
+    f->n_pieces = f->next_piece = 0;
     size_t rows = 0;
     for (int t = 0; t < n; t++) rows += !want || want[t];
-    if (rows * (size_t)p->E > p->back_cap) {
-        float *b = realloc(p->back, rows * (size_t)p->E * sizeof(float));
+    if (rows * (size_t)p->E > f->back_cap) {
+        float *b = realloc(f->back, rows * (size_t)p->E * sizeof(float));
         if (!b) return err_set(err, "out of memory");
-        p->back = b, p->back_cap = rows * (size_t)p->E;
+        f->back = b, f->back_cap = rows * (size_t)p->E;
     }
+    p->count++; /* from here on dist_pipe_end waits for what was posted */
     size_t off = 0;
     for (int t0 = 0; t0 < n; t0 += piece) {
         int k = 0;
         for (int t = t0; t < n && t < t0 + piece; t++) k += !want || want[t];
         if (k == 0) continue; /* the last rank sends nothing for it */
-        if (p->n_pieces == p->cap_pieces) {
-            const int cap = p->cap_pieces ? 2 * p->cap_pieces : 16;
-            Back *q = realloc(p->pieces, (size_t)cap * sizeof *q);
+        if (f->n_pieces == f->cap_pieces) {
+            const int cap = f->cap_pieces ? 2 * f->cap_pieces : 16;
+            Back *q = realloc(f->pieces, (size_t)cap * sizeof *q);
             if (!q) return err_set(err, "out of memory");
-            p->pieces = q, p->cap_pieces = cap;
+            f->pieces = q, f->cap_pieces = cap;
         }
-        Back *b = &p->pieces[p->n_pieces];
+        Back *b = &f->pieces[f->n_pieces];
         b->rows = k, b->off = off;
-        b->ticket = dist_irecv(p->d, p->size - 1, p->back + off, (size_t)k * (size_t)p->E * sizeof(float), err);
+        b->ticket = dist_irecv(p->d, p->size - 1, f->back + off, (size_t)k * (size_t)p->E * sizeof(float), err);
         if (b->ticket < 0) return -1;
-        p->n_pieces++;
+        f->n_pieces++;
         off += (size_t)k * (size_t)p->E;
     }
     return 0;
@@ -117,23 +134,43 @@ int dist_pipe_send(DistPipe *p, const float *x, int rows, Error *err) {
 int dist_pipe_poll(DistPipe *p, Error *err) { return p ? dist_poll(p->d, err) : 0; }
 
 int dist_pipe_next_back(DistPipe *p, float *x, Error *err) {
-    if (!p || p->rank != 0 || p->next_piece == p->n_pieces) return 0;
-    Back *b = &p->pieces[p->next_piece];
+    if (!p || p->rank != 0 || p->count == 0) return 0;
+    Flight *f = &p->flight[p->head];
+    if (f->next_piece == f->n_pieces) return 0;
+    Back *b = &f->pieces[f->next_piece];
     if (dist_wait(p->d, b->ticket, err)) return -1;
     b->ticket = -1;
-    p->next_piece++;
-    memcpy(x, p->back + b->off, (size_t)b->rows * (size_t)p->E * sizeof(float));
+    f->next_piece++;
+    memcpy(x, f->back + b->off, (size_t)b->rows * (size_t)p->E * sizeof(float));
     return b->rows;
+}
+
+/* waits for the receives of a flight still posted (only after an error) */
+static int flight_end(DistPipe *p, Flight *f, Error *err) {
+    for (; f->next_piece < f->n_pieces; f->next_piece++) {
+        Back *b = &f->pieces[f->next_piece];
+        if (b->ticket >= 0 && dist_wait(p->d, b->ticket, err)) return -1;
+        b->ticket = -1;
+    }
+    f->n_pieces = f->next_piece = 0;
+    return 0;
+}
+
+int dist_pipe_retire(DistPipe *p, Error *err) {
+    if (!p || p->rank != 0 || p->count == 0) return 0;
+    if (flight_end(p, &p->flight[p->head], err)) return -1;
+    p->head = (p->head + 1) % DIST_PIPE_FLIGHT;
+    p->count--;
+    return 0;
 }
 
 int dist_pipe_end(DistPipe *p, Error *err) {
     if (!p) return 0;
-    for (; p->next_piece < p->n_pieces; p->next_piece++) { /* (only after an error) */
-        Back *b = &p->pieces[p->next_piece];
-        if (b->ticket >= 0 && dist_wait(p->d, b->ticket, err)) return -1;
-        b->ticket = -1;
+    while (p->count > 0) {
+        if (flight_end(p, &p->flight[p->head], err)) return -1;
+        p->head = (p->head + 1) % DIST_PIPE_FLIGHT;
+        p->count--;
     }
-    p->n_pieces = p->next_piece = 0;
     for (int i = 0; i < DIST_PIPE_RING; i++) {
         if (p->ring_ticket[i] >= 0 && dist_wait(p->d, p->ring_ticket[i], err)) return -1;
         p->ring_ticket[i] = -1;

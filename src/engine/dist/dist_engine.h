@@ -8,8 +8,12 @@
  * its arguments (dist_cmd_* below, called by forward.c) and then runs the
  * call itself; the forward pass exchanges activations inside (forward.c:
  * the experts split sums the MoE output over the ranks, the layers split
- * passes the residual stream on, in a pipeline of pieces: dist_pipe.h). Nothing here changes the results a single
- * process computes except the order of one sum.
+ * passes the residual stream on, in a pipeline of pieces: dist_pipe.h). Under
+ * the layers split rank 0 may send the next forward command while earlier
+ * batches are still in the other ranks' layers (forward_submit): a worker
+ * runs the commands in the order sent, and does not wait for its rows to
+ * arrive before it takes the next one. Nothing here changes the results a
+ * single process computes except the order of one sum.
  *
  * Shares (dist_model_load):
  *   experts: each expert's FFN width cut into `size` block-aligned slices

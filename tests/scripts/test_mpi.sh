@@ -398,11 +398,13 @@ done
 
 # a server over 3 ranks whose three slots decode in three groups in flight
 # at once (with context shifts: replies longer than the context); the
-# middle rank is killed: the job ends within 10 s
-serve_on 3 -m "$dir/mem.gguf" --port 0 -t 1 --parallel 3 --ctx 512 --context-shift --split layers --dist-timeout 3
-if [ -z "$URL" ]; then
-  bad "pipelined server (3 ranks) did not start: $(cat "$dir/pc.err")"; kill -9 "$SRV"
-else
+# middle rank is killed, or stopped: the job ends within 10 s, the streams
+# with an error event
+for how in KILL STOP; do
+  serve_on 3 -m "$dir/mem.gguf" --port 0 -t 1 --parallel 3 --ctx 512 --context-shift --split layers --dist-timeout 3
+  if [ -z "$URL" ]; then
+    bad "pipelined server (3 ranks) did not start: $(cat "$dir/pc.err")"; kill -9 "$SRV"; continue
+  fi
   for k in 1 2 3; do
     curl -s -N "$URL/v1/completions" -H 'content-type: application/json' \
       -d "{\"prompt\":\"hi $k\",\"max_tokens\":100000,\"stream\":true,\"ignore_eos\":true}" >"$dir/fs$k" 2>&1 &
@@ -410,15 +412,18 @@ else
   done
   for _ in $(seq 100); do [ -s "$dir/fs1" ] && [ -s "$dir/fs2" ] && [ -s "$dir/fs3" ] && break; sleep 0.1; done
   r1=$(rank_pid "$SRV" 1)
-  check '[ -n "$r1" ] && [ -s "$dir/fs3" ] && kill -0 "$SRV"' "pipelined server (3 ranks): not streaming: $(tail -3 "$dir/pc.err")"
-  [ -n "$r1" ] && kill -9 "$r1"
+  check '[ -n "$r1" ] && [ -s "$dir/fs3" ] && kill -0 "$SRV"' "pipelined server $how: not streaming: $(tail -3 "$dir/pc.err")"
+  [ -n "$r1" ] && kill -"$how" "$r1"
   if wait_gone "$SRV" 10; then
     wait "$SRV"; rc=$?
-    check '[ $rc -ne 0 ]' "pipelined server: status 0 after rank 1 was killed"
+    check '[ $rc -ne 0 ]' "pipelined server $how: status 0 after rank 1 was hit"
+    sleep 0.5
+    check 'grep -q "\"error\"" "$dir/fs1" && grep -q "\"error\"" "$dir/fs3"' "pipelined server $how: no error event: $(tail -c 200 "$dir/fs1")"
   else
-    bad "pipelined server (3 ranks): still running 10 s after rank 1 was killed"; kill -9 "$SRV"
+    bad "pipelined server $how (3 ranks): still running 10 s after rank 1 was hit"; kill -9 "$SRV"
   fi
-fi
+  kill -9 "$r1" 2>/dev/null
+done
 
 echo "mpi: $pass passed, $fail failed"
 [ $fail -eq 0 ]

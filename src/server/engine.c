@@ -2,7 +2,9 @@
  * lifetime, slots, admission of queued jobs (longest shared prefix, the
  * prompt cache, context shift), and the engine thread that runs one
  * forward pass per step over every decoding slot's next token plus a chunk
- * of prompt tokens, samples, and hands text to the waiting connections.
+ * of prompt tokens, samples, and hands text to the waiting connections
+ * (the layers split over N ranks: up to N groups of slots in flight at
+ * once, pipe_step).
  * See server.c's header for the threads and the lock. */
 #include "dist.h"
 #include "server_internal.h"

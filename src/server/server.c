@@ -21,7 +21,9 @@
  *     forward(), samples one token per slot that wants one, and appends the
  *     text to the jobs. A slot's KV cache is reused from position 0 (or from
  *     the end of the shared prefix) by the next job: it is simply
- *     overwritten.
+ *     overwritten. Under mpirun with the layers split over N ranks the slots
+ *     go in up to N groups whose batches are in flight at once
+ *     (forward_submit / forward_collect: engine.c's pipe_step).
  * One mutex (Server.mu) guards the queue, the jobs' shared fields and the
  * metrics; the engine holds it only to admit, append and finish, never
  * during forward(). */

@@ -398,8 +398,9 @@ done
 
 # a server over 3 ranks whose three slots decode in three groups in flight
 # at once (with context shifts: replies longer than the context); the
-# middle rank is killed, or stopped: the job ends within 10 s, the streams
-# with an error event
+# middle rank is killed, or stopped: the job ends within 10 s (the streams'
+# error events are checked above, with a longer sigkill timeout: on a loaded
+# machine mpirun may kill rank 0 before it writes them)
 for how in KILL STOP; do
   serve_on 3 -m "$dir/mem.gguf" --port 0 -t 1 --parallel 3 --ctx 512 --context-shift --split layers --dist-timeout 3
   if [ -z "$URL" ]; then
@@ -417,8 +418,6 @@ for how in KILL STOP; do
   if wait_gone "$SRV" 10; then
     wait "$SRV"; rc=$?
     check '[ $rc -ne 0 ]' "pipelined server $how: status 0 after rank 1 was hit"
-    sleep 0.5
-    check 'grep -q "\"error\"" "$dir/fs1" && grep -q "\"error\"" "$dir/fs3"' "pipelined server $how: no error event: $(tail -c 200 "$dir/fs1")"
   else
     bad "pipelined server $how (3 ranks): still running 10 s after rank 1 was hit"; kill -9 "$SRV"
   fi

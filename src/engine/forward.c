@@ -41,8 +41,8 @@ struct Context {
     ContextParams p;
     int dist_id;           /* this Context on the other ranks (dist_engine.h), -1 = none */
     Backend *be;
-    int kv_dim;            /* n_head_kv * head_dim */
-    int q_dim;             /* n_head * head_dim */
+    int kv_dim;            /* the share's key/value heads * head_dim (all n_head_kv but with attention cut by heads) */
+    int q_dim;             /* the share's query heads * head_dim */
     float *x;              /* (n_batch, n_embd) residual stream */
     float *u;              /* (n_batch, n_embd) normed input of a block */
     float *q, *k, *v;      /* (n_batch, q_dim), (n_batch, kv_dim) x2 */
@@ -127,33 +127,44 @@ int context_reuse(Context *c, int seq, int *cache, int n_cache, const int *ids, 
 /* ---- one chunk of tokens through the model ---------------------------- */
 
 /* x += rmsnorm(Wo . attention(rope(Wq u), rope(Wk u), Wv u)) * attn_out_norm,
- * u = rmsnorm(x) * attn_norm; keys and values go to the cache. */
-static void attention_block(Context *c, int il, int nt, const int *pos, const int *seq) {
+ * u = rmsnorm(x) * attn_norm; keys and values go to the cache.
+ * This process computes the key/value heads [head0_kv, head0_kv + n_head_kv)
+ * and their query heads (model.h ModelShare): all of them, unless attention
+ * is cut by heads over processes, when Wo's output is its part of a sum. */
+static int attention_block(Context *c, int il, int nt, const int *pos, const int *seq, Error *err) {
     Backend *be = c->be;
     const ModelConfig *cfg = &c->m->cfg;
+    const ModelShare *sh = &c->m->share;
     const Layer *L = &c->m->layers[il];
-    const int E = cfg->n_embd;
+    const int E = cfg->n_embd, hd = cfg->head_dim;
+    /* the share's first rows of Wq (its query heads) and of Wk, Wv */
+    const int64_t q0 = (int64_t)sh->head0_kv * (cfg->n_head / cfg->n_head_kv) * hd, k0 = (int64_t)sh->head0_kv * hd;
     be->rmsnorm(be, c->u, c->x, L->attn_norm, nt, E, cfg->eps);
     if (L->wqkv.data) { /* one fused weight: q, k and v are row ranges of it */
+        const int64_t QD = (int64_t)cfg->n_head * hd, KD = (int64_t)cfg->n_head_kv * hd;
         const MatMul mm[3] = {
-            {&L->wqkv, 0, c->q_dim, c->u, nt, c->q, c->q_dim},
-            {&L->wqkv, c->q_dim, c->kv_dim, c->u, nt, c->k, c->kv_dim},
-            {&L->wqkv, c->q_dim + c->kv_dim, c->kv_dim, c->u, nt, c->v, c->kv_dim},
+            {&L->wqkv, q0, c->q_dim, c->u, nt, c->q, c->q_dim},
+            {&L->wqkv, QD + k0, c->kv_dim, c->u, nt, c->k, c->kv_dim},
+            {&L->wqkv, QD + KD + k0, c->kv_dim, c->u, nt, c->v, c->kv_dim},
         };
         be->matmul(be, mm, 3);
     } else {
         const MatMul mm[3] = {
-            {&L->wq, 0, c->q_dim, c->u, nt, c->q, c->q_dim},
-            {&L->wk, 0, c->kv_dim, c->u, nt, c->k, c->kv_dim},
-            {&L->wv, 0, c->kv_dim, c->u, nt, c->v, c->kv_dim},
+            {&L->wq, q0, c->q_dim, c->u, nt, c->q, c->q_dim},
+            {&L->wk, k0, c->kv_dim, c->u, nt, c->k, c->kv_dim},
+            {&L->wv, k0, c->kv_dim, c->u, nt, c->v, c->kv_dim},
         };
         be->matmul(be, mm, 3);
     }
     be->rope_store(be, il, c->q, c->k, c->v, pos, seq, nt);
     be->attention(be, il, c->q, pos, seq, nt, c->att);
-    const MatMul wo = {&L->wo, 0, E, c->att, nt, c->proj, E};
+    const MatMul wo = {&L->wo, 0, E, c->att, nt, c->proj, E}; /* (dist: Wo a view of the share's columns) */
     be->matmul(be, &wo, 1);
+    /* dist, experts split with attention cut by heads: Wo's product is
+     * linear in its columns, so the whole output is the sum of the parts */
+    if (sh->attn_partial && dist_sum_f32(c->p.dist, c->proj, (size_t)nt * E, err)) return -1;
     be->add_rmsnorm(be, c->x, c->proj, L->attn_out_norm, nt, E, cfg->eps);
+    return 0;
 }
 
 /* x += rmsnorm(sum_e P[e] * Wdown_e(gelu_tanh(Wgate_e u) * Wup_e u)) * out_norm
@@ -215,7 +226,7 @@ static int run_layers(Context *c, const int *tok, const int *pos, const int *seq
     else if (dist_pipe_recv(c->pipe, c->x, nt, err)) return -1; /* dist: from the previous rank */
     int n_out = nt; /* rows of x that go on: after the last attention, only those that want logits */
     for (int il = sh->layer0; il < sh->layer1; il++) {
-        attention_block(c, il, nt, pos, seq);
+        if (attention_block(c, il, nt, pos, seq, err)) return -1;
         if (il == cfg->n_layer - 1 && want) {
             /* the keys and values of every token are cached by now; past this
              * point only the rows that want logits matter (as llama.cpp's
@@ -487,8 +498,8 @@ Context *context_new(const Model *m, const ContextParams *pp, Error *err) {
     }
     if (!c->be) goto fail;
     Backend *be = c->be;
-    c->kv_dim = cfg->n_head_kv * cfg->head_dim;
-    c->q_dim = cfg->n_head * cfg->head_dim;
+    c->kv_dim = m->share.n_head_kv * cfg->head_dim;
+    c->q_dim = m->share.n_head_kv * (cfg->n_head / cfg->n_head_kv) * cfg->head_dim;
     const size_t B = (size_t)c->p.n_batch, K = (size_t)cfg->n_expert_used, E = (size_t)cfg->n_embd;
     const size_t F = (size_t)(cfg->n_ff > cfg->n_ff_dense ? cfg->n_ff : cfg->n_ff_dense);
     const size_t rows_k = B * (K > 1 ? K : 1), f = sizeof(float);

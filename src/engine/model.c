@@ -285,6 +285,7 @@ Model *model_from_gguf(GGUFFile *f, Error *err) {
     m->share.layer0 = 0, m->share.layer1 = c->n_layer;
     m->share.ff0 = 0, m->share.n_ff = c->n_ff, m->share.ff0_dense = 0, m->share.n_ff_dense = c->n_ff_dense;
     m->share.partial = false, m->share.logits = true;
+    m->share.head0_kv = 0, m->share.n_head_kv = c->n_head_kv, m->share.attn_partial = false;
     m->share.vocab0 = 0, m->share.n_vocab = c->n_vocab;
     for (uint64_t i = 0; i < gguf_n_tensors(f); i++) m->share.weight_bytes += gguf_tensor(f, i)->nbytes;
     return m;

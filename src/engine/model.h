@@ -82,6 +82,11 @@ typedef struct {
                               its columns [ff0, ff0 + n_ff) (cols n_ff, rows keep their stride) */
     int ff0_dense, n_ff_dense; /* the same for the Grok-2 dense MLP (ffn_down a view of its columns) */
     bool partial;          /* the MoE output is this process's part of a sum over processes */
+    int head0_kv, n_head_kv; /* attention heads computed here: key/value heads [head0_kv, head0_kv + n_head_kv)
+                              of cfg.n_head_kv and their query heads (whole GQA groups: [head0_kv * group,
+                              (head0_kv + n_head_kv) * group)), i.e. those rows of wq / wk / wv (wqkv); wo is then
+                              a view of the query heads' columns; the KV cache holds these heads only */
+    bool attn_partial;     /* the attention output (after wo) is this process's part of a sum over processes */
     int vocab0, n_vocab;   /* rows [vocab0, vocab0 + n_vocab) of the output computed here (0: none) */
     bool logits;           /* this process returns the logits (gathered from the others' rows) */
     uint64_t weight_bytes; /* bytes of weights this process reads */

@@ -73,12 +73,14 @@ typedef struct {
     const Model *m;
     BackendParams p;
     ThreadPool *tp;
-    int kv_dim;            /* n_head_kv * head_dim */
-    int q_dim;             /* n_head * head_dim */
+    int n_kv, kv0;         /* the key/value heads held and computed: [kv0, kv0 + n_kv) of cfg.n_head_kv
+                              (model.h ModelShare: all of them unless attention is cut by heads) */
+    int kv_dim;            /* n_kv * head_dim */
+    int q_dim;             /* n_kv * group * head_dim: their query heads */
     size_t k_row, v_row;   /* bytes of one position's keys / values (kv_dim values, kv.h types) */
     size_t k_head, v_head; /* bytes of one head's keys / values */
-    uint8_t *k_cache;      /* (n_layer, n_seq, n_head_kv, n_ctx) rows of k_head bytes: keys after RoPE */
-    uint8_t *v_cache;      /* (n_layer, n_seq, n_head_kv, n_ctx) rows of v_head bytes (a head's
+    uint8_t *k_cache;      /* (n_layer, n_seq, n_kv, n_ctx) rows of k_head bytes: keys after RoPE */
+    uint8_t *v_cache;      /* (n_layer, n_seq, n_kv, n_ctx) rows of v_head bytes (a head's
                               positions are contiguous: attention streams them) */
     float *inv_freq;       /* (head_dim/2) RoPE inverse frequencies */
     float *rope_cs;        /* (n_batch, head_dim) cos, sin of token t's RoPE angles (rope_angles) */
@@ -417,7 +419,7 @@ static void cpu_combine(Backend *b, const Routing *r, const float *down, int n, 
 #define ATT_TILE 256 /* cached positions per pass over the heads that share them */
 
 static size_t kv_index(const Cpu *c, int layer, int seq, int g, int pos) {
-    return (((size_t)layer * c->p.n_seq + (size_t)seq) * c->m->cfg.n_head_kv + (size_t)g) * c->p.n_ctx + (size_t)pos;
+    return (((size_t)layer * c->p.n_seq + (size_t)seq) * c->n_kv + (size_t)g) * c->p.n_ctx + (size_t)pos;
 }
 
 static void cpu_rope_store(Backend *b, int il, float *q, float *k, const float *v, const int *pos, const int *seq,
@@ -430,9 +432,9 @@ static void cpu_rope_store(Backend *b, int il, float *q, float *k, const float *
         const float *vt = v + (size_t)t * c->kv_dim;
         float *cs = c->rope_cs + (size_t)t * hd; /* the angles of pos[t], once for every layer and head */
         if (c->rope_pos[t] != pos[t]) rope_angles(cs, hd, pos[t], c->inv_freq), c->rope_pos[t] = pos[t];
-        for (int h = 0; h < cfg->n_head; h++) rope(qt + (size_t)h * hd, hd, cs);
-        for (int h = 0; h < cfg->n_head_kv; h++) rope(kt + (size_t)h * hd, hd, cs);
-        for (int g = 0; g < cfg->n_head_kv; g++) {
+        for (int h = 0; h < c->q_dim / hd; h++) rope(qt + (size_t)h * hd, hd, cs);
+        for (int h = 0; h < c->n_kv; h++) rope(kt + (size_t)h * hd, hd, cs);
+        for (int g = 0; g < c->n_kv; g++) {
             const size_t i = kv_index(c, il, seq[t], g, pos[t]);
             kv_quantize(c->p.kv_type_k, kt + (size_t)g * hd, c->k_cache + i * c->k_head, hd);
             kv_quantize(c->p.kv_type_v, vt + (size_t)g * hd, c->v_cache + i * c->v_head, hd);
@@ -464,8 +466,8 @@ static void attn_fn(void *ctx, int ith, int nth) {
     const uint32_t kt = c->p.kv_type_k, vt = c->p.kv_type_v;
     uint8_t *qbuf = c->qprep + (size_t)ith * group * qbytes;
     const void *qp[GROK_MAX_GROUP];
-    for (int w = ith; w < a->n_tok * cfg->n_head_kv * n_sub; w += nth) {
-        const int t = w / (cfg->n_head_kv * n_sub), g = w % (cfg->n_head_kv * n_sub) / n_sub;
+    for (int w = ith; w < a->n_tok * c->n_kv * n_sub; w += nth) {
+        const int t = w / (c->n_kv * n_sub), g = w % (c->n_kv * n_sub) / n_sub;
         const int h0 = g * group + w % n_sub * per;
         const int pos = a->pos[t], n = pos + 1;
         const size_t base = kv_index(c, a->layer, a->seq[t], g, 0);
@@ -508,7 +510,7 @@ static void cpu_attention(Backend *b, int il, const float *q, const int *pos, co
     /* as many heads per work item as leave every thread two items or more */
     const int group = cfg->n_head / cfg->n_head_kv, nth = tp_size(c->tp);
     int per = group;
-    while (per > 1 && (group % per || nt * cfg->n_head_kv * (group / per) < 2 * nth)) per--;
+    while (per > 1 && (group % per || nt * c->n_kv * (group / per) < 2 * nth)) per--;
     AttnTask at = {c, il, nt, q, out, pos, seq, per};
     tp_run(c->tp, attn_fn, &at);
 }
@@ -549,7 +551,7 @@ static void shift_fn(void *ctx, int ith, int nth) {
     for (int il = ith; il < cfg->n_layer; il += nth) {
         for (int i = 0; i < t->p1 - t->p0; i++) {
             const int from = up ? t->p1 - 1 - i : t->p0 + i, to = from + t->delta;
-            for (int g = 0; g < cfg->n_head_kv; g++) {
+            for (int g = 0; g < c->n_kv; g++) {
                 const size_t s = kv_index(c, il, t->seq, g, from), d = kv_index(c, il, t->seq, g, to);
                 kv_dequantize(c->p.kv_type_k, c->k_cache + s * c->k_head, row, cfg->head_dim);
                 rerotate(row, 1, cfg->head_dim, from, to, c->inv_freq, row + c->kv_dim);
@@ -566,22 +568,26 @@ static void cpu_kv_shift(Backend *b, int seq, int p0, int p1, int delta) {
     tp_run(c->tp, shift_fn, &t);
 }
 
+/* a position of the whole model, every head (the saved format), though this
+ * backend may hold only some heads */
 static size_t cpu_kv_pos_bytes(const Backend *b) {
     const Cpu *c = (const Cpu *)b;
-    return (size_t)c->m->cfg.n_layer * (c->k_row + c->v_row);
+    return (size_t)c->m->cfg.n_layer * c->m->cfg.n_head_kv * (c->k_head + c->v_head);
 }
 
 static size_t cpu_kv_bytes(const Backend *b) {
     const Cpu *c = (const Cpu *)b;
-    return (size_t)c->p.n_seq * c->p.n_ctx * cpu_kv_pos_bytes(b);
+    return (size_t)c->p.n_seq * c->p.n_ctx * c->m->cfg.n_layer * (c->k_row + c->v_row);
 }
 
-/* buf: for each layer and key/value head, its key rows of the positions,
- * then its value rows */
+/* buf: for each layer and key/value head of the model, its key rows of the
+ * positions, then its value rows; only the heads held here are read or
+ * written (the others' bytes are skipped) */
 static void kv_copy(Cpu *c, int seq, int p0, int p1, uint8_t *buf, bool out) {
-    const size_t n = (size_t)(p1 - p0);
-    for (int il = 0; il < c->m->cfg.n_layer; il++)
-        for (int g = 0; g < c->m->cfg.n_head_kv; g++) {
+    const size_t n = (size_t)(p1 - p0), hb = n * (c->k_head + c->v_head);
+    for (int il = 0; il < c->m->cfg.n_layer; il++) {
+        buf += (size_t)c->kv0 * hb;
+        for (int g = 0; g < c->n_kv; g++) {
             const size_t i = kv_index(c, il, seq, g, p0);
             uint8_t *k = c->k_cache + i * c->k_head, *v = c->v_cache + i * c->v_head;
             if (out) {
@@ -591,8 +597,10 @@ static void kv_copy(Cpu *c, int seq, int p0, int p1, uint8_t *buf, bool out) {
                 memcpy(k, buf, n * c->k_head);
                 memcpy(v, buf + n * c->k_head, n * c->v_head);
             }
-            buf += n * (c->k_head + c->v_head);
+            buf += hb;
         }
+        buf += (size_t)(c->m->cfg.n_head_kv - c->kv0 - c->n_kv) * hb;
+    }
 }
 
 static void cpu_kv_read(Backend *b, int seq, int p0, int p1, void *buf) { kv_copy((Cpu *)b, seq, p0, p1, buf, true); }
@@ -680,8 +688,9 @@ Backend *backend_cpu_new(const Model *m, const BackendParams *p, Error *err) {
     c->m = m;
     c->p = *p;
     if (c->p.n_threads <= 0) c->p.n_threads = cpu_count();
-    c->kv_dim = cfg->n_head_kv * cfg->head_dim;
-    c->q_dim = cfg->n_head * cfg->head_dim;
+    c->kv0 = m->share.head0_kv, c->n_kv = m->share.n_head_kv;
+    c->kv_dim = c->n_kv * cfg->head_dim;
+    c->q_dim = c->n_kv * (cfg->n_head / cfg->n_head_kv) * cfg->head_dim;
     c->k_row = kv_row_bytes(c->p.kv_type_k, c->kv_dim);
     c->v_row = kv_row_bytes(c->p.kv_type_v, c->kv_dim);
     c->k_head = kv_row_bytes(c->p.kv_type_k, cfg->head_dim);

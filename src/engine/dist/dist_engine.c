@@ -195,12 +195,36 @@ int dist_share_model(Model *m, DistSplit split, int n, int r, Error *err) {
                        (c->n_ff_dense + unit_d - 1) / unit_d);
     s->ff0 = f0, s->n_ff = f1 - f0, s->ff0_dense = d0, s->n_ff_dense = d1 - d0;
     s->partial = true;
+    /* attention cut by heads: rank r computes a contiguous range of the
+     * key/value heads and their query heads (whole GQA groups), Wo a view of
+     * their columns; with fewer key/value heads than ranks, or a Wo whose
+     * column slices would not start on its blocks, it stays replicated */
+    const int group = c->n_head / c->n_head_kv, hd = c->head_dim;
+    bool heads = c->n_head_kv >= n;
+    for (int il = 0; heads && il < c->n_layer; il++)
+        for (int k = 0; k < n; k++) {
+            int h0, h1;
+            even_range(c->n_head_kv, n, k, &h0, &h1);
+            heads = heads && (int64_t)h0 * group * hd % block_of(&m->layers[il].wo) == 0;
+        }
+    if (heads) {
+        int h1;
+        even_range(c->n_head_kv, n, r, &s->head0_kv, &h1);
+        s->n_head_kv = h1 - s->head0_kv;
+        s->attn_partial = true;
+    }
+    const int nq = s->n_head_kv * group; /* query heads here */
     s->logits = r == 0;
     even_range(c->n_vocab, n, r, &s->vocab0, &s->n_vocab); /* the output's rows: [vocab0, end) */
     s->n_vocab -= s->vocab0;
     for (int il = 0; il < c->n_layer; il++) {
         Layer *L = &m->layers[il];
-        bytes += small + tbytes(&L->wq) + tbytes(&L->wk) + tbytes(&L->wv) + tbytes(&L->wqkv) + tbytes(&L->wo);
+        /* the share's rows of wq, wk, wv (or wqkv) and its columns of wo */
+        const uint64_t qr = (uint64_t)nq * hd, kr = (uint64_t)s->n_head_kv * hd;
+        bytes += small + qr * (L->wq.row_bytes + L->wqkv.row_bytes) + kr * (L->wk.row_bytes + L->wv.row_bytes) +
+                 2 * kr * L->wqkv.row_bytes;
+        if (heads) col_view(&L->wo, s->head0_kv * group * hd, nq * hd);
+        bytes += (uint64_t)c->n_embd * type_row_size(L->wo.type, (int64_t)nq * hd);
         col_view(&L->down_exps, f0, s->n_ff);
         bytes += (uint64_t)c->n_expert * (uint64_t)s->n_ff * (L->gate_exps.row_bytes + L->up_exps.row_bytes);
         bytes += (uint64_t)c->n_expert * (uint64_t)c->n_embd * type_row_size(L->down_exps.type, s->n_ff);
@@ -345,17 +369,45 @@ int dist_cmd_kv_write(Dist *d, int id, int seq, int p0, int p1, const void *buf,
     return send_cmd(d, &c, (void *)buf, err);
 }
 
+/* Heads [h0, h1) of every layer in a buffer of whole positions (each layer
+ * layer_bytes, each head an equal part of it) to or from `packed`, where
+ * they follow each other layer by layer. */
+static void heads_pack(const Model *m, uint8_t *whole, uint8_t *packed, size_t layer_bytes, int h0, int h1,
+                       bool pack) {
+    const size_t hb = layer_bytes / (size_t)m->cfg.n_head_kv, run = (size_t)(h1 - h0) * hb;
+    for (int il = 0; il < m->cfg.n_layer; il++) {
+        uint8_t *w = whole + (size_t)il * layer_bytes + (size_t)h0 * hb, *p = packed + (size_t)il * run;
+        if (pack) memcpy(p, w, run);
+        else memcpy(w, p, run);
+    }
+}
+
 int dist_cmd_kv_read(Dist *d, const Model *m, int id, int seq, int p0, int p1, void *buf, size_t layer_bytes,
                      Error *err) {
-    if (!drives(d) || dist_split(d) != DIST_SPLIT_LAYERS) return 0; /* rank 0 holds every layer's cache */
+    if (!drives(d)) return 0;
+    const bool layers = dist_split(d) == DIST_SPLIT_LAYERS, heads = !layers && m->share.attn_partial;
+    if (!layers && !heads) return 0; /* rank 0 holds every layer's and head's cache */
     Cmd c = {CMD_KV_READ, id, {seq, p0, p1, 0, 0}, 0, 0};
     if (send_cmd(d, &c, NULL, err)) return -1;
-    for (int r = 1; r < dist_size(d); r++) {
+    const int n = dist_size(d);
+    const size_t whole = (size_t)m->cfg.n_layer * layer_bytes;
+    uint8_t *tmp = NULL;
+    if (heads && !(tmp = malloc(whole ? whole : 1))) return err_set(err, "out of memory");
+    int rc = 0;
+    for (int r = 1; r < n && rc == 0; r++) {
         int a, b;
-        even_range(m->cfg.n_layer, dist_size(d), r, &a, &b);
-        if (dist_recv(d, r, (uint8_t *)buf + (size_t)a * layer_bytes, (size_t)(b - a) * layer_bytes, err)) return -1;
+        if (layers) { /* rank r's layers, in place */
+            even_range(m->cfg.n_layer, n, r, &a, &b);
+            rc = dist_recv(d, r, (uint8_t *)buf + (size_t)a * layer_bytes, (size_t)(b - a) * layer_bytes, err);
+        } else { /* rank r's heads of every layer (dist_share_model's cut), packed */
+            even_range(m->cfg.n_head_kv, n, r, &a, &b);
+            const size_t bytes = (size_t)m->cfg.n_layer * (size_t)(b - a) * (layer_bytes / (size_t)m->cfg.n_head_kv);
+            rc = dist_recv(d, r, tmp, bytes, err);
+            if (rc == 0) heads_pack(m, buf, tmp, layer_bytes, a, b, false);
+        }
     }
-    return 0;
+    free(tmp);
+    return rc;
 }
 
 static double status_mib(const char *key) {
@@ -376,6 +428,7 @@ static void my_info(Dist *d, const Model *m, DistRankInfo *me) {
     if (m) {
         me->layer0 = m->share.layer0, me->layer1 = m->share.layer1;
         me->ff0 = m->share.ff0, me->n_ff = m->share.n_ff, me->n_ff_dense = m->share.n_ff_dense;
+        me->head0_kv = m->share.head0_kv, me->n_head_kv = m->share.n_head_kv;
         me->weight_mib = (double)m->share.weight_bytes / 1048576.0;
     }
     me->rss_mib = status_mib("VmRSS:");
@@ -409,9 +462,10 @@ void dist_print_shares(Dist *d, const Model *m, const char *cmd, FILE *f) {
             fprintf(f, "  rank %d (%s): layers %d..%d of %d, weights %.1f MiB, RSS %.1f MiB\n", r, i->host, i->layer0,
                     i->layer1 - 1, m->cfg.n_layer, i->weight_mib, i->rss_mib);
         else
-            fprintf(f, "  rank %d (%s): expert FFN columns %d..%d of %d%s, weights %.1f MiB, RSS %.1f MiB\n", r,
-                    i->host, i->ff0, i->ff0 + i->n_ff - 1, m->cfg.n_ff, m->cfg.n_ff_dense ? " (and of the dense MLP)" : "",
-                    i->weight_mib, i->rss_mib);
+            fprintf(f, "  rank %d (%s): expert FFN columns %d..%d of %d%s, %s %d..%d of %d, weights %.1f MiB, RSS %.1f MiB\n",
+                    r, i->host, i->ff0, i->ff0 + i->n_ff - 1, m->cfg.n_ff, m->cfg.n_ff_dense ? " (and of the dense MLP)" : "",
+                    m->share.attn_partial ? "key/value heads" : "attention replicated, key/value heads", i->head0_kv,
+                    i->head0_kv + i->n_head_kv - 1, m->cfg.n_head_kv, i->weight_mib, i->rss_mib);
     }
     free(all);
 }
@@ -517,14 +571,19 @@ static int run_cmd(Worker *w, const Cmd *c, Error *err) {
     case CMD_KV_READ: {
         Context *x = ctx_of(w, c->id, err);
         if (!x) return -1;
-        if (dist_split(d) != DIST_SPLIT_LAYERS) return 0;
+        const bool layers = dist_split(d) == DIST_SPLIT_LAYERS;
+        if (!layers && !w->m->share.attn_partial) return 0;
         const size_t per = (size_t)(c->a[2] - c->a[1]) * context_kv_pos_bytes(x) / (size_t)w->m->cfg.n_layer;
         const size_t total = per * (size_t)w->m->cfg.n_layer;
-        uint8_t *buf = malloc(total ? total : 1);
-        if (!buf) return err_set(err, "out of memory");
-        int rc = context_kv_read(x, c->a[0], c->a[1], c->a[2], buf, err);
-        const int a = w->m->share.layer0, b = w->m->share.layer1;
-        if (!rc) rc = dist_send(d, 0, buf + (size_t)a * per, (size_t)(b - a) * per, err);
+        uint8_t *buf = malloc(total ? total : 1), *mine = layers ? buf : malloc(total ? total : 1);
+        int rc = buf && mine ? context_kv_read(x, c->a[0], c->a[1], c->a[2], buf, err) : err_set(err, "out of memory");
+        const ModelShare *s = &w->m->share;
+        if (!rc && layers) rc = dist_send(d, 0, buf + (size_t)s->layer0 * per, (size_t)(s->layer1 - s->layer0) * per, err);
+        if (!rc && !layers) { /* this rank's heads of every layer, packed */
+            heads_pack(w->m, buf, mine, per, s->head0_kv, s->head0_kv + s->n_head_kv, true);
+            rc = dist_send(d, 0, mine, (size_t)w->m->cfg.n_layer * (size_t)s->n_head_kv * (per / (size_t)w->m->cfg.n_head_kv), err);
+        }
+        if (mine != buf) free(mine);
         free(buf);
         return rc;
     }

@@ -17,8 +17,12 @@
  *
  * Shares (dist_model_load):
  *   experts: each expert's FFN width cut into `size` block-aligned slices
- *            (gate/up rows, down columns); attention, router, norms and
- *            embeddings replicated; logits on rank 0.
+ *            (gate/up rows, down columns); attention cut by heads (each
+ *            rank a contiguous range of key/value heads with their query
+ *            heads: wq/wk/wv rows, wo columns, the KV cache of those heads;
+ *            replicated when there are fewer key/value heads than ranks);
+ *            router, norms and embeddings replicated; the output cut by
+ *            vocabulary rows, the logits gathered on rank 0.
  *   layers:  rank r holds a contiguous range of layers, in rank order (a
  *            piece goes from rank r to r + 1); rank 0 also the embeddings
  *            and the output.
@@ -59,6 +63,7 @@ typedef struct {
     int layer0, layer1;     /* layers computed */
     int ff0, n_ff;          /* expert FFN columns held */
     int n_ff_dense;
+    int head0_kv, n_head_kv;  /* key/value heads computed (and their query heads) */
     double weight_mib;      /* weights this rank reads */
     double rss_mib, hwm_mib;/* resident memory now and at its peak (VmRSS, VmHWM) */
     double sent_mib;        /* bytes through its collectives */
@@ -76,8 +81,10 @@ void dist_cmd_context_free(Dist *d, int id);
 int dist_cmd_forward(Dist *d, int id, const Batch *b, Error *err);
 int dist_cmd_shift(Dist *d, int id, int seq, int p0, int p1, int delta, Error *err);
 int dist_cmd_kv_write(Dist *d, int id, int seq, int p0, int p1, const void *buf, size_t bytes, Error *err);
-/* after rank 0 read its own layers into buf: the layers split gathers the
- * other ranks' layers (layer_bytes per layer, layers in order) */
+/* after rank 0 read its own layers (and heads) into buf: the layers split
+ * gathers the other ranks' layers, the experts split with attention cut by
+ * heads the other ranks' heads of each layer (layer_bytes per layer, layers
+ * in order, heads in order within a layer: the one-process format) */
 int dist_cmd_kv_read(Dist *d, const Model *m, int id, int seq, int p0, int p1, void *buf, size_t layer_bytes,
                      Error *err);
 

@@ -4,7 +4,10 @@
 #   1. parity with one process for 2 and 3 ranks, --split experts and
 #      layers, on small f32 and q8_0 models, Grok-1 and Grok-2 layouts: the
 #      logits of every position within 1e-5 of the row's largest (f32;
-#      q8_0 1e-4), the same greedy and sampled text; chat and perplexity
+#      q8_0 1e-4), the same greedy and sampled text; chat and perplexity;
+#      the experts split's attention cut by heads (2 key/value heads over 2
+#      ranks, 3 over 2 and 3 ranks; replicated with 2 over 3 ranks) with
+#      quantized KV caches, and context shifts
 #   2. memory: each rank's resident memory against its share of the weights
 #   3. start-up errors: more ranks than slices, a missing or different file
 #      on one rank, different options, a command that runs in one process
@@ -12,7 +15,9 @@
 #      within 10 s; a rank that stops answering, within --dist-timeout
 #   5. grok serve under mpirun with --parallel slots and the openai client;
 #      a rank killed while streaming: an error event, the job ends
-#   6. the prompt cache under mpirun (KV read / write on every rank), both splits
+#   6. the prompt cache under mpirun (KV read / write on every rank), both splits;
+#      a slot saved under mpirun (heads cut over the ranks) restores in one
+#      process and the other way round (the same file format)
 #   7. the layers split's pipeline (a batch cut into pieces that the ranks
 #      run at once): bit-identical logits for a prompt cut into many pieces
 #      (--micro-batch and the automatic size), 2 and 3 ranks; a server with
@@ -104,6 +109,42 @@ for split in experts layers; do
   check "awk -v a='${ppl1#perplexity: }' -v b='${p#perplexity: }' 'BEGIN { exit !(a > 0 && (a - b) ^ 2 < 1e-6 * a * a) }'" \
     "perplexity, 3 ranks, $split: '$p' vs '$ppl1'"
 done
+echo "== experts split: attention cut by heads"
+# 3 key/value heads of 32 values (quantized caches need blocks of 32): over
+# 2 ranks 1 + 2, over 3 ranks 1 each; g1's 2 over 3 ranks: replicated
+h3=(--embd 192 --layers 2 --heads 6 --kv-heads 3 --ff 128 --experts 4 --experts-used 2 --vocab 512 --ctx 256 --seed 8)
+"$GROK" new "$dir/h3.gguf" "${h3[@]}" >/dev/null && "$GROK" new "$dir/h3q.gguf" "${h3[@]}" --type q8_0 >/dev/null ||
+  { echo "cannot create models"; exit 1; }
+mpi 2 run -m "$dir/h3.gguf" -p hi -n 1 -t 1 >/dev/null 2>"$dir/err"
+check 'grep -q "rank 0 (.*): .*key/value heads 0..0 of 3" "$dir/err" && grep -q "rank 1 (.*): .*key/value heads 1..2 of 3" "$dir/err"' \
+  "heads 1 + 2 over 2 ranks: $(cat "$dir/err")"
+mpi 3 run -m "$dir/g1.gguf" -p hi -n 1 -t 1 >/dev/null 2>"$dir/err"
+check 'grep -q "rank 2 (.*): .*attention replicated" "$dir/err"' "2 key/value heads over 3 ranks: replicated: $(cat "$dir/err")"
+for m in h3 h3q; do
+  tol=1e-5; case $m in *q) tol=1e-4 ;; esac
+  for kv in "f32 f32" "q8_0 q4_0" "f16 q8_0"; do
+    set -- $kv
+    [ $m = h3 ] && [ "$1" != f32 ] && continue
+    "$GROK" eval -m "$dir/$m.gguf" --tokens "$toks" --batch 8 --logits "$dir/h.1.f32" -t 1 --kv-k $1 --kv-v $2 2>/dev/null ||
+      bad "$m: eval in one process"
+    for n in 2 3; do
+      mpi "$n" eval -m "$dir/$m.gguf" --tokens "$toks" --batch 8 --logits "$dir/h.$n.f32" -t 1 --kv-k $1 --kv-v $2 \
+        >/dev/null 2>"$dir/err" || { bad "$m $n ranks, KV $kv: eval failed: $(tail -3 "$dir/err")"; continue; }
+      d=$(python3 "$dir/cmp.py" "$dir/h.1.f32" "$dir/h.$n.f32" $V $tol); rc=$?
+      check '[ $rc -eq 0 ]' "$m $n ranks, heads cut, KV $kv: logits differ by $d (tolerance $tol)"
+    done
+  done
+done
+want=$("$GROK" run -m "$dir/h3q.gguf" -p "Once upon a time" -n 12 --seed 7 --temp 0.9 -t 1 --no-stats --kv q8_0 2>/dev/null)
+got=$(mpi 2 run -m "$dir/h3q.gguf" -p "Once upon a time" -n 12 --seed 7 --temp 0.9 -t 1 --no-stats --kv q8_0 2>/dev/null)
+check '[ -n "$want" ] && [ "$got" = "$want" ]' "heads 1 + 2, KV q8_0: sampled text '$got' vs '$want'"
+# a reply that fills the context goes on after context shifts (every rank
+# re-rotates its heads' keys)
+cs1=$(printf 'Tell a long story.\nAnother one.\n' | "$GROK" chat -m "$dir/h3q.gguf" --temp 0 -n 150 --ctx 128 -t 1 --kv q8_0 2>/dev/null)
+cs=$(printf 'Tell a long story.\nAnother one.\n' | mpi 2 chat -m "$dir/h3q.gguf" --temp 0 -n 150 --ctx 128 -t 1 --kv q8_0 2>"$dir/err")
+check '[ -n "$cs1" ] && [ "$cs" = "$cs1" ] && grep -q "context shift" "$dir/err"' \
+  "heads cut, context shifts: '$cs' vs '$cs1' ($(grep -c "context shift" "$dir/err") shift messages)"
+
 echo "== layers split pipeline"
 # 100 tokens in one forward pass (--batch 128) cut into pieces: 32 + 32 +
 # 32 + 4 automatically, 34 x 3 and 100 x 1 with --micro-batch; the logits of
@@ -321,6 +362,32 @@ for split in experts layers; do
   check '[ -n "$want" ] && [ "${c#* }" = "$want" ]' "$split: greedy tokens after a restore: '${c#* }' vs '$want'"
   kill -TERM "$SRV"; wait_gone "$SRV" 10 || bad "prompt cache server ($split): no exit 10 s after SIGTERM"
 done
+
+echo "== slot files under mpirun"
+# a slot saved by 2 ranks (heads 1 + 2, each rank its heads' cache) restores
+# in one process, and one saved by one process under 2 ranks: one format
+slot() {
+  python3 - "$URL" "$1" "$2" <<'EOF'
+import json, sys, urllib.request
+r = urllib.request.Request(sys.argv[1] + "/slots/0?action=" + sys.argv[2], json.dumps({"filename": sys.argv[3]}).encode(),
+                           {"Content-Type": "application/json"}, method="POST")
+print(urllib.request.urlopen(r, timeout=30).status)
+EOF
+}
+sv_args=(-m "$dir/h3q.gguf" --port 0 -t 1 --parallel 1 --ctx 512 --kv q8_0 --slot-save-path "$dir/slots")
+serve_on 2 "${sv_args[@]}"
+a=$([ -n "$URL" ] && complete 2); s1=$([ -n "$URL" ] && slot save mpi.bin)
+kill -TERM "$SRV"; wait_gone "$SRV" 10 || bad "slot server: no exit 10 s after SIGTERM"
+serve_on 1 "${sv_args[@]}"
+r1=$([ -n "$URL" ] && slot restore mpi.bin); b=$([ -n "$URL" ] && complete 2); s2=$([ -n "$URL" ] && slot save one.bin)
+kill "$SRV"; wait_gone "$SRV" 10
+serve_on 2 "${sv_args[@]}"
+r2=$([ -n "$URL" ] && slot restore one.bin); c=$([ -n "$URL" ] && complete 2)
+kill -TERM "$SRV"; wait_gone "$SRV" 10 || bad "slot server: no exit 10 s after SIGTERM"
+check '[ "$s1 $r1 $s2 $r2" = "200 200 200 200" ] && [ "${a%% *}" = 0 ]' "slot save/restore across 1 and 2 ranks: $s1 $r1 $s2 $r2, '$a'"
+check '[ "${b%% *}" -ge 200 ] && [ "${c%% *}" -ge 200 ] && [ -n "${a#* }" ] && [ "${b#* }" = "${a#* }" ] && [ "${c#* }" = "${a#* }" ]' \
+  "restored slots: cached and greedy tokens '$b' (one process) '$c' (2 ranks) vs '$a'"
+check '[ "$(stat -c %s "$dir/slots/mpi.bin")" = "$(stat -c %s "$dir/slots/one.bin")" ]' "slot files of one size"
 
 echo "== layers split pipeline: server slots (batches of several sequences)"
 # four requests at once (greedy and seeded sampling) on four slots: under

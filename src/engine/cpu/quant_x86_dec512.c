@@ -118,9 +118,10 @@ AVX512 static void prep_xdec(bool q81, const uint8_t *xrow, int64_t nb, uint8_t 
     a->v = v, a->s = s;
 }
 
-/* One weight row against T activation rows: res[t]. */
+/* One weight row against T activation rows: res[t]. pf: how far ahead of
+ * each block the weights are prefetched (row_prefetch). */
 AVX512 static INL void dec_row(uint32_t type, const uint8_t *w, const XDec *X, int64_t nb, bool has_m, const int T,
-                               float *res) {
+                               size_t pf, float *res) {
     const size_t sz = type_info(type)->type_size;
     const __m512i k80 = _mm512_set1_epi8((char)0x80), z = _mm512_setzero_si512();
     __m512 acc[DEC_T_MAX];
@@ -129,7 +130,7 @@ AVX512 static INL void dec_row(uint32_t type, const uint8_t *w, const XDec *X, i
     for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps(), ms[t] = 0.0f;
     for (int64_t g = 0; g < (nb + 7) / 8; g++) {
         const uint8_t *p = w + (size_t)(8 * g) * sz;
-        for (size_t i = 0; i < 8 * sz; i += 64) _mm_prefetch((const char *)p + PREFETCH_DIST + i, PREFETCH_HINT);
+        for (size_t i = 0; i < 8 * sz; i += 64) _mm_prefetch((const char *)p + pf + i, PREFETCH_HINT);
         const int nbg = nb - 8 * g < 8 ? (int)(nb - 8 * g) : 8;
         __m256i q[8];
         __m256 dvec;
@@ -179,14 +180,15 @@ AVX512 static INL void dec_row(uint32_t type, const uint8_t *w, const XDec *X, i
  * DEC_T_MAX at a time while the row is in L1. */
 AVX512 static INL void dec_rows(uint32_t type, const uint8_t *w, size_t wrb, int64_t nr, const XDec *X, int n_tok,
                                 int64_t nb, bool has_m, float *out, int64_t os) {
+    const size_t pf = row_prefetch((size_t)nb * type_info(type)->type_size, wrb);
     for (int64_t r = 0; r < nr; r++) {
         const uint8_t *wr = w + (size_t)r * wrb;
         for (int t = 0; t < n_tok;) {
             const int T = n_tok - t >= 4 ? 4 : n_tok - t >= 2 ? 2 : 1;
             float res[DEC_T_MAX];
-            if (T == 4) dec_row(type, wr, X + t, nb, has_m, 4, res);
-            else if (T == 2) dec_row(type, wr, X + t, nb, has_m, 2, res);
-            else dec_row(type, wr, X + t, nb, has_m, 1, res);
+            if (T == 4) dec_row(type, wr, X + t, nb, has_m, 4, pf, res);
+            else if (T == 2) dec_row(type, wr, X + t, nb, has_m, 2, pf, res);
+            else dec_row(type, wr, X + t, nb, has_m, 1, pf, res);
             for (int j = 0; j < T; j++) out[(int64_t)(t + j) * os + r] = res[j];
             t += T;
         }
@@ -291,14 +293,14 @@ AVX512 static INL void load_k(uint32_t type, const uint8_t *p, __m512i *q, __m51
 }
 
 AVX512 static INL void dec_k_row(uint32_t type, const uint8_t *w, const BlockQ8_K *const *X, int64_t nsb, const int T,
-                                 float *res) {
+                                 size_t pf, float *res) {
     const size_t sz = type_info(type)->type_size;
     __m512 acc[DEC_T_MAX];
     UNROLL
     for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
     for (int64_t s = 0; s < nsb; s++) {
         const uint8_t *p = w + (size_t)s * sz;
-        for (size_t i = 0; i < sz; i += 64) _mm_prefetch((const char *)p + PREFETCH_DIST + i, PREFETCH_HINT);
+        for (size_t i = 0; i < sz; i += 64) _mm_prefetch((const char *)p + pf + i, PREFETCH_HINT);
         __m512i q[4], sv[4], ai[DEC_T_MAX];
         __m256i mn;
         float d, dmin;
@@ -324,14 +326,15 @@ AVX512 static INL void dec_k_row(uint32_t type, const uint8_t *w, const BlockQ8_
 
 AVX512 static INL void dec_k_rows(uint32_t type, const uint8_t *w, size_t wrb, int64_t nr, const BlockQ8_K *const *X,
                                   int n_tok, int64_t nsb, float *out, int64_t os) {
+    const size_t pf = row_prefetch((size_t)nsb * type_info(type)->type_size, wrb);
     for (int64_t r = 0; r < nr; r++) {
         const uint8_t *wr = w + (size_t)r * wrb;
         for (int t = 0; t < n_tok;) {
             const int T = n_tok - t >= 4 ? 4 : n_tok - t >= 2 ? 2 : 1;
             float res[DEC_T_MAX];
-            if (T == 4) dec_k_row(type, wr, X + t, nsb, 4, res);
-            else if (T == 2) dec_k_row(type, wr, X + t, nsb, 2, res);
-            else dec_k_row(type, wr, X + t, nsb, 1, res);
+            if (T == 4) dec_k_row(type, wr, X + t, nsb, 4, pf, res);
+            else if (T == 2) dec_k_row(type, wr, X + t, nsb, 2, pf, res);
+            else dec_k_row(type, wr, X + t, nsb, 1, pf, res);
             for (int j = 0; j < T; j++) out[(int64_t)(t + j) * os + r] = res[j];
             t += T;
         }
@@ -354,8 +357,7 @@ bool quant_x86_dec_k_avx512(uint32_t type, const uint8_t *w, size_t wrb, const u
     const BlockQ8_K *X[64];
     for (int t = 0; t < n_tok; t++) X[t] = (const BlockQ8_K *)(x + (size_t)t * xrb);
     const uint8_t *w0 = w + (size_t)r0 * wrb;
-    const size_t bytes = (size_t)(r1 - r0) * wrb, pre = bytes < PREFETCH_DIST ? bytes : PREFETCH_DIST;
-    for (size_t i = 0; i < pre; i += 64) _mm_prefetch((const char *)w0 + i, _MM_HINT_T0);
+    prefetch_rows(w0, (size_t)(n / QK_K) * type_info(type)->type_size, wrb, r1 - r0);
     float *o = out + r0;
     if (type == GGML_TYPE_Q4_K) dec_q4_K(w0, wrb, r1 - r0, X, n_tok, n / QK_K, o, os);
     else if (type == GGML_TYPE_Q5_K) dec_q5_K(w0, wrb, r1 - r0, X, n_tok, n / QK_K, o, os);
@@ -379,8 +381,7 @@ bool quant_x86_dec_a_avx512(uint32_t type, const uint8_t *w, size_t wrb, const u
     XDec X[64];
     for (int t = 0; t < n_tok; t++) prep_xdec(q81, x + (size_t)t * xrb, nb, buf + (size_t)t * xb, &X[t]);
     const uint8_t *w0 = w + (size_t)r0 * wrb;
-    const size_t pre = (size_t)(r1 - r0) * wrb < PREFETCH_DIST ? (size_t)(r1 - r0) * wrb : PREFETCH_DIST;
-    for (size_t i = 0; i < pre; i += 64) _mm_prefetch((const char *)w0 + i, _MM_HINT_T0);
+    prefetch_rows(w0, (size_t)nb * type_info(type)->type_size, wrb, r1 - r0);
     float *o = out + r0;
     switch (type) {
     case GGML_TYPE_Q4_0: dec_q4_0(w0, wrb, r1 - r0, X, n_tok, nb, o, os); break;

@@ -113,18 +113,19 @@ echo "== experts split: attention cut by heads"
 # 3 key/value heads of 32 values (quantized caches need blocks of 32): over
 # 2 ranks 1 + 2, over 3 ranks 1 each; g1's 2 over 3 ranks: replicated
 h3=(--embd 192 --layers 2 --heads 6 --kv-heads 3 --ff 128 --experts 4 --experts-used 2 --vocab 512 --ctx 256 --seed 8)
-"$GROK" new "$dir/h3.gguf" "${h3[@]}" >/dev/null && "$GROK" new "$dir/h3q.gguf" "${h3[@]}" --type q8_0 >/dev/null ||
+"$GROK" new "$dir/h3.gguf" "${h3[@]}" >/dev/null && "$GROK" new "$dir/h3q.gguf" "${h3[@]}" --type q8_0 >/dev/null &&
+  "$GROK" new "$dir/h3f.gguf" "${h3[@]}" --fused-qkv >/dev/null ||
   { echo "cannot create models"; exit 1; }
 mpi 2 run -m "$dir/h3.gguf" -p hi -n 1 -t 1 >/dev/null 2>"$dir/err"
 check 'grep -q "rank 0 (.*): .*key/value heads 0..0 of 3" "$dir/err" && grep -q "rank 1 (.*): .*key/value heads 1..2 of 3" "$dir/err"' \
   "heads 1 + 2 over 2 ranks: $(cat "$dir/err")"
 mpi 3 run -m "$dir/g1.gguf" -p hi -n 1 -t 1 >/dev/null 2>"$dir/err"
 check 'grep -q "rank 2 (.*): .*attention replicated" "$dir/err"' "2 key/value heads over 3 ranks: replicated: $(cat "$dir/err")"
-for m in h3 h3q; do
+for m in h3 h3f h3q; do # (h3f: one fused qkv weight)
   tol=1e-5; case $m in *q) tol=1e-4 ;; esac
   for kv in "f32 f32" "q8_0 q4_0" "f16 q8_0"; do
     set -- $kv
-    [ $m = h3 ] && [ "$1" != f32 ] && continue
+    [ $m != h3q ] && [ "$1" != f32 ] && continue
     "$GROK" eval -m "$dir/$m.gguf" --tokens "$toks" --batch 8 --logits "$dir/h.1.f32" -t 1 --kv-k $1 --kv-v $2 2>/dev/null ||
       bad "$m: eval in one process"
     for n in 2 3; do

@@ -3,7 +3,10 @@
  * it) and the shares dist_share_model cuts (the experts split covers every
  * FFN column once, on block boundaries, uneven rank counts included; the
  * layers split covers every layer once; more ranks than pieces is an
- * error), and the layers split's pipeline pieces (dist_pipe.h: the piece
+ * error; the experts split's attention cut by heads covers every key/value
+ * head once in whole GQA groups, uneven counts included, wo a view of their
+ * columns, and stays replicated with fewer heads than ranks or where a
+ * slice of wo would not start on a block), and the layers split's pipeline pieces (dist_pipe.h: the piece
  * size rule, no pipe with one rank, --micro-batch). Runs across processes
  * are tested by tests/scripts/test_mpi.sh. */
 #include <stdio.h>
@@ -117,6 +120,44 @@ static void experts_split(const char *path, int n, int block) {
     model_free(m);
 }
 
+/* the experts split's attention: every rank a contiguous range of
+ * key/value heads (heads0..): together all of them once, wo a view of the
+ * query heads' columns; `cut` says whether it is cut at all */
+static void heads_split(const char *path, int n, bool cut) {
+    Error err = {{0}};
+    int next = 0;
+    for (int r = 0; r < n; r++) {
+        Model *m = model_load(path, &err);
+        if (!m) {
+            CHECK(0, "load: %s", err.msg);
+            return;
+        }
+        const ModelConfig *c = &m->cfg;
+        const Tensor wo = m->layers[0].wo;
+        CHECK(dist_share_model(m, DIST_SPLIT_EXPERTS, n, r, &err) == 0, "%d ranks, rank %d: %s", n, r, err.msg);
+        const ModelShare *s = &m->share;
+        const int group = c->n_head / c->n_head_kv;
+        const Tensor *v = &m->layers[c->n_layer - 1].wo;
+        if (!cut) {
+            CHECK(!s->attn_partial && s->head0_kv == 0 && s->n_head_kv == c->n_head_kv && v->cols == wo.cols,
+                  "%d ranks, %d key/value heads: attention replicated (rank %d: heads %d+%d)", n, c->n_head_kv, r,
+                  s->head0_kv, s->n_head_kv);
+        } else {
+            /* as even as whole heads allow: n_head_kv / n or one more */
+            CHECK(s->attn_partial && s->head0_kv == next && s->n_head_kv >= c->n_head_kv / n &&
+                      s->n_head_kv <= (c->n_head_kv + n - 1) / n,
+                  "%d ranks, rank %d: heads %d+%d (want from %d)", n, r, s->head0_kv, s->n_head_kv, next);
+            CHECK(v->cols == (int64_t)s->n_head_kv * group * c->head_dim && v->row_bytes == wo.row_bytes &&
+                      (const uint8_t *)m->layers[0].wo.data - (const uint8_t *)wo.data ==
+                          (ptrdiff_t)type_row_size(wo.type, (int64_t)s->head0_kv * group * c->head_dim),
+                  "rank %d: wo is a view of its query heads' columns", r);
+        }
+        next = s->head0_kv + s->n_head_kv;
+        model_free(m);
+    }
+    CHECK(!cut || next > 0, "heads end at %d", next);
+}
+
 static void layers_split(const char *path, int n) {
     Error err = {{0}};
     int next = 0;
@@ -141,7 +182,9 @@ static void layers_split(const char *path, int n) {
 int main(void) {
     const char *tmp = getenv("GROK_TMP") ? getenv("GROK_TMP") : "/tmp";
     mkdir(tmp, 0755);
-    char f32[512], q8[512], g2[512];
+    char f32[512], q8[512], g2[512], h3[512], h4[512];
+    snprintf(h3, sizeof h3, "%s/dist_h3.gguf", tmp);
+    snprintf(h4, sizeof h4, "%s/dist_h4.gguf", tmp);
     snprintf(f32, sizeof f32, "%s/dist_f32.gguf", tmp);
     snprintf(q8, sizeof q8, "%s/dist_q8.gguf", tmp);
     snprintf(g2, sizeof g2, "%s/dist_g2.gguf", tmp);
@@ -155,7 +198,19 @@ int main(void) {
     g.n_ff_dense = 160; /* 5 blocks */
     CHECK(synth_write_model_ex(&p, &g, g2, &err) == 0, "write grok-2: %s", err.msg);
 
+    /* 3 key/value heads, 2 query heads each, of 16 values: a head's query
+     * columns are one Q8_0 block; fused qkv */
+    SynthParams p3 = {96, 2, 6, 3, 128, 4, 2, 64, 300, GGML_TYPE_Q8_0, 0, 1, 4, NULL};
+    CHECK(synth_write_model_ex(&p3, NULL, h3, &err) == 0, "write h3: %s", err.msg);
+    /* 4 key/value heads of 16 values, no GQA: a slice of wo starts on a
+     * Q8_0 block only at even heads */
+    SynthParams p4 = {64, 2, 4, 4, 128, 4, 2, 64, 300, GGML_TYPE_Q8_0, 0, 0, 4, NULL};
+    CHECK(synth_write_model_ex(&p4, NULL, h4, &err) == 0, "write h4: %s", err.msg);
+
     pipe_pieces();
+    heads_split(f32, 1, true), heads_split(f32, 2, true), heads_split(f32, 3, false), heads_split(q8, 2, true);
+    heads_split(h3, 2, true), heads_split(h3, 3, true); /* 1 + 2 and 1 + 1 + 1 */
+    heads_split(h4, 2, true), heads_split(h4, 4, false), heads_split(h4, 3, false); /* 1 + 1 + 2: head 1 starts mid-block */
     one_process(f32);
     for (int n = 1; n <= 5; n++) experts_split(f32, n, 1);
     for (int n = 1; n <= 3; n++) experts_split(q8, n, 32), experts_split(g2, n, 32);
@@ -164,6 +219,6 @@ int main(void) {
           "4 ranks, 3 blocks: %s", err.msg);
     model_free(m);
     for (int n = 1; n <= 5; n++) layers_split(q8, n);
-    remove(f32), remove(q8), remove(g2);
+    remove(f32), remove(q8), remove(g2), remove(h3), remove(h4);
     return check_report("dist");
 }

@@ -933,12 +933,6 @@ AVX2 void softcap_softmax_avx2(float *s, int64_t n, float scale, float cap, floa
 
 #define DECODE_STACK (96 * 1024) /* bytes of activation scratch on the stack (decode) */
 
-/* The kernels prefetch PREFETCH_DIST ahead of themselves; a call whose
- * rows do not follow the previous call's also needs its first stretch. */
-static void prefetch_start(const uint8_t *p, size_t bytes) {
-    const size_t n = bytes < PREFETCH_DIST ? bytes : PREFETCH_DIST;
-    for (size_t i = 0; i < n; i += 64) _mm_prefetch((const char *)p + i, _MM_HINT_T0);
-}
 
 static void matmul_ref(uint32_t type, const uint8_t *w, size_t wrb, const uint8_t *x, size_t xrb, int64_t n, int n_tok,
                        float *out, int64_t os, int64_t r0, int64_t r1) {
@@ -987,7 +981,9 @@ __attribute__((noinline)) static void matmul_a_dec(int level, uint32_t type, con
         prep_x8_row(q81, x + (size_t)t * xrb, nb, &x8[t]);
         xs[t] = &x8[t];
     }
-    prefetch_start(w + (size_t)r0 * wrb, (size_t)(r1 - r0) * wrb);
+    /* the kernels prefetch ahead of themselves; a call whose rows do not
+     * follow the previous call's also needs its first stretch */
+    prefetch_rows(w + (size_t)r0 * wrb, type_row_size(type, n), wrb, r1 - r0);
     dec_rows_fn(type)(w + (size_t)r0 * wrb, wrb, r1 - r0, xs, n_tok, nb, out + r0, os);
     free(heap);
 }
@@ -1075,7 +1071,7 @@ __attribute__((noinline)) static void matmul_a_pre_avx512(uint32_t type, const u
 static void matmul_k_dec(int level, uint32_t type, const uint8_t *w, size_t wrb, const uint8_t *x, size_t xrb, int64_t n,
                          int n_tok, float *out, int64_t os, int64_t r0, int64_t r1) {
     if (level == SIMD_AVX512 && quant_x86_dec_k_avx512(type, w, wrb, x, xrb, n, n_tok, out, os, r0, r1)) return;
-    prefetch_start(w + (size_t)r0 * wrb, (size_t)(r1 - r0) * wrb);
+    prefetch_rows(w + (size_t)r0 * wrb, type_row_size(type, n), wrb, r1 - r0);
     const void *xs[DEC_MAX_TOK];
     for (int t = 0; t < n_tok; t++) xs[t] = x + (size_t)t * xrb;
     if (level == SIMD_AVX2) {

@@ -467,14 +467,14 @@ AVX2 void quant_x86_a2_pre(uint32_t type, const uint8_t *w, size_t wrb, const ui
  * four hadds of a group fold into the block lanes with two more hadds, two
  * lane permutes and an add (lane j: block j). */
 AVX2 static INL void dec_row(uint32_t type, const uint8_t *wr, const __m256i *const *X, int64_t nb, bool has_m,
-                             const int T, float *res) {
+                             const int T, size_t pf, float *res) {
     const size_t sz = block_bytes(type);
     __m256 f[A2_DEC_T];
     UNROLL
     for (int t = 0; t < T; t++) f[t] = _mm256_setzero_ps();
     for (int64_t g = 0; g < (nb + 7) / 8; g++) {
         const uint8_t *p = wr + (size_t)(8 * g) * sz;
-        for (size_t i = 0; i < 8 * sz; i += 64) _mm_prefetch((const char *)p + PREFETCH_DIST + i, PREFETCH_HINT);
+        for (size_t i = 0; i < 8 * sz; i += 64) _mm_prefetch((const char *)p + pf + i, PREFETCH_HINT);
         __m256i q[8];
         __m256 dw, mw;
         load8(type, p, imin(8, nb - 8 * g), q, &dw, &mw);
@@ -519,7 +519,7 @@ AVX2 static INL void dec_row(uint32_t type, const uint8_t *wr, const __m256i *co
  * blocks' raw bytes, their scales, their offsets). */
 #define GX8 10
 AVX2 static INL void dec_row_b(uint32_t type, const uint8_t *wr, const __m256i *const *X, int64_t nb, bool has_m,
-                               const int T, float *res) {
+                               const int T, size_t pf, float *res) {
     const size_t sz = block_bytes(type);
     const bool unsig = type == GGML_TYPE_Q4_1 || type == GGML_TYPE_Q5_1;
     const __m256i ones = _mm256_set1_epi16(1);
@@ -529,7 +529,7 @@ AVX2 static INL void dec_row_b(uint32_t type, const uint8_t *wr, const __m256i *
     for (int64_t g = 0; g < (nb + 7) / 8; g++) {
         const uint8_t *p = wr + (size_t)(8 * g) * sz;
         if (PREFETCH_DIST > 0)
-            for (size_t i = 0; i < 8 * sz; i += 64) _mm_prefetch((const char *)p + PREFETCH_DIST + i, PREFETCH_HINT);
+            for (size_t i = 0; i < 8 * sz; i += 64) _mm_prefetch((const char *)p + pf + i, PREFETCH_HINT);
         __m256i q[8];
         __m256 dw, mw;
         load8(type, p, imin(8, nb - 8 * g), q, &dw, &mw);
@@ -609,7 +609,7 @@ AVX2 static bool prep_x_bytes(bool q81, const uint8_t *xrow, int64_t nb, __m256i
 #define A2_XOR_MAX_BYTES (24 * 1024)
 #endif
 AVX2 static INL void dec_row_x(uint32_t type, const uint8_t *wr, const __m256i *const *X, int64_t nb, const int T,
-                               float *res) {
+                               size_t pf, float *res) {
     const size_t sz = block_bytes(type);
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 f[A2_DEC_T];
@@ -618,7 +618,7 @@ AVX2 static INL void dec_row_x(uint32_t type, const uint8_t *wr, const __m256i *
     for (int64_t g = 0; g < (nb + 7) / 8; g++) {
         const uint8_t *p = wr + (size_t)(8 * g) * sz;
         if (PREFETCH_DIST > 0)
-            for (size_t i = 0; i < 8 * sz; i += 64) _mm_prefetch((const char *)p + PREFETCH_DIST + i, PREFETCH_HINT);
+            for (size_t i = 0; i < 8 * sz; i += 64) _mm_prefetch((const char *)p + pf + i, PREFETCH_HINT);
         __m256i q[8];
         __m256 dw, mw;
         load8(type, p, imin(8, nb - 8 * g), q, &dw, &mw);
@@ -690,7 +690,7 @@ AVX2 static bool prep_x_xor(const uint8_t *xrow, int64_t nb, __m256i *v) {
 /* Two Q8_0 rows against one token in the xor form (whole groups only):
  * the activation vectors are loaded once for both rows. The same
  * operations per row as dec_row_x, so the same bits. */
-AVX2 static void dec2_x_q8(const uint8_t *w0, const uint8_t *w1, const __m256i *X, int64_t nb, float *res) {
+AVX2 static void dec2_x_q8(const uint8_t *w0, const uint8_t *w1, const __m256i *X, int64_t nb, size_t pf, float *res) {
     const size_t sz = sizeof(BlockQ8_0);
     const __m256i ones = _mm256_set1_epi16(1);
     const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)sz));
@@ -704,7 +704,7 @@ AVX2 static void dec2_x_q8(const uint8_t *w0, const uint8_t *w1, const __m256i *
         UNROLL
         for (int r = 0; r < 2; r++)
             for (size_t i = 0; i < 8 * sz; i += 64)
-                _mm_prefetch((const char *)wr[r] + (size_t)(8 * g) * sz + PREFETCH_DIST + i, PREFETCH_HINT);
+                _mm_prefetch((const char *)wr[r] + (size_t)(8 * g) * sz + pf + i, PREFETCH_HINT);
         UNROLL
         for (int i = 0; i < 4; i++) {
             const __m256i ax0 = _mm256_load_si256(xv + 2 * i), ax1 = _mm256_load_si256(xv + 2 * i + 1);
@@ -743,11 +743,12 @@ typedef void (*DecFn)(DEC_PARAMS);
 #define DEC_FN(SUFFIX, TYPE)                                                                        \
     AVX2 static void dec_##SUFFIX(DEC_PARAMS) {                                                     \
         const bool has_m = vec_dot_type(TYPE) == GGML_TYPE_Q8_1;                                    \
+        const size_t pf = row_prefetch((size_t)nb * block_bytes(TYPE), wrb);                        \
         int64_t r = 0;                                                                              \
         if (A2_DEC2 && TYPE == GGML_TYPE_Q8_0 && form == 2 && n_tok == 1 && nb % 8 == 0)            \
             for (; r + 2 <= nr; r += 2) {                                                           \
                 float res[2];                                                                       \
-                dec2_x_q8(w + (size_t)r * wrb, w + (size_t)(r + 1) * wrb, xs[0], nb, res);          \
+                dec2_x_q8(w + (size_t)r * wrb, w + (size_t)(r + 1) * wrb, xs[0], nb, pf, res);      \
                 out[r] = res[0], out[r + 1] = res[1];                                               \
             }                                                                                       \
         for (; r < nr; r++)                                                                         \
@@ -756,16 +757,16 @@ typedef void (*DecFn)(DEC_PARAMS);
                 float res[A2_DEC_T];                                                                \
                 const uint8_t *wr = w + (size_t)r * wrb;                                            \
                 if (form == 2) {                                                                    \
-                    if (T == 4) dec_row_x(TYPE, wr, xs + t, nb, 4, res);                            \
-                    else if (T == 2) dec_row_x(TYPE, wr, xs + t, nb, 2, res);                       \
-                    else dec_row_x(TYPE, wr, xs + t, nb, 1, res);                                   \
+                    if (T == 4) dec_row_x(TYPE, wr, xs + t, nb, 4, pf, res);                            \
+                    else if (T == 2) dec_row_x(TYPE, wr, xs + t, nb, 2, pf, res);                       \
+                    else dec_row_x(TYPE, wr, xs + t, nb, 1, pf, res);                                   \
                 } else if (form == 1) {                                                             \
-                    if (T == 4) dec_row_b(TYPE, wr, xs + t, nb, has_m, 4, res);                     \
-                    else if (T == 2) dec_row_b(TYPE, wr, xs + t, nb, has_m, 2, res);                \
-                    else dec_row_b(TYPE, wr, xs + t, nb, has_m, 1, res);                            \
-                } else if (T == 4) dec_row(TYPE, wr, xs + t, nb, has_m, 4, res);                    \
-                else if (T == 2) dec_row(TYPE, wr, xs + t, nb, has_m, 2, res);                      \
-                else dec_row(TYPE, wr, xs + t, nb, has_m, 1, res);                                  \
+                    if (T == 4) dec_row_b(TYPE, wr, xs + t, nb, has_m, 4, pf, res);                     \
+                    else if (T == 2) dec_row_b(TYPE, wr, xs + t, nb, has_m, 2, pf, res);                \
+                    else dec_row_b(TYPE, wr, xs + t, nb, has_m, 1, pf, res);                            \
+                } else if (T == 4) dec_row(TYPE, wr, xs + t, nb, has_m, 4, pf, res);                    \
+                else if (T == 2) dec_row(TYPE, wr, xs + t, nb, has_m, 2, pf, res);                      \
+                else dec_row(TYPE, wr, xs + t, nb, has_m, 1, pf, res);                                  \
                 for (int j = 0; j < T; j++) out[(int64_t)(t + j) * os + r] = res[j];                \
                 t += T;                                                                             \
             }                                                                                       \
@@ -821,8 +822,7 @@ AVX2 void quant_x86_a2_dec(uint32_t type, const uint8_t *w, size_t wrb, const ui
             if (!form) prep_x_row(q81, false, x + (size_t)(t0 + t) * xrb, nb, (__m256i *)(buf + (size_t)t * xb));
             xs[t] = (const __m256i *)(buf + (size_t)t * xb);
         }
-        const size_t pre = (size_t)(r1 - r0) * wrb < PREFETCH_DIST ? (size_t)(r1 - r0) * wrb : PREFETCH_DIST;
-        for (size_t i = 0; i < pre; i += 64) _mm_prefetch((const char *)w + (size_t)r0 * wrb + i, _MM_HINT_T0);
+        prefetch_rows(w + (size_t)r0 * wrb, (size_t)nb * block_bytes(type), wrb, r1 - r0);
         dec_fn(type)(w + (size_t)r0 * wrb, wrb, r1 - r0, xs, nt, nb, out + (int64_t)t0 * os + r0, os, form);
     }
     free(heap);

@@ -246,12 +246,12 @@ static INL size_t k_size(uint32_t type) {
 
 /* One weight row against T activation rows; res[t]. */
 AVX2 static INL void row_k2(const uint32_t type, const uint8_t *w, const BlockQ8_K *const *X, int64_t nsb, const int T,
-                            float *res) {
+                            size_t pf, float *res) {
     const size_t sz = k_size(type);
     __m256 f = _mm256_setzero_ps();
     for (int64_t s = 0; s < nsb; s++) {
         const uint8_t *p = w + (size_t)s * sz;
-        for (size_t i = 0; i < sz; i += 64) _mm_prefetch((const char *)p + PREFETCH_DIST + i, PREFETCH_HINT);
+        for (size_t i = 0; i < sz; i += 64) _mm_prefetch((const char *)p + pf + i, PREFETCH_HINT);
         __m256i ai[K2_MAX_T], mn;
         float d, dmin;
         for (int t = 0; t < T; t++) ai[t] = _mm256_setzero_si256();
@@ -312,7 +312,7 @@ AVX2 static INL void kd_rows(const uint32_t type, const uint8_t *p, size_t wrb, 
 
 AVX2 static INL void rows_k2_t1(const uint32_t type, const uint8_t *w, size_t wrb, const BlockQ8_K *x, int64_t nsb,
                                 const int R, float *res) {
-    const size_t sz = k_size(type);
+    const size_t sz = k_size(type), pf = row_prefetch((size_t)nsb * sz, wrb);
     const BlockQ8_K *const X[1] = {x};
     __m256 f = _mm256_setzero_ps();
     for (int64_t s = 0; s < nsb; s++) {
@@ -321,7 +321,7 @@ AVX2 static INL void rows_k2_t1(const uint32_t type, const uint8_t *w, size_t wr
         UNROLL
         for (int r = 0; r < R; r++) {
             const uint8_t *p = w + (size_t)r * wrb + (size_t)s * sz;
-            for (size_t i = 0; i < sz; i += 64) _mm_prefetch((const char *)p + PREFETCH_DIST + i, PREFETCH_HINT);
+            for (size_t i = 0; i < sz; i += 64) _mm_prefetch((const char *)p + pf + i, PREFETCH_HINT);
             ai[r] = _mm256_setzero_si256();
             switch (type) {
             case GGML_TYPE_Q4_K: sb_q45(p, false, X, s, 1, &ai[r], &mn[r], &d, &dmin); break;
@@ -356,6 +356,7 @@ AVX2 static INL void rows_k2_t1(const uint32_t type, const uint8_t *w, size_t wr
             if (r < nr) rows_k2_t1(TYPE, w + (size_t)r * wrb, wrb, x, nsb, 1, out + r);                   \
             return;                                                                                       \
         }                                                                                                 \
+        const size_t pf = row_prefetch((size_t)nsb * k_size(TYPE), wrb);                                  \
         for (int64_t r = 0; r < nr; r++) {                                                                \
             const uint8_t *wr = w + (size_t)r * wrb;                                                      \
             for (int t = 0; t < n_tok;) {                                                                 \
@@ -363,9 +364,9 @@ AVX2 static INL void rows_k2_t1(const uint32_t type, const uint8_t *w, size_t wr
                 const BlockQ8_K *X[K2_MAX_T];                                                             \
                 for (int i = 0; i < K2_MAX_T; i++) X[i] = (const BlockQ8_K *)xs[t + (i < T ? i : T - 1)];  \
                 float res[K2_MAX_T];                                                                      \
-                if (T == 4) row_k2(TYPE, wr, X, nsb, 4, res);                                             \
-                else if (T == 2) row_k2(TYPE, wr, X, nsb, 2, res);                                        \
-                else row_k2(TYPE, wr, X, nsb, 1, res);                                                    \
+                if (T == 4) row_k2(TYPE, wr, X, nsb, 4, pf, res);                                             \
+                else if (T == 2) row_k2(TYPE, wr, X, nsb, 2, pf, res);                                        \
+                else row_k2(TYPE, wr, X, nsb, 1, pf, res);                                                    \
                 for (int j = 0; j < T; j++) out[(int64_t)(t + j) * os + r] = res[j];                      \
                 t += T;                                                                                   \
             }                                                                                             \

@@ -368,6 +368,68 @@ static void test_attention(const ModelConfig *cfg0) {
     b->free(b);
 }
 
+/* Backends holding a share of the heads (the experts split's attention cut
+ * by heads, model.h ModelShare): each computes its heads' attention as the
+ * whole backend does, caches only them, and reads / writes them at their
+ * places in the whole positions' format, so that the shares' reads together
+ * are the whole backend's. */
+static void test_heads_share(const ModelConfig *cfg) {
+    const int NCTX = 16, NT = 5, hd = cfg->head_dim, H = cfg->n_head, G = cfg->n_head_kv, grp = H / G;
+    const int qd = H * hd, kd = G * hd;
+    Model whole = {0};
+    whole.cfg = *cfg;
+    Backend *w = new_cpu(&whole, NCTX, 1, GGML_TYPE_Q8_0);
+    int pos[NT], seq[NT];
+    for (int t = 0; t < NT; t++) pos[t] = t, seq[t] = 0;
+    float *q = rand_vec((size_t)NT * qd), *k = rand_vec((size_t)NT * kd), *v = rand_vec((size_t)NT * kd);
+    float *out = xmalloc((size_t)NT * qd * sizeof(float));
+    float *qs = xmalloc((size_t)NT * qd * sizeof(float)), *ks = xmalloc((size_t)NT * kd * sizeof(float));
+    float *vs = xmalloc((size_t)NT * kd * sizeof(float)), *os = xmalloc((size_t)NT * qd * sizeof(float));
+    const size_t pb = w->kv_pos_bytes(w);
+    uint8_t *all = xmalloc(NT * pb), *parts = xmalloc(NT * pb);
+    memset(parts, 0xAA, NT * pb);
+    for (int r = 0; r < G; r++) { /* one key/value head each: heads r..r */
+        Model part = whole;
+        part.share.head0_kv = r, part.share.n_head_kv = 1, part.share.attn_partial = true;
+        Backend *b = new_cpu(&part, NCTX, 1, GGML_TYPE_Q8_0);
+        CHECK(b->kv_pos_bytes(b) == pb && b->kv_bytes(b) * (size_t)G == w->kv_bytes(w),
+              "heads %d..%d: the whole positions' format, 1/%d of the cache", r, r, G);
+        for (int t = 0; t < NT; t++) { /* the share's columns of q, k, v */
+            memcpy(qs + (size_t)t * grp * hd, q + (size_t)t * qd + (size_t)r * grp * hd, (size_t)grp * hd * sizeof(float));
+            memcpy(ks + (size_t)t * hd, k + (size_t)t * kd + (size_t)r * hd, (size_t)hd * sizeof(float));
+            memcpy(vs + (size_t)t * hd, v + (size_t)t * kd + (size_t)r * hd, (size_t)hd * sizeof(float));
+        }
+        b->rope_store(b, 1, qs, ks, vs, pos, seq, NT);
+        b->attention(b, 1, qs, pos, seq, NT, os);
+        if (r == 0) {
+            float *q2 = xmalloc((size_t)NT * qd * sizeof(float)), *k2 = xmalloc((size_t)NT * kd * sizeof(float));
+            memcpy(q2, q, (size_t)NT * qd * sizeof(float)), memcpy(k2, k, (size_t)NT * kd * sizeof(float));
+            w->rope_store(w, 1, q2, k2, v, pos, seq, NT);
+            w->attention(w, 1, q2, pos, seq, NT, out);
+            w->kv_read(w, 0, 0, NT, all);
+            free(q2), free(k2);
+        }
+        bool same = true;
+        for (int t = 0; t < NT; t++)
+            same = same && !memcmp(os + (size_t)t * grp * hd, out + (size_t)t * qd + (size_t)r * grp * hd,
+                                   (size_t)grp * hd * sizeof(float));
+        CHECK(same, "heads %d..%d: attention bit for bit the whole backend's", r, r);
+        b->kv_read(b, 0, 0, NT, parts);
+        /* a write of the whole positions restores the share's heads */
+        b->kv_shift(b, 0, 0, NT, 3);
+        b->kv_write(b, 0, 0, NT, all);
+        uint8_t *again = xmalloc(NT * pb);
+        memcpy(again, parts, NT * pb);
+        b->kv_read(b, 0, 0, NT, again);
+        CHECK(!memcmp(again, parts, NT * pb), "heads %d..%d: write of the whole, then read", r, r);
+        free(again);
+        b->free(b);
+    }
+    CHECK(!memcmp(all, parts, NT * pb), "the shares' reads together are the whole backend's");
+    free(q), free(k), free(v), free(out), free(qs), free(ks), free(vs), free(os), free(all), free(parts);
+    w->free(w);
+}
+
 static void test_errors(const ModelConfig *cfg) {
     Model m = {0};
     m.cfg = *cfg;
@@ -397,6 +459,7 @@ int main(void) {
         b->free(b);
     }
     test_attention(&cfg);
+    test_heads_share(&cfg);
     test_errors(&cfg);
     return check_report("backend");
 }

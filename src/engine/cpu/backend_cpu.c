@@ -688,7 +688,10 @@ Backend *backend_cpu_new(const Model *m, const BackendParams *p, Error *err) {
     c->m = m;
     c->p = *p;
     if (c->p.n_threads <= 0) c->p.n_threads = cpu_count();
-    c->kv0 = m->share.head0_kv, c->n_kv = m->share.n_head_kv;
+    /* the share's heads (a Model put together by hand, as the tests do, has
+     * no share: all of them) */
+    c->kv0 = m->share.n_head_kv > 0 ? m->share.head0_kv : 0;
+    c->n_kv = m->share.n_head_kv > 0 ? m->share.n_head_kv : cfg->n_head_kv;
     c->kv_dim = c->n_kv * cfg->head_dim;
     c->q_dim = c->n_kv * (cfg->n_head / cfg->n_head_kv) * cfg->head_dim;
     c->k_row = kv_row_bytes(c->p.kv_type_k, c->kv_dim);

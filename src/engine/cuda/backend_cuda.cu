@@ -675,8 +675,7 @@ Backend *backend_cuda_new(const Model *m, const BackendParams *p, Error *err) {
     /* a share of the model (several processes, dist/) runs on the CPU backend only: forward.c keeps the
      * activations it exchanges in host memory, and this backend caches every head of every layer */
     const ModelShare *sh = &m->share;
-    if (sh->partial || sh->attn_partial || sh->n_head_kv != cfg->n_head_kv || sh->layer0 != 0 ||
-        sh->layer1 != cfg->n_layer) {
+    if (sh->partial || sh->attn_partial || (sh->layer1 > 0 && sh->layer1 - sh->layer0 != cfg->n_layer)) {
         err_set(err, "several processes (mpirun) run on the CPU backend only: use --device cpu");
         return NULL;
     }

@@ -10,7 +10,7 @@
  * every call is a no-op and the engine runs exactly as without it.
  *
  * The engine-level protocol on top (rank 0 drives, the others follow) is in
- * dist_engine.h; how the model is cut into shares is in dist_model.c. */
+ * dist_engine.h; how the model is cut into shares (dist_share_model) too. */
 #ifndef GROK_DIST_H
 #define GROK_DIST_H
 

@@ -2,6 +2,12 @@
  *
  *   build/bench-matmul [TYPE] [LEVEL]          the standard shapes
  *   build/bench-matmul TYPE LEVEL ROWS N TOKENS one shape
+ *   build/bench-matmul TYPE LEVEL ROWS N TOKENS WIDTH
+ *                                              the same on a column slice:
+ *                                              rows WIDTH values wide, the
+ *                                              product over their first N
+ *                                              (the experts split's down
+ *                                              projections, dist/)
  *
  * TYPE: a weight type (q8_0, q4_K, ...; default q8_0). LEVEL: avx512, avx2,
  * neon, ... or best (default). Random weights and activations; each shape is
@@ -71,10 +77,10 @@ static double time_read(const uint8_t *p, size_t n, volatile uint64_t *sink) {
 }
 
 
-static int run_shape(uint32_t type, int level, int rows, int n, int nt) {
-    const size_t wrb = type_row_size(type, n), xrb = type_row_size(vec_dot_type(type), n);
+static int run_shape(uint32_t type, int level, int rows, int n, int nt, int width) {
+    const size_t wrb = type_row_size(type, width), xrb = type_row_size(vec_dot_type(type), n);
     uint8_t *w = malloc(wrb * (size_t)rows), *x = malloc(xrb * (size_t)nt);
-    float *f = malloc(sizeof(float) * (size_t)n), *out = malloc(sizeof(float) * (size_t)rows * (size_t)nt);
+    float *f = malloc(sizeof(float) * (size_t)width), *out = malloc(sizeof(float) * (size_t)rows * (size_t)nt);
     if (!w || !x || !f || !out) {
         fprintf(stderr, "bench-matmul: out of memory for %d x %d\n", rows, n);
         free(w), free(x), free(f), free(out);
@@ -82,8 +88,8 @@ static int run_shape(uint32_t type, int level, int rows, int n, int nt) {
     }
     unsigned s = 1;
     for (int r = 0; r < rows + nt; r++) {
-        for (int i = 0; i < n; i++) s = s * 1103515245u + 12345u, f[i] = (float)((s >> 8) & 0xffff) / 65536.0f - 0.5f;
-        if (r < rows) quantize_row(type, f, w + wrb * (size_t)r, n);
+        for (int i = 0; i < width; i++) s = s * 1103515245u + 12345u, f[i] = (float)((s >> 8) & 0xffff) / 65536.0f - 0.5f;
+        if (r < rows) quantize_row(type, f, w + wrb * (size_t)r, width);
         else quantize_row(vec_dot_type(type), f, x + xrb * (size_t)(r - rows), n);
     }
     matmul_rows_level(level, type, w, wrb, x, xrb, n, nt, out, rows, 0, rows); /* warm */
@@ -95,7 +101,7 @@ static int run_shape(uint32_t type, int level, int rows, int n, int nt) {
         const double d = cpu_now() - t0;
         used += d;
         if (d < best) best = d;
-        if (nt == 1) { /* the read reference, alternating with the product */
+        if (nt == 1 && width == n) { /* the read reference, alternating with the product */
             const double r = time_read(w, wrb * (size_t)rows, &sink);
             used += r;
             if (r < rbest) rbest = r;
@@ -104,7 +110,9 @@ static int run_shape(uint32_t type, int level, int rows, int n, int nt) {
     const double macs = (double)rows * n * nt;
     printf("| %-5s | %-7s | %6d | %6d | %4d | %8.3f | %7.1f |", type_info(type)->name, quant_simd_level_name(level),
            rows, n, nt, best * 1e3, macs / best * 1e-9);
-    if (nt == 1)
+    if (nt == 1 && width != n) /* a column slice: the bytes of the slice */
+        printf(" %6.1f GB/s |", (double)type_row_size(type, n) * rows / best * 1e-9);
+    else if (nt == 1)
         printf(" %6.1f GB/s | read %5.1f GB/s | %3.0f %% |", (double)wrb * rows / best * 1e-9,
                (double)(wrb * (size_t)rows & ~(size_t)127) / rbest * 1e-9, 100.0 * rbest / best);
     printf("\n");
@@ -153,7 +161,15 @@ int main(int argc, char **argv) {
     }
     printf("| type  | level   |   rows |      n | tok  |       ms |  GMAC/s |\n");
     printf("| :---- | :------ | -----: | -----: | ---: | -------: | ------: |\n");
-    if (argc > 5) return run_shape((uint32_t)t, level, atoi(argv[3]), atoi(argv[4]), atoi(argv[5]));
+    if (argc > 5) {
+        const int rows = atoi(argv[3]), n = atoi(argv[4]), nt = atoi(argv[5]), width = argc > 6 ? atoi(argv[6]) : n;
+        const int bs = (int)type_info((uint32_t)t)->block_size;
+        if (rows < 1 || n < bs || n % bs || nt < 1 || width < n || width % bs) {
+            fprintf(stderr, "bench-matmul: bad shape (ROWS >= 1, N a multiple of %d, TOKENS >= 1, WIDTH >= N)\n", bs);
+            return 2;
+        }
+        return run_shape((uint32_t)t, level, rows, n, nt, width);
+    }
     /* Grok-1: expert gate/up (32,768 x 6,144), down (6,144 x 32,768), Wq;
      * token counts of a prompt's experts (~n/4 each) and of decoding */
     const int shapes[][3] = {{2048, 6144, 64}, {1024, 32768, 64}, {2048, 6144, 16}, {2048, 6144, 4},
@@ -162,7 +178,7 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const int n = shapes[i][1];
         if (n % type_info((uint32_t)t)->block_size) continue;
-        rc |= run_shape((uint32_t)t, level, shapes[i][0], n, shapes[i][2]);
+        rc |= run_shape((uint32_t)t, level, shapes[i][0], n, shapes[i][2], n);
     }
     return rc;
 }

@@ -445,6 +445,58 @@ static void test_matmul_exact(void) {
     test_matmul_exact_shape(30, 288, 17, prompt, 2);
 }
 
+/* A column slice (the experts split's down projections, dist/: each rank
+ * computes some columns of every row, the rows keeping their stride) gives
+ * exactly what the same columns copied into rows of their own give, and
+ * vec_dot, on every path: slices whose rows end in a short group of blocks
+ * (44 and 29 of 88 Q8_0-sized blocks: the medium model's halves, a third),
+ * one ending at the row's end, and for the K-quants 5 of 11 super-blocks. */
+static void test_matmul_column_slice(void) {
+    enum { ROWS = 19, T = 21, WIDTH = 2816 };
+    static const int cuts[][2] = {{0, 1408}, {1408, 1408}, {1888, 928}, {1536, 1280}}; /* first column, count */
+    static const int ntoks[] = {1, 2, 3, 4, 5, 16, 21};
+    float *w = malloc(sizeof(float) * ROWS * WIDTH), *x = malloc(sizeof(float) * T * WIDTH);
+    float *out = malloc(sizeof(float) * T * ROWS), *ref = malloc(sizeof(float) * T * ROWS);
+    uint8_t *wq = malloc((size_t)ROWS * WIDTH * 2), *wc = malloc((size_t)ROWS * WIDTH * 2), *xq = malloc((size_t)T * WIDTH * 2);
+    if (!w || !x || !out || !ref || !wq || !wc || !xq) {
+        CHECK(0, "out of memory");
+        free(w), free(x), free(out), free(ref), free(wq), free(wc), free(xq);
+        return;
+    }
+    for (int i = 0; i < ROWS * WIDTH; i++) w[i] = gauss();
+    for (int i = 0; i < T * WIDTH; i++) x[i] = gauss();
+    for (size_t k = 0; k < NWT; k++) {
+        const uint32_t t = WTYPES[k];
+        const int bs = (int)type_info(t)->block_size;
+        const size_t wrb = type_row_size(t, WIDTH);
+        for (int r = 0; r < ROWS; r++) quantize_row(t, w + r * WIDTH, wq + r * wrb, WIDTH);
+        for (size_t c = 0; c < sizeof cuts / sizeof cuts[0]; c++) {
+            const int c0 = cuts[c][0], n = cuts[c][1];
+            if (c0 % bs || n % bs) continue;
+            const size_t off = type_row_size(t, c0), crb = type_row_size(t, n), xrb = type_row_size(vec_dot_type(t), n);
+            for (int r = 0; r < ROWS; r++) memcpy(wc + r * crb, wq + r * wrb + off, crb);
+            for (int j = 0; j < T; j++) make_act(t, x + j * WIDTH + c0, xq + j * xrb, n);
+            for (int level = SIMD_AVX2; level < SIMD_COUNT; level++) {
+                if (!quant_simd_supported(level)) continue;
+                int bad = 0;
+                for (size_t m = 0; m < sizeof ntoks / sizeof ntoks[0]; m++) {
+                    const int nt = ntoks[m];
+                    matmul_rows_level(level, t, wq + off, wrb, xq, xrb, n, nt, out, ROWS, 0, ROWS);
+                    matmul_rows_level(level, t, wc, crb, xq, xrb, n, nt, ref, ROWS, 0, ROWS);
+                    for (int j = 0; j < nt; j++)
+                        for (int r = 0; r < ROWS; r++) {
+                            const float o = out[j * ROWS + r], v = vec_dot_level(level, t, wc + r * crb, xq + j * xrb, n);
+                            bad += memcmp(&o, &ref[j * ROWS + r], sizeof o) != 0 || memcmp(&o, &v, sizeof o) != 0;
+                        }
+                }
+                CHECK(bad == 0, "%s %s, columns %d..%d of %d: %d results differ from the rows copied out / vec_dot",
+                      quant_simd_level_name(level), type_info(t)->name, c0, c0 + n - 1, WIDTH, bad);
+            }
+        }
+    }
+    free(w), free(x), free(out), free(ref), free(wq), free(wc), free(xq);
+}
+
 /* Every bit pattern the formats allow, not just what grok.c's quantizers
  * write: random bytes for the levels (Q8_0 weights and activations reach
  * -128, K-quant scales and mins their extremes), random sums, scales in
@@ -711,6 +763,7 @@ int main(void) {
     test_dot_vs_dequant();
     test_simd_levels();
     test_matmul_exact();
+    test_matmul_column_slice();
     test_extremes();
     test_q8_0_minus128();
     test_nonlinear();

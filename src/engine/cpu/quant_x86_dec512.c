@@ -118,59 +118,93 @@ AVX512 static void prep_xdec(bool q81, const uint8_t *xrow, int64_t nb, uint8_t 
     a->v = v, a->s = s;
 }
 
+/* The group of nbg (1..8) blocks at p: each block's signed levels in q,
+ * the eight scales (the missing blocks' 0), and with has_m the eight
+ * offsets in m. Only the nbg blocks are read: a row's last group may end
+ * where the next rank's columns (or the matrix) begin. */
+AVX512 static INL void group_levels(uint32_t type, const uint8_t *p, int nbg, bool has_m, __m256i *q, __m256 *dvec,
+                                    float *m) {
+    const size_t sz = type_info(type)->type_size;
+    float dd[8], dm[8];
+    if (nbg == 8) {
+        UNROLL
+        for (int i = 0; i < 8; i++) q[i] = levels(type, p + (size_t)i * sz, &dd[i], &dm[i]); /* scales: below */
+    } else {
+        UNROLL
+        for (int i = 0; i < 8; i++) q[i] = i < nbg ? levels(type, p + (size_t)i * sz, &dd[i], &dm[i]) : _mm256_setzero_si256();
+    }
+    /* the (d, m) fp16 pairs in one gather: every block starts with d (and Q4_1 / Q5_1: m) */
+    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)sz));
+    const __m256i dm32 =
+        nbg == 8 ? _mm256_i32gather_epi32((const int *)p, idx, 1)
+                 : _mm256_mask_i32gather_epi32(_mm256_setzero_si256(), (const int *)p, idx,
+                                               _mm256_cmpgt_epi32(_mm256_set1_epi32(nbg), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), 1);
+    *dvec = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dm32));
+    if (has_m) _mm256_storeu_ps(m, _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(dm32, 16))));
+}
+
+/* One group of nbg blocks (q, scales dvec, offsets m) against T activation
+ * rows. A short group (a row's tail: a column slice's rows, dist/, need not
+ * be whole groups) skips the vectors whose blocks are all missing, and
+ * gives their lanes the zero every product of a missing block would: the
+ * activations are zero there too (load_x8_group), so each lane is the same
+ * exact integer as a whole group's, and the results are those of padding
+ * the row with zero blocks, bit for bit. */
+AVX512 static INL void dec_group(const __m256i *q, __m256 dvec, const float *m, const XDec *X, int64_t g, int nbg,
+                                 bool has_m, const int T, __m512 *acc, float *ms) {
+    const __m512i k80 = _mm512_set1_epi8((char)0x80), z = _mm512_setzero_si512();
+    __m512i u[4];
+    UNROLL
+    for (int i = 0; i < 4; i++)
+        u[i] = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(q[2 * i]), q[2 * i + 1], 1), k80);
+    const __m512 dv = lanes8(dvec);
+    UNROLL
+    for (int t = 0; t < T; t++) {
+        const __m512i *xv = X[t].v + 6 * g;
+        __m512i dd[4];
+        if (nbg == 8) {
+            UNROLL
+            for (int i = 0; i < 4; i++) dd[i] = _mm512_dpbusd_epi32(z, u[i], _mm512_load_si512(xv + i));
+        } else {
+            UNROLL
+            for (int i = 0; i < 4; i++) dd[i] = 2 * i < nbg ? _mm512_dpbusd_epi32(z, u[i], _mm512_load_si512(xv + i)) : z;
+        }
+        const __m512i isum = _mm512_sub_epi32(fold8(dd[0], dd[1], dd[2], dd[3]), _mm512_load_si512(xv + 4));
+        const __m512 dx = _mm512_load_ps((const float *)(xv + 5));
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dv, dx), acc[t]);
+        if (has_m)
+            for (int i = 0; i < 8; i++) ms[t] += m[i] * X[t].s[8 * g + i];
+    }
+}
+
 /* One weight row against T activation rows: res[t]. pf: how far ahead of
  * each block the weights are prefetched (row_prefetch). */
 AVX512 static INL void dec_row(uint32_t type, const uint8_t *w, const XDec *X, int64_t nb, bool has_m, const int T,
                                size_t pf, float *res) {
     const size_t sz = type_info(type)->type_size;
-    const __m512i k80 = _mm512_set1_epi8((char)0x80), z = _mm512_setzero_si512();
     __m512 acc[DEC_T_MAX];
     float ms[DEC_T_MAX];
     UNROLL
     for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps(), ms[t] = 0.0f;
-    for (int64_t g = 0; g < (nb + 7) / 8; g++) {
+    int64_t g = 0;
+    for (; g < nb / 8; g++) {
         const uint8_t *p = w + (size_t)(8 * g) * sz;
         for (size_t i = 0; i < 8 * sz; i += 64) _mm_prefetch((const char *)p + pf + i, PREFETCH_HINT);
-        const int nbg = nb - 8 * g < 8 ? (int)(nb - 8 * g) : 8;
         __m256i q[8];
         __m256 dvec;
         float m[8];
-        if (nbg == 8) {
-            float dd[8], dm[8];
-            UNROLL
-            for (int i = 0; i < 8; i++) q[i] = levels(type, p + (size_t)i * sz, &dd[i], &dm[i]); /* scales: below */
-            /* the eight (d, m) fp16 pairs in one gather: every block starts with d (and Q4_1 / Q5_1: m) */
-            const __m256i dm32 = _mm256_i32gather_epi32(
-                (const int *)p, _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)sz)),
-                1);
-            dvec = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dm32));
-            if (has_m) _mm256_storeu_ps(m, _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(dm32, 16))));
-        } else {
-            float d[8];
-            for (int i = 0; i < 8; i++) {
-                if (i < nbg) q[i] = levels(type, p + (size_t)i * sz, &d[i], &m[i]);
-                else q[i] = _mm256_setzero_si256(), d[i] = m[i] = 0.0f;
-            }
-            dvec = _mm256_loadu_ps(d);
-        }
-        __m512i u[4];
-        UNROLL
-        for (int i = 0; i < 4; i++)
-            u[i] = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(q[2 * i]), q[2 * i + 1], 1), k80);
-        const __m512 dv = lanes8(dvec);
-        UNROLL
-        for (int t = 0; t < T; t++) {
-            const __m512i *xv = X[t].v + 6 * g;
-            const __m512i isum = _mm512_sub_epi32(fold8(_mm512_dpbusd_epi32(z, u[0], _mm512_load_si512(xv)),
-                                                        _mm512_dpbusd_epi32(z, u[1], _mm512_load_si512(xv + 1)),
-                                                        _mm512_dpbusd_epi32(z, u[2], _mm512_load_si512(xv + 2)),
-                                                        _mm512_dpbusd_epi32(z, u[3], _mm512_load_si512(xv + 3))),
-                                                  _mm512_load_si512(xv + 4));
-            const __m512 dx = _mm512_load_ps((const float *)(xv + 5));
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dv, dx), acc[t]);
-            if (has_m)
-                for (int i = 0; i < 8; i++) ms[t] += m[i] * X[t].s[8 * g + i];
-        }
+        group_levels(type, p, 8, has_m, q, &dvec, m);
+        dec_group(q, dvec, m, X, g, 8, has_m, T, acc, ms);
+    }
+    const int nbg = (int)(nb - 8 * g);
+    if (nbg > 0) { /* the row's last, short group */
+        const uint8_t *p = w + (size_t)(8 * g) * sz;
+        for (size_t i = 0; i < (size_t)nbg * sz; i += 64) _mm_prefetch((const char *)p + pf + i, PREFETCH_HINT);
+        __m256i q[8];
+        __m256 dvec;
+        float m[8];
+        group_levels(type, p, nbg, has_m, q, &dvec, m);
+        dec_group(q, dvec, m, X, g, nbg, has_m, T, acc, ms);
     }
     UNROLL
     for (int t = 0; t < T; t++) res[t] = _mm512_reduce_add_ps(acc[t]) + ms[t];

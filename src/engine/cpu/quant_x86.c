@@ -102,9 +102,11 @@ AVX2 static INL void store_scv(int16_t *scv, const int16_t *sc) {
                            _mm256_set_m128i(_mm_set1_epi16(sc[2 * k + 1]), _mm_set1_epi16(sc[2 * k])));
 }
 
-AVX2 static void unpack_k_avx2(uint32_t type, const uint8_t *p, CanonK *c) {
+/* pf: how far ahead the weights are prefetched (row_prefetch: on a column
+ * slice, the same columns of a later row, not the next rank's columns) */
+AVX2 static void unpack_k_avx2(uint32_t type, const uint8_t *p, size_t pf, CanonK *c) {
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
-    for (int i = 0; i < (int)type_info(type)->type_size; i += 64) _mm_prefetch((const char *)p + PREFETCH_DIST + i, PREFETCH_HINT);
+    for (int i = 0; i < (int)type_info(type)->type_size; i += 64) _mm_prefetch((const char *)p + pf + i, PREFETCH_HINT);
     switch (type) {
     case GGML_TYPE_Q4_K:
     case GGML_TYPE_Q5_K: {
@@ -382,7 +384,7 @@ AVX512 static INL void tile_a8_avx512(const W8Row *const *W, const X8Row *const 
 
 /* Generation: the weight groups built in registers as the rows stream in. */
 AVX512 static INL void dec_a8_avx512(uint32_t type, const uint8_t *const *wr, const X8Row *const *X, int64_t nb,
-                                     bool has_m, const int R, const int T, float *res) {
+                                     bool has_m, size_t pf, const int R, const int T, float *res) {
     const size_t sz = type_info(type)->type_size;
     __m512 acc[TILE_MAX_R][TILE_MAX_T];
     float ms[TILE_MAX_R][TILE_MAX_T];
@@ -398,7 +400,7 @@ AVX512 static INL void dec_a8_avx512(uint32_t type, const uint8_t *const *wr, co
         UNROLL
         for (int r = 0; r < R; r++) {
             const uint8_t *p = wr[r] + (size_t)(8 * g) * sz;
-            for (size_t i = 0; i < 8 * sz; i += 64) _mm_prefetch((const char *)p + PREFETCH_DIST + i, PREFETCH_HINT);
+            for (size_t i = 0; i < 8 * sz; i += 64) _mm_prefetch((const char *)p + pf + i, PREFETCH_HINT);
             load_w8(type, p, imin(8, nb - 8 * g), tw[r], &nc[r], &dv[r], mwv[r]);
             mw[r] = mwv[r];
         }
@@ -469,7 +471,7 @@ AVX512 static INL void tile_k_avx512(const CanonK *const *W, const BlockQ8_K *co
 }
 
 AVX512 static INL void dec_k_avx512(uint32_t type, const uint8_t *const *wr, const BlockQ8_K *const *X, int64_t nsb,
-                                    const int R, const int T, float *res) {
+                                    size_t pf, const int R, const int T, float *res) {
     const size_t sz = type_info(type)->type_size;
     CanonK cw[TILE_MAX_R];
     __m512 acc[TILE_MAX_R][TILE_MAX_T];
@@ -481,7 +483,7 @@ AVX512 static INL void dec_k_avx512(uint32_t type, const uint8_t *const *wr, con
         const CanonK *C[TILE_MAX_R];
         const BlockQ8_K *Xs[TILE_MAX_T];
         UNROLL
-        for (int r = 0; r < R; r++) unpack_k_avx2(type, wr[r] + (size_t)s * sz, &cw[r]), C[r] = &cw[r];
+        for (int r = 0; r < R; r++) unpack_k_avx2(type, wr[r] + (size_t)s * sz, pf, &cw[r]), C[r] = &cw[r];
         UNROLL
         for (int t = 0; t < T; t++) Xs[t] = X[t] + s;
         k_sb_avx512(C, Xs, R, T, acc);
@@ -610,7 +612,8 @@ typedef void (*DecRowsFn)(DEC_PARAMS);
 
 #define DEC_A_FNS(SUFFIX, TYPE)                                                                   \
     AVX512 static void dec_a_avx512_##SUFFIX(DEC_PARAMS) {                                        \
-        DEC_ROWS_T4(dec_a8_avx512, X8Row, TYPE, wr, X, n, vec_dot_type(TYPE) == GGML_TYPE_Q8_1)   \
+        const size_t pf = row_prefetch((size_t)n * type_info(TYPE)->type_size, wrb);              \
+        DEC_ROWS_T4(dec_a8_avx512, X8Row, TYPE, wr, X, n, vec_dot_type(TYPE) == GGML_TYPE_Q8_1, pf) \
     }
 DEC_A_FNS(q4_0, GGML_TYPE_Q4_0)
 DEC_A_FNS(q4_1, GGML_TYPE_Q4_1)
@@ -619,7 +622,10 @@ DEC_A_FNS(q5_1, GGML_TYPE_Q5_1)
 DEC_A_FNS(q8_0, GGML_TYPE_Q8_0)
 
 #define DEC_K_FNS(SUFFIX, TYPE, F512)                                                             \
-    AVX512 static void dec_k_avx512_##SUFFIX(DEC_PARAMS) { DEC_ROWS(F512, BlockQ8_K, TYPE, wr, X, n) }
+    AVX512 static void dec_k_avx512_##SUFFIX(DEC_PARAMS) {                                        \
+        const size_t pf = row_prefetch((size_t)n * type_info(TYPE)->type_size, wrb);              \
+        DEC_ROWS(F512, BlockQ8_K, TYPE, wr, X, n, pf)                                             \
+    }
 DEC_K_FNS(q2_K, GGML_TYPE_Q2_K, dec_k_avx512)
 DEC_K_FNS(q3_K, GGML_TYPE_Q3_K, dec_k_avx512)
 /* Q4_K, Q5_K, Q6_K at AVX-512 decode in quant_x86_dec512.c (matmul_k_dec
@@ -1086,6 +1092,7 @@ static void matmul_k_pre(int level, uint32_t type, const uint8_t *w, size_t wrb,
     const int64_t nsb = n / QK_K;
     const size_t wsz = type_info(type)->type_size;
     const bool v512 = level == SIMD_AVX512;
+    const size_t pf = row_prefetch((size_t)nsb * wsz, wrb);
     const int tmax = 4; /* tokens per tile: AVX-512 and AVX2 (quant_x86_k2.c) */
     CanonK *cw = aligned_alloc(64, (size_t)RGROUP * (size_t)nsb * sizeof(CanonK));
     if (!cw) { /* out of memory: the generation path (same results), two tokens at a time */
@@ -1098,7 +1105,7 @@ static void matmul_k_pre(int level, uint32_t type, const uint8_t *w, size_t wrb,
         const int nr = imin(RGROUP, r1 - rs);
         for (int i = 0; i < nr; i++)
             for (int64_t s = 0; s < nsb; s++)
-                unpack_k_avx2(type, w + (size_t)(rs + i) * wrb + (size_t)s * wsz, &cw[(size_t)i * nsb + s]);
+                unpack_k_avx2(type, w + (size_t)(rs + i) * wrb + (size_t)s * wsz, pf, &cw[(size_t)i * nsb + s]);
         const CanonK *W[RGROUP];
         for (int i = 0; i < nr; i++) W[i] = cw + (size_t)i * nsb;
         for (int t = 0; t < n_tok;) {

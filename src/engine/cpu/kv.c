@@ -11,6 +11,8 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define KV_X86 1
 #include <immintrin.h>
+
+#include "quant_x86_defs.h" /* AVX2, AVX512, INL: the kernels' target attributes */
 #endif
 #if defined(__aarch64__) && defined(__ARM_NEON)
 #define KV_ARM 1
@@ -145,10 +147,6 @@ static void mad_rows_ref(uint32_t t, float *o, const float *w, const uint8_t *ro
 /* ---- SIMD kernels ------------------------------------------------------- */
 
 #ifdef KV_X86
-#define AVX2 __attribute__((target("avx2,fma,f16c")))
-#define AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
-#define INL inline __attribute__((always_inline))
-
 AVX2 static INL float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));

@@ -1,8 +1,9 @@
 /* quant_x86_defs.h - what every x86 kernel file (quant_x86.c, quant_x86_a2.c,
- * quant_x86_k2.c, quant_x86_dec512.c) compiles with: the target attributes
- * of the AVX2 and AVX-512 functions, forced inlining, the F16C half
- * conversion, and the weight stream's software prefetch. Internal to
- * src/engine/cpu; include after <immintrin.h>, on x86-64 only. */
+ * quant_x86_k2.c, quant_x86_dec512.c, kv.c's attention kernels) compiles
+ * with: the target attributes of the AVX2 and AVX-512 functions, forced
+ * inlining, the F16C half conversion, and the weight stream's software
+ * prefetch. Internal to src/engine/cpu; include after <immintrin.h>, on
+ * x86-64 only. */
 #ifndef GROK_QUANT_X86_DEFS_H
 #define GROK_QUANT_X86_DEFS_H
 

@@ -249,6 +249,25 @@ rank_pid() {
 }
 # wait_gone PID SECONDS: 0 if PID ended within SECONDS
 wait_gone() { local i; for i in $(seq $(($2 * 10))); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done; return 1; }
+# hit_rank1 LABEL HOW MPIRUN_PID RANK1_PID: signals rank 1 (KILL or STOP); the job
+# (--dist-timeout 3, stderr in $dir/err) must end within 10 s, non-zero, with
+# mpirun's or the deadline's clear error
+hit_rank1() {
+  local label=$1 how=$2 mp=$3 r1=$4 rc
+  kill -"$how" "$r1"
+  if wait_gone "$mp" 10; then
+    wait "$mp"; rc=$?
+    check '[ $rc -ne 0 ]' "$label$how: the job ended with status 0"
+    if [ "$how" = KILL ]; then
+      check 'grep -q "exited on signal 9" "$dir/err"' "$label$how: no clear error: $(cat "$dir/err")"
+    else
+      check 'grep -q "no answer from the other ranks .* within 3 s" "$dir/err"' "$label$how: no clear error: $(cat "$dir/err")"
+    fi
+  else
+    bad "$label$how: the job still runs 10 s after rank 1 was hit"
+    kill -9 "$r1" "$mp" 2>/dev/null
+  fi
+}
 
 echo "== faults"
 for how in KILL STOP; do
@@ -258,19 +277,7 @@ for how in KILL STOP; do
   r1=
   for _ in $(seq 100); do r1=$(rank_pid "$mp" 1); [ -n "$r1" ] && [ -s "$dir/out" ] && break; sleep 0.1; done
   [ -n "$r1" ] || { bad "$how: rank 1 not found"; kill -9 "$mp"; continue; }
-  kill -"$how" "$r1"
-  if wait_gone "$mp" 10; then
-    wait "$mp"; rc=$?
-    check '[ $rc -ne 0 ]' "$how: the job ended with status 0"
-    if [ $how = KILL ]; then
-      check 'grep -q "exited on signal 9" "$dir/err"' "$how: no clear error: $(cat "$dir/err")"
-    else
-      check 'grep -q "no answer from the other ranks .* within 3 s" "$dir/err"' "$how: no clear error: $(cat "$dir/err")"
-    fi
-  else
-    bad "$how: the job still runs 10 s after rank 1 was hit"
-    kill -9 "$r1" "$mp" 2>/dev/null
-  fi
+  hit_rank1 "" "$how" "$mp" "$r1"
   kill -9 "$r1" 2>/dev/null # a stopped rank that mpirun left behind
 done
 
@@ -448,19 +455,7 @@ for how in KILL STOP; do
   r1=
   for _ in $(seq 100); do r1=$(rank_pid "$mp" 1); [ -n "$r1" ] && grep -q "^\[1/" "$dir/err" && break; sleep 0.1; done
   if [ -z "$r1" ] || ! kill -0 "$mp" 2>/dev/null; then bad "pipeline $how: the job was not running: $(tail -3 "$dir/err")"; continue; fi
-  kill -"$how" "$r1"
-  if wait_gone "$mp" 10; then
-    wait "$mp"; rc=$?
-    check '[ $rc -ne 0 ]' "pipeline $how: the job ended with status 0"
-    if [ $how = KILL ]; then
-      check 'grep -q "exited on signal 9" "$dir/err"' "pipeline $how: no clear error: $(cat "$dir/err")"
-    else
-      check 'grep -q "no answer from the other ranks .* within 3 s" "$dir/err"' "pipeline $how: no clear error: $(cat "$dir/err")"
-    fi
-  else
-    bad "pipeline $how: the job still runs 10 s after rank 1 was hit"
-    kill -9 "$r1" "$mp" 2>/dev/null
-  fi
+  hit_rank1 "pipeline " "$how" "$mp" "$r1"
   kill -9 "$r1" 2>/dev/null
 done
 

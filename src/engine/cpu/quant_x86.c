@@ -320,7 +320,7 @@ AVX512 static void prep_x8_row(bool q81, const uint8_t *xrow, int64_t nb, const 
     for (int64_t g = 0; g < (nb + 7) / 8; g++) {
         __m256i q[8];
         float d[8];
-        load_x8_group(q81, xrow, nb, g, q, d, a->s);
+        load_x8_group(q81, xrow, nb, g, q, d, a->s + 8 * g);
         __m512i t[4];
         split8(q, t);
         for (int k = 0; k < 4; k++) _mm512_store_si512(a->v + 5 * g + k, _mm512_xor_si512(t[k], k80));

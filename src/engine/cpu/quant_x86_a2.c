@@ -187,6 +187,17 @@ AVX2 static INL void load8(uint32_t type, const uint8_t *p, int nbg, __m256i *q,
     *dv = _mm256_load_ps(d), *mv = _mm256_load_ps(m);
 }
 
+/* Group g of a row of nb weight blocks of sz bytes: its blocks prefetched
+ * pf bytes ahead (row_prefetch: a few rows on for a column slice), then
+ * load8. */
+AVX2 static INL void load8_row(uint32_t type, const uint8_t *wr, size_t sz, int64_t g, int64_t nb, size_t pf,
+                               __m256i *q, __m256 *dv, __m256 *mv) {
+    const uint8_t *p = wr + (size_t)(8 * g) * sz;
+    if (PREFETCH_DIST > 0)
+        for (size_t i = 0; i < 8 * sz; i += 64) _mm_prefetch((const char *)p + pf + i, PREFETCH_HINT);
+    load8(type, p, imin(8, nb - 8 * g), q, dv, mv);
+}
+
 /* a weight row's nb blocks into prepared groups (transposed: prompt path) */
 AVX2 static INL void unpack_row(uint32_t type, const uint8_t *row, int64_t nb, __m256i *v) {
     const size_t sz = block_bytes(type);
@@ -473,11 +484,9 @@ AVX2 static INL void dec_row(uint32_t type, const uint8_t *wr, const __m256i *co
     UNROLL
     for (int t = 0; t < T; t++) f[t] = _mm256_setzero_ps();
     for (int64_t g = 0; g < (nb + 7) / 8; g++) {
-        const uint8_t *p = wr + (size_t)(8 * g) * sz;
-        for (size_t i = 0; i < 8 * sz; i += 64) _mm_prefetch((const char *)p + pf + i, PREFETCH_HINT);
         __m256i q[8];
         __m256 dw, mw;
-        load8(type, p, imin(8, nb - 8 * g), q, &dw, &mw);
+        load8_row(type, wr, sz, g, nb, pf, q, &dw, &mw);
         __m256i h[A2_DEC_T][2], hh[A2_DEC_T];
         UNROLL
         for (int i = 0; i < 4; i++) {
@@ -527,12 +536,9 @@ AVX2 static INL void dec_row_b(uint32_t type, const uint8_t *wr, const __m256i *
     UNROLL
     for (int t = 0; t < T; t++) f[t] = _mm256_setzero_ps();
     for (int64_t g = 0; g < (nb + 7) / 8; g++) {
-        const uint8_t *p = wr + (size_t)(8 * g) * sz;
-        if (PREFETCH_DIST > 0)
-            for (size_t i = 0; i < 8 * sz; i += 64) _mm_prefetch((const char *)p + pf + i, PREFETCH_HINT);
         __m256i q[8];
         __m256 dw, mw;
-        load8(type, p, imin(8, nb - 8 * g), q, &dw, &mw);
+        load8_row(type, wr, sz, g, nb, pf, q, &dw, &mw);
         __m256i h[A2_DEC_T][2], hh[A2_DEC_T];
         UNROLL
         for (int i = 0; i < 4; i++) {
@@ -566,24 +572,14 @@ AVX2 static INL void dec_row_b(uint32_t type, const uint8_t *wr, const __m256i *
 /* an activation row into groups of GX8 vectors for dec_row_b; false (and
  * the row is to go the 16-bit way) where a level is -128 */
 AVX2 static bool prep_x_bytes(bool q81, const uint8_t *xrow, int64_t nb, __m256i *v) {
-    const size_t sz = q81 ? sizeof(BlockQ8_1) : sizeof(BlockQ8_0);
     __m256i bad = _mm256_setzero_si256();
     for (int64_t g = 0; g < (nb + 7) / 8; g++, v += GX8) {
+        __m256i q[8];
         _Alignas(32) float d[8], s[8];
+        load_x8_group(q81, xrow, nb, g, q, d, s); /* blocks past nb: zero */
         for (int i = 0; i < 8; i++) {
-            const int64_t b = 8 * g + i;
-            d[i] = s[i] = 0.0f;
-            __m256i q = _mm256_setzero_si256();
-            if (b < nb) {
-                const uint8_t *p = xrow + (size_t)b * sz;
-                uint16_t h;
-                memcpy(&h, p, 2);
-                d[i] = _cvtsh_ss(h);
-                if (q81) memcpy(&h, p + 2, 2), s[i] = _cvtsh_ss(h);
-                q = _mm256_loadu_si256((const __m256i *)(p + (q81 ? 4 : 2)));
-                bad = _mm256_or_si256(bad, _mm256_cmpeq_epi8(q, _mm256_set1_epi8(-128)));
-            }
-            _mm256_store_si256(v + i, q);
+            bad = _mm256_or_si256(bad, _mm256_cmpeq_epi8(q[i], _mm256_set1_epi8(-128)));
+            _mm256_store_si256(v + i, q[i]);
         }
         _mm256_store_ps((float *)(v + 8), _mm256_load_ps(d)), _mm256_store_ps((float *)(v + 9), _mm256_load_ps(s));
     }
@@ -616,12 +612,9 @@ AVX2 static INL void dec_row_x(uint32_t type, const uint8_t *wr, const __m256i *
     UNROLL
     for (int t = 0; t < T; t++) f[t] = _mm256_setzero_ps();
     for (int64_t g = 0; g < (nb + 7) / 8; g++) {
-        const uint8_t *p = wr + (size_t)(8 * g) * sz;
-        if (PREFETCH_DIST > 0)
-            for (size_t i = 0; i < 8 * sz; i += 64) _mm_prefetch((const char *)p + pf + i, PREFETCH_HINT);
         __m256i q[8];
         __m256 dw, mw;
-        load8(type, p, imin(8, nb - 8 * g), q, &dw, &mw);
+        load8_row(type, wr, sz, g, nb, pf, q, &dw, &mw);
         __m256i h[A2_DEC_T][2], hh[A2_DEC_T];
         UNROLL
         for (int i = 0; i < 4; i++) {
@@ -657,23 +650,15 @@ AVX2 static INL void dec_row_x(uint32_t type, const uint8_t *wr, const __m256i *
 /* an activation row into groups of GXX vectors for dec_row_x; false where
  * a level is -128 */
 AVX2 static bool prep_x_xor(const uint8_t *xrow, int64_t nb, __m256i *v) {
-    const size_t sz = sizeof(BlockQ8_0);
     __m256i bad = _mm256_setzero_si256();
     for (int64_t g = 0; g < (nb + 7) / 8; g++, v += GXX) {
-        _Alignas(32) float d[8];
+        __m256i qs[8];
+        _Alignas(32) float d[8], s[8];
         _Alignas(32) int32_t c[8];
+        load_x8_group(false, xrow, nb, g, qs, d, s); /* Q8_0: no sums; blocks past nb: zero */
         for (int i = 0; i < 8; i++) {
-            const int64_t b = 8 * g + i;
-            d[i] = 0.0f;
-            __m256i q = _mm256_setzero_si256();
-            if (b < nb) {
-                const uint8_t *p = xrow + (size_t)b * sz;
-                uint16_t h;
-                memcpy(&h, p, 2);
-                d[i] = _cvtsh_ss(h);
-                q = _mm256_loadu_si256((const __m256i *)(p + 2));
-                bad = _mm256_or_si256(bad, _mm256_cmpeq_epi8(q, _mm256_set1_epi8(-128)));
-            }
+            const __m256i q = qs[i];
+            bad = _mm256_or_si256(bad, _mm256_cmpeq_epi8(q, _mm256_set1_epi8(-128)));
             const __m256i m = _mm256_cmpgt_epi8(_mm256_setzero_si256(), q), a = _mm256_abs_epi8(q);
             _mm256_store_si256(v + i, a), _mm256_store_si256(v + 8 + i, m);
             /* the sum of |x| over x < 0: the bytes of a & m, summed by sad */

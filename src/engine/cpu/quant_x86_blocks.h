@@ -58,9 +58,9 @@ AVX2 static INL __m256i load_a_block(uint32_t type, const uint8_t *p, float *d, 
 }
 
 /* Activation blocks 8g..8g+7 of a row of nb Q8_0 (q81: Q8_1) blocks: their
- * levels q, scales d and (Q8_1) sums s[8g + i]; blocks past nb read as zero. */
+ * levels q, scales d and (Q8_1, else 0) sums s; blocks past nb read as zero. */
 AVX2 static INL void load_x8_group(bool q81, const uint8_t *xrow, int64_t nb, int64_t g, __m256i q[8], float d[8],
-                                   float *s) {
+                                   float s[8]) {
     const size_t sz = q81 ? sizeof(BlockQ8_1) : sizeof(BlockQ8_0);
     for (int i = 0; i < 8; i++) {
         const int64_t b = 8 * g + i;
@@ -75,7 +75,7 @@ AVX2 static INL void load_x8_group(bool q81, const uint8_t *xrow, int64_t nb, in
         } else {
             q[i] = _mm256_setzero_si256(), d[i] = 0.0f;
         }
-        s[b] = sum;
+        s[i] = sum;
     }
 }
 

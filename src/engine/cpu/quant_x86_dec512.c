@@ -105,7 +105,7 @@ AVX512 static void prep_xdec(bool q81, const uint8_t *xrow, int64_t nb, uint8_t 
     for (int64_t g = 0; g < ng; g++) {
         __m256i q[8];
         float d[8];
-        load_x8_group(q81, xrow, nb, g, q, d, s);
+        load_x8_group(q81, xrow, nb, g, q, d, s + 8 * g);
         __m512i dd[4];
         for (int i = 0; i < 4; i++) {
             const __m512i x = _mm512_inserti64x4(_mm512_castsi256_si512(q[2 * i]), q[2 * i + 1], 1);

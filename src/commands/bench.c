@@ -234,32 +234,22 @@ static int run_tg(Context *c, const int *toks, int g, int par, int depth, float 
     const double t0 = time_now();
     int tok[MAX_PARALLEL], pos[MAX_PARALLEL], seq[MAX_PARALLEL];
     bool out[MAX_PARALLEL];
+    /* group k holds sequences [k par / G, (k + 1) par / G): every group's
+     * first step is submitted, then each collected group's next step (its
+     * own arrays: submit copies what it needs); with one group that is one
+     * forward pass per step */
     const int G = tg_groups(c, par);
-    if (G > 1) {
-        /* group k holds sequences [k par / G, (k + 1) par / G): every group's
-         * first step is submitted, then each collected group's next step
-         * (its own arrays: submit copies what it needs) */
+    for (int k = 0; k < G; k++) {
+        const Batch b = tg_batch(toks, g, 0, depth, k * par / G, (k + 1) * par / G, tok, pos, seq, out);
+        if (forward_submit(c, &b, err)) return -1;
+    }
+    for (int i = 0; i < g; i++)
         for (int k = 0; k < G; k++) {
-            const Batch b = tg_batch(toks, g, 0, depth, k * par / G, (k + 1) * par / G, tok, pos, seq, out);
+            if (forward_collect(c, logits, err)) return -1;
+            if (i + 1 == g) continue;
+            const Batch b = tg_batch(toks, g, i + 1, depth, k * par / G, (k + 1) * par / G, tok, pos, seq, out);
             if (forward_submit(c, &b, err)) return -1;
         }
-        for (int i = 0; i < g; i++)
-            for (int k = 0; k < G; k++) {
-                if (forward_collect(c, logits, err)) return -1;
-                if (i + 1 == g) continue;
-                const Batch b = tg_batch(toks, g, i + 1, depth, k * par / G, (k + 1) * par / G, tok, pos, seq, out);
-                if (forward_submit(c, &b, err)) return -1;
-            }
-    } else {
-        for (int i = 0; i < g; i++) {
-            if (par == 1) {
-                if (forward_tokens(c, 0, toks + i, 1, depth + i, logits, false, err)) return -1;
-                continue;
-            }
-            const Batch b = tg_batch(toks, g, i, depth, 0, par, tok, pos, seq, out);
-            if (forward(c, &b, logits, err)) return -1;
-        }
-    }
     *tps = (double)g * par / (time_now() - t0);
     return 0;
 }

@@ -166,11 +166,8 @@ int dist_pipe_retire(DistPipe *p, Error *err) {
 
 int dist_pipe_end(DistPipe *p, Error *err) {
     if (!p) return 0;
-    while (p->count > 0) {
-        if (flight_end(p, &p->flight[p->head], err)) return -1;
-        p->head = (p->head + 1) % DIST_PIPE_FLIGHT;
-        p->count--;
-    }
+    while (p->count > 0) /* rank 0's batches in flight */
+        if (dist_pipe_retire(p, err)) return -1;
     for (int i = 0; i < DIST_PIPE_RING; i++) {
         if (p->ring_ticket[i] >= 0 && dist_wait(p->d, p->ring_ticket[i], err)) return -1;
         p->ring_ticket[i] = -1;
